@@ -1,0 +1,1 @@
+"""cellbench's conformance suite: Hypothesis properties of recurrent cells, for any backend."""
