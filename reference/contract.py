@@ -114,8 +114,14 @@ def _check_shape(name: str, a, expected: tuple, meaning: str) -> None:
 
 
 def _check_finite(name: str, a, isfinite) -> None:
-    if not isfinite(a):
-        raise ValueError(f"{name}: expected finite values; got NaN or inf")
+    if isfinite(a):
+        return
+    where = ""
+    if isinstance(a, np.ndarray):
+        bad = ~np.isfinite(a)
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        where = f" ({int(bad.sum())} of {a.size} values; first {a[first]} at index {first})"
+    raise ValueError(f"{name}: expected finite values; got NaN or inf{where}")
 
 
 def numpy_all_finite(a) -> bool:

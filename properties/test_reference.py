@@ -1,0 +1,240 @@
+"""Example-based tests of the NumPy reference: finite differences, the PyTorch oracle,
+the textbook GRU, the stable sigmoid, dtypes, T = 0, initialisation.
+
+The Hypothesis families (test_<family>.py) check the same mathematics on every backend;
+these pin the reference itself to independent truths.
+"""
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import reference
+from reference.activations import sigmoid
+from reference.conversions import textbook_gru_to_classic
+
+U64 = np.finfo(np.float64).eps / 2  # unit roundoff of float64, 2^-53
+CELLS = reference.CELLS
+GRAD_FIELDS = ("dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh")
+
+
+def make_case(cell, T=4, B=2, I=3, H=5, dtype=np.float64, seed=0):
+    """A small problem: params at PyTorch's init, unit-normal inputs and upstream gradients."""
+    rng = np.random.default_rng(seed)
+    params = reference.init_params(cell, I, H, dtype=dtype, seed=seed)
+    lstm = cell == "lstm"
+
+    def normal(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    return SimpleNamespace(
+        cell=cell, params=params, x=normal(T, B, I), h0=normal(B, H), c0=normal(B, H) if lstm else None,
+        dhs=normal(T, B, H), dh_n=normal(B, H), dc_n=normal(B, H) if lstm else None)
+
+
+def loss_terms(case, fwd):
+    """The terms of L = Σ dhs⊙hs + Σ dh_n⊙h_n (+ Σ dc_n⊙c_n), whose gradients backward returns."""
+    terms = [case.dhs * fwd.hs, case.dh_n * fwd.h_n]
+    if case.cell == "lstm":
+        terms.append(case.dc_n * fwd.c_n)
+    return terms
+
+
+def loss(case, **override):
+    args = dict(params=case.params, x=case.x, h0=case.h0, c0=case.c0) | override
+    fwd = reference.backend.forward(case.cell, args["params"], args["x"], args["h0"], args["c0"])
+    return sum(t.sum() for t in loss_terms(case, fwd))
+
+
+def wrt_arrays(case):
+    """Each differentiable input, by the name of its gradient, with a setter for a perturbed copy."""
+    out = {"dx": ("x", None), "dh0": ("h0", None)}
+    if case.cell == "lstm":
+        out["dc0"] = ("c0", None)
+    for p in ("w_ih", "w_hh", "b_ih", "b_hh"):
+        out["d" + p] = ("params", p)
+    return out
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_gradient_matches_central_differences(cell):
+    case = make_case(cell)
+    fwd = reference.backend.forward(cell, case.params, case.x, case.h0, case.c0)
+    grads = reference.backend.backward(cell, case.params, case.x, case.h0, case.c0, fwd,
+                                       case.dhs, case.dh_n, case.dc_n)
+    # Central differences with step ε: truncation error ε²/6·|L'''| and rounding error about
+    # u·Σ|terms of L|/ε (each evaluation of L is exact to u·Σ|terms| up to a small factor).
+    # With ε = 1e-6, |L'''| ≲ 1e2 at this init and Σ|terms| ≲ 1e2, both are ≲ 1e-8; a tolerance
+    # of 10× the rounding estimate plus the truncation bound leaves a margin yet fails any real
+    # gradient bug, whose error is O(|gradient|) ~ 1e-2 or more.
+    eps = 1e-6
+    scale = sum(np.abs(t).sum() for t in loss_terms(case, fwd))
+    tol = 10 * U64 * scale / eps + eps ** 2 / 6 * 1e2
+    for grad_name, (arg, field) in wrt_arrays(case).items():
+        base = getattr(case, arg) if field is None else getattr(case.params, field)
+        numeric = np.zeros_like(base)
+        for idx in np.ndindex(base.shape):
+            values = []
+            for sign in (+1, -1):
+                bumped = base.copy()
+                bumped[idx] += sign * eps
+                if field is None:
+                    values.append(loss(case, **{arg: bumped}))
+                else:
+                    values.append(loss(case, params=case.params._replace(**{field: bumped})))
+            numeric[idx] = (values[0] - values[1]) / (2 * eps)
+        analytic = getattr(grads, grad_name)
+        err = np.abs(analytic - numeric)
+        worst = np.unravel_index(np.argmax(err), err.shape)
+        assert err.max() <= tol, (
+            f"{cell} {grad_name}: |analytic − numeric| = {err.max():.3g} > {tol:.3g} at {worst}: "
+            f"analytic {analytic[worst]!r}, numeric {numeric[worst]!r}")
+
+
+def oracle_tolerance(T, B, I, H):
+    """Bound on |reference − torch| relative to max(1, |value|), both in float64.
+
+    Each step evaluates dot products of length I + H (+2 biases), exact to γ_{I+H+2} ≈ (I+H+2)·u
+    relative to the sum of absolute terms; at PyTorch's init the recurrence contracts, so the
+    errors of T steps add rather than grow: T·(I+H+2)·u. Weight gradients sum T·B outer-product
+    terms, adding T·B·u. Summation orders differ between NumPy and torch (blocked BLAS), so both
+    sides carry such an error: a factor 2. Then a factor 4 for the activations' own last-bit
+    errors, and max(1, |value|) as the scale of the sums.
+    """
+    return 8 * (T + 1) * (I + H + 2 + B) * U64
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("T,B,I,H", [(1, 1, 1, 1), (6, 3, 5, 7), (17, 4, 9, 33)])
+def test_reference_matches_torch_in_float64(cell, T, B, I, H):
+    torch_backend = pytest.importorskip("reference.torch_backend", reason="the oracle needs torch")
+    case = make_case(cell, T, B, I, H, seed=T + H)
+    args = (cell, case.params, case.x, case.h0, case.c0)
+    ours_f, theirs_f = reference.backend.forward(*args), torch_backend.forward(*args)
+    ours_b = reference.backend.backward(*args, ours_f, case.dhs, case.dh_n, case.dc_n)
+    theirs_b = torch_backend.backward(*args, theirs_f, case.dhs, case.dh_n, case.dc_n)
+    tol = oracle_tolerance(T, B, I, H)
+    for result_ours, result_theirs, fields in ((ours_f, theirs_f, ("hs", "h_n", "c_n", "cs", "gates")),
+                                               (ours_b, theirs_b, GRAD_FIELDS)):
+        for field in fields:
+            a, b = getattr(result_ours, field), getattr(result_theirs, field)
+            if a is None:
+                assert b is None, f"{field}: reference gives None, torch gives an array"
+                continue
+            err = np.abs(a - b) / np.maximum(1, np.abs(a))
+            assert err.max() <= tol, f"{cell} {field}: relative error {err.max():.3g} > {tol:.3g}"
+
+
+def textbook_gru_forward(params, x, h0):
+    """An independent textbook GRU: h' = (1 − z)⊙h + z⊙h̃, reset before the product."""
+    w_r, w_z, w_n = np.split(params.w_ih, 3)
+    u_r, u_z, u_n = np.split(params.w_hh, 3)
+    b_r, b_z, b_n = np.split(params.b_ih, 3)
+    c_r, c_z, c_n = np.split(params.b_hh, 3)
+    h, hs = h0, []
+    for x_t in x:
+        r = 1 / (1 + np.exp(-(x_t @ w_r.T + b_r + h @ u_r.T + c_r)))
+        z = 1 / (1 + np.exp(-(x_t @ w_z.T + b_z + h @ u_z.T + c_z)))
+        h_tilde = np.tanh(x_t @ w_n.T + b_n + (r * h) @ u_n.T + c_n)
+        h = (1 - z) * h + z * h_tilde
+        hs.append(h)
+    return np.stack(hs)
+
+
+def test_textbook_gru_is_gru_classic_with_z_negated():
+    case = make_case("gru_classic", T=8, B=3, I=4, H=6)
+    expected = textbook_gru_forward(case.params, case.x, case.h0)
+    converted = textbook_gru_to_classic(case.params)
+    got = reference.backend.forward("gru_classic", converted, case.x, case.h0).hs
+    # σ(−a) and 1 − σ(a) differ by a few ulps; over T = 8 contracting steps with dot products of
+    # length I + H = 10 the difference stays below T·(I+H+4)·u ≈ 1.2e-14 (see oracle_tolerance).
+    assert np.abs(got - expected).max() <= 8 * 14 * U64 * 4
+    # Without the conversion they differ: the test can fail.
+    unconverted = reference.backend.forward("gru_classic", case.params, case.x, case.h0).hs
+    assert np.abs(unconverted - expected).max() > 1e-3
+    # The map is its own inverse, and leaves its argument alone.
+    again = textbook_gru_to_classic(converted)
+    for p in ("w_ih", "w_hh", "b_ih", "b_hh"):
+        np.testing.assert_array_equal(getattr(again, p), getattr(case.params, p))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_is_stable_for_every_finite_input(dtype):
+    info = np.finfo(dtype)
+    a = np.array([-info.max, -1e30, -1e4, -100, -1, -info.tiny, 0, info.tiny, 1, 100, 1e4, 1e30, info.max],
+                 dtype=dtype)
+    # Overflow, invalid (NaN) and division warnings raise here. Underflow of e^{−|a|} to 0 is
+    # the correct rounding of σ(a) for a ≪ 0 (and NumPy's default is to ignore it).
+    with np.errstate(over="raise", invalid="raise", divide="raise", under="ignore"):
+        s = sigmoid(a)
+    assert s.dtype == dtype
+    assert np.all((s >= 0) & (s <= 1)) and not np.isnan(s).any()
+    assert s[0] == 0 and s[-1] == 1 and s[6] == 0.5
+    assert np.all(np.diff(s) >= 0)  # monotone
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_outputs_keep_the_inputs_dtype(cell, dtype):
+    case = make_case(cell, dtype=dtype)
+    fwd = reference.backend.forward(cell, case.params, case.x, case.h0, case.c0)
+    grads = reference.backend.backward(cell, case.params, case.x, case.h0, case.c0, fwd,
+                                       case.dhs, case.dh_n, case.dc_n)
+    for result in (fwd, grads):
+        for field in result._fields:
+            value = getattr(result, field)
+            assert value is None or value.dtype == dtype, f"{field} is {value.dtype}, not {np.dtype(dtype)}"
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_empty_sequence_returns_the_initial_state(cell):
+    case = make_case(cell, T=0)
+    fwd = reference.backend.forward(cell, case.params, case.x, case.h0, case.c0)
+    assert fwd.hs.shape == (0, 2, 5)
+    np.testing.assert_array_equal(fwd.h_n, case.h0)
+    assert fwd.h_n is not case.h0
+    if cell == "lstm":
+        np.testing.assert_array_equal(fwd.c_n, case.c0)
+    grads = reference.backend.backward(cell, case.params, case.x, case.h0, case.c0, fwd,
+                                       case.dhs, case.dh_n, case.dc_n)
+    np.testing.assert_array_equal(grads.dh0, case.dh_n)
+    assert grads.dx.shape == (0, 2, 3) and not grads.dw_ih.any() and not grads.db_hh.any()
+
+
+def test_duck_typed_params_and_untouched_inputs():
+    case = make_case("lstm")
+    duck = SimpleNamespace(**case.params._asdict())
+    before = {k: v.copy() for k, v in vars(case).items() if isinstance(v, np.ndarray)}
+    fwd = reference.backend.forward("lstm", duck, case.x, case.h0, case.c0)
+    reference.backend.backward("lstm", duck, case.x, case.h0, case.c0, fwd, case.dhs, case.dh_n, case.dc_n)
+    for k, v in before.items():
+        np.testing.assert_array_equal(getattr(case, k), v, err_msg=f"{k} was modified")
+    np.testing.assert_array_equal(fwd.hs, reference.backend.forward("lstm", case.params, case.x, case.h0, case.c0).hs)
+
+
+def test_inference_keeps_nothing_per_step_but_hs():
+    case = make_case("lstm")
+    fwd = reference.backend.forward("lstm", case.params, case.x, case.h0, case.c0, training=False)
+    assert fwd.gates is None and fwd.cs is None and fwd.hs.shape == (4, 2, 5)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_init_params_follows_pytorch_default(cell):
+    G = reference.NUM_GATES[cell]
+    p = reference.init_params(cell, 7, 16, dtype=np.float32, seed=3)
+    assert p.w_ih.shape == (G * 16, 7) and p.w_hh.shape == (G * 16, 16)
+    assert p.b_ih.shape == p.b_hh.shape == (G * 16,)
+    for a in p:
+        assert a.dtype == np.float32 and np.abs(a).max() <= 1 / 4  # U(−1/√H, 1/√H), √16 = 4
+    assert np.abs(p.w_hh).max() > 0.2  # the draw spans the interval, not a corner of it
+    np.testing.assert_array_equal(p.w_ih, reference.init_params(cell, 7, 16, dtype=np.float32, seed=3).w_ih)
+
+
+def test_torch_backend_says_how_to_install_torch_when_missing():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "try:\n    import reference.torch_backend\n"
+            "except ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "pip install torch" in out
