@@ -45,18 +45,18 @@ def forward(cell, params, x, h0, c0=None, *, training=True):
     step = STEPS[cell]
     state = (h0, c0) if cell == "lstm" else (h0,)
     hs = np.empty((T, B, H), dtype)
-    cs = np.empty((T, B, H), dtype) if cell == "lstm" else None
-    gates = np.empty((T, B, G * H), dtype)
+    # Inference keeps nothing per step beyond hs; training keeps what backward is owed.
+    cs = np.empty((T, B, H), dtype) if training and cell == "lstm" else None
+    gates = np.empty((T, B, G * H), dtype) if training else None
     for t in range(T):
         *state, cache = step.forward(x[t], *state, params)
         hs[t] = state[0]
         if cs is not None:
             cs[t] = state[1]
-        gates[t] = cache.gates
+        if gates is not None:
+            gates[t] = cache.gates
     h_n = state[0].copy()  # a copy: h0 itself when T = 0, and results never alias inputs
     c_n = state[1].copy() if cell == "lstm" else None
-    if not training:
-        return ForwardResult(hs, h_n, c_n, None, None)
     return ForwardResult(hs, h_n, c_n, cs, gates)
 
 
