@@ -1,0 +1,1 @@
+"""cellbench's benchmarks and reports, and the `cellbench` command (reports.cli)."""

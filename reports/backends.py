@@ -1,0 +1,43 @@
+"""Choosing the backends a benchmark run measures, with a one-line reason for any left out.
+
+Built on properties.backends (the registry and MODULE:ATTR loader). Unlike
+properties.backends.available(), a built-in that fails to load does not abort a whole
+benchmark run: it is left out and its reason is printed and written into the report, so
+it never vanishes quietly.
+"""
+import importlib.util
+
+from properties.backends import BUILTIN, OPTIONAL_NEEDS, BackendError, load_backend
+
+
+def resolve_backends(specs=None):
+    """({name: backend}, {name: why it was left out}) for specs, or for every built-in one.
+
+    specs: built-in names or MODULE:ATTR strings. An explicitly named backend that cannot be
+    loaded raises BackendError, with the valid built-in names in its message.
+    """
+    found, left_out = {}, {}
+    if specs:
+        for spec in specs:
+            try:
+                backend = load_backend(spec)
+            except BackendError as exc:
+                raise BackendError(f"{exc} (built-in backends: {', '.join(BUILTIN)})") from None
+            found[spec if spec in BUILTIN else str(backend.name)] = backend
+        return found, left_out
+    for name, spec in BUILTIN.items():
+        need = OPTIONAL_NEEDS.get(name)
+        if need and importlib.util.find_spec(need) is None:
+            left_out[name] = f"needs {need}, which is not installed"
+            continue
+        try:
+            backend = load_backend(spec)
+        except BackendError as exc:
+            left_out[name] = str(exc)
+            continue
+        if callable(getattr(backend, "available", None)) and not backend.available():
+            left_out[name] = "its available() says it cannot run here (no GPU, no simulator)"
+            continue
+        found[name] = backend
+    return found, left_out
+

@@ -1,0 +1,1 @@
+"""pytest-benchmark suite of cellbench (not collected by plain `pytest`; `cellbench run` runs it)."""

@@ -1,0 +1,123 @@
+"""The benchmark matrix: backend × cell × config × mode × dtype, one pytest-benchmark test per case.
+
+Each case first calls the backend once, timed apart as ``first_call_s`` (for jit backends
+that includes compiling, or loading Numba's on-disk cache), checks that output against
+the float64 reference on the same inputs, then lets pytest-benchmark time the steady
+state. Everything a report needs (shapes, FLOPs, bytes, errors) goes into extra_info.
+
+Inputs are drawn in float64 and rounded through float32 once, so the float32 and float64
+cases see exactly the same numbers and share one float64 reference result.
+"""
+import functools
+import time
+import zlib
+
+import numpy as np
+
+import reference
+from reports.matrix import bytes_moved, flops, itemsize
+
+from reports.results import SCHEMA  # reports refuse a JSON whose benchmarks lack it
+
+
+@functools.lru_cache(maxsize=4)
+def case_inputs(cell, config):
+    """(params, x, h0, c0, dhs) in float64, every value exactly representable in float32."""
+    # crc32, not hash(): str hashes change between processes, and the inputs must not
+    rng = np.random.default_rng(zlib.crc32(f"{cell}-{config.T}-{config.B}-{config.I}-{config.H}".encode()))
+
+    def f32_exact(a):
+        return a.astype(np.float32).astype(np.float64)
+
+    params = reference.Params(*(f32_exact(a) for a in reference.init_params(
+        cell, config.I, config.H, dtype=np.float64, seed=int(rng.integers(2**31)))))
+    x = f32_exact(rng.standard_normal((config.T, config.B, config.I)))
+    h0 = f32_exact(0.1 * rng.standard_normal((config.B, config.H)))
+    c0 = f32_exact(0.1 * rng.standard_normal((config.B, config.H))) if cell == "lstm" else None
+    dhs = f32_exact(rng.standard_normal((config.T, config.B, config.H)))
+    return params, x, h0, c0, dhs
+
+
+def as_dtype(inputs, dtype):
+    params, x, h0, c0, dhs = inputs
+    cast = (lambda a: None if a is None else np.ascontiguousarray(a, dtype=dtype))
+    return reference.Params(*(cast(a) for a in params)), cast(x), cast(h0), cast(c0), cast(dhs)
+
+
+def make_call(backend, cell, mode, inputs):
+    """The function timed: forward(training=False), or forward(training=True) + backward."""
+    params, x, h0, c0, dhs = inputs
+    dh_n = np.zeros_like(h0)
+
+    def inference():
+        return (backend.forward(cell, params, x, h0, c0, training=False),)
+
+    def training():
+        fwd = backend.forward(cell, params, x, h0, c0, training=True)
+        return fwd, backend.backward(cell, params, x, h0, c0, fwd, dhs, dh_n)
+
+    return inference if mode == "inference" else training
+
+
+def compared_arrays(mode, results):
+    """The outputs checked against the reference: hs and h_n, and in training every gradient."""
+    fwd = results[0]
+    arrays = {"hs": fwd.hs, "h_n": fwd.h_n}
+    if mode == "training":
+        grads = results[1]
+        arrays.update({k: getattr(grads, k) for k in ("dx", "dh0", "dw_ih", "dw_hh", "db_ih", "db_hh")})
+    return arrays
+
+
+@functools.lru_cache(maxsize=2)
+def reference_result(cell, config, mode):
+    inputs = case_inputs(cell, config)
+    return compared_arrays(mode, make_call(reference.backend, cell, mode, inputs)())
+
+
+def errors_against_reference(case, results):
+    """Max and mean absolute error over all compared outputs, and the max error relative to max|ref|."""
+    truth = reference_result(case.cell, case.config, case.mode)
+    got = compared_arrays(case.mode, results)
+    max_abs, total, count, max_rel = 0.0, 0.0, 0, 0.0
+    for key, ref in truth.items():
+        diff = np.abs(np.asarray(got[key], dtype=np.float64) - ref)
+        if diff.size == 0:
+            continue
+        max_abs = max(max_abs, float(diff.max()))
+        total += float(diff.sum())
+        count += diff.size
+        scale = float(np.abs(ref).max())
+        if scale > 0:
+            max_rel = max(max_rel, float(diff.max()) / scale)
+    return {"max_abs_error": max_abs, "mean_abs_error": total / max(count, 1), "max_rel_error": max_rel}
+
+
+def test_cell(benchmark, backends, case):
+    backend = backends[case.backend]
+    cfg = case.config
+    inputs = as_dtype(case_inputs(case.cell, cfg), case.dtype)
+    call = make_call(backend, case.cell, case.mode, inputs)
+
+    start = time.perf_counter()
+    first = call()
+    first_call_s = time.perf_counter() - start
+
+    benchmark.group = f"{case.cell}-{cfg.sweep and 'sweep' + cfg.sweep or cfg.name}-{case.mode}-{case.dtype}"
+    benchmark.extra_info.update({
+        "schema": SCHEMA,
+        "backend": case.backend,
+        "cell": case.cell,
+        "config": cfg.name,
+        "sweep": cfg.sweep,
+        "mode": case.mode,
+        "dtype": case.dtype,
+        "T": cfg.T, "B": cfg.B, "I": cfg.I, "H": cfg.H,
+        "shapes": {"x": [cfg.T, cfg.B, cfg.I], "h0": [cfg.B, cfg.H],
+                   "w_ih": list(inputs[0].w_ih.shape), "w_hh": list(inputs[0].w_hh.shape)},
+        "flops": flops(case.cell, cfg.T, cfg.B, cfg.I, cfg.H, case.mode),
+        "bytes": bytes_moved(case.cell, cfg.T, cfg.B, cfg.I, cfg.H, case.mode, itemsize(case.dtype)),
+        "first_call_s": first_call_s,
+        **errors_against_reference(case, first),
+    })
+    benchmark(call)

@@ -1,0 +1,326 @@
+"""The `cellbench` command: run, report, compare, verify.
+
+    cellbench run [--full] [--backend NAME_OR_MODULE:ATTR ...] [--cell CELL ...]
+        property suite (ci profile, suite_power deselected), then the benchmark matrix on every
+        available backend; a new timestamped folder under reports/runs/, written atomically, then
+        the `latest` link; prints the headline table.
+    cellbench report RESULTS.json... [-o DIR] [--junit XML]
+    cellbench compare OLD NEW [--threshold 0.10]     exit 1 when a benchmark regressed
+    cellbench verify --backend MODULE:ATTR           property suite on one backend + its conformance matrix
+
+Bad input (missing, corrupt or foreign files, unknown backends or cells) is one line on
+stderr, `cellbench: error: ...`, exit status 2, and nothing written.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from properties.backends import BUILTIN, BackendError, load_backend
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent
+RUNS_DIR = PACKAGE_DIR / "runs"
+BENCH_FILE = PACKAGE_DIR / "benchmarks" / "bench_cells.py"
+
+#: pytest-benchmark settings for `cellbench run`: a few rounds of at most ~0.05 s each case keeps the
+#: default matrix near a minute and a half per backend-pair on 2 cores; the first call is timed apart.
+BENCH_OPTIONS = ["--benchmark-min-rounds=3", "--benchmark-max-time=0.05", "--benchmark-warmup=off",
+                 "--benchmark-disable-gc", "--benchmark-quiet"]
+
+
+class UsageError(ValueError):
+    """Bad input to the command; str() is the one-line message."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------------
+
+def properties_dir() -> Path:
+    import properties
+    return Path(next(iter(properties.__path__))).resolve()  # __path__: also right for an editable namespace
+
+
+def stream(command, log_path: Path, env=None, show=lambda line: True) -> int:
+    """Run command, write all its output to log_path, echo the lines `show` accepts; return its exit code."""
+    with open(log_path, "w", encoding="utf-8") as log:
+        process = subprocess.Popen(command, cwd=REPO_DIR, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, bufsize=1)
+        for line in process.stdout:
+            log.write(line)
+            if show(line):
+                print("  " + line.rstrip(), flush=True)
+        return process.wait()
+
+
+def property_suite(junit: Path, log: Path, backend_spec=None, echo=True) -> int:
+    """The property suite with the ci profile, without the slow suite_power tests."""
+    command = [sys.executable, "-m", "pytest", str(properties_dir()), "-m", "not suite_power", "-q",
+               "-p", "no:cacheprovider", f"--junitxml={junit}", "-o", "junit_family=xunit1"]
+    if backend_spec:
+        command.append(f"--backend={backend_spec}")
+    env = dict(os.environ, CELLBENCH_PROFILE="ci")
+    return stream(command, log, env=env, show=(lambda line: echo and bool(line.strip())))
+
+
+def new_run_name(root: Path, prefix="") -> Path:
+    """Claim a fresh, empty folder name under root (mkdir is atomic: two runs never share one)."""
+    stamp = prefix + time.strftime("%Y%m%d-%H%M%S")
+    for attempt in range(1000):
+        candidate = root / (stamp if attempt == 0 else f"{stamp}-{attempt + 1}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+    raise UsageError(f"{root}: cannot find a free folder name for {stamp}")
+
+
+def publish(staging: Path, final: Path) -> None:
+    """Move a finished staging folder onto its claimed (empty) final name in one rename."""
+    staging.chmod(0o755)  # mkdtemp made it private; a report is for reading
+    os.replace(staging, final)  # POSIX: atomically replaces the empty placeholder directory
+
+
+def point_latest(root: Path, target: Path) -> None:
+    """Make root/latest point at target, atomically (a new symlink renamed over the old one)."""
+    link = root / "latest"
+    temporary = root / f".latest-{os.getpid()}"
+    try:
+        if temporary.is_symlink():
+            temporary.unlink()
+        temporary.symlink_to(target.name, target_is_directory=True)
+        os.replace(temporary, link)
+    except OSError:  # no symlinks here (some Windows setups): a one-line pointer file instead
+        (root / "latest.txt").write_text(target.name + "\n", encoding="utf-8")
+
+
+def check_cells(cells):
+    from reference.contract import CELLS
+    unknown = [c for c in cells or () if c not in CELLS]
+    if unknown:
+        raise UsageError(f"unknown cell {', '.join(map(repr, unknown))}; valid cells: {', '.join(CELLS)}")
+
+
+def check_output_dir(path: Path) -> None:
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"{path}: already exists and is not empty; choose another -o (nothing is overwritten)")
+
+
+def headline_markdown(df) -> str:
+    from reports.report import to_markdown
+    from reports.tables import headline
+    return to_markdown(headline(df))
+
+
+# ---------------------------------------------------------------------------------------------
+# Subcommands
+# ---------------------------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from reports.backends import resolve_backends
+    check_cells(args.cell)
+    try:
+        backends, left_out = resolve_backends(args.backend)
+    except BackendError as exc:
+        raise UsageError(str(exc)) from None
+    if not backends:
+        raise UsageError("no backend can run here" + "".join(f"; {n}: {why}" for n, why in left_out.items()))
+    matrix = "full" if args.full else args.matrix
+    root = Path(args.out_root) if args.out_root else RUNS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".incomplete-", dir=root))
+    notes = [f"Left out: {name} ({why})." for name, why in left_out.items()]
+    for note in notes:
+        print(f"cellbench: {note}")
+    print(f"cellbench: backends {', '.join(backends)}; matrix {matrix}; writing {staging}", flush=True)
+    started = time.perf_counter()
+
+    properties_ok, junit = True, None
+    if not args.no_properties:
+        print("[1/3] property suite (ci profile, suite_power deselected)", flush=True)
+        from reports.conformance import read_junit
+        import pandas as pd
+        specs = [None] if not args.backend else [BUILTIN.get(s, s) for s in args.backend]
+        frames = []
+        for i, spec in enumerate(specs):
+            xml = staging / f"properties{'' if len(specs) == 1 else f'-{i + 1}'}.xml"
+            code = property_suite(xml, staging / xml.with_suffix(".log").name, spec)
+            properties_ok &= code == 0
+            if xml.is_file():
+                frames.append(read_junit(xml))
+        junit = pd.concat(frames, ignore_index=True) if frames else None
+        print(f"      property suite {'passed' if properties_ok else 'FAILED'} "
+              f"({time.perf_counter() - started:.0f} s)", flush=True)
+
+    print(f"[2/3] benchmarks ({matrix} matrix)", flush=True)
+    bench_json = staging / "benchmarks.json"
+    command = [sys.executable, "-m", "pytest", str(BENCH_FILE), "-v", "-p", "no:cacheprovider",
+               f"--bench-matrix={matrix}", f"--benchmark-json={bench_json}", *BENCH_OPTIONS]
+    for spec in backends if args.backend else ():
+        command.append(f"--bench-backend={spec}")
+    for cell in args.cell or ():
+        command.append(f"--bench-cell={cell}")
+    code = stream(command, staging / "benchmarks.log",
+                  show=lambda line: "::test_cell[" in line and ("%]" in line))
+    if not bench_json.is_file():
+        raise UsageError(f"the benchmarks wrote no results (exit {code}); see {staging / 'benchmarks.log'}")
+
+    print("[3/3] report (tables, plots, gradient flow)", flush=True)
+    from reports import results
+    from reports.gradient_flow import gradient_flow_table
+    from reports.report import write_report
+    df = results.load([bench_json])
+    write_report(df, staging, junit=junit, gradient_flow=gradient_flow_table(T=60), notes=notes,
+                 title=f"cellbench run ({matrix} matrix)")
+    final = new_run_name(root)
+    publish(staging, final)
+    point_latest(root, final)
+    print()
+    print(headline_markdown(df))
+    print(f"\ncellbench: report in {final} (report.md, report.html, CSV, PNG); "
+          f"{root / 'latest'} points to it; {time.perf_counter() - started:.0f} s in all")
+    if code != 0 or not properties_ok:
+        print("cellbench: some tests failed; see the logs in the report folder", file=sys.stderr)
+        return 1
+    return 0
+
+
+def find_junit(paths):
+    """A run folder given to `report` brings its property-suite junit XML along."""
+    found = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found += sorted(path.glob("properties*.xml"))
+    return found
+
+
+def cmd_report(args) -> int:
+    from reports import results
+    from reports.conformance import read_junit
+    from reports.gradient_flow import gradient_flow_table
+    from reports.report import write_report
+    import pandas as pd
+    df = results.load(args.results)  # every input is validated before anything is written
+    junit_files = args.junit or find_junit(args.results)
+    junit = pd.concat([read_junit(p) for p in junit_files], ignore_index=True) if junit_files else None
+    if args.output:
+        out = Path(args.output)
+        check_output_dir(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".incomplete-", dir=out.parent))
+    else:
+        RUNS_DIR.mkdir(parents=True, exist_ok=True)
+        out, staging = None, Path(tempfile.mkdtemp(prefix=".incomplete-", dir=RUNS_DIR))
+    gradient_flow = None if args.no_gradient_flow else gradient_flow_table(T=60)
+    write_report(df, staging, junit=junit, gradient_flow=gradient_flow, title="cellbench report")
+    if out is None:
+        out = new_run_name(RUNS_DIR, prefix="report-")
+    elif not out.exists():
+        out.mkdir()
+    check_output_dir(out)  # claimed while we wrote? then stop rather than overwrite
+    publish(staging, out)
+    print(headline_markdown(df))
+    print(f"\ncellbench: report in {out}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from reports import results
+    from reports.report import to_markdown
+    from reports.tables import compare
+    if not args.threshold > 0:
+        raise UsageError(f"--threshold: expected a positive fraction such as 0.1; got {args.threshold}")
+    old, new = results.load([args.old]), results.load([args.new])
+    table = compare(old, new, args.threshold)
+    if set(old["machine"]) != set(new["machine"]):
+        print(f"cellbench: note: different machines: {old['machine'].iloc[0]} vs {new['machine'].iloc[0]}")
+    print(to_markdown(table))
+    regressions = int((table["status"] == "REGRESSION").sum())
+    print(f"\ncellbench: {regressions} regression(s) beyond {args.threshold:.0%} "
+          f"({len(table)} benchmarks compared)")
+    return 1 if regressions else 0
+
+
+def cmd_verify(args) -> int:
+    from reports.conformance import conformance_matrix, failures, read_junit
+    from reports.report import to_markdown
+    try:
+        backend = load_backend(args.backend)
+    except BackendError as exc:
+        raise UsageError(f"{exc} (built-in backends: {', '.join(BUILTIN)})") from None
+    with tempfile.TemporaryDirectory(prefix="cellbench-verify-") as tmp:
+        junit_path = Path(tmp) / "properties.xml"
+        print(f"cellbench: property suite against {backend.name} ({args.backend}), ci profile", flush=True)
+        code = property_suite(junit_path, Path(tmp) / "properties.log", BUILTIN.get(args.backend, args.backend))
+        if not junit_path.is_file():
+            raise UsageError(f"the property suite wrote no junit XML (exit {code})")
+        cases = read_junit(junit_path)
+    print()
+    print(to_markdown(conformance_matrix(cases)))
+    for test in failures(cases):
+        print(f"FAILED {test}")
+    return code
+
+
+# ---------------------------------------------------------------------------------------------
+
+def parser() -> argparse.ArgumentParser:
+    from reports.matrix import MATRICES
+    main = argparse.ArgumentParser(prog="cellbench", description=__doc__.split("\n\n")[0])
+    sub = main.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="property suite + benchmarks + report into a new folder")
+    run.add_argument("--full", action="store_true", help="the full matrix: every cell, both dtypes, all sweeps")
+    run.add_argument("--matrix", default="default", choices=sorted(MATRICES), help=argparse.SUPPRESS)
+    run.add_argument("--backend", action="append", metavar="NAME_OR_MODULE:ATTR",
+                     help=f"measure only this backend (repeatable); built-in: {', '.join(BUILTIN)}")
+    run.add_argument("--cell", action="append", metavar="CELL", help="measure only this cell (repeatable)")
+    run.add_argument("--no-properties", action="store_true", help="skip the property suite")
+    run.add_argument("--out-root", metavar="DIR", help=f"where run folders go (default {RUNS_DIR})")
+    run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="rebuild a report from saved benchmark JSON (or run folders)")
+    report.add_argument("results", nargs="+", metavar="RESULTS.json")
+    report.add_argument("-o", "--output", metavar="DIR", help="a new folder (default: a new one under reports/runs)")
+    report.add_argument("--junit", action="append", metavar="XML", help="property-suite junit XML to include")
+    report.add_argument("--no-gradient-flow", action="store_true", help="leave out the gradient-flow section")
+    report.set_defaults(func=cmd_report)
+
+    compare = sub.add_parser("compare", help="ratio per benchmark of two runs; flags regressions")
+    compare.add_argument("old", metavar="OLD")
+    compare.add_argument("new", metavar="NEW")
+    compare.add_argument("--threshold", type=float, default=0.10,
+                         help="flag ratios above 1 + threshold (default 0.10)")
+    compare.set_defaults(func=cmd_compare)
+
+    verify = sub.add_parser("verify", help="run the property suite against one backend")
+    verify.add_argument("--backend", required=True, metavar="MODULE:ATTR")
+    verify.set_defaults(func=cmd_verify)
+    return main
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    from reports.conformance import JunitError
+    from reports.results import ResultsError
+    try:
+        return args.func(args)
+    except (UsageError, ResultsError, JunitError) as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the message held
+        print(f"cellbench: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cellbench: interrupted; nothing was published", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
