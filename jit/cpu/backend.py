@@ -1,0 +1,224 @@
+"""The jit.cpu backend: the contract (see reference.contract) on Numba CPU kernels.
+
+This module is the backend (``name``, ``cells``, ``forward``, ``backward``); the same
+shape as reference.backend, whose results it must reproduce. Each call:
+
+1. validates its arguments with reference.contract (before any computation);
+2. projects the inputs of all time steps at once: xw = x W_ihᵀ, one GEMM (BLAS, all threads);
+3. runs one kernel for the whole time loop (jit.cpu.lstm / gru / rnn), which splits the
+   batch rows across Numba's threads; meanwhile BLAS is held to one thread so that the two
+   thread pools never oversubscribe the cores;
+4. backward only: the weight, bias and input gradients as GEMMs on the stored da.
+
+Small sizes take fused loops instead of BLAS inside the time loop (see ``use_small_path``).
+"""
+from contextlib import contextmanager
+
+import numba
+import numpy as np
+from threadpoolctl import ThreadpoolController
+
+from reference.contract import CELLS, BackwardResult, ForwardResult, check_backward_inputs, check_forward_inputs
+
+from .gru import gru_backward_kernel, gru_classic_backward_kernel, gru_classic_forward_kernel, gru_forward_kernel
+from .lstm import lstm_backward_kernel, lstm_forward_kernel
+from .rnn import rnn_backward_kernel, rnn_forward_kernel
+
+name = "jit.cpu"
+cells = frozenset(CELLS)
+
+#: Below this many multiply-adds per thread and step (rows · G·H · H), the recurrent product
+#: runs as fused loops instead of a BLAS call, whose fixed cost dominates there.
+SMALL_PATH_MAX_MACS = 1 << 16
+
+
+class CPUForwardResult(ForwardResult):
+    """ForwardResult plus, for gru with training, ``hns`` = W_hn h + b_hn per step (T, B, H).
+
+    Backward uses hns when it is there and recomputes it (one GEMM) when it is not, for a
+    forward result rebuilt by the caller (for instance with _replace).
+    """
+
+
+# ---- threads -------------------------------------------------------------------------------
+
+_blas_libraries = None
+
+
+def _blas():
+    global _blas_libraries
+    if _blas_libraries is None:  # inspecting the loaded libraries is slow: do it once
+        _blas_libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+    return _blas_libraries
+
+
+@contextmanager
+def blas_threads(n: int):
+    """Hold every loaded BLAS to ``n`` threads inside the block (threadpoolctl's controllers)."""
+    libraries = _blas()
+    before = [lib.num_threads for lib in libraries]
+    for lib in libraries:
+        lib.set_num_threads(n)
+    try:
+        yield
+    finally:
+        for lib, n_before in zip(libraries, before):
+            lib.set_num_threads(n_before)
+
+
+def kernel_threads(B: int) -> int:
+    """How many batch-row chunks the time-loop kernel runs in parallel (one per Numba thread)."""
+    return max(1, min(numba.get_num_threads(), B))
+
+
+@contextmanager
+def time_loop_threads(n_chunks: int):
+    """With several chunks, each calls BLAS from its own thread: hold BLAS to one thread each."""
+    if n_chunks > 1:
+        with blas_threads(1):
+            yield
+    else:
+        yield
+
+
+def use_small_path(B: int, G: int, H: int, n_chunks: int) -> bool:
+    rows = -(-B // n_chunks)
+    return rows * G * H * H <= SMALL_PATH_MAX_MACS
+
+
+# ---- arrays --------------------------------------------------------------------------------
+
+def kernel_array(a: np.ndarray) -> np.ndarray:
+    """C-contiguous and writable (copied only if needed), so each dtype compiles one variant.
+
+    Numba types read-only and non-contiguous arrays separately; the kernels never write to
+    these arrays, so a copy keeps inputs untouched and the number of compiled kernels small.
+    """
+    if a.flags.c_contiguous and a.flags.writeable:
+        return a
+    return np.array(a, order="C", copy=True)
+
+
+def project_inputs(x, w_ih):
+    """xw (T, B, G·H) = x W_ihᵀ for every step at once: one GEMM. twin: reference.affine.affine."""
+    T, B, I = x.shape
+    return (x.reshape(T * B, I) @ w_ih.T).reshape(T, B, w_ih.shape[0])
+
+
+# ---- forward -------------------------------------------------------------------------------
+
+def forward(cell, params, x, h0, c0=None, *, training=True):
+    """Run the cell over x (T, B, I) from h0 (and c0 for lstm); see reference.contract."""
+    T, B, I, H, G, dtype = check_forward_inputs(cell, params, x, h0, c0)
+    lstm = cell == "lstm"
+    hs = np.empty((T, B, H), dtype)
+    h_n = np.empty((B, H), dtype)
+    c_n = np.empty((B, H), dtype) if lstm else None
+    keep = (T if training else 0, B, H)  # per-step storage only when training
+    cs = np.empty(keep, dtype) if lstm else None
+    gates = np.empty((keep[0], B, G * H), dtype)
+    hns = np.empty(keep, dtype) if cell == "gru" else None
+    if T == 0:
+        h_n[:] = h0
+        if lstm:
+            c_n[:] = c0
+    else:
+        w_hh = kernel_array(params.w_hh)
+        b_ih, b_hh, h0k = kernel_array(params.b_ih), kernel_array(params.b_hh), kernel_array(h0)
+        xw = project_inputs(x, params.w_ih)
+        n_chunks = kernel_threads(B)
+        small = use_small_path(B, G, H, n_chunks)
+        with time_loop_threads(n_chunks):
+            if lstm:
+                lstm_forward_kernel(xw, w_hh, b_ih + b_hh, h0k, kernel_array(c0), small, training, n_chunks,
+                                    hs, cs, gates, h_n, c_n)
+            elif cell == "gru":
+                gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0k, small, training, n_chunks, hs, gates, hns, h_n)
+            elif cell == "gru_classic":
+                gru_classic_forward_kernel(xw, w_hh[:2 * H], w_hh[2 * H:], b_ih, b_hh, h0k, small, training,
+                                           n_chunks, hs, gates, h_n)
+            else:
+                rnn_forward_kernel(xw, w_hh, b_ih + b_hh, h0k, cell == "rnn_relu", small, n_chunks, hs, h_n)
+                if training:
+                    gates = hs.copy()  # for rnn_* the gate is the activation output itself
+    if not training:
+        return CPUForwardResult(hs, h_n, c_n, None, None)
+    result = CPUForwardResult(hs, h_n, c_n, cs, gates)
+    if hns is not None:
+        result.hns = hns
+    return result
+
+
+# ---- backward ------------------------------------------------------------------------------
+
+def previous_hidden(hs, h0):
+    """h_{t-1} for every t, (T, B, H): h0 then hs[:-1]."""
+    return np.concatenate([h0[None], hs[:-1]], axis=0)
+
+
+def gru_hidden_terms(fwd, h0, w_hh, b_hh, H):
+    """hns = W_hn h_{t-1} + b_hn (T, B, H): from forward when it kept them, else one GEMM."""
+    hns = getattr(fwd, "hns", None)
+    if isinstance(hns, np.ndarray) and hns.shape == fwd.hs.shape and hns.dtype == fwd.hs.dtype:
+        return kernel_array(hns)
+    T, B, _ = fwd.hs.shape
+    h_prev = previous_hidden(np.asarray(fwd.hs), h0).reshape(T * B, H)
+    return (h_prev @ w_hh[2 * H:].T + b_hh[2 * H:]).reshape(T, B, H)
+
+
+def weight_grads(da, inputs, w_ih):
+    """dx = da W_ih, dW_ih = daᵀ x, db = Σ da over steps and rows: GEMMs after the time loop.
+
+    twin: reference.affine.affine_backward summed over t. da (T, B, G·H), inputs (T, B, K).
+    """
+    T, B, GH = da.shape
+    da2 = da.reshape(T * B, GH)
+    return da2 @ w_ih, da2.T @ inputs.reshape(T * B, -1), da2.sum(axis=0)
+
+
+def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
+    """Backpropagation through time; returns the gradients of L given ∂L/∂hs, ∂L/∂h_n, ∂L/∂c_n."""
+    T, B, I, H, G, dtype = check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n)
+    lstm = cell == "lstm"
+    w_hh = kernel_array(params.w_hh)
+    h0k, dh_nk, dhsk = kernel_array(h0), kernel_array(dh_n), kernel_array(dhs)
+    hs, gates = kernel_array(fwd.hs), kernel_array(fwd.gates)
+    dh0 = np.empty((B, H), dtype)
+    dc0 = np.empty((B, H), dtype) if lstm else None
+    da = np.empty((T, B, G * H), dtype)  # ∂L/∂(pre-activations), W_ih side
+    da_h = da  # ∂L/∂(W_hh h + b_hh); differs from da for gru only
+    h_side_inputs = None  # what W_hh multiplied at each step, when it is not h_{t-1}
+    n_chunks = kernel_threads(B)
+    small = use_small_path(B, G, H, n_chunks)
+    if T == 0:
+        dh0[:] = dh_n
+        if lstm:
+            dc0[:] = 0 if dc_n is None else dc_n
+    else:
+        with time_loop_threads(n_chunks):
+            if lstm:
+                dc_nk = np.zeros((B, H), dtype) if dc_n is None else kernel_array(dc_n)
+                lstm_backward_kernel(w_hh, kernel_array(c0), kernel_array(fwd.cs), gates, dhsk, dh_nk, dc_nk,
+                                     small, n_chunks, da, dh0, dc0)
+            elif cell == "gru":
+                hns = gru_hidden_terms(fwd, h0k, w_hh, kernel_array(params.b_hh), H)
+                da_h = np.empty_like(da)
+                gru_backward_kernel(w_hh, h0k, hs, gates, hns, dhsk, dh_nk, small, n_chunks, da, da_h, dh0)
+            elif cell == "gru_classic":
+                rhs = np.empty((T, B, H), dtype)
+                gru_classic_backward_kernel(w_hh[:2 * H], w_hh[2 * H:], h0k, hs, gates, dhsk, dh_nk, small,
+                                            n_chunks, da, rhs, dh0)
+                h_side_inputs = rhs
+            else:
+                rnn_backward_kernel(w_hh, hs, dhsk, dh_nk, cell == "rnn_relu", small, n_chunks, da, dh0)
+    dx, dw_ih, db_ih = weight_grads(da, x, params.w_ih)
+    dx = dx.reshape(T, B, I)
+    h_prev = previous_hidden(hs, h0k)
+    if h_side_inputs is None:
+        _, dw_hh, db_hh = weight_grads(da_h, h_prev, w_hh)
+    else:  # gru_classic: the r, z rows multiplied h_{t-1}, the n rows r⊙h_{t-1}
+        dw_hh = np.empty_like(w_hh)
+        dw_hh[:2 * H] = weight_grads(da[:, :, :2 * H], h_prev, w_hh[:2 * H])[1]
+        dw_hh[2 * H:] = weight_grads(np.ascontiguousarray(da[:, :, 2 * H:]), h_side_inputs, w_hh[2 * H:])[1]
+        db_hh = da.reshape(T * B, G * H).sum(axis=0)
+    return BackwardResult(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
