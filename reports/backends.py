@@ -6,15 +6,34 @@ benchmark run: it is left out and its reason is printed and written into the rep
 it never vanishes quietly.
 """
 import importlib.util
+import os
 
 from properties.backends import BUILTIN, OPTIONAL_NEEDS, BackendError, load_backend
+
+
+def simulated(name, backend) -> bool:
+    """True when a backend would run on the CUDA simulator: its timings mean nothing.
+
+    A backend may say so itself (a true ``simulated`` or ``SIMULATOR`` attribute); jit.cuda
+    and any backend whose name mentions cuda count as simulated when NUMBA_ENABLE_CUDASIM=1.
+    """
+    for attr in ("simulated", "SIMULATOR"):
+        flag = getattr(backend, attr, None)
+        if flag is not None:
+            return bool(flag() if callable(flag) else flag)
+    mentions_cuda = "cuda" in name.lower() or "cuda" in str(getattr(backend, "name", "")).lower()
+    return mentions_cuda and os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+SIMULATED = "runs on the CUDA simulator here, and simulator timings are never reported"
 
 
 def resolve_backends(specs=None):
     """({name: backend}, {name: why it was left out}) for specs, or for every built-in one.
 
     specs: built-in names or MODULE:ATTR strings. An explicitly named backend that cannot be
-    loaded raises BackendError, with the valid built-in names in its message.
+    loaded, or that would run on the CUDA simulator, raises BackendError, with the valid
+    built-in names in its message.
     """
     found, left_out = {}, {}
     if specs:
@@ -23,7 +42,10 @@ def resolve_backends(specs=None):
                 backend = load_backend(spec)
             except BackendError as exc:
                 raise BackendError(f"{exc} (built-in backends: {', '.join(BUILTIN)})") from None
-            found[spec if spec in BUILTIN else str(backend.name)] = backend
+            name = spec if spec in BUILTIN else str(backend.name)
+            if simulated(name, backend):
+                raise BackendError(f"backend {spec!r} {SIMULATED}")
+            found[name] = backend
         return found, left_out
     for name, spec in BUILTIN.items():
         need = OPTIONAL_NEEDS.get(name)
@@ -37,6 +59,9 @@ def resolve_backends(specs=None):
             continue
         if callable(getattr(backend, "available", None)) and not backend.available():
             left_out[name] = "its available() says it cannot run here (no GPU, no simulator)"
+            continue
+        if simulated(name, backend):
+            left_out[name] = SIMULATED
             continue
         found[name] = backend
     return found, left_out

@@ -178,7 +178,7 @@ def cmd_run(args) -> int:
     from reports.gradient_flow import gradient_flow_table
     from reports.report import write_report
     df = results.load([bench_json])
-    write_report(df, staging, junit=junit, gradient_flow=gradient_flow_table(T=60), notes=notes,
+    write_report(df, staging, junit=junit, gradient_flow=gradient_flow_table(T=args.gradient_steps), notes=notes,
                  title=f"cellbench run ({matrix} matrix)")
     final = new_run_name(root)
     publish(staging, final)
@@ -219,7 +219,7 @@ def cmd_report(args) -> int:
     else:
         RUNS_DIR.mkdir(parents=True, exist_ok=True)
         out, staging = None, Path(tempfile.mkdtemp(prefix=".incomplete-", dir=RUNS_DIR))
-    gradient_flow = None if args.no_gradient_flow else gradient_flow_table(T=60)
+    gradient_flow = None if args.no_gradient_flow else gradient_flow_table(T=args.gradient_steps)
     write_report(df, staging, junit=junit, gradient_flow=gradient_flow, title="cellbench report")
     if out is None:
         out = new_run_name(RUNS_DIR, prefix="report-")
@@ -285,6 +285,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--cell", action="append", metavar="CELL", help="measure only this cell (repeatable)")
     run.add_argument("--no-properties", action="store_true", help="skip the property suite")
     run.add_argument("--out-root", metavar="DIR", help=f"where run folders go (default {RUNS_DIR})")
+    run.add_argument("--gradient-steps", type=int, default=60, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser("report", help="rebuild a report from saved benchmark JSON (or run folders)")
@@ -292,6 +293,7 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", metavar="DIR", help="a new folder (default: a new one under reports/runs)")
     report.add_argument("--junit", action="append", metavar="XML", help="property-suite junit XML to include")
     report.add_argument("--no-gradient-flow", action="store_true", help="leave out the gradient-flow section")
+    report.add_argument("--gradient-steps", type=int, default=60, help=argparse.SUPPRESS)
     report.set_defaults(func=cmd_report)
 
     compare = sub.add_parser("compare", help="ratio per benchmark of two runs; flags regressions")

@@ -73,7 +73,7 @@ MATRICES = {
 
 #: Sweeps each matrix adds: (cells, modes, dtypes, axes, points).
 SWEEPS = {
-    "smoke": None,
+    "smoke": (("lstm",), ("inference",), ("float32",), ("T",), {"T": (2, 4, 8)}),
     "default": (("lstm",), ("inference",), ("float32",), ("T", "B", "H"),
                 {"T": (10, 50, 200), "B": (1, 16, 128), "H": (32, 128, 512)}),
     "full": (("rnn_tanh", "lstm", "gru"), MODES, ("float32",), ("T", "B", "H"), SWEEP_POINTS),

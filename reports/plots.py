@@ -59,7 +59,7 @@ def gradient_flow_plot(table, path: Path):
                 label=f"{cell}, {init} init")
     ax.set_yscale("log")
     ax.set_xlabel("k (steps back from the last)")
-    ax.set_ylabel("‖∂L/∂h_{T−k}‖ / ‖∂L/∂h_T‖")
+    ax.set_ylabel(r"$\|\partial L/\partial h_{T-k}\| \,/\, \|\partial L/\partial h_T\|$")
     ax.set_title("Gradient flow through time (reference, float64)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)

@@ -111,7 +111,8 @@ def build_sections(df, out: Path, junit=None, gradient_flow=None, notes=()):
         png = plots.gradient_flow_plot(gradient_flow, out / "gradient_flow.png")
         sections.append(Section(
             "Gradient flow", "‖∂L/∂h_{T−k}‖ / ‖∂L/∂h_T‖ with L depending on h_T only, from the float64 "
-            "reference (T=60, B=16, I=32, H=64, x ~ N(0,1)). ∂L/∂h_{T−k} is dh0 of backward on the last k "
+            f"reference (T={int(gradient_flow['k'].max())}, B=16, I=32, H=64, x ~ N(0,1)). "
+            "∂L/∂h_{T−k} is dh0 of backward on the last k "
             "steps started from h_{T−k}; for lstm c_{T−k} is held fixed. 'gate bias 1' sets the bias of the "
             "gate that keeps the old state (lstm f, gru z) to 1.", gradient_flow_summary(gradient_flow), png))
 

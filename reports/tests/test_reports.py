@@ -1,0 +1,183 @@
+"""Report building, comparison, gradient flow and conformance, from real (small) results.
+
+data/smoke_reference_torch.json is a real pytest-benchmark JSON: the `smoke` matrix
+(lstm, a 4-step config and a short T sweep) on reference and torch, made with
+    pytest reports/benchmarks/bench_cells.py --bench-matrix smoke --bench-backend reference \
+        --bench-backend torch --benchmark-json=reports/tests/data/smoke_reference_torch.json
+Every test writes only under its own tmp_path, so they run in any order and under xdist.
+"""
+import copy
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import reference
+from reports import gradient_flow, matrix, results, tables
+from reports.conformance import conformance_matrix, read_junit
+from reports.report import write_report
+
+FIXTURE = Path(__file__).parent / "data" / "smoke_reference_torch.json"
+
+
+@pytest.fixture(scope="module")
+def df():
+    return results.load([FIXTURE])
+
+
+def test_flop_formula_on_a_case_counted_by_hand():
+    # lstm, T=B=I=H=1: the products are 4 gate rows × (1 input + 1 hidden) multiply-adds = 16 FLOPs,
+    # the pointwise update 21 (see POINTWISE_FLOPS); training is three times that.
+    assert matrix.flops("lstm", 1, 1, 1, 1, "inference") == 16 + 21
+    assert matrix.flops("lstm", 1, 1, 1, 1, "training") == 3 * 37
+    # rnn at L1 (T=25, B=64, I=H=512): 2·25·64·512·1024 + 25·64·512·4
+    assert matrix.flops("rnn_tanh", 25, 64, 512, 512, "inference") == 2 * 25 * 64 * 512 * 1024 + 25 * 64 * 512 * 4
+
+
+def test_bytes_count_every_array_once_in_inference():
+    # gru, T=2, B=3, I=4, H=5, float32: x 24 + weights 3·5·9 + 2·15 + h0, h_n 2·15 + hs 30 elements
+    expected = (2 * 3 * 4 + 15 * 9 + 30 + 2 * 15 + 2 * 3 * 5) * 4
+    assert matrix.bytes_moved("gru", 2, 3, 4, 5, "inference", 4) == expected
+
+
+def test_every_default_case_is_named_uniquely():
+    backends = {"reference": reference.backend}
+    found = matrix.cases("full", backends)
+    assert len({c.id for c in found}) == len(found)
+    assert {c.config.name for c in found} >= set(matrix.CONFIGS)
+    assert {c.config.sweep for c in found} == {"", "T", "B", "H"}
+
+
+def test_load_flattens_extra_info_and_derives_rates(df):
+    assert set(df["backend"]) == {"reference", "torch"}
+    row = df.iloc[0]
+    assert row["flops"] == matrix.flops(row["cell"], row["T"], row["B"], row["I"], row["H"], row["mode"])
+    assert row["gflops"] == pytest.approx(row["flops"] / row["stats.median"] / 1e9)
+    assert row["pct_gemm"] == pytest.approx(100 * row["gflops"] / row["gemm_gflops"])
+    assert row["gemm_gflops"] > 0
+    # the float32 cases agree with the float64 reference to float32 rounding (ε = 6e-8) times a
+    # modest growth over the few steps and gradient sums of the smoke configs: far below 1e-4
+    assert (df["max_abs_error"] < 1e-4).all() and (df["first_call_s"] > 0).all()
+
+
+def test_per_config_speedups_are_ratios_of_medians(df):
+    detail = tables.per_config(df)
+    ref = detail[detail["backend"] == "reference"]
+    assert np.allclose(ref["speedup_vs_reference"], 1.0)
+    torch_rows = detail[detail["backend"] == "torch"].set_index(["config", "mode"])
+    ref_rows = ref.set_index(["config", "mode"])
+    for key, row in torch_rows.iterrows():
+        assert row["speedup_vs_reference"] == pytest.approx(ref_rows.loc[key, "median_ms"] / row["median_ms"])
+    headline = tables.headline(df)
+    assert list(headline.columns) == ["cell", "config", "mode", "dtype", "reference ms", "torch ms", "torch ×ref"]
+    assert (headline["config"] == "tiny").all()  # sweep points stay out of the headline
+
+
+def test_report_folder_holds_markdown_html_csv_and_png(df, tmp_path):
+    flow = gradient_flow.gradient_flow_table(T=6, B=2, I=3, H=4)
+    cases = pd.DataFrame([{"backend": "torch", "family": "agreement", "cell": "lstm", "examples": 5,
+                           "outcome": "failed", "test": "t::x"}])
+    write_report(df, tmp_path, junit=cases, gradient_flow=flow)
+    for name in ("report.md", "report.html", "results.csv", "headline.csv", "per_config.csv",
+                 "accuracy.csv", "first_call.csv", "gradient_flow.csv", "conformance.csv",
+                 "scaling_T.png", "gradient_flow.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert not (tmp_path / "scaling_B.png").exists()  # the smoke matrix sweeps T only
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| cell" in markdown and "![Scaling with T](scaling_T.png)" in markdown
+    assert "FAIL 0/1 (5 ex.)" in markdown
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2  # self-contained: images embedded
+    assert "src='scaling" not in page and "<link" not in page
+    csv = pd.read_csv(tmp_path / "results.csv")
+    assert len(csv) == len(df)
+
+
+def test_several_files_from_several_machines_are_kept_apart(df, tmp_path):
+    data = json.loads(FIXTURE.read_text())
+    data["machine_info"]["node"] = "other-host"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(data))
+    both = results.load([FIXTURE, other])
+    assert both["machine"].nunique() == 2
+    headline = tables.headline(both)
+    assert headline.columns[0] == "machine" and len(headline) == 2 * len(tables.headline(df))
+
+
+def injected_slowdown(tmp_path, factor, which=0):
+    data = json.loads(FIXTURE.read_text())
+    slowed = copy.deepcopy(data)
+    stats = slowed["benchmarks"][which]["stats"]
+    for key in ("min", "max", "mean", "median", "q1", "q3"):
+        stats[key] *= factor
+    path = tmp_path / "slowed.json"
+    path.write_text(json.dumps(slowed))
+    return path, slowed["benchmarks"][which]["extra_info"]
+
+
+def test_compare_flags_an_injected_slowdown_and_nothing_else(tmp_path):
+    path, slowed = injected_slowdown(tmp_path, factor=1.5, which=3)
+    table = tables.compare(results.load([FIXTURE]), results.load([path]), threshold=0.10)
+    flagged = table[table["status"] == "REGRESSION"]
+    assert len(flagged) == 1
+    assert flagged.iloc[0][["backend", "config", "mode"]].tolist() == [slowed["backend"], slowed["config"],
+                                                                       slowed["mode"]]
+    assert flagged.iloc[0]["ratio"] == pytest.approx(1.5)
+    assert (table["status"].drop(flagged.index) == "").all()
+
+
+def test_compare_threshold_is_respected(tmp_path):
+    path, _ = injected_slowdown(tmp_path, factor=1.05)
+    table = tables.compare(results.load([FIXTURE]), results.load([path]), threshold=0.10)
+    assert (table["status"] == "").all()
+
+
+def test_gradient_flow_truncated_backward_equals_full_backward():
+    """ratio[T] from the truncated runs must equal ‖dh0‖/‖g‖ of one full backward from h0."""
+    T, B, I, H = 7, 3, 4, 5
+    ratios = gradient_flow.gradient_ratios("gru", "default", T=T, B=B, I=I, H=H, seed=3)
+    rng = np.random.default_rng(3)  # the same draws, in the same order, as gradient_ratios
+    params = gradient_flow.params_for("gru", "default", I, H, 3)
+    x = rng.standard_normal((T, B, I))
+    h0 = np.zeros((B, H))
+    fwd = reference.backend.forward("gru", params, x, h0)
+    g = rng.standard_normal((B, H))
+    grads = reference.backend.backward("gru", params, x, h0, None, fwd, np.zeros_like(fwd.hs), g)
+    assert ratios[0] == 1.0
+    assert ratios[T] == pytest.approx(np.linalg.norm(grads.dh0) / np.linalg.norm(g), rel=1e-12)
+
+
+def test_forget_gate_bias_keeps_lstm_gradients_alive_longer():
+    default = gradient_flow.gradient_ratios("lstm", "default", T=30, B=4, I=8, H=16)
+    biased = gradient_flow.gradient_ratios("lstm", "gate bias 1", T=30, B=4, I=8, H=16)
+    params = gradient_flow.params_for("lstm", "gate bias 1", 8, 16, 0)
+    assert np.all(params.b_ih[16:32] == 1.0) and np.all(params.b_hh[16:32] == 0.0)  # block f
+    assert biased[30] > 10 * default[30]
+
+
+def test_conformance_matrix_from_a_real_junit_xml(tmp_path):
+    (tmp_path / "test_fake_properties.py").write_text(textwrap.dedent("""
+        import pytest
+        @pytest.mark.parametrize("backend", ["good", "bad"])
+        @pytest.mark.parametrize("family", ["gate_ranges", "agreement"])
+        def test_prop(record_property, backend, family):
+            for key, value in (("backend", backend), ("family", family), ("cell", "lstm"), ("examples", 3)):
+                record_property(key, value)
+            assert not (backend == "bad" and family == "agreement")
+        def test_plain():
+            pass
+    """))
+    xml = tmp_path / "junit.xml"
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
+                    f"--junitxml={xml}", "--rootdir", str(tmp_path), str(tmp_path / "test_fake_properties.py")],
+                   cwd=tmp_path, capture_output=True, check=False)
+    matrix_ = conformance_matrix(read_junit(xml)).set_index("backend")
+    assert matrix_.loc["good", "agreement"] == "pass 1/1 (3 ex.)"
+    assert matrix_.loc["bad", "agreement"] == "FAIL 0/1 (3 ex.)"
+    assert matrix_.loc["bad", "gate_ranges"] == "pass 1/1 (3 ex.)"
+    assert matrix_.loc["(unlabelled)", "test_fake_properties"] == "pass 1/1 (0 ex.)"
