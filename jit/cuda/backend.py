@@ -1,0 +1,299 @@
+"""The jit.cuda backend: the contract's forward and backward, driving the kernels of jit.cuda.kernels.
+
+This module is itself a backend (``name``, ``cells``, ``forward``, ``backward``, and
+``available()``), like reference.backend, whose functions it mirrors step for step.
+
+Where the data lives: NumPy arrays in give NumPy arrays out (copied to the device and
+back); if x is a device array (a numba device array, or anything with
+``__cuda_array_interface__``, such as a CUDA torch tensor), every result is a numba device
+array and nothing leaves the device. Inputs are validated by reference.contract before
+anything runs on the device; a device input's finiteness is checked by a kernel.
+
+Speed-relevant structure: forward is one matmul for the input projection of all steps,
+then one fused kernel per step (two for gru_classic). Backward rebuilds h_{t−1} for every
+t with one copy, runs one fused kernel per step (two for gru_classic), then the weight
+gradients and dx as matmuls over all T·B rows at once.
+"""
+from types import SimpleNamespace
+
+import numpy as np
+from numba import cuda
+
+from reference.contract import (CELLS, PARAM_NAMES, BackwardResult, ForwardResult, Params, check_backward_inputs,
+                                check_forward_inputs)
+
+from .kernels import kernels_for
+from .launch import SIMULATOR, TILES, blocks, launch, synchronize
+
+name = "jit.cuda"
+cells = frozenset(CELLS)
+
+#: Optional part of the contract for slow backends: the largest T, B, I, H the property suite
+#: should draw. Under the simulator every thread is a Python thread, so shapes stay tiny
+#: (still past the simulator's tiles: see jit.cuda.launch); on a GPU there is no limit.
+max_test_sizes = {"T": 4, "B": 3, "I": 5, "H": 7} if SIMULATOR else None
+
+if SIMULATOR:
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as _DeviceArray
+else:
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray as _DeviceArray
+
+#: Array types forward and backward accept (the contract also accepts __cuda_array_interface__).
+ARRAY_TYPES = (np.ndarray, _DeviceArray)
+
+
+def available() -> bool:
+    """True when kernels can run here: a CUDA GPU with its driver, or the CUDA simulator."""
+    try:
+        return bool(cuda.is_available())
+    except Exception:  # a broken driver install: not usable, and not this backend's error
+        return False
+
+
+# ----- where the data lives ----------------------------------------------------------------
+
+def is_device_array(a) -> bool:
+    return isinstance(a, _DeviceArray) or hasattr(a, "__cuda_array_interface__")
+
+
+def _device_view(a):
+    """A numba device array viewing a foreign device array (no copy); anything else unchanged."""
+    if a is not None and not isinstance(a, _DeviceArray) and hasattr(a, "__cuda_array_interface__"):
+        return cuda.as_cuda_array(a)
+    return a
+
+
+def _to_device(a):
+    """The array on the device: device arrays as they are, NumPy arrays copied (contiguous)."""
+    if a is None or isinstance(a, _DeviceArray):
+        return a
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def _params_view(params):
+    """params with foreign device arrays viewed as numba ones; params itself if it lacks a field
+    (so that the contract's check reports the missing field)."""
+    if not all(hasattr(params, p) for p in PARAM_NAMES):
+        return params
+    return Params(*(_device_view(getattr(params, p)) for p in PARAM_NAMES))
+
+
+def _finiteness(named_arrays):
+    """{id(a): all finite} for every array, with one kernel launch per device array and one copy back."""
+    found = {}
+    on_device = [a for _, a in named_arrays if a is not None and isinstance(a, _DeviceArray)]
+    for _, a in named_arrays:
+        if isinstance(a, np.ndarray):
+            found[id(a)] = bool(np.isfinite(a).all())
+    if on_device:
+        counts = cuda.to_device(np.zeros(len(on_device), np.int64))
+        for slot, a in enumerate(on_device):
+            flat = a.reshape(a.size) if a.is_c_contiguous() else cuda.to_device(a.copy_to_host().ravel())
+            k = kernels_for(a.dtype)
+            launch(k.count_nonfinite, (min(blocks(a.size, TILES.threads_1d), 1024),), (TILES.threads_1d,),
+                   flat, counts, slot)
+        for a, bad in zip(on_device, counts.copy_to_host()):
+            found[id(a)] = bad == 0
+    return found
+
+
+def _validate(check, cell, params, arrays, **named):
+    """Run a contract check twice: first for types and shapes, then with every array's finiteness,
+    computed in one batch (a device array's finiteness costs a kernel and a copy back)."""
+    check(cell, params, *arrays, **named, array_types=ARRAY_TYPES, isfinite=lambda a: True)
+    pnames = [(p, getattr(params, p)) for p in PARAM_NAMES]
+    finite = _finiteness(pnames + [(str(i), a) for i, a in enumerate(arrays) if hasattr(a, "dtype")])
+    return check(cell, params, *arrays, **named, array_types=ARRAY_TYPES, isfinite=lambda a: finite[id(a)])
+
+
+# ----- small device helpers ----------------------------------------------------------------
+
+def _launch_1d(kernel, n, *args):
+    launch(kernel, (blocks(n, TILES.threads_1d),), (TILES.threads_1d,), *args)
+
+
+def _copy(k, src):
+    """A fresh contiguous device copy of a 2-D device array."""
+    dst = cuda.device_array(src.shape, k.dtype)
+    _launch_1d(k.copy2d, dst.size, src, dst)
+    return dst
+
+
+def _zeros(k, shape):
+    dst = cuda.device_array(shape, k.dtype)
+    _launch_1d(k.fill2d, dst.size, dst, k.dtype.type(0))
+    return dst
+
+
+def _matmul(k, a, b, c, *, trans_a=False, trans_b=False, bias=None):
+    """c = op(a) @ op(b) (+ bias); a, b, c 2-D device arrays, c (M, N)."""
+    use_bias = bias is not None
+    if not use_bias:  # the kernel's bias argument still needs an array of the dtype; it is not read
+        bias = _UNUSED_BIAS.get(k.dtype)
+        if bias is None:
+            bias = _UNUSED_BIAS[k.dtype] = cuda.device_array(1, k.dtype)
+    launch(k.matmul, (blocks(c.shape[1], TILES.matmul), blocks(c.shape[0], TILES.matmul)),
+           (TILES.matmul, TILES.matmul), a, b, c, bias, trans_a, trans_b, use_bias)
+
+
+_UNUSED_BIAS = {}
+
+
+def _step_grid(B, H):
+    """Step kernels: threadIdx.x over hidden units (or columns of ∂L/∂h), threadIdx.y over batch rows."""
+    return (blocks(H, TILES.units), blocks(B, TILES.rows)), (TILES.units, TILES.rows)
+
+
+def _as_2d(a3):
+    """(T, B, N) contiguous device array -> (T·B, N) view."""
+    T, B, N = a3.shape
+    return a3.reshape(T * B, N)
+
+
+# ----- forward -------------------------------------------------------------------------------
+
+def forward(cell, params, x, h0, c0=None, *, training=True):
+    """Run the cell over x (T, B, I) from h0 (and c0 for lstm); see reference.contract."""
+    on_device = is_device_array(x)
+    params = _params_view(params)
+    x, h0, c0 = _device_view(x), _device_view(h0), _device_view(c0)
+    T, B, I, H, G, dtype = _validate(check_forward_inputs, cell, params, (x, h0, c0))
+    k = kernels_for(dtype)
+    w_ih, w_hh, b_ih, b_hh = (_to_device(getattr(params, p)) for p in PARAM_NAMES)
+    x, h0, c0 = _to_device(x), _to_device(h0), _to_device(c0)
+    lstm = cell == "lstm"
+
+    # The input projection of every step at once: xw = x W_ihᵀ + b_ih, (T·B, G·H).
+    xw = cuda.device_array((T, B, G * H), dtype)
+    _matmul(k, x.reshape(T * B, I) if x.is_c_contiguous() else _to_device(x.copy_to_host()).reshape(T * B, I),
+            w_ih, _as_2d(xw), trans_b=True, bias=b_ih)
+
+    hs = cuda.device_array((T, B, H), dtype)
+    cs = cuda.device_array((T, B, H), dtype) if lstm and training else None
+    gates = cuda.device_array((T, B, G * H), dtype) if training else None
+    # Inference keeps no per-step storage: the gates of one step and (lstm) two cell states.
+    gate_scratch = None if training else cuda.device_array((B, G * H), dtype)
+    c_pingpong = [cuda.device_array((B, H), dtype) for _ in range(2)] if lstm and not training else None
+    rh = cuda.device_array((B, H), dtype) if cell == "gru_classic" else None
+    grid, block = _step_grid(B, H)
+
+    h_prev, c_prev = h0, c0
+    for t in range(T):
+        gates_t = gates[t] if training else gate_scratch
+        h_next = hs[t]
+        if cell in ("rnn_tanh", "rnn_relu"):
+            launch(k.rnn_step_forward, grid, block, xw[t], h_prev, w_hh, b_hh, cell == "rnn_relu", h_next,
+                   gates_t if training else h_next)
+        elif lstm:
+            c_next = cs[t] if training else c_pingpong[t % 2]
+            launch(k.lstm_step_forward, grid, block, xw[t], h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t)
+            c_prev = c_next
+        elif cell == "gru":
+            launch(k.gru_step_forward, grid, block, xw[t], h_prev, w_hh, b_hh, h_next, gates_t)
+        else:  # gru_classic: r⊙h for all units must exist before W_hn (r⊙h) starts
+            launch(k.gru_classic_step_forward_rz, grid, block, xw[t], h_prev, w_hh, b_hh, gates_t, rh)
+            launch(k.gru_classic_step_forward_n, grid, block, xw[t], h_prev, rh, w_hh, b_hh, h_next, gates_t)
+        h_prev = h_next
+    h_n = _copy(k, h_prev)  # a copy: h0 itself when T = 0, and results never alias inputs
+    c_n = _copy(k, c_prev) if lstm else None
+    synchronize(f"forward({cell!r})")
+    result = ForwardResult(hs, h_n, c_n, cs, gates)
+    return result if on_device else _to_host(result)
+
+
+def _to_host(result):
+    return type(result)(*(None if a is None else a.copy_to_host() for a in result))
+
+
+# ----- backward ------------------------------------------------------------------------------
+
+def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
+    """Backpropagation through time; returns the gradients of L given ∂L/∂hs, ∂L/∂h_n, ∂L/∂c_n."""
+    on_device = is_device_array(x)
+    params = _params_view(params)
+    x, h0, c0 = _device_view(x), _device_view(h0), _device_view(c0)
+    dhs, dh_n, dc_n = _device_view(dhs), _device_view(dh_n), _device_view(dc_n)
+    if hasattr(fwd, "hs") and hasattr(fwd, "gates"):  # else the contract's check reports what is missing
+        fwd = SimpleNamespace(**{a: _device_view(getattr(fwd, a, None)) for a in ("hs", "gates", "cs")})
+    T, B, I, H, G, dtype = _validate(check_backward_inputs, cell, params, (x, h0, c0, fwd, dhs, dh_n, dc_n))
+    k = kernels_for(dtype)
+    w_ih, w_hh, b_ih, b_hh = (_to_device(getattr(params, p)) for p in PARAM_NAMES)
+    x, h0, c0, dhs, dh_n, dc_n = (_to_device(a) for a in (x, h0, c0, dhs, dh_n, dc_n))
+    hs, gates = _to_device(fwd.hs), _to_device(fwd.gates)
+    cs = _to_device(fwd.cs) if cell == "lstm" else None
+    lstm = cell == "lstm"
+    grid, block = _step_grid(B, H)
+
+    # h_{t−1} for every t, (T, B, H): h0, then hs[0..T−2]. Read by the step kernels and by dW_hh.
+    h_prev_all = cuda.device_array((T, B, H), dtype)
+    if T:
+        _launch_1d(k.copy2d, B * H, h0, h_prev_all[0])
+        if T > 1:
+            _launch_1d(k.copy2d, (T - 1) * B * H, _as_2d(hs[:T - 1]) if hs.is_c_contiguous() else
+                       _as_2d(_to_device(hs.copy_to_host()[:T - 1])), _as_2d(h_prev_all[1:]))
+    # The gradient of the gates' pre-activations: input side (dW_ih, db_ih, dx) and hidden side
+    # (dW_hh, db_hh). They differ only in the n block of the GRUs.
+    da_x = cuda.device_array((T, B, G * H), dtype)
+    da_h = cuda.device_array((T, B, G * H), dtype) if cell in ("gru", "gru_classic") else da_x
+    if cell == "gru":  # hn = W_hn h_{t−1} + b_hn for every step, which r scaled in forward
+        hn_all = cuda.device_array((T, B, H), dtype)
+        _matmul(k, _as_2d(h_prev_all), w_hh[2 * H:], _as_2d(hn_all), trans_b=True, bias=b_hh[2 * H:])
+    if cell == "gru_classic":
+        rh_all = cuda.device_array((T, B, H), dtype)  # r⊙h_{t−1}, the input of W_hn
+        d_rh = cuda.device_array((B, H), dtype)
+
+    dh = cuda.device_array((B, H), dtype)  # ∂L/∂h_t, in full: from the loss and from step t+1
+    if T:
+        _launch_1d(k.add2d, B * H, dh_n, dhs[T - 1], dh)
+    else:
+        _launch_1d(k.copy2d, B * H, dh_n, dh)
+    dh_next_buffer = cuda.device_array((B, H), dtype)
+    if lstm:
+        dc = _copy(k, dc_n) if dc_n is not None else _zeros(k, (B, H))
+        dc_next_buffer = cuda.device_array((B, H), dtype)
+
+    for t in reversed(range(T)):
+        h_prev = h_prev_all[t]
+        dhs_prev = dhs[t - 1] if t else dhs[0]
+        use_dhs_prev = t > 0  # h_{t−1} also feeds the loss directly, unless it is h0
+        dh_prev = dh_next_buffer
+        if cell in ("rnn_tanh", "rnn_relu"):
+            launch(k.rnn_step_backward, grid, block, dh, gates[t], w_hh, cell == "rnn_relu", dhs_prev,
+                   use_dhs_prev, da_x[t], dh_prev)
+        elif lstm:
+            c_prev = cs[t - 1] if t else c0
+            launch(k.lstm_step_backward, grid, block, dh, dc, gates[t], c_prev, cs[t], w_hh, dhs_prev,
+                   use_dhs_prev, da_x[t], dh_prev, dc_next_buffer)
+            dc, dc_next_buffer = dc_next_buffer, dc
+        elif cell == "gru":
+            launch(k.gru_step_backward, grid, block, dh, gates[t], h_prev, hn_all[t], w_hh, dhs_prev,
+                   use_dhs_prev, da_x[t], da_h[t], dh_prev)
+        else:  # gru_classic: ∂L/∂(r⊙h) for all units must exist before the r rows' da
+            launch(k.gru_classic_step_backward_n, grid, block, dh, gates[t], h_prev, w_hh, da_x[t], da_h[t],
+                   d_rh, rh_all[t])
+            launch(k.gru_classic_step_backward_rz, grid, block, dh, gates[t], h_prev, d_rh, w_hh, dhs_prev,
+                   use_dhs_prev, da_x[t], da_h[t], dh_prev)
+        dh, dh_next_buffer = dh_prev, dh
+
+    # Weight gradients and dx over all T·B rows at once (twin of the sums over t in reference.backend).
+    da_x2, da_h2 = _as_2d(da_x), _as_2d(da_h)
+    dw_ih = cuda.device_array((G * H, I), dtype)
+    _matmul(k, da_x2, x.reshape(T * B, I) if x.is_c_contiguous() else _as_2d(_to_device(x.copy_to_host())),
+            dw_ih, trans_a=True)
+    dw_hh = cuda.device_array((G * H, H), dtype)
+    if cell == "gru_classic":
+        _matmul(k, da_h2[:, :2 * H], _as_2d(h_prev_all), dw_hh[:2 * H], trans_a=True)
+        _matmul(k, da_h2[:, 2 * H:], _as_2d(rh_all), dw_hh[2 * H:], trans_a=True)
+    else:
+        _matmul(k, da_h2, _as_2d(h_prev_all), dw_hh, trans_a=True)
+    db_ih = cuda.device_array((G * H,), dtype)
+    _launch_1d(k.column_sums, G * H, da_x2, db_ih)
+    db_hh = cuda.device_array((G * H,), dtype)
+    _launch_1d(k.column_sums, G * H, da_h2, db_hh)
+    dx = cuda.device_array((T, B, I), dtype)
+    _matmul(k, da_x2, w_ih, _as_2d(dx))
+    dh0 = dh  # fresh buffers of this call, never the caller's dh_n or dc_n
+    dc0 = dc if lstm else None
+    synchronize(f"backward({cell!r})")
+    result = BackwardResult(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
+    return result if on_device else _to_host(result)

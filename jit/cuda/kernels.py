@@ -1,0 +1,574 @@
+"""The numba.cuda kernels of jit.cuda, one dtype at a time: matrix product, then each cell's steps.
+
+Order, as in reference/: the tiled matrix product and the small helpers (copies, column
+sums, the finiteness check); then per cell the fused step forward kernel(s); then the
+fused step backward kernel(s). Each kernel names its reference twin.
+
+Design (issue 5):
+- ``matmul``: shared-memory tiles with bounds checks; it computes the input projection
+  x W_ihᵀ + b_ih of all T steps at once (hoisted out of the time loop), and after BPTT the
+  weight gradients daᵀ x, daᵀ h and dx = da W_ih.
+- a forward step kernel per cell: each block owns ``units`` hidden units × ``rows`` batch
+  rows and computes the recurrent product for the rows of *all* gates of its units
+  (``gate_products``), so the gates' pointwise update follows in registers without another
+  pass over memory. gru_classic needs r before W_hn (r⊙h), a dependency across hidden
+  units, so its step is two kernels (r, z; then n).
+- a backward step kernel per cell, built the same way with the pointwise part moved to the
+  front: while loading a tile of ∂L/∂a (the operand of the product ∂L/∂h = ∂L/∂a · W_hh), each
+  block computes it from ∂L/∂h, ∂L/∂c and the stored gates; blocks of the first column tile
+  also store it for the weight gradients. The product's epilogue adds what h_{t−1} receives
+  directly (dhs[t−1], z⊙dh for the GRUs) and, for lstm, ∂L/∂c_{t−1}.
+
+Shared and local arrays need a compile-time dtype, so ``kernels_for(dtype)`` builds the set
+for float32 or float64 (all arithmetic then stays in that dtype: constants are ``DT(1.0)``,
+never a bare Python literal, which would promote float32 math to float64). Scalar gate math
+comes from jit.gatemath, shared with jit.cpu. No warp-level operation is used, so every
+kernel runs unchanged under the CUDA simulator.
+"""
+import math
+from functools import lru_cache
+from types import SimpleNamespace
+
+import numpy as np
+from numba import cuda
+
+from jit.gatemath import relu, relu_grad, sigmoid, sigmoid_grad, tanh, tanh_grad
+
+from .launch import TILES
+
+TILE = TILES.matmul
+UNITS = TILES.units
+ROWS = TILES.rows
+DEPTH = TILES.depth
+STEP_THREADS = UNITS * ROWS
+
+
+@lru_cache(maxsize=None)
+def kernels_for(dtype) -> SimpleNamespace:
+    """Every kernel for one dtype (np.float32 or np.float64); compiled lazily, on first launch."""
+    DT = np.float32 if np.dtype(dtype) == np.float32 else np.float64
+
+    # ----- the matrix product and small helpers -------------------------------------------
+
+    @cuda.jit
+    def matmul(a, b, c, bias, trans_a, trans_b, use_bias):
+        """c = op(a) @ op(b) (+ bias on every row), op(m) = mᵀ when its flag is set.
+
+        Twin of the products in reference.affine (affine, affine_backward). Block: TILE×TILE
+        threads, one element of c each; K advances TILE at a time through shared tiles, and
+        every load is bounds-checked, so no size needs to be a multiple of TILE.
+        """
+        a_tile = cuda.shared.array((TILE, TILE + 1), DT)
+        b_tile = cuda.shared.array((TILE, TILE + 1), DT)
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        n = cuda.blockIdx.x * TILE + tx
+        m = cuda.blockIdx.y * TILE + ty
+        M = c.shape[0]
+        N = c.shape[1]
+        K = a.shape[0] if trans_a else a.shape[1]
+        acc = DT(0.0)
+        for k0 in range(0, K, TILE):
+            k = k0 + tx
+            if m < M and k < K:
+                if trans_a:
+                    a_tile[ty, tx] = a[k, m]
+                else:
+                    a_tile[ty, tx] = a[m, k]
+            else:
+                a_tile[ty, tx] = DT(0.0)
+            k = k0 + ty
+            if k < K and n < N:
+                if trans_b:
+                    b_tile[ty, tx] = b[n, k]
+                else:
+                    b_tile[ty, tx] = b[k, n]
+            else:
+                b_tile[ty, tx] = DT(0.0)
+            cuda.syncthreads()
+            for q in range(TILE):
+                acc += a_tile[ty, q] * b_tile[q, tx]
+            cuda.syncthreads()
+        if m < M and n < N:
+            if use_bias:
+                acc += bias[n]
+            c[m, n] = acc
+
+    @cuda.jit
+    def column_sums(a, out):
+        """out[n] = Σ_m a[m, n], in row order (deterministic); twin of affine_backward's db."""
+        n = cuda.grid(1)
+        if n < out.shape[0]:
+            s = DT(0.0)
+            for m in range(a.shape[0]):
+                s += a[m, n]
+            out[n] = s
+
+    @cuda.jit
+    def copy2d(src, dst):
+        """dst = src for (R, C) arrays of any strides (user device arrays need not be contiguous)."""
+        i = cuda.grid(1)
+        if i < dst.size:
+            r = i // dst.shape[1]
+            dst[r, i - r * dst.shape[1]] = src[r, i - r * dst.shape[1]]
+
+    @cuda.jit
+    def add2d(a, b, dst):
+        """dst = a + b elementwise, (R, C)."""
+        i = cuda.grid(1)
+        if i < dst.size:
+            r = i // dst.shape[1]
+            col = i - r * dst.shape[1]
+            dst[r, col] = a[r, col] + b[r, col]
+
+    @cuda.jit
+    def fill2d(dst, value):
+        """dst[:] = value, (R, C)."""
+        i = cuda.grid(1)
+        if i < dst.size:
+            r = i // dst.shape[1]
+            dst[r, i - r * dst.shape[1]] = value
+
+    @cuda.jit
+    def count_nonfinite(flat, counts, slot):
+        """counts[slot] += the number of NaN or inf in flat (1-D); grid-stride loop, atomic count."""
+        start = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        bad = 0
+        for i in range(start, flat.shape[0], stride):
+            if not math.isfinite(flat[i]):
+                bad += 1
+        if bad:
+            cuda.atomic.add(counts, slot, bad)
+
+    # ----- forward: the recurrent product of all gate rows of a block's hidden units ------
+
+    @cuda.jit(device=True)
+    def gate_products(hin, w, row0, acc, h_tile, w_tile):
+        """acc[g] += Σ_k hin[b, k]·w[row0 + g·H + j, k], for g < w_tile.shape[0], this thread's (b, j).
+
+        Twin of the W_hh h products in reference.affine.affine. Every thread of the block must
+        call it (they load the shared tiles together), in bounds or not; hin is (B, H).
+        """
+        gates = w_tile.shape[0]
+        B = hin.shape[0]
+        H = hin.shape[1]
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        tid = ty * UNITS + tx
+        b0 = cuda.blockIdx.y * ROWS
+        j0 = cuda.blockIdx.x * UNITS
+        for k0 in range(0, H, DEPTH):
+            for e in range(tid, ROWS * DEPTH, STEP_THREADS):
+                rr = e // DEPTH
+                kk = e - rr * DEPTH
+                if b0 + rr < B and k0 + kk < H:
+                    h_tile[rr, kk] = hin[b0 + rr, k0 + kk]
+                else:
+                    h_tile[rr, kk] = DT(0.0)
+            for e in range(tid, gates * UNITS * DEPTH, STEP_THREADS):
+                g = e // (UNITS * DEPTH)
+                u = (e // DEPTH) % UNITS
+                kk = e % DEPTH  # fastest: consecutive threads read consecutive k, coalesced
+                if j0 + u < H and k0 + kk < H:
+                    w_tile[g, u, kk] = w[row0 + g * H + j0 + u, k0 + kk]
+                else:
+                    w_tile[g, u, kk] = DT(0.0)
+            cuda.syncthreads()
+            for g in range(gates):
+                s = acc[g]
+                for kk in range(DEPTH):
+                    s += h_tile[ty, kk] * w_tile[g, tx, kk]
+                acc[g] = s
+            cuda.syncthreads()
+
+    @cuda.jit
+    def rnn_step_forward(xw_t, h_prev, w_hh, b_hh, use_relu, h_next, gates_t):
+        """h' = act(xw + b_hh + W_hh h); twin of reference.rnn.rnn_step_forward. gates_t gets h' too."""
+        h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+        w_tile = cuda.shared.array((1, UNITS, DEPTH + 1), DT)
+        acc = cuda.local.array(1, DT)
+        B = h_prev.shape[0]
+        H = h_prev.shape[1]
+        j = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
+        b = cuda.blockIdx.y * ROWS + cuda.threadIdx.y
+        inside = b < B and j < H
+        acc[0] = DT(0.0)
+        if inside:
+            acc[0] = xw_t[b, j] + b_hh[j]
+        gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile)
+        if inside:
+            h = relu(acc[0]) if use_relu else tanh(acc[0])
+            h_next[b, j] = h
+            gates_t[b, j] = h
+
+    @cuda.jit
+    def lstm_step_forward(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t):
+        """Twin of reference.lstm.lstm_step_forward: a = xw + b_hh + W_hh h; i, f, g, o; c'; h'."""
+        h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+        w_tile = cuda.shared.array((4, UNITS, DEPTH + 1), DT)
+        acc = cuda.local.array(4, DT)
+        B = h_prev.shape[0]
+        H = h_prev.shape[1]
+        j = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
+        b = cuda.blockIdx.y * ROWS + cuda.threadIdx.y
+        inside = b < B and j < H
+        for g in range(4):
+            acc[g] = DT(0.0)
+            if inside:
+                acc[g] = xw_t[b, g * H + j] + b_hh[g * H + j]
+        gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile)
+        if inside:
+            i = sigmoid(acc[0])
+            f = sigmoid(acc[1])
+            g = tanh(acc[2])
+            o = sigmoid(acc[3])
+            c = f * c_prev[b, j] + i * g
+            c_next[b, j] = c
+            h_next[b, j] = o * tanh(c)
+            gates_t[b, j] = i
+            gates_t[b, H + j] = f
+            gates_t[b, 2 * H + j] = g
+            gates_t[b, 3 * H + j] = o
+
+    @cuda.jit
+    def gru_step_forward(xw_t, h_prev, w_hh, b_hh, h_next, gates_t):
+        """Twin of reference.gru.gru_step_forward: r, z from both products; n = tanh(xw_n + r⊙(W_hn h + b_hn))."""
+        h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+        w_tile = cuda.shared.array((3, UNITS, DEPTH + 1), DT)
+        acc = cuda.local.array(3, DT)
+        B = h_prev.shape[0]
+        H = h_prev.shape[1]
+        j = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
+        b = cuda.blockIdx.y * ROWS + cuda.threadIdx.y
+        inside = b < B and j < H
+        for g in range(3):
+            acc[g] = DT(0.0)
+        if inside:
+            acc[0] = xw_t[b, j] + b_hh[j]
+            acc[1] = xw_t[b, H + j] + b_hh[H + j]
+            acc[2] = b_hh[2 * H + j]  # W_hn h + b_hn stays apart: r scales it
+        gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile)
+        if inside:
+            r = sigmoid(acc[0])
+            z = sigmoid(acc[1])
+            n = tanh(xw_t[b, 2 * H + j] + r * acc[2])
+            h_next[b, j] = (DT(1.0) - z) * n + z * h_prev[b, j]
+            gates_t[b, j] = r
+            gates_t[b, H + j] = z
+            gates_t[b, 2 * H + j] = n
+
+    @cuda.jit
+    def gru_classic_step_forward_rz(xw_t, h_prev, w_hh, b_hh, gates_t, rh):
+        """First half of reference.gru.gru_classic_step_forward: r, z, and r⊙h for W_hn."""
+        h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+        w_tile = cuda.shared.array((2, UNITS, DEPTH + 1), DT)
+        acc = cuda.local.array(2, DT)
+        B = h_prev.shape[0]
+        H = h_prev.shape[1]
+        j = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
+        b = cuda.blockIdx.y * ROWS + cuda.threadIdx.y
+        inside = b < B and j < H
+        for g in range(2):
+            acc[g] = DT(0.0)
+            if inside:
+                acc[g] = xw_t[b, g * H + j] + b_hh[g * H + j]
+        gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile)
+        if inside:
+            r = sigmoid(acc[0])
+            gates_t[b, j] = r
+            gates_t[b, H + j] = sigmoid(acc[1])
+            rh[b, j] = r * h_prev[b, j]
+
+    @cuda.jit
+    def gru_classic_step_forward_n(xw_t, h_prev, rh, w_hh, b_hh, h_next, gates_t):
+        """Second half of reference.gru.gru_classic_step_forward: n = tanh(xw_n + W_hn(r⊙h) + b_hn), h'."""
+        h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+        w_tile = cuda.shared.array((1, UNITS, DEPTH + 1), DT)
+        acc = cuda.local.array(1, DT)
+        B = h_prev.shape[0]
+        H = h_prev.shape[1]
+        j = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
+        b = cuda.blockIdx.y * ROWS + cuda.threadIdx.y
+        inside = b < B and j < H
+        acc[0] = DT(0.0)
+        if inside:
+            acc[0] = xw_t[b, 2 * H + j] + b_hh[2 * H + j]
+        gate_products(rh, w_hh, 2 * H, acc, h_tile, w_tile)
+        if inside:
+            n = tanh(acc[0])
+            z = gates_t[b, H + j]
+            h_next[b, j] = (DT(1.0) - z) * n + z * h_prev[b, j]
+            gates_t[b, 2 * H + j] = n
+
+    # ----- backward: ∂L/∂h_{t−1} = ∂L/∂a · W_hh with ∂L/∂a computed while its tile loads --------
+
+    @cuda.jit(device=True)
+    def load_weight_rows(w, row0, r0, n_rows, w_tile):
+        """w_tile[q, u] = w[row0 + r0 + q, k0 + u] (zero outside n_rows rows or H columns), k0 = this block's columns."""
+        H = w.shape[1]
+        k0 = cuda.blockIdx.x * UNITS
+        tid = cuda.threadIdx.y * UNITS + cuda.threadIdx.x
+        for e in range(tid, DEPTH * UNITS, STEP_THREADS):
+            q = e // UNITS
+            u = e - q * UNITS  # fastest: consecutive threads read consecutive columns, coalesced
+            if r0 + q < n_rows and k0 + u < H:
+                w_tile[q, u] = w[row0 + r0 + q, k0 + u]
+            else:
+                w_tile[q, u] = DT(0.0)
+
+    @cuda.jit(device=True)
+    def rows_times_weights(acc, da_tile, w_tile):
+        """acc + Σ_q da_tile[ty, q]·w_tile[q, tx]: this thread's share of one tile of da · W."""
+        ty = cuda.threadIdx.y
+        tx = cuda.threadIdx.x
+        for q in range(DEPTH):
+            acc += da_tile[ty, q] * w_tile[q, tx]
+        return acc
+
+    @cuda.jit(device=True)
+    def rnn_da(b, j, dh, h_t, use_relu):
+        """∂L/∂a = ∂L/∂h'·act'(a), from the output h'; twin of reference.rnn.rnn_step_backward's da."""
+        return dh[b, j] * (relu_grad(h_t[b, j]) if use_relu else tanh_grad(h_t[b, j]))
+
+    @cuda.jit
+    def rnn_step_backward(dh, h_t, w_hh, use_relu, dhs_prev, use_dhs_prev, da_t, dh_prev):
+        """Twin of reference.rnn.rnn_step_backward: da, then ∂L/∂h_{t−1} = da W_hh (+ dhs[t−1])."""
+        da_tile = cuda.shared.array((ROWS, DEPTH + 1), DT)
+        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+        B = dh.shape[0]
+        H = dh.shape[1]
+        tid = cuda.threadIdx.y * UNITS + cuda.threadIdx.x
+        b0 = cuda.blockIdx.y * ROWS
+        k = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
+        b = b0 + cuda.threadIdx.y
+        store = cuda.blockIdx.x == 0
+        acc = DT(0.0)
+        for r0 in range(0, H, DEPTH):
+            for e in range(tid, ROWS * DEPTH, STEP_THREADS):
+                rr = e // DEPTH
+                q = e - rr * DEPTH
+                v = DT(0.0)
+                if b0 + rr < B and r0 + q < H:
+                    v = rnn_da(b0 + rr, r0 + q, dh, h_t, use_relu)
+                    if store:
+                        da_t[b0 + rr, r0 + q] = v
+                da_tile[rr, q] = v
+            load_weight_rows(w_hh, 0, r0, H, w_tile)
+            cuda.syncthreads()
+            acc = rows_times_weights(acc, da_tile, w_tile)
+            cuda.syncthreads()
+        if b < B and k < H:
+            if use_dhs_prev:
+                acc += dhs_prev[b, k]
+            dh_prev[b, k] = acc
+
+    @cuda.jit(device=True)
+    def lstm_dc_total(b, j, dh, dc, gates_t, c_t):
+        """∂L/∂c_t from both paths: the next step's cell (dc) and h_t = o⊙tanh(c_t)."""
+        H = dh.shape[1]
+        return dc[b, j] + dh[b, j] * gates_t[b, 3 * H + j] * tanh_grad(tanh(c_t[b, j]))
+
+    @cuda.jit(device=True)
+    def lstm_da(b, r, dh, dc, gates_t, c_prev, c_t):
+        """∂L/∂a for gate row r = g·H + j; twin of reference.lstm.lstm_step_backward up to lstm_gates_backward."""
+        H = dh.shape[1]
+        g = r // H
+        j = r - g * H
+        if g == 3:
+            return dh[b, j] * tanh(c_t[b, j]) * sigmoid_grad(gates_t[b, 3 * H + j])
+        dc_total = lstm_dc_total(b, j, dh, dc, gates_t, c_t)
+        if g == 0:
+            return dc_total * gates_t[b, 2 * H + j] * sigmoid_grad(gates_t[b, j])
+        if g == 1:
+            return dc_total * c_prev[b, j] * sigmoid_grad(gates_t[b, H + j])
+        return dc_total * gates_t[b, j] * tanh_grad(gates_t[b, 2 * H + j])
+
+    @cuda.jit
+    def lstm_step_backward(dh, dc, gates_t, c_prev, c_t, w_hh, dhs_prev, use_dhs_prev, da_t, dh_prev, dc_prev):
+        """Twin of reference.lstm.lstm_step_backward: da (4 gate rows per unit), da W_hh, ∂L/∂c_{t−1} = f⊙∂L/∂c_t."""
+        da_tile = cuda.shared.array((ROWS, DEPTH + 1), DT)
+        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+        B = dh.shape[0]
+        H = dh.shape[1]
+        n_rows = 4 * H
+        tid = cuda.threadIdx.y * UNITS + cuda.threadIdx.x
+        b0 = cuda.blockIdx.y * ROWS
+        k = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
+        b = b0 + cuda.threadIdx.y
+        store = cuda.blockIdx.x == 0
+        acc = DT(0.0)
+        for r0 in range(0, n_rows, DEPTH):
+            for e in range(tid, ROWS * DEPTH, STEP_THREADS):
+                rr = e // DEPTH
+                q = e - rr * DEPTH
+                v = DT(0.0)
+                if b0 + rr < B and r0 + q < n_rows:
+                    v = lstm_da(b0 + rr, r0 + q, dh, dc, gates_t, c_prev, c_t)
+                    if store:
+                        da_t[b0 + rr, r0 + q] = v
+                da_tile[rr, q] = v
+            load_weight_rows(w_hh, 0, r0, n_rows, w_tile)
+            cuda.syncthreads()
+            acc = rows_times_weights(acc, da_tile, w_tile)
+            cuda.syncthreads()
+        if b < B and k < H:
+            if use_dhs_prev:
+                acc += dhs_prev[b, k]
+            dh_prev[b, k] = acc
+            dc_prev[b, k] = lstm_dc_total(b, k, dh, dc, gates_t, c_t) * gates_t[b, H + k]
+
+    @cuda.jit(device=True)
+    def gru_da(b, r, dh, gates_t, h_prev, hn_t, da_x_t, da_h_t, store):
+        """∂L/∂a for gate row r: the input side (r, z, n) and the hidden side (r, z, r⊙n): returns the latter.
+
+        Twin of reference.gru.gru_step_backward; hn_t = W_hn h + b_hn of this step.
+        """
+        H = dh.shape[1]
+        g = r // H
+        j = r - g * H
+        reset = gates_t[b, j]
+        z = gates_t[b, H + j]
+        n = gates_t[b, 2 * H + j]
+        if g == 1:
+            v = dh[b, j] * (h_prev[b, j] - n) * sigmoid_grad(z)
+            if store:
+                da_x_t[b, r] = v
+                da_h_t[b, r] = v
+            return v
+        da_n = dh[b, j] * (DT(1.0) - z) * tanh_grad(n)
+        if g == 0:
+            v = da_n * hn_t[b, j] * sigmoid_grad(reset)
+            if store:
+                da_x_t[b, r] = v
+                da_h_t[b, r] = v
+            return v
+        if store:
+            da_x_t[b, r] = da_n
+            da_h_t[b, r] = da_n * reset
+        return da_n * reset  # r scales W_hn h + b_hn
+
+    @cuda.jit
+    def gru_step_backward(dh, gates_t, h_prev, hn_t, w_hh, dhs_prev, use_dhs_prev, da_x_t, da_h_t, dh_prev):
+        """Twin of reference.gru.gru_step_backward: ∂L/∂h_{t−1} = z⊙dh + da_h W_hh (+ dhs[t−1])."""
+        da_tile = cuda.shared.array((ROWS, DEPTH + 1), DT)
+        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+        B = dh.shape[0]
+        H = dh.shape[1]
+        n_rows = 3 * H
+        tid = cuda.threadIdx.y * UNITS + cuda.threadIdx.x
+        b0 = cuda.blockIdx.y * ROWS
+        k = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
+        b = b0 + cuda.threadIdx.y
+        store = cuda.blockIdx.x == 0
+        acc = DT(0.0)
+        for r0 in range(0, n_rows, DEPTH):
+            for e in range(tid, ROWS * DEPTH, STEP_THREADS):
+                rr = e // DEPTH
+                q = e - rr * DEPTH
+                v = DT(0.0)
+                if b0 + rr < B and r0 + q < n_rows:
+                    v = gru_da(b0 + rr, r0 + q, dh, gates_t, h_prev, hn_t, da_x_t, da_h_t, store)
+                da_tile[rr, q] = v
+            load_weight_rows(w_hh, 0, r0, n_rows, w_tile)
+            cuda.syncthreads()
+            acc = rows_times_weights(acc, da_tile, w_tile)
+            cuda.syncthreads()
+        if b < B and k < H:
+            acc += dh[b, k] * gates_t[b, H + k]
+            if use_dhs_prev:
+                acc += dhs_prev[b, k]
+            dh_prev[b, k] = acc
+
+    @cuda.jit
+    def gru_classic_step_backward_n(dh, gates_t, h_prev, w_hh, da_x_t, da_h_t, d_rh, rh_t):
+        """First half of reference.gru.gru_classic_step_backward: da_n, then ∂L/∂(r⊙h) = da_n W_hn.
+
+        Also stores r⊙h of this step, the input of W_hn, for ∂L/∂W_hn after the time loop.
+        """
+        da_tile = cuda.shared.array((ROWS, DEPTH + 1), DT)
+        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+        B = dh.shape[0]
+        H = dh.shape[1]
+        tid = cuda.threadIdx.y * UNITS + cuda.threadIdx.x
+        b0 = cuda.blockIdx.y * ROWS
+        k = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
+        b = b0 + cuda.threadIdx.y
+        store = cuda.blockIdx.x == 0
+        acc = DT(0.0)
+        for r0 in range(0, H, DEPTH):
+            for e in range(tid, ROWS * DEPTH, STEP_THREADS):
+                rr = e // DEPTH
+                q = e - rr * DEPTH
+                v = DT(0.0)
+                bb = b0 + rr
+                j = r0 + q
+                if bb < B and j < H:
+                    v = dh[bb, j] * (DT(1.0) - gates_t[bb, H + j]) * tanh_grad(gates_t[bb, 2 * H + j])
+                    if store:
+                        da_x_t[bb, 2 * H + j] = v
+                        da_h_t[bb, 2 * H + j] = v
+                da_tile[rr, q] = v
+            load_weight_rows(w_hh, 2 * H, r0, H, w_tile)
+            cuda.syncthreads()
+            acc = rows_times_weights(acc, da_tile, w_tile)
+            cuda.syncthreads()
+        if b < B and k < H:
+            d_rh[b, k] = acc
+            rh_t[b, k] = gates_t[b, k] * h_prev[b, k]
+
+    @cuda.jit(device=True)
+    def gru_classic_da_rz(b, r, dh, gates_t, h_prev, d_rh):
+        """∂L/∂a for row r < 2H (r or z block) of gru_classic, given ∂L/∂(r⊙h)."""
+        H = dh.shape[1]
+        if r < H:
+            return d_rh[b, r] * h_prev[b, r] * sigmoid_grad(gates_t[b, r])
+        j = r - H
+        return dh[b, j] * (h_prev[b, j] - gates_t[b, 2 * H + j]) * sigmoid_grad(gates_t[b, r])
+
+    @cuda.jit
+    def gru_classic_step_backward_rz(dh, gates_t, h_prev, d_rh, w_hh, dhs_prev, use_dhs_prev, da_x_t, da_h_t,
+                                     dh_prev):
+        """Second half of reference.gru.gru_classic_step_backward: ∂L/∂h_{t−1} = z⊙dh + r⊙∂L/∂(r⊙h) + da_rz W_hrz."""
+        da_tile = cuda.shared.array((ROWS, DEPTH + 1), DT)
+        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+        B = dh.shape[0]
+        H = dh.shape[1]
+        n_rows = 2 * H
+        tid = cuda.threadIdx.y * UNITS + cuda.threadIdx.x
+        b0 = cuda.blockIdx.y * ROWS
+        k = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
+        b = b0 + cuda.threadIdx.y
+        store = cuda.blockIdx.x == 0
+        acc = DT(0.0)
+        for r0 in range(0, n_rows, DEPTH):
+            for e in range(tid, ROWS * DEPTH, STEP_THREADS):
+                rr = e // DEPTH
+                q = e - rr * DEPTH
+                v = DT(0.0)
+                if b0 + rr < B and r0 + q < n_rows:
+                    v = gru_classic_da_rz(b0 + rr, r0 + q, dh, gates_t, h_prev, d_rh)
+                    if store:
+                        da_x_t[b0 + rr, r0 + q] = v
+                        da_h_t[b0 + rr, r0 + q] = v
+                da_tile[rr, q] = v
+            load_weight_rows(w_hh, 0, r0, n_rows, w_tile)
+            cuda.syncthreads()
+            acc = rows_times_weights(acc, da_tile, w_tile)
+            cuda.syncthreads()
+        if b < B and k < H:
+            acc += dh[b, k] * gates_t[b, H + k] + d_rh[b, k] * gates_t[b, k]
+            if use_dhs_prev:
+                acc += dhs_prev[b, k]
+            dh_prev[b, k] = acc
+
+    return SimpleNamespace(
+        dtype=np.dtype(DT), matmul=matmul, column_sums=column_sums, copy2d=copy2d, add2d=add2d, fill2d=fill2d,
+        count_nonfinite=count_nonfinite,
+        rnn_step_forward=rnn_step_forward, lstm_step_forward=lstm_step_forward, gru_step_forward=gru_step_forward,
+        gru_classic_step_forward_rz=gru_classic_step_forward_rz,
+        gru_classic_step_forward_n=gru_classic_step_forward_n,
+        rnn_step_backward=rnn_step_backward, lstm_step_backward=lstm_step_backward,
+        gru_step_backward=gru_step_backward, gru_classic_step_backward_n=gru_classic_step_backward_n,
+        gru_classic_step_backward_rz=gru_classic_step_backward_rz,
+    )

@@ -1,0 +1,87 @@
+"""Launch configurations of jit.cuda's kernels, and the one place that launches and checks them.
+
+Tile sizes are compile-time constants of the kernels (they size the shared-memory arrays).
+On a GPU they are chosen for occupancy; under the CUDA simulator (every thread a Python
+thread, about 1000x slower) they are shrunk, which also makes the tiny shapes the test
+suite draws there cross tile boundaries, so every bounds check and tail is exercised.
+"""
+import os
+from typing import NamedTuple
+
+from numba import cuda
+from numba.cuda import config as cuda_config
+
+#: True when numba.cuda is the simulator (NUMBA_ENABLE_CUDASIM=1, decided before Numba loads).
+SIMULATOR = bool(cuda_config.ENABLE_CUDASIM)
+
+
+class Tiles(NamedTuple):
+    matmul: int  # square tile of the matrix product: matmul × matmul threads, K step matmul
+    units: int  # hidden units (output columns) per block of a step kernel: threadIdx.x
+    rows: int  # batch rows per block of a step kernel: threadIdx.y
+    depth: int  # reduction step of a step kernel (k of W_hh h, or gate rows of da W_hh)
+    threads_1d: int  # threads per block of the elementwise kernels (copies, column sums, checks)
+
+
+#: 16×16 matmul threads and 32×8 step threads: 256 per block, shared tiles of at most
+#: 4·32·33·8 B ≈ 34 KB in float64, under the 48 KB of static shared memory every GPU has.
+GPU_TILES = Tiles(matmul=16, units=32, rows=8, depth=32, threads_1d=256)
+#: Under the simulator: tails in every dimension already at H = 7, B = 3.
+SIMULATOR_TILES = Tiles(matmul=4, units=4, rows=2, depth=4, threads_1d=8)
+TILES = SIMULATOR_TILES if SIMULATOR else GPU_TILES
+
+MAX_THREADS_PER_BLOCK = 1024
+MAX_GRID = (2**31 - 1, 65535, 65535)
+
+#: CELLBENCH_CUDA_SYNC=1 synchronizes after every launch, so that an asynchronous fault is
+#: reported against the kernel that caused it (slow; for debugging). Otherwise faults surface
+#: at the synchronize that ends every forward and backward.
+SYNC_EACH_LAUNCH = os.environ.get("CELLBENCH_CUDA_SYNC", "") not in ("", "0")
+
+
+class LaunchError(RuntimeError):
+    """A kernel launch that was refused or failed; the message names the kernel and its config."""
+
+
+def blocks(n: int, per_block: int) -> int:
+    """Blocks needed to cover n items, per_block at a time (ceil division)."""
+    return (n + per_block - 1) // per_block
+
+
+def launch(kernel, grid, block, *args):
+    """Launch kernel[grid, block](*args) after checking the configuration; skip an empty grid.
+
+    Every launch of jit.cuda goes through here: a grid with a zero dimension has no work
+    (T = 0, for instance) and is not launched; a configuration the hardware cannot run is a
+    LaunchError naming the kernel; a driver error at launch is re-raised as one too.
+    """
+    grid = tuple(int(g) for g in grid)
+    block = tuple(int(b) for b in block)
+    name = getattr(kernel, "__name__", None) or getattr(getattr(kernel, "py_func", None), "__name__", "kernel")
+    if any(g == 0 for g in grid):
+        return
+    threads = 1
+    for b in block:
+        threads *= b
+    if threads > MAX_THREADS_PER_BLOCK or min(block) < 1:
+        raise LaunchError(f"jit.cuda: {name}: block {block} has {threads} threads; expected 1 to "
+                          f"{MAX_THREADS_PER_BLOCK}")
+    for g, limit, axis in zip(grid, MAX_GRID, "xyz"):
+        if g > limit:
+            raise LaunchError(f"jit.cuda: {name}: grid {grid} exceeds the {limit} blocks allowed along {axis}")
+    try:
+        kernel[grid, block](*args)
+        if SYNC_EACH_LAUNCH:
+            cuda.synchronize()
+    except LaunchError:
+        raise
+    except Exception as exc:  # a driver or compile error: say which launch it was
+        raise LaunchError(f"jit.cuda: {name} with grid {grid}, block {block} failed: {exc}") from exc
+
+
+def synchronize(where: str):
+    """Wait for the device and report an asynchronous kernel fault against the call that made it."""
+    try:
+        cuda.synchronize()
+    except Exception as exc:
+        raise LaunchError(f"jit.cuda: a kernel of {where} failed: {exc}") from exc
