@@ -5,14 +5,17 @@ shape as reference.backend, whose results it must reproduce. Each call:
 
 1. validates its arguments with reference.contract (before any computation);
 2. projects the inputs of all time steps at once: xw = x W_ihᵀ, one GEMM (BLAS, all threads);
-3. runs one kernel for the whole time loop (jit.cpu.lstm / gru / rnn), which splits the
-   batch rows across Numba's threads; meanwhile BLAS is held to one thread so that the two
-   thread pools never oversubscribe the cores;
+3. runs one kernel for the whole time loop (jit.cpu.lstm / gru / rnn) per chunk of batch
+   rows, the chunks in parallel on numba.get_num_threads() threads (the kernels release the
+   GIL); meanwhile BLAS is held to one thread per chunk, so that the cores are never
+   oversubscribed;
 4. backward only: the weight, bias and input gradients as GEMMs on the stored da.
 
 Small sizes take fused loops instead of BLAS inside the time loop (see ``use_small_path``).
 """
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 
 import numba
 import numpy as np
@@ -67,18 +70,34 @@ def blas_threads(n: int):
 
 
 def kernel_threads(B: int) -> int:
-    """How many batch-row chunks the time-loop kernel runs in parallel (one per Numba thread)."""
+    """How many chunks of batch rows run the time loop in parallel (at most Numba's thread count)."""
     return max(1, min(numba.get_num_threads(), B))
 
 
-@contextmanager
-def time_loop_threads(n_chunks: int):
-    """With several chunks, each calls BLAS from its own thread: hold BLAS to one thread each."""
-    if n_chunks > 1:
-        with blas_threads(1):
-            yield
-    else:
-        yield
+_pool = None  # worker threads for chunks 1.., created on first need
+_pool_size = 0
+
+
+def run_on_row_chunks(kernel, *args, B: int, n_chunks: int):
+    """Call ``kernel(*args, b0, b1)`` for n_chunks slices of the rows 0..B, in parallel.
+
+    Chunk 0 runs on the calling thread, the rest on a pool of worker threads; the kernels
+    are nogil, and they write disjoint rows of their outputs. With several chunks each one
+    calls BLAS from its own thread, so BLAS is held to one thread meanwhile.
+    """
+    global _pool, _pool_size
+    bounds = [(k * B // n_chunks, (k + 1) * B // n_chunks) for k in range(n_chunks)]
+    if n_chunks == 1:
+        kernel(*args, 0, B)
+        return
+    if _pool_size < n_chunks - 1:
+        _pool = ThreadPoolExecutor(max_workers=n_chunks - 1, thread_name_prefix="jit.cpu")
+        _pool_size = n_chunks - 1
+    with blas_threads(1):
+        others = [_pool.submit(kernel, *args, b0, b1) for b0, b1 in bounds[1:]]
+        kernel(*args, *bounds[0])
+        for future in others:
+            future.result()
 
 
 def use_small_path(B: int, G: int, H: int, n_chunks: int) -> bool:
@@ -128,19 +147,19 @@ def forward(cell, params, x, h0, c0=None, *, training=True):
         xw = project_inputs(x, params.w_ih)
         n_chunks = kernel_threads(B)
         small = use_small_path(B, G, H, n_chunks)
-        with time_loop_threads(n_chunks):
-            if lstm:
-                lstm_forward_kernel(xw, w_hh, b_ih + b_hh, h0k, kernel_array(c0), small, training, n_chunks,
-                                    hs, cs, gates, h_n, c_n)
-            elif cell == "gru":
-                gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0k, small, training, n_chunks, hs, gates, hns, h_n)
-            elif cell == "gru_classic":
-                gru_classic_forward_kernel(xw, w_hh[:2 * H], w_hh[2 * H:], b_ih, b_hh, h0k, small, training,
-                                           n_chunks, hs, gates, h_n)
-            else:
-                rnn_forward_kernel(xw, w_hh, b_ih + b_hh, h0k, cell == "rnn_relu", small, n_chunks, hs, h_n)
-                if training:
-                    gates = hs.copy()  # for rnn_* the gate is the activation output itself
+        run = partial(run_on_row_chunks, B=B, n_chunks=n_chunks)
+        if lstm:
+            run(lstm_forward_kernel, xw, w_hh, b_ih + b_hh, h0k, kernel_array(c0), small, training,
+                hs, cs, gates, h_n, c_n)
+        elif cell == "gru":
+            run(gru_forward_kernel, xw, w_hh, b_ih, b_hh, h0k, small, training, hs, gates, hns, h_n)
+        elif cell == "gru_classic":
+            run(gru_classic_forward_kernel, xw, w_hh[:2 * H], w_hh[2 * H:], b_ih, b_hh, h0k, small, training,
+                hs, gates, h_n)
+        else:
+            run(rnn_forward_kernel, xw, w_hh, b_ih + b_hh, h0k, cell == "rnn_relu", small, hs, h_n)
+            if training:
+                gates = hs.copy()  # for rnn_* the gate is the activation output itself
     if not training:
         return CPUForwardResult(hs, h_n, c_n, None, None)
     result = CPUForwardResult(hs, h_n, c_n, cs, gates)
@@ -195,22 +214,21 @@ def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
         if lstm:
             dc0[:] = 0 if dc_n is None else dc_n
     else:
-        with time_loop_threads(n_chunks):
-            if lstm:
-                dc_nk = np.zeros((B, H), dtype) if dc_n is None else kernel_array(dc_n)
-                lstm_backward_kernel(w_hh, kernel_array(c0), kernel_array(fwd.cs), gates, dhsk, dh_nk, dc_nk,
-                                     small, n_chunks, da, dh0, dc0)
-            elif cell == "gru":
-                hns = gru_hidden_terms(fwd, h0k, w_hh, kernel_array(params.b_hh), H)
-                da_h = np.empty_like(da)
-                gru_backward_kernel(w_hh, h0k, hs, gates, hns, dhsk, dh_nk, small, n_chunks, da, da_h, dh0)
-            elif cell == "gru_classic":
-                rhs = np.empty((T, B, H), dtype)
-                gru_classic_backward_kernel(w_hh[:2 * H], w_hh[2 * H:], h0k, hs, gates, dhsk, dh_nk, small,
-                                            n_chunks, da, rhs, dh0)
-                h_side_inputs = rhs
-            else:
-                rnn_backward_kernel(w_hh, hs, dhsk, dh_nk, cell == "rnn_relu", small, n_chunks, da, dh0)
+        run = partial(run_on_row_chunks, B=B, n_chunks=n_chunks)
+        if lstm:
+            dc_nk = np.zeros((B, H), dtype) if dc_n is None else kernel_array(dc_n)
+            run(lstm_backward_kernel, w_hh, kernel_array(c0), kernel_array(fwd.cs), gates, dhsk, dh_nk, dc_nk,
+                small, da, dh0, dc0)
+        elif cell == "gru":
+            hns = gru_hidden_terms(fwd, h0k, w_hh, kernel_array(params.b_hh), H)
+            da_h = np.empty_like(da)
+            run(gru_backward_kernel, w_hh, h0k, hs, gates, hns, dhsk, dh_nk, small, da, da_h, dh0)
+        elif cell == "gru_classic":
+            h_side_inputs = np.empty((T, B, H), dtype)  # r⊙h_{t-1}, filled by the kernel
+            run(gru_classic_backward_kernel, w_hh[:2 * H], w_hh[2 * H:], h0k, hs, gates, dhsk, dh_nk, small,
+                da, h_side_inputs, dh0)
+        else:
+            run(rnn_backward_kernel, w_hh, hs, dhsk, dh_nk, cell == "rnn_relu", small, da, dh0)
     dx, dw_ih, db_ih = weight_grads(da, x, params.w_ih)
     dx = dx.reshape(T, B, I)
     h_prev = previous_hidden(hs, h0k)

@@ -47,9 +47,3 @@ def transposed_copy(w, small):
     if small:
         return np.ascontiguousarray(w.T)
     return np.empty((0, 0), w.dtype)
-
-
-@njit(cache=True)
-def batch_rows(chunk, n_chunks, B):
-    """The batch rows [b0, b1) that thread ``chunk`` of ``n_chunks`` owns (rows are independent)."""
-    return chunk * B // n_chunks, (chunk + 1) * B // n_chunks

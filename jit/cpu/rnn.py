@@ -2,60 +2,56 @@
 
     h' = act(W_ih x + b_ih + W_hh h + b_hh),  act = tanh or relu (one kernel, chosen by ``relu``).
 
-Same layout as jit.cpu.lstm: xw = x W_ihᵀ arrives precomputed, batch rows split across
-threads, per step the recurrent product and one fused pointwise pass.
+Same layout as jit.cpu.lstm: xw = x W_ihᵀ arrives precomputed, one call per
+thread on the batch rows [b0, b1), per step the recurrent product and one fused pointwise pass.
 """
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from jit.gatemath import relu, relu_grad, tanh, tanh_grad
 
-from .products import batch_rows, gate_grads_times_weights, hidden_times_weights, transposed_copy
+from .products import gate_grads_times_weights, hidden_times_weights, transposed_copy
 
 
-@njit(cache=True, parallel=True)
-def rnn_forward_kernel(xw, w_hh, bias, h0, relu_activation, small, n_chunks, hs, h_n):
+@njit(cache=True, nogil=True)
+def rnn_forward_kernel(xw, w_hh, bias, h0, relu_activation, small, hs, h_n, b0, b1):
     """Fill hs (T, B, H) and h_n; for rnn_* hs doubles as the gates. bias = b_ih + b_hh (H,).
 
     twin: reference.rnn.rnn_step_forward, looped over t.
     """
     T, B, H = xw.shape
-    for chunk in prange(n_chunks):
-        b0, b1 = batch_rows(chunk, n_chunks, B)
-        h = h0[b0:b1].copy()
-        a_h = np.empty((b1 - b0, H), xw.dtype)  # h W_hhᵀ for this step
-        w_t = transposed_copy(w_hh, small)
-        for t in range(T):
-            hidden_times_weights(h, w_hh, w_t, small, a_h)
-            for b in range(b1 - b0):
-                row = b0 + b
-                for j in range(H):
-                    a = xw[t, row, j] + bias[j] + a_h[b, j]
-                    h_next = relu(a) if relu_activation else tanh(a)
-                    h[b, j] = h_next
-                    hs[t, row, j] = h_next
-        h_n[b0:b1] = h
+    h = h0[b0:b1].copy()
+    a_h = np.empty((b1 - b0, H), xw.dtype)  # h W_hhᵀ for this step
+    w_t = transposed_copy(w_hh, small)
+    for t in range(T):
+        hidden_times_weights(h, w_hh, w_t, small, a_h)
+        for b in range(b1 - b0):
+            row = b0 + b
+            for j in range(H):
+                a = xw[t, row, j] + bias[j] + a_h[b, j]
+                h_next = relu(a) if relu_activation else tanh(a)
+                h[b, j] = h_next
+                hs[t, row, j] = h_next
+    h_n[b0:b1] = h
 
 
-@njit(cache=True, parallel=True)
-def rnn_backward_kernel(w_hh, hs, dhs, dh_n, relu_activation, small, n_chunks, da, dh0):
+@njit(cache=True, nogil=True)
+def rnn_backward_kernel(w_hh, hs, dhs, dh_n, relu_activation, small, da, dh0, b0, b1):
     """Fill da (T, B, H) = ∂L/∂(pre-activation) and dh0.
 
     twin: reference.rnn.rnn_step_backward, looped over reversed t (weight gradients follow
     as GEMMs on da in jit.cpu.backend).
     """
     T, B, H = hs.shape
-    for chunk in prange(n_chunks):
-        b0, b1 = batch_rows(chunk, n_chunks, B)
-        dh = dh_n[b0:b1].copy()
-        da_t = np.empty((b1 - b0, H), hs.dtype)
-        for t in range(T - 1, -1, -1):
-            for b in range(b1 - b0):
-                row = b0 + b
-                for j in range(H):
-                    h_t = hs[t, row, j]
-                    act_grad = relu_grad(h_t) if relu_activation else tanh_grad(h_t)
-                    da_t[b, j] = (dh[b, j] + dhs[t, row, j]) * act_grad
-            da[t, b0:b1] = da_t
-            gate_grads_times_weights(da_t, w_hh, small, dh)
-        dh0[b0:b1] = dh
+    dh = dh_n[b0:b1].copy()
+    da_t = np.empty((b1 - b0, H), hs.dtype)
+    for t in range(T - 1, -1, -1):
+        for b in range(b1 - b0):
+            row = b0 + b
+            for j in range(H):
+                h_t = hs[t, row, j]
+                act_grad = relu_grad(h_t) if relu_activation else tanh_grad(h_t)
+                da_t[b, j] = (dh[b, j] + dhs[t, row, j]) * act_grad
+        da[t, b0:b1] = da_t
+        gate_grads_times_weights(da_t, w_hh, small, dh)
+    dh0[b0:b1] = dh
