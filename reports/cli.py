@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,16 +49,23 @@ def properties_dir() -> Path:
     return Path(next(iter(properties.__path__))).resolve()  # __path__: also right for an editable namespace
 
 
-def stream(command, log_path: Path, env=None, show=lambda line: True) -> int:
-    """Run command, write all its output to log_path, echo the lines `show` accepts; return its exit code."""
+def stream(command, log_path: Path, env=None, render=lambda line: line.rstrip() or None) -> int:
+    """Run command, write all its output to log_path, echo what `render` makes of each line; return its exit code."""
     with open(log_path, "w", encoding="utf-8") as log:
         process = subprocess.Popen(command, cwd=REPO_DIR, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, bufsize=1)
         for line in process.stdout:
             log.write(line)
-            if show(line):
-                print("  " + line.rstrip(), flush=True)
+            shown = render(line)
+            if shown:
+                print("  " + shown, flush=True)
         return process.wait()
+
+
+def benchmark_progress(line: str):
+    """'...::test_cell[jit.cpu-lstm-M-training-float32] PASSED [ 40%]' -> '[ 40%] jit.cpu-lstm-M-... PASSED'."""
+    match = re.search(r"::test_cell\[(?P<case>[^\]]+)\] (?P<outcome>[A-Z]+)\s+(?P<progress>\[\s*\d+%\])", line)
+    return match and f"{match['progress']} {match['case']} {match['outcome']}"
 
 
 def property_suite(junit: Path, log: Path, backend_spec=None, echo=True) -> int:
@@ -67,7 +75,7 @@ def property_suite(junit: Path, log: Path, backend_spec=None, echo=True) -> int:
     if backend_spec:
         command.append(f"--backend={backend_spec}")
     env = dict(os.environ, CELLBENCH_PROFILE="ci")
-    return stream(command, log, env=env, show=(lambda line: echo and bool(line.strip())))
+    return stream(command, log, env=env, render=(lambda line: echo and line.rstrip() or None))
 
 
 def new_run_name(root: Path, prefix="") -> Path:
@@ -169,7 +177,7 @@ def cmd_run(args) -> int:
     for cell in args.cell or ():
         command.append(f"--bench-cell={cell}")
     code = stream(command, staging / "benchmarks.log",
-                  show=lambda line: "::test_cell[" in line and ("%]" in line))
+                  render=benchmark_progress)
     if not bench_json.is_file():
         raise UsageError(f"the benchmarks wrote no results (exit {code}); see {staging / 'benchmarks.log'}")
 
@@ -220,7 +228,11 @@ def cmd_report(args) -> int:
         RUNS_DIR.mkdir(parents=True, exist_ok=True)
         out, staging = None, Path(tempfile.mkdtemp(prefix=".incomplete-", dir=RUNS_DIR))
     gradient_flow = None if args.no_gradient_flow else gradient_flow_table(T=args.gradient_steps)
-    write_report(df, staging, junit=junit, gradient_flow=gradient_flow, title="cellbench report")
+    try:
+        write_report(df, staging, junit=junit, gradient_flow=gradient_flow, title="cellbench report")
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a half-written report is never left behind
+        raise
     if out is None:
         out = new_run_name(RUNS_DIR, prefix="report-")
     elif not out.exists():

@@ -54,29 +54,33 @@ MODES = ("inference", "training")
 DTYPES = ("float32", "float64")
 
 
-class Matrix(NamedTuple):
-    """Which cases a run measures (the backends are chosen separately)."""
+class Group(NamedTuple):
+    """A block of a matrix: every cell × config × mode × dtype listed (the backends are chosen apart)."""
     cells: tuple
     configs: tuple  # of Config
     modes: tuple
     dtypes: tuple
 
 
-#: The matrices a run can ask for. `default` keeps `cellbench run` under 5 minutes on 2 cores:
-#: the three cells the issues target, every named config, both modes, fp32, one short sweep per axis
-#: for lstm inference only; `full` is everything.
-MATRICES = {
-    "smoke": Matrix(("lstm",), (Config("tiny", 4, 2, 3, 5),), ("inference", "training"), ("float32",)),
-    "default": Matrix(("lstm", "gru", "rnn_tanh"), tuple(CONFIGS.values()), MODES, ("float32",)),
-    "full": Matrix(CELLS, tuple(CONFIGS.values()), MODES, DTYPES),
-}
+NAMED = tuple(CONFIGS.values())
+TARGET_CELLS = ("lstm", "gru", "rnn_tanh")  # the cells the jit issues set speed targets for
 
-#: Sweeps each matrix adds: (cells, modes, dtypes, axes, points).
-SWEEPS = {
-    "smoke": (("lstm",), ("inference",), ("float32",), ("T",), {"T": (2, 4, 8)}),
-    "default": (("lstm",), ("inference",), ("float32",), ("T", "B", "H"),
-                {"T": (10, 50, 200), "B": (1, 16, 128), "H": (32, 128, 512)}),
-    "full": (("rnn_tanh", "lstm", "gru"), MODES, ("float32",), ("T", "B", "H"), SWEEP_POINTS),
+#: The matrices a run can ask for, each a list of groups.
+#: `default` keeps `cellbench run` (property suite included) near 5 minutes on 2 cores: the target
+#: cells at S1..L1 in both modes, L2 in inference only (its training alone would take over a minute
+#: with the reference), fp32, and a short sweep per axis for lstm inference.
+#: `full` (`cellbench run --full`) is every cell, config, mode and dtype, and every sweep point.
+#: `smoke` is for the tests: one tiny config and a three-point T sweep.
+MATRICES = {
+    "smoke": [Group(("lstm",), (Config("tiny", 4, 2, 3, 5),), MODES, ("float32",)),
+              Group(("lstm",), tuple(sweep_configs(("T",), {"T": (2, 4, 8)})), ("inference",), ("float32",))],
+    "default": [Group(TARGET_CELLS, NAMED[:4], MODES, ("float32",)),
+                Group(TARGET_CELLS, NAMED[4:], ("inference",), ("float32",)),
+                Group(("lstm",), tuple(sweep_configs(("T", "B", "H"), {"T": (10, 50, 200), "B": (1, 16, 128),
+                                                                        "H": (32, 128, 512)})),
+                      ("inference",), ("float32",))],
+    "full": [Group(CELLS, NAMED, MODES, DTYPES),
+             Group(TARGET_CELLS, tuple(sweep_configs()), MODES, ("float32",))],
 }
 
 
@@ -91,11 +95,6 @@ class Case(NamedTuple):
     def id(self) -> str:
         return f"{self.backend}-{self.cell}-{self.config.name}-{self.mode}-{self.dtype}"
 
-    @property
-    def reference_key(self):
-        """Cases that share this key share one float64 reference computation."""
-        return (self.cell, self.config, self.mode)
-
 
 def cases(matrix_name: str, backends: dict, cells=None) -> list[Case]:
     """Every case of a matrix, skipping cells a backend does not support.
@@ -103,14 +102,8 @@ def cases(matrix_name: str, backends: dict, cells=None) -> list[Case]:
     Ordered config → cell → mode → dtype → backend, so that the backends of one case run
     back to back and share their float64 reference result.
     """
-    matrix = MATRICES[matrix_name]
-    groups = [(matrix.cells, matrix.configs, matrix.modes, matrix.dtypes)]
-    sweep = SWEEPS[matrix_name]
-    if sweep:
-        sweep_cells, sweep_modes, sweep_dtypes, axes, points = sweep
-        groups.append((sweep_cells, tuple(sweep_configs(axes, points)), sweep_modes, sweep_dtypes))
     found = []
-    for group_cells, configs, modes, dtypes in groups:
+    for group_cells, configs, modes, dtypes in MATRICES[matrix_name]:
         for config in configs:
             for cell in group_cells:
                 if cells is not None and cell not in cells:

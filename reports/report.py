@@ -68,6 +68,12 @@ def to_html_table(frame: pd.DataFrame) -> str:
             return "background-color: #f8d0d0; font-weight: bold"
         if text.startswith("pass") or text == "improved":
             return "background-color: #d8f0d8"
+        if text.endswith("×"):  # a speedup: green when faster than the peer, red when slower
+            speedup = float(text[:-1])
+            if speedup >= 1.1:
+                return "color: #17692b; font-weight: bold"
+            if speedup <= 0.9:
+                return "color: #a32020"
         return ""
 
     styler = styler.map(flag)
