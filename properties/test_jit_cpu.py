@@ -1,0 +1,227 @@
+"""Properties of jit.cpu that the shared suite cannot see: its two recurrent-product paths,
+determinism across threads, thread settings, the number of compiled variants, and the
+on-disk cache (reused by a new process, and moved aside when the package folder is read-only).
+
+The mathematics of the cells (agreement with the reference, gradients) is checked by the
+shared property suite, which runs every backend, jit.cpu included.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+import reference
+from jit.cpu import backend
+from reference.contract import NUM_GATES
+
+DTYPES = (np.float32, np.float64)
+
+
+def make_problem(cell, T, B, I, H, dtype, seed=0):
+    """Params, inputs and upstream gradients; inputs and gradients drawn from U(−1, 1)."""
+    rng = np.random.default_rng(seed)
+    params = reference.init_params(cell, I, H, dtype=dtype, seed=seed)
+    x = rng.uniform(-1, 1, (T, B, I)).astype(dtype)
+    h0 = rng.uniform(-1, 1, (B, H)).astype(dtype)
+    c0 = rng.uniform(-1, 1, (B, H)).astype(dtype) if cell == "lstm" else None
+    dhs = rng.uniform(-1, 1, (T, B, H)).astype(dtype)
+    dh_n = rng.uniform(-1, 1, (B, H)).astype(dtype)
+    dc_n = rng.uniform(-1, 1, (B, H)).astype(dtype) if cell == "lstm" else None
+    return params, x, h0, c0, dhs, dh_n, dc_n
+
+
+def run_both(cell, problem):
+    params, x, h0, c0, dhs, dh_n, dc_n = problem
+    fwd = backend.forward(cell, params, x, h0, c0, training=True)
+    grads = backend.backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n)
+    inference = backend.forward(cell, params, x, h0, c0, training=False)
+    return fwd, grads, inference
+
+
+def path_tolerance(dtype, T, B, I, H, G):
+    """Largest difference allowed between two summation orders of the same products.
+
+    One sum of K products, reordered, moves by at most 2·γ_K·Σ|terms| ≈ 2·K·u·Σ|terms|
+    (Higham, Accuracy and Stability, §3.1; u = eps/2). Here |x|, |h| ≤ 1 and |w| ≤ 1/√H
+    (PyTorch's init), so Σ|terms| ≤ K/√H and a pre-activation moves by δ ≤ 2·K²·u/√H with
+    K = I + H. Activations are 1-Lipschitz and W_hh passes a state difference on with gain
+    ‖W_hh‖_∞ ≤ H/√H = √H, plus 1 for the additive lstm cell path and gru's z⊙h term: after T
+    steps the states differ by ≤ δ·Σ_t (√H + 2)^t ≤ T·(√H + 2)^T·δ. The gradients sum such
+    terms over T steps, B rows and G gate blocks, with |dhs| ≤ 1 and the same gains: one
+    more factor T·B·G·(√H + 2)^T bounds them.
+    """
+    u = np.finfo(dtype).eps / 2
+    K = I + H
+    gain = (np.sqrt(H) + 2) ** T
+    states = T * gain * 2 * K * K * u / np.sqrt(H)
+    return states, states * T * B * G * gain
+
+
+SHAPES = [(3, 1, 4, 6), (3, 5, 7, 9)]  # B = 1 (one chunk) and B = 5 (uneven chunks)
+
+
+@pytest.mark.parametrize("cell", reference.CELLS)
+def test_small_path_and_blas_path_agree(cell, monkeypatch):
+    """The fused-loop path and the BLAS path compute the same cell, up to summation order.
+
+    float64 only: there path_tolerance's worst-case bound stays far below any indexing or
+    formula mistake (1e-8 against O(0.1)), while in float32 the same bound on gradients
+    exceeds 1 and would prove nothing. The kernels are one dtype-generic source, so the
+    paths cannot differ in float32 alone; float32 accuracy against the reference is the
+    shared property suite's job.
+    """
+    dtype = np.float64
+    results = {}
+    for path, limit in (("small", 1 << 62), ("blas", -1)):
+        monkeypatch.setattr(backend, "SMALL_PATH_MAX_MACS", limit)
+        results[path] = [run_both(cell, make_problem(cell, *shape, dtype)) for shape in SHAPES]
+    for shape, small, blas in zip(SHAPES, results["small"], results["blas"]):
+        tol_states, tol_grads = path_tolerance(dtype, *shape, NUM_GATES[cell])
+        for part_small, part_blas, tol in zip(small, blas, (tol_states, tol_grads, tol_states)):
+            for field in part_small._fields:
+                a, b = getattr(part_small, field), getattr(part_blas, field)
+                if a is None:
+                    assert b is None, field
+                    continue
+                assert a.dtype == np.dtype(dtype), field
+                diff = float(np.max(np.abs(a - b))) if a.size else 0.0
+                assert diff <= tol, f"{cell} {shape} {field}: small vs BLAS path differ by {diff:.3g} > {tol:.3g}"
+
+
+@pytest.mark.parametrize("cell", reference.CELLS)
+def test_repeat_calls_are_bit_identical_and_leave_inputs_alone(cell):
+    """Several threads, BLAS path: the same call twice gives the same bits; inputs are untouched."""
+    problem = make_problem(cell, 4, 6, 8, 40, np.float32, seed=3)
+    inputs = [a for a in (*problem[0], *problem[1:]) if a is not None]
+    before = [a.copy() for a in inputs]
+    first, second = run_both(cell, problem), run_both(cell, problem)
+    for part_a, part_b in zip(first, second):
+        for field in part_a._fields:
+            a, b = getattr(part_a, field), getattr(part_b, field)
+            assert (a is None and b is None) or np.array_equal(a, b), f"{cell} {field} changed between calls"
+    for a, b in zip(before, inputs):
+        assert np.array_equal(a, b), "an input was modified"
+    for result in (first[0], first[2]):
+        for field in result._fields:
+            out = getattr(result, field)
+            assert out is None or not any(np.shares_memory(out, a) for a in inputs), field
+
+
+def blas_threads_now():
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_row_chunks_cover_the_batch_once_with_blas_on_one_thread():
+    """Each chunk's kernel gets disjoint rows covering 0..B; BLAS is on one thread meanwhile
+    (several chunks) so the cores are not oversubscribed, and is restored afterwards."""
+    before = blas_threads_now()
+    seen = []
+
+    def recording_kernel(tag, b0, b1):
+        seen.append((tag, b0, b1, blas_threads_now()))
+
+    backend.run_on_row_chunks(recording_kernel, "k", B=7, n_chunks=3)
+    rows = sorted((b0, b1) for _, b0, b1, _ in seen)
+    assert rows == [(0, 2), (2, 4), (4, 7)]
+    assert all(threads == [1] * len(before) for *_, threads in seen)
+    assert blas_threads_now() == before
+    seen.clear()
+    backend.run_on_row_chunks(recording_kernel, "k", B=7, n_chunks=1)
+    assert [(b0, b1) for _, b0, b1, _ in seen] == [(0, 7)]
+    assert seen[0][3] == before  # one chunk: BLAS keeps every thread
+
+
+def test_each_kernel_compiles_once_per_dtype():
+    """Read-only, non-contiguous inputs and both modes reuse the same compiled variants."""
+    for dtype in DTYPES:
+        for cell in reference.CELLS:
+            params, x, h0, c0, dhs, dh_n, dc_n = make_problem(cell, 2, 3, 4, 5, dtype)
+            x = np.asfortranarray(x)
+            for a in (x, h0, *params):
+                a.flags.writeable = False
+            fwd, _, _ = run_both(cell, (params, x, h0, c0, dhs, dh_n, dc_n))
+            assert not fwd.hs.flags.f_contiguous or fwd.hs.flags.c_contiguous
+    from jit.cpu import gru, lstm, rnn
+    kernels = [getattr(module, name) for module in (gru, lstm, rnn) for name in dir(module)
+               if name.endswith("_kernel")]
+    assert len(kernels) == 8
+    for kernel in kernels:
+        assert len(kernel.signatures) <= len(DTYPES), (kernel.__name__, kernel.signatures)
+
+
+# ---- the on-disk cache, in fresh processes -------------------------------------------------
+
+PROBE = """
+import json, numpy as np, reference, jit.cpu
+from jit.cpu.rnn import rnn_forward_kernel
+p = reference.init_params("rnn_tanh", 3, 4, dtype=np.float64)
+jit.cpu.backend.forward("rnn_tanh", p, np.ones((2, 1, 3)), np.zeros((1, 4)), training=False)
+stats = rnn_forward_kernel.stats
+print(json.dumps({"package": jit.cpu.__file__, "cache_dir": jit.cpu.CACHE_DIR,
+                  "hits": sum(stats.cache_hits.values()), "misses": sum(stats.cache_misses.values())}))
+"""
+
+
+def read_only_command(folder):
+    """A command prefix under which ``folder`` is read-only for the child process.
+
+    chmod suffices for an ordinary user; root writes through permission bits, so for root
+    the child gets its own mount namespace where the folder is bind-mounted read-only.
+    """
+    if os.geteuid() != 0:
+        for root, dirs, files in os.walk(folder):
+            for name in dirs + files:
+                os.chmod(os.path.join(root, name), 0o555 if name in dirs else 0o444)
+        os.chmod(folder, 0o555)
+        return []
+    if shutil.which("unshare") is None:
+        pytest.fail("running as root without util-linux's unshare: cannot make a read-only folder")
+    mount = f'mount --bind "{folder}" "{folder}" && mount -o remount,ro,bind "{folder}" && exec "$@"'
+    return ["unshare", "--mount", "sh", "-c", mount, "sh"]
+
+
+def run_probe(prefix, copy_root, env):
+    out = subprocess.run(prefix + [sys.executable, "-c", PROBE], cwd=copy_root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_read_only_package_caches_in_a_writable_folder_and_a_new_process_reuses_it():
+    """A copy of jit/ in a read-only folder compiles into $XDG_CACHE_HOME/cellbench/numba;
+    a second process loads the kernel from there instead of compiling it again."""
+    work = tempfile.mkdtemp(prefix="cellbench-ro-")
+    try:
+        copy_root = os.path.join(work, "pkg")
+        shutil.copytree(os.path.dirname(os.path.dirname(backend.__file__)), os.path.join(copy_root, "jit"),
+                        ignore=shutil.ignore_patterns("__pycache__", "cuda"))
+        xdg = os.path.join(work, "xdg")
+        env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+        env.update(PYTHONPATH=copy_root, XDG_CACHE_HOME=xdg, PYTHONDONTWRITEBYTECODE="1")
+        prefix = read_only_command(copy_root)
+        first = run_probe(prefix, copy_root, env)
+        second = run_probe(prefix, copy_root, env)
+        expected_dir = os.path.join(xdg, "cellbench", "numba")
+        assert first["package"].startswith(copy_root), first
+        assert first["cache_dir"] == expected_dir, first
+        assert first["misses"] >= 1 and first["hits"] == 0, first
+        assert second["hits"] >= 1 and second["misses"] == 0, second
+        assert not os.path.exists(os.path.join(copy_root, "jit", "cpu", "__pycache__"))
+        assert any(name.endswith(".nbi") for _, _, files in os.walk(expected_dir) for name in files)
+    finally:
+        subprocess.run(["chmod", "-R", "u+w", work], check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_an_explicit_numba_cache_dir_wins(tmp_path):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    code = "import jit.cpu; print(jit.cpu.CACHE_DIR)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == str(tmp_path)

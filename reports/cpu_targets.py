@@ -1,0 +1,187 @@
+"""Issue 4's speed targets: jit.cpu against PyTorch's torch.nn.RNN/LSTM/GRU on the CPU.
+
+    python -m reports.cpu_targets [--configs S1 M] [--cells lstm] [--modes inference]
+                                  [--repeats 7] [--json OUT]
+
+For each cell, config and mode, both implementations run on the same float32 weights and
+time-major inputs in the same process, interleaved (jit, torch, jit, torch, ...) so they
+share the machine's drift, with torch.set_num_threads equal to Numba's thread count. The
+machine's fp32 GEMM rate is measured in the same run with a 2048² numpy matmul.
+
+FLOPs counted (the matrix products only; the pointwise work is O(T·B·G·H), negligible next
+to them for I = H ≥ 64):
+    forward   2·T·B·G·H·(I + H)   the input projection x W_ihᵀ and the recurrent h W_hhᵀ
+    training  3 × forward         forward, plus backward's da·W (for dx and dh) and daᵀ·[x, h]
+
+target = max(r × torch time, FLOPs / (0.75 × GEMM rate)): beat PyTorch by the factor r,
+unless that is physically out of reach; then reach 75% of the machine's GEMM rate.
+A first call (compilation or loading the on-disk cache) is timed apart from the steady state.
+"""
+import argparse
+import json
+import statistics
+import time
+
+import numba
+import numpy as np
+
+import reference
+from reference.contract import NUM_GATES
+
+#: DeepBench-derived configs sized for a 2-core machine: (T, B, I = H).
+CONFIGS = {"S1": (50, 1, 64), "S2": (50, 16, 128), "M": (50, 32, 256), "L1": (25, 64, 512), "L2": (25, 16, 1024)}
+CELLS = ("lstm", "gru", "rnn_tanh")
+MODES = ("inference", "training")
+#: r per config and mode, from issue 4.
+RATIO_TARGETS = {
+    "S1": {"inference": 0.25, "training": 0.4}, "S2": {"inference": 0.25, "training": 0.4},
+    "M": {"inference": 0.5, "training": 0.5},
+    "L1": {"inference": 0.8, "training": 0.6}, "L2": {"inference": 0.8, "training": 0.6},
+}
+#: Fraction of the measured GEMM rate that the FLOP bound of the target asks for.
+GEMM_FRACTION = 0.75
+
+
+def gemm_rate(n=2048, repeats=5) -> float:
+    """The machine's fp32 GEMM rate in FLOP/s: best of ``repeats`` n×n numpy matmuls."""
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    b = a.T.copy()
+    a @ b  # warm BLAS's threads
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n ** 3 / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def flops(cell, config, mode) -> float:
+    T, B, H = CONFIGS[config]
+    forward = 2 * T * B * NUM_GATES[cell] * H * (H + H)
+    return forward * (3 if mode == "training" else 1)
+
+
+def _torch_module(cell, H):
+    import torch
+    kind = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn_tanh": torch.nn.RNN}[cell]
+    torch.manual_seed(0)
+    return kind(H, H)  # float32, time-major (batch_first=False), tanh for the RNN
+
+
+def _params_of(module):
+    """The torch module's own weights as reference.Params (PyTorch's layout is the contract's)."""
+    return reference.Params(*(getattr(module, n).detach().numpy().copy()
+                              for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")))
+
+
+def _runners(cell, config, mode):
+    """(run_jit, run_torch): zero-argument callables doing one measured call each."""
+    import torch
+    from jit.cpu import backend
+    T, B, H = CONFIGS[config]
+    module = _torch_module(cell, H)
+    params = _params_of(module)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((T, B, H)).astype(np.float32)
+    h0 = np.zeros((B, H), np.float32)
+    c0 = h0.copy() if cell == "lstm" else None
+    dhs, dh_n = np.ones_like(x[:, :, :H]), np.zeros_like(h0)
+    x_t, h0_t = torch.from_numpy(x), torch.from_numpy(h0[None])  # torch: (layers, B, H)
+    state_t = (h0_t, h0_t.clone()) if cell == "lstm" else h0_t
+
+    if mode == "inference":
+        def run_jit():
+            backend.forward(cell, params, x, h0, c0, training=False)
+
+        def run_torch():
+            with torch.no_grad():
+                module(x_t, state_t)
+    else:
+        def run_jit():
+            fwd = backend.forward(cell, params, x, h0, c0, training=True)
+            backend.backward(cell, params, x, h0, c0, fwd, dhs, dh_n)
+
+        def run_torch():  # gradients of x, h0 and every parameter, as jit.cpu computes
+            xg = x_t.clone().requires_grad_()
+            sg = tuple(s.clone().requires_grad_() for s in state_t) if cell == "lstm" \
+                else state_t.clone().requires_grad_()
+            module.zero_grad(set_to_none=True)
+            out, _ = module(xg, sg)
+            out.sum().backward()
+    return run_jit, run_torch
+
+
+def measure(cell, config, mode, repeats=7, gemm_flops=None) -> dict:
+    """Time jit.cpu and torch on one (cell, config, mode), interleaved; return one table row.
+
+    Times are medians over ``repeats`` interleaved pairs, in seconds. ``gemm_flops`` is the
+    machine's GEMM rate (FLOP/s); measured here when not given.
+    """
+    import torch
+    threads = numba.get_num_threads()
+    torch.set_num_threads(threads)
+    gemm_flops = gemm_flops or gemm_rate()
+    run_jit, run_torch = _runners(cell, config, mode)
+    first_call = _timed(run_jit)  # compilation, or loading it from the on-disk cache
+    run_torch()
+    jit_times, torch_times = [], []
+    for _ in range(repeats):
+        jit_times.append(_timed(run_jit))
+        torch_times.append(_timed(run_torch))
+    t_jit, t_torch = statistics.median(jit_times), statistics.median(torch_times)
+    work = flops(cell, config, mode)
+    target = max(RATIO_TARGETS[config][mode] * t_torch, work / (GEMM_FRACTION * gemm_flops))
+    return {
+        "cell": cell, "config": config, "mode": mode, "threads": threads,
+        "first_call_s": first_call, "jit_s": t_jit, "torch_s": t_torch, "ratio": t_jit / t_torch,
+        "gflops": work / t_jit / 1e9, "pct_gemm_peak": 100 * work / t_jit / gemm_flops,
+        "target_s": target, "met": t_jit <= target,
+        "r": RATIO_TARGETS[config][mode], "flops": work, "gemm_gflops": gemm_flops / 1e9,
+    }
+
+
+def table(rows) -> str:
+    import pandas as pd
+    df = pd.DataFrame(rows)
+    shown = pd.DataFrame({
+        "cell": df.cell, "config": df.config, "mode": df["mode"],
+        "first call s": df.first_call_s.round(2),
+        "jit ms": (df.jit_s * 1e3).round(2), "torch ms": (df.torch_s * 1e3).round(2),
+        "jit/torch": df.ratio.round(2), "GFLOP/s": df.gflops.round(1),
+        "% GEMM peak": df.pct_gemm_peak.round(0), "target ms": (df.target_s * 1e3).round(2),
+        "met": df.met.map({True: "yes", False: "NO"}),
+    })
+    return shown.to_markdown(index=False)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m reports.cpu_targets", description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved pairs per row (median)")
+    parser.add_argument("--json", metavar="OUT", help="also write the rows and the machine's GEMM rate")
+    args = parser.parse_args(argv)
+
+    rate = gemm_rate()
+    print(f"fp32 GEMM rate (2048² numpy matmul): {rate / 1e9:.1f} GFLOP/s; "
+          f"threads: numba {numba.get_num_threads()} = torch; target = max(r·torch, FLOPs / (0.75·GEMM rate))")
+    rows = []
+    for cell in args.cells:
+        for config in args.configs:
+            for mode in args.modes:
+                rows.append(measure(cell, config, mode, args.repeats, rate))
+                print(f"  {cell} {config} {mode}: jit {rows[-1]['jit_s'] * 1e3:.2f} ms, "
+                      f"torch {rows[-1]['torch_s'] * 1e3:.2f} ms", flush=True)
+    print(table(rows))
+    met = sum(r["met"] for r in rows)
+    print(f"targets met: {met} of {len(rows)}")
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({"gemm_gflops": rate / 1e9, "rows": rows}, out, indent=1)
+
+
+if __name__ == "__main__":
+    main()
