@@ -13,6 +13,13 @@ import pandas as pd
 
 SCHEMA = "cellbench-bench/1"  # written by reports/benchmarks/bench_cells.py into every extra_info
 
+#: extra_info fields every cellbench benchmark must carry (another suite, such as the GPU benchmark,
+#: can write them too and be reported the same way).
+REQUIRED = ("schema", "backend", "cell", "config", "mode", "dtype", "T", "B", "I", "H", "flops")
+#: extra_info fields a report uses when they are there (missing ones are left empty).
+OPTIONAL = {"sweep": "", "bytes": float("nan"), "max_abs_error": float("nan"), "mean_abs_error": float("nan"),
+            "max_rel_error": float("nan"), "first_call_s": float("nan")}
+
 
 class ResultsError(ValueError):
     """A results file that cannot be used; str() is one line naming the file and the problem."""
@@ -49,6 +56,10 @@ def read_json(path) -> dict:
     for bench in data["benchmarks"]:
         if not isinstance(bench.get("stats"), dict) or "median" not in bench["stats"]:
             raise ResultsError(f"{path}: benchmark {bench.get('name', '?')!r} has no stats.median")
+        missing = [k for k in REQUIRED if k not in bench["extra_info"]]
+        if missing:
+            raise ResultsError(f"{path}: benchmark {bench.get('name', '?')!r} lacks extra_info "
+                               f"{', '.join(missing)}")
     return data
 
 
@@ -70,6 +81,10 @@ def load(paths) -> pd.DataFrame:
         data = read_json(path)
         frame = pd.json_normalize(data["benchmarks"], sep=".")
         frame.columns = [c.removeprefix("extra_info.") for c in frame.columns]
+        for column, default in OPTIONAL.items():
+            if column not in frame.columns:
+                frame[column] = default
+        frame["sweep"] = frame["sweep"].fillna("")
         info = data["machine_info"].get("cellbench", {})
         frame["source"] = str(path)
         frame["machine"] = machine_label(data["machine_info"])

@@ -99,7 +99,8 @@ def accuracy(df: pd.DataFrame) -> pd.DataFrame:
 def first_calls(df: pd.DataFrame) -> pd.DataFrame:
     """Per backend, cell, mode and dtype: the slowest first call (compile or cache load) vs steady state."""
     keys = (["machine"] if df["machine"].nunique() > 1 else []) + ["backend", "cell", "mode", "dtype"]
-    worst = df.loc[df.groupby(keys, sort=False)["first_call_s"].idxmax()]
+    timed = df.dropna(subset=["first_call_s"])
+    worst = timed.loc[timed.groupby(keys, sort=False)["first_call_s"].idxmax()]
     table = worst[keys + ["config", "first_call_s", "median_s"]].rename(
         columns={"config": "at config", "median_s": "steady_s"})
     return table.sort_values(keys, kind="stable").reset_index(drop=True)

@@ -55,6 +55,15 @@ def test_foreign_results_file(capsys, tmp_path, content, problem):
     one_line_error(capsys, ["compare", str(FIXTURE), str(foreign)], "foreign.json", problem)
 
 
+def test_results_lacking_a_required_field(capsys, tmp_path):
+    data = json.loads(FIXTURE.read_text())
+    del data["benchmarks"][1]["extra_info"]["flops"]
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps(data))
+    one_line_error(capsys, ["report", str(partial), "-o", str(tmp_path / "out")], "partial.json", "lacks extra_info flops")
+    assert not (tmp_path / "out").exists()
+
+
 def test_existing_output_folder_is_never_overwritten(capsys, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
