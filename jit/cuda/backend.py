@@ -90,8 +90,7 @@ def _finiteness(named_arrays):
         for slot, a in enumerate(on_device):
             flat = a.reshape(a.size) if a.is_c_contiguous() else cuda.to_device(a.copy_to_host().ravel())
             k = kernels_for(a.dtype)
-            launch(k.count_nonfinite, (min(blocks(a.size, TILES.threads_1d), 1024),), (TILES.threads_1d,),
-                   flat, counts, slot)
+            _launch_1d(k.count_nonfinite, a.size, flat, counts, slot)
         for a, bad in zip(on_device, counts.copy_to_host()):
             found[id(a)] = bad == 0
     return found
@@ -109,7 +108,8 @@ def _validate(check, cell, params, arrays, **named):
 # ----- small device helpers ----------------------------------------------------------------
 
 def _launch_1d(kernel, n, *args):
-    launch(kernel, (blocks(n, TILES.threads_1d),), (TILES.threads_1d,), *args)
+    """Launch a grid-stride kernel over n items."""
+    launch(kernel, (min(blocks(n, TILES.threads_1d), TILES.blocks_1d),), (TILES.threads_1d,), *args)
 
 
 def _copy(k, src):
@@ -132,8 +132,9 @@ def _matmul(k, a, b, c, *, trans_a=False, trans_b=False, bias=None):
         bias = _UNUSED_BIAS.get(k.dtype)
         if bias is None:
             bias = _UNUSED_BIAS[k.dtype] = cuda.device_array(1, k.dtype)
-    launch(k.matmul, (blocks(c.shape[1], TILES.matmul), blocks(c.shape[0], TILES.matmul)),
-           (TILES.matmul, TILES.matmul), a, b, c, bias, trans_a, trans_b, use_bias)
+    tile = TILES.matmul * TILES.matmul_work
+    launch(k.matmul, (blocks(c.shape[1], tile), blocks(c.shape[0], tile)), (TILES.matmul, TILES.matmul),
+           a, b, c, bias, trans_a, trans_b, use_bias)
 
 
 _UNUSED_BIAS = {}

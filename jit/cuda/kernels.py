@@ -37,6 +37,9 @@ from jit.gatemath import relu, relu_grad, sigmoid, sigmoid_grad, tanh, tanh_grad
 from .launch import TILES
 
 TILE = TILES.matmul
+WORK = TILES.matmul_work
+BLOCK = TILE * WORK
+KSTEP = TILES.matmul_depth
 UNITS = TILES.units
 ROWS = TILES.rows
 DEPTH = TILES.depth
@@ -54,80 +57,102 @@ def kernels_for(dtype) -> SimpleNamespace:
     def matmul(a, b, c, bias, trans_a, trans_b, use_bias):
         """c = op(a) @ op(b) (+ bias on every row), op(m) = mᵀ when its flag is set.
 
-        Twin of the products in reference.affine (affine, affine_backward). Block: TILE×TILE
-        threads, one element of c each; K advances TILE at a time through shared tiles, and
-        every load is bounds-checked, so no size needs to be a multiple of TILE.
+        Twin of the products in reference.affine (affine, affine_backward). A block of
+        TILE×TILE threads computes a BLOCK×BLOCK tile of c, each thread WORK×WORK elements
+        strided by TILE (so that neighbouring threads write neighbouring columns); K advances
+        KSTEP at a time through shared tiles. Every load is bounds-checked: no size needs to
+        be a multiple of anything.
         """
-        a_tile = cuda.shared.array((TILE, TILE + 1), DT)
-        b_tile = cuda.shared.array((TILE, TILE + 1), DT)
+        a_tile = cuda.shared.array((BLOCK, KSTEP + 1), DT)  # op(a)[m0 + i, k0 + kk]
+        b_tile = cuda.shared.array((KSTEP, BLOCK + 1), DT)  # op(b)[k0 + kk, n0 + j]
+        acc = cuda.local.array((WORK, WORK), DT)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
-        n = cuda.blockIdx.x * TILE + tx
-        m = cuda.blockIdx.y * TILE + ty
+        tid = ty * TILE + tx
+        m0 = cuda.blockIdx.y * BLOCK
+        n0 = cuda.blockIdx.x * BLOCK
         M = c.shape[0]
         N = c.shape[1]
         K = a.shape[0] if trans_a else a.shape[1]
-        acc = DT(0.0)
-        for k0 in range(0, K, TILE):
-            k = k0 + tx
-            if m < M and k < K:
+        for i in range(WORK):
+            for j in range(WORK):
+                acc[i, j] = DT(0.0)
+        for k0 in range(0, K, KSTEP):
+            for e in range(tid, BLOCK * KSTEP, TILE * TILE):
+                # The index that runs fastest over threads follows a's memory order (coalesced).
                 if trans_a:
-                    a_tile[ty, tx] = a[k, m]
+                    kk = e // BLOCK
+                    i = e - kk * BLOCK
                 else:
-                    a_tile[ty, tx] = a[m, k]
-            else:
-                a_tile[ty, tx] = DT(0.0)
-            k = k0 + ty
-            if k < K and n < N:
+                    i = e // KSTEP
+                    kk = e - i * KSTEP
+                v = DT(0.0)
+                if m0 + i < M and k0 + kk < K:
+                    v = a[k0 + kk, m0 + i] if trans_a else a[m0 + i, k0 + kk]
+                a_tile[i, kk] = v
+            for e in range(tid, KSTEP * BLOCK, TILE * TILE):
                 if trans_b:
-                    b_tile[ty, tx] = b[n, k]
+                    j = e // KSTEP
+                    kk = e - j * KSTEP
                 else:
-                    b_tile[ty, tx] = b[k, n]
-            else:
-                b_tile[ty, tx] = DT(0.0)
+                    kk = e // BLOCK
+                    j = e - kk * BLOCK
+                v = DT(0.0)
+                if k0 + kk < K and n0 + j < N:
+                    v = b[n0 + j, k0 + kk] if trans_b else b[k0 + kk, n0 + j]
+                b_tile[kk, j] = v
             cuda.syncthreads()
-            for q in range(TILE):
-                acc += a_tile[ty, q] * b_tile[q, tx]
+            for kk in range(KSTEP):
+                for i in range(WORK):
+                    a_value = a_tile[ty + i * TILE, kk]
+                    for j in range(WORK):
+                        acc[i, j] += a_value * b_tile[kk, tx + j * TILE]
             cuda.syncthreads()
-        if m < M and n < N:
-            if use_bias:
-                acc += bias[n]
-            c[m, n] = acc
+        for i in range(WORK):
+            m = m0 + ty + i * TILE
+            for j in range(WORK):
+                n = n0 + tx + j * TILE
+                if m < M and n < N:
+                    v = acc[i, j]
+                    if use_bias:
+                        v += bias[n]
+                    c[m, n] = v
 
     @cuda.jit
     def column_sums(a, out):
         """out[n] = Σ_m a[m, n], in row order (deterministic); twin of affine_backward's db."""
-        n = cuda.grid(1)
-        if n < out.shape[0]:
+        for n in range(cuda.grid(1), out.shape[0], cuda.gridsize(1)):
             s = DT(0.0)
             for m in range(a.shape[0]):
                 s += a[m, n]
             out[n] = s
 
+    # The elementwise helpers take (R, C) arrays of any strides (a user's device array need not
+    # be contiguous) and loop with a grid stride, so any grid covers any size.
+
     @cuda.jit
     def copy2d(src, dst):
-        """dst = src for (R, C) arrays of any strides (user device arrays need not be contiguous)."""
-        i = cuda.grid(1)
-        if i < dst.size:
-            r = i // dst.shape[1]
-            dst[r, i - r * dst.shape[1]] = src[r, i - r * dst.shape[1]]
+        """dst = src."""
+        C = dst.shape[1]
+        for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):
+            r = i // C
+            dst[r, i - r * C] = src[r, i - r * C]
 
     @cuda.jit
     def add2d(a, b, dst):
-        """dst = a + b elementwise, (R, C)."""
-        i = cuda.grid(1)
-        if i < dst.size:
-            r = i // dst.shape[1]
-            col = i - r * dst.shape[1]
-            dst[r, col] = a[r, col] + b[r, col]
+        """dst = a + b."""
+        C = dst.shape[1]
+        for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):
+            r = i // C
+            dst[r, i - r * C] = a[r, i - r * C] + b[r, i - r * C]
 
     @cuda.jit
     def fill2d(dst, value):
-        """dst[:] = value, (R, C)."""
-        i = cuda.grid(1)
-        if i < dst.size:
-            r = i // dst.shape[1]
-            dst[r, i - r * dst.shape[1]] = value
+        """dst[:] = value."""
+        C = dst.shape[1]
+        for i in range(cuda.grid(1), dst.size, cuda.gridsize(1)):
+            r = i // C
+            dst[r, i - r * C] = value
 
     @cuda.jit
     def count_nonfinite(flat, counts, slot):

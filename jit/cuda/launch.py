@@ -5,7 +5,9 @@ On a GPU they are chosen for occupancy; under the CUDA simulator (every thread a
 thread, about 1000x slower) they are shrunk, which also makes the tiny shapes the test
 suite draws there cross tile boundaries, so every bounds check and tail is exercised.
 """
+import contextlib
 import os
+import sys
 from typing import NamedTuple
 
 from numba import cuda
@@ -16,18 +18,25 @@ SIMULATOR = bool(cuda_config.ENABLE_CUDASIM)
 
 
 class Tiles(NamedTuple):
-    matmul: int  # square tile of the matrix product: matmul × matmul threads, K step matmul
+    matmul: int  # threads per side of a matmul block (matmul × matmul threads)
+    matmul_work: int  # outputs per thread per side: a block computes a (matmul·matmul_work)² tile
+    matmul_depth: int  # K advanced per shared tile of the matmul
     units: int  # hidden units (output columns) per block of a step kernel: threadIdx.x
     rows: int  # batch rows per block of a step kernel: threadIdx.y
     depth: int  # reduction step of a step kernel (k of W_hh h, or gate rows of da W_hh)
-    threads_1d: int  # threads per block of the elementwise kernels (copies, column sums, checks)
+    threads_1d: int  # threads per block of the grid-stride kernels (copies, column sums, checks)
+    blocks_1d: int  # at most this many blocks for them
 
 
-#: 16×16 matmul threads and 32×8 step threads: 256 per block, shared tiles of at most
-#: 4·32·33·8 B ≈ 34 KB in float64, under the 48 KB of static shared memory every GPU has.
-GPU_TILES = Tiles(matmul=16, units=32, rows=8, depth=32, threads_1d=256)
-#: Under the simulator: tails in every dimension already at H = 7, B = 3.
-SIMULATOR_TILES = Tiles(matmul=4, units=4, rows=2, depth=4, threads_1d=8)
+#: 16×16 matmul threads with 4×4 outputs each (64×64 tiles, K step 16: 2·64·17·8 B ≈ 17 KB of
+#: shared memory in float64) and 32×8 step threads (4·32·33·8 B ≈ 34 KB): under the 48 KB of
+#: static shared memory every GPU has.
+GPU_TILES = Tiles(matmul=16, matmul_work=4, matmul_depth=16, units=32, rows=8, depth=32, threads_1d=256,
+                  blocks_1d=1024)
+#: Under the simulator the cost is ~1 ms per simulated thread, so blocks are tiny; with H = 7,
+#: B = 3 every dimension already has a tail, and a thread still computes several outputs.
+SIMULATOR_TILES = Tiles(matmul=2, matmul_work=4, matmul_depth=4, units=4, rows=2, depth=4, threads_1d=8,
+                        blocks_1d=1)
 TILES = SIMULATOR_TILES if SIMULATOR else GPU_TILES
 
 MAX_THREADS_PER_BLOCK = 1024
@@ -37,6 +46,26 @@ MAX_GRID = (2**31 - 1, 65535, 65535)
 #: reported against the kernel that caused it (slow; for debugging). Otherwise faults surface
 #: at the synchronize that ends every forward and backward.
 SYNC_EACH_LAUNCH = os.environ.get("CELLBENCH_CUDA_SYNC", "") not in ("", "0")
+
+
+#: The simulator's block manager busy-polls its threads for syncthreads; with CPython's default
+#: 5 ms GIL switch interval each hand-off waits for a time slice. 50 µs made the simulated
+#: lstm forward + backward at T=3, B=3, I=5, H=7 about 3x faster (measured on this project's
+#: 2-core CI machine); the interval is restored after every launch.
+SIMULATOR_SWITCH_INTERVAL_S = 5e-5
+
+
+@contextlib.contextmanager
+def _simulator_switch_interval():
+    if not SIMULATOR:
+        yield
+        return
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(SIMULATOR_SWITCH_INTERVAL_S)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
 
 
 class LaunchError(RuntimeError):
@@ -70,7 +99,8 @@ def launch(kernel, grid, block, *args):
         if g > limit:
             raise LaunchError(f"jit.cuda: {name}: grid {grid} exceeds the {limit} blocks allowed along {axis}")
     try:
-        kernel[grid, block](*args)
+        with _simulator_switch_interval():
+            kernel[grid, block](*args)
         if SYNC_EACH_LAUNCH:
             cuda.synchronize()
     except LaunchError:

@@ -1,0 +1,224 @@
+"""Tests specific to jit.cuda: the tiled matmul on awkward sizes, every cell against the reference
+at sizes that cross the step kernels' tiles, device arrays in -> device arrays out, launch checks,
+bad device input, and the simulator switch.
+
+They run wherever jit.cuda can: on a GPU, or under the CUDA simulator that the repo-root
+conftest.py enables when no NVIDIA driver is present. Sizes are derived from the tiles in use
+(jit.cuda.launch.TILES), so both configurations get tails in every dimension.
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import reference
+from reference.contract import CELLS
+
+cuda_backend = pytest.importorskip("jit.cuda").backend
+if not cuda_backend.available():
+    pytest.skip("jit.cuda: no CUDA GPU and the CUDA simulator is off (NUMBA_ENABLE_CUDASIM=0)",
+                allow_module_level=True)
+
+from numba import cuda  # noqa: E402  (after the availability check: numba.cuda is usable)
+
+from jit.cuda.backend import _matmul  # noqa: E402
+from jit.cuda.kernels import kernels_for  # noqa: E402
+from jit.cuda.launch import SIMULATOR, TILES, LaunchError, launch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+EPS = {np.float32: np.finfo(np.float32).eps, np.float64: np.finfo(np.float64).eps}
+
+MATMUL_BLOCK = TILES.matmul * TILES.matmul_work
+#: (M, N, K): one element; one past a tile in M with N a tile minus one and K a step plus a tail.
+MATMUL_SIZES = [(1, 1, 1), (MATMUL_BLOCK + 1, MATMUL_BLOCK - 1, TILES.matmul_depth + 3)]
+
+
+def matmul_tolerance(dtype, K, a, b):
+    """Any summation order of K products: |error| ≤ γ_K Σ_k |a_mk b_kn| ≤ K·eps·(|a| |b|)_mn (Higham 3.5),
+    with γ_K = K·u/(1 − K·u) < K·eps for K·eps < 1, u = eps/2; the bias adds one more rounding."""
+    return (K + 1) * EPS[dtype] * (np.abs(a) @ np.abs(b) + 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("trans_a,trans_b", [(False, False), (True, False), (False, True)])
+@pytest.mark.parametrize("M,N,K", MATMUL_SIZES)
+def test_tiled_matmul_matches_numpy_on_awkward_sizes(M, N, K, trans_a, trans_b, dtype):
+    rng = np.random.default_rng(M * 100 + N * 10 + K)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    b = rng.standard_normal((K, N)).astype(dtype)
+    bias = rng.standard_normal(N).astype(dtype)
+    c = cuda.device_array((M, N), dtype)
+    _matmul(kernels_for(dtype), cuda.to_device(np.ascontiguousarray(a.T) if trans_a else a),
+            cuda.to_device(np.ascontiguousarray(b.T) if trans_b else b), c,
+            trans_a=trans_a, trans_b=trans_b, bias=cuda.to_device(bias))
+    got = c.copy_to_host()
+    want = a.astype(np.float64) @ b.astype(np.float64) + bias
+    assert got.dtype == dtype
+    bad = np.abs(got - want) > matmul_tolerance(dtype, K, a.astype(np.float64), b.astype(np.float64))
+    assert not bad.any(), f"{bad.sum()} elements off, first at {np.argwhere(bad)[0]}"
+
+
+#: T, B, I, H past the step tiles: B = rows + 1 and H = units + 3 leave a tail block in both grid
+#: axes, and H > depth a tail step in the reduction.
+T, B, I = 3, TILES.rows + 1, 5
+H = max(TILES.units, TILES.depth) + 3
+
+
+def inputs(cell, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    p = reference.init_params(cell, I, H, dtype=dtype, seed=seed)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0 = (0.5 * rng.standard_normal((B, H))).astype(dtype)
+    c0 = (0.5 * rng.standard_normal((B, H))).astype(dtype) if cell == "lstm" else None
+    dhs = rng.standard_normal((T, B, H)).astype(dtype)
+    dh_n = rng.standard_normal((B, H)).astype(dtype)
+    dc_n = rng.standard_normal((B, H)).astype(dtype) if cell == "lstm" else None
+    return p, x, h0, c0, dhs, dh_n, dc_n
+
+
+def agreement_tolerance(dtype):
+    """Same equations as the reference, other summation orders. Each pre-activation sums
+    K = I + H + 2 terms of size ≤ ~1 (weights U(±1/√H), inputs N(0, 1)): error ≤ K·eps; the gates
+    are 1-Lipschitz and these weights keep the recurrence near contracting, so T steps add up to
+    T·K·eps; the weight gradients sum T·B such terms. 4× margin for the constants hidden in ≤ ~1."""
+    return 4 * T * (B + I + H + 2) * EPS[dtype]
+
+
+def assert_close(name, got, want, dtype):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.dtype == dtype, f"{name}: dtype {got.dtype}, expected {dtype}"
+    assert got.shape == want.shape, f"{name}: shape {got.shape}, expected {want.shape}"
+    tol = agreement_tolerance(dtype) * max(1.0, float(np.abs(want).max(initial=0)))
+    err = np.abs(got.astype(np.float64) - want)
+    if err.size and err.max() > tol:
+        i = np.unravel_index(err.argmax(), err.shape)
+        raise AssertionError(f"{name}: max error {err.max():.3g} > {tol:.3g} at {i}: got {got[i]}, want {want[i]}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_cell_matches_the_reference_across_tiles(cell, dtype):
+    p, x, h0, c0, dhs, dh_n, dc_n = inputs(cell, dtype)
+    p64, x64, h064, c064, dhs64, dh_n64, dc_n64 = (
+        None if a is None else (reference.Params(*(w.astype(np.float64) for w in a)) if isinstance(a, tuple)
+                                else a.astype(np.float64)) for a in (p, x, h0, c0, dhs, dh_n, dc_n))
+    fwd = cuda_backend.forward(cell, p, x, h0, c0)
+    ref = reference.backend.forward(cell, p64, x64, h064, c064)
+    for field in ("hs", "h_n", "c_n", "cs", "gates"):
+        if getattr(ref, field) is not None:
+            assert_close(f"forward.{field}", getattr(fwd, field), getattr(ref, field), dtype)
+    inference = cuda_backend.forward(cell, p, x, h0, c0, training=False)
+    assert inference.gates is None and inference.cs is None
+    # Inference runs the same kernels with scratch buffers (lstm: two cell states in turn).
+    np.testing.assert_array_equal(inference.hs, fwd.hs)
+    if cell == "lstm":
+        np.testing.assert_array_equal(inference.c_n, fwd.c_n)
+    grads = cuda_backend.backward(cell, p, x, h0, c0, fwd, dhs, dh_n, dc_n)
+    ref_grads = reference.backend.backward(cell, p64, x64, h064, c064, ref, dhs64, dh_n64, dc_n64)
+    for field in ref_grads._fields:
+        if getattr(ref_grads, field) is not None:
+            assert_close(f"backward.{field}", getattr(grads, field), getattr(ref_grads, field), dtype)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru_classic"])
+def test_device_arrays_in_give_device_arrays_out(cell):
+    dtype = np.float32
+    p, x, h0, c0, dhs, dh_n, dc_n = inputs(cell, dtype, seed=1)
+    on_host = cuda_backend.forward(cell, p, x, h0, c0)
+    host_grads = cuda_backend.backward(cell, p, x, h0, c0, on_host, dhs, dh_n, dc_n)
+    dev = lambda a: None if a is None else cuda.to_device(a)  # noqa: E731
+    dp = reference.Params(*(dev(w) for w in p))
+    fwd = cuda_backend.forward(cell, dp, dev(x), dev(h0), dev(c0))
+    grads = cuda_backend.backward(cell, dp, dev(x), dev(h0), dev(c0), fwd, dev(dhs), dev(dh_n), dev(dc_n))
+    for result, host in ((fwd, on_host), (grads, host_grads)):
+        for field in result._fields:
+            value = getattr(result, field)
+            if value is None:
+                assert getattr(host, field) is None
+                continue
+            assert cuda_backend.is_device_array(value) and not isinstance(value, np.ndarray), field
+            # The same kernels on the same numbers: bit-identical to the NumPy path.
+            np.testing.assert_array_equal(value.copy_to_host(), getattr(host, field), err_msg=field)
+
+
+def test_device_input_with_nan_is_rejected_by_name():
+    p, x, h0, c0, *_ = inputs("gru", np.float64)
+    bad = h0.copy()
+    bad[-1, -1] = np.nan
+    with pytest.raises(ValueError, match="h0: expected finite values"):
+        cuda_backend.forward("gru", p, cuda.to_device(x), cuda.to_device(bad))
+    w_hh = p.w_hh.copy()
+    w_hh[0, 0] = np.inf
+    with pytest.raises(ValueError, match="params.w_hh: expected finite"):
+        cuda_backend.forward("gru", p._replace(w_hh=cuda.to_device(w_hh)), cuda.to_device(x), cuda.to_device(h0))
+
+
+def test_device_input_of_wrong_dtype_is_a_type_error():
+    p, x, h0, *_ = inputs("rnn_tanh", np.float32)
+    with pytest.raises(TypeError, match="h0: expected dtype float32"):
+        cuda_backend.forward("rnn_tanh", p, cuda.to_device(x), cuda.to_device(h0.astype(np.float64)))
+
+
+def test_t_zero_gives_empty_hs_and_h0_back():
+    p, x, h0, c0, *_ = inputs("lstm", np.float64)
+    fwd = cuda_backend.forward("lstm", p, x[:0], h0, c0)
+    assert fwd.hs.shape == (0, B, H)
+    np.testing.assert_array_equal(fwd.h_n, h0)
+    np.testing.assert_array_equal(fwd.c_n, c0)
+    grads = cuda_backend.backward("lstm", p, x[:0], h0, c0, fwd, fwd.hs, h0, None)
+    np.testing.assert_array_equal(grads.dh0, h0)
+    np.testing.assert_array_equal(grads.dc0, np.zeros_like(c0))
+    assert not grads.dw_hh.any() and grads.dx.shape == (0, B, I)
+
+
+def test_launch_refuses_impossible_configs_and_skips_empty_grids():
+    k = kernels_for(np.float64)
+    dst = cuda.device_array((2, 2), np.float64)
+    with pytest.raises(LaunchError, match="fill2d.*1025 threads"):
+        launch(k.fill2d, (1,), (1025,), dst, 0.0)
+    with pytest.raises(LaunchError, match="fill2d.*65535 blocks allowed along y"):
+        launch(k.fill2d, (1, 70000), (1,), dst, 0.0)
+    launch(k.fill2d, (0,), (8,), dst, 0.0)  # nothing to do, nothing launched
+
+
+def test_max_test_sizes_only_under_the_simulator():
+    if SIMULATOR:
+        assert set(cuda_backend.max_test_sizes) == {"T", "B", "I", "H"}
+    else:
+        assert cuda_backend.max_test_sizes is None
+
+
+def test_numba_cpu_jit_still_works_in_this_process():
+    """The simulator replaces numba.cuda only: @njit (jit.cpu) compiles and runs beside it."""
+    from numba import njit
+
+    @njit(cache=False)
+    def dot(a, b):
+        s = 0.0
+        for i in range(a.shape[0]):
+            s += a[i] * b[i]
+        return s
+
+    v = np.arange(5.0)
+    assert dot(v, v) == 30.0
+    cpu = pytest.importorskip("jit.cpu").backend
+    p, x, h0, *_ = inputs("gru", np.float64)
+    np.testing.assert_allclose(cpu.forward("gru", p, x, h0).hs, cuda_backend.forward("gru", p, x, h0).hs,
+                               rtol=0, atol=agreement_tolerance(np.float64))
+
+
+@pytest.mark.parametrize("preset,expected", [("0", "0"), ("1", "1"), (None, None)])
+def test_root_conftest_keeps_the_users_choice_and_otherwise_follows_the_driver(preset, expected):
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    if preset is not None:
+        env["NUMBA_ENABLE_CUDASIM"] = preset
+    code = ("import os, runpy; ns = runpy.run_path('conftest.py'); "
+            "print(os.environ.get('NUMBA_ENABLE_CUDASIM'), ns['nvidia_driver_present']())")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    value, driver = out.stdout.split()
+    if preset is None:
+        expected = "None" if driver == "True" else "1"
+    assert value == expected
