@@ -11,6 +11,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on CI machines or GPU boxes
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+
+import math  # noqa: E402
+
+PLAIN = FuncFormatter(lambda value, _: f"{value:g}")  # 0.5, 20, 300 rather than 2×10^1
+#: Minor log ticks labelled at 2 and 5 × 10^n only, so that the axis stays readable.
+SPARSE = FuncFormatter(lambda value, _: f"{value:g}" if value > 0 and
+                       round(value / 10 ** math.floor(math.log10(value))) in (2, 5) else "")
 
 BACKEND_STYLE = {"reference": ("tab:gray", "o"), "torch": ("tab:orange", "s"),
                  "jit.cpu": ("tab:blue", "^"), "jit.cuda": ("tab:green", "D")}
@@ -38,6 +46,12 @@ def scaling_plot(rows, axis: str, path: Path):
                     label=f"{backend} {mode}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
+        sizes = sorted(panel["size"].unique())
+        ax.set_xticks(sizes)  # tick exactly the measured sizes, written plainly
+        ax.xaxis.set_major_formatter(PLAIN)
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.yaxis.set_major_formatter(PLAIN)
+        ax.yaxis.set_minor_formatter(SPARSE)
         ax.set_xlabel(AXIS_LABEL[axis])
         ax.set_ylabel("median time per call (ms)")
         ax.set_title(f"{cell} {dtype}: time vs {axis}" + (f"\n{machine}" if rows["machine"].nunique() > 1 else ""),
