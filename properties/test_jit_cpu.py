@@ -117,24 +117,37 @@ def blas_threads_now():
     return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
 
-def test_row_chunks_cover_the_batch_once_with_blas_on_one_thread():
-    """Each chunk's kernel gets disjoint rows covering 0..B; BLAS is on one thread meanwhile
-    (several chunks) so the cores are not oversubscribed, and is restored afterwards."""
+def test_row_chunks_cover_the_batch_once_with_blas_on_one_thread(monkeypatch):
+    """Each chunk's kernel gets disjoint rows covering 0..B; during a call BLAS is on one
+    thread per caller, so it never oversubscribes the cores with the pool's threads, and it
+    is restored afterwards."""
     before = blas_threads_now()
     seen = []
 
     def recording_kernel(tag, b0, b1):
         seen.append((tag, b0, b1, blas_threads_now()))
 
-    backend.run_on_row_chunks(recording_kernel, "k", B=7, n_chunks=3)
+    with backend.call_threads():
+        backend.run_on_row_chunks(recording_kernel, "k", B=7, n_chunks=3)
     rows = sorted((b0, b1) for _, b0, b1, _ in seen)
     assert rows == [(0, 2), (2, 4), (4, 7)]
     assert all(threads == [1] * len(before) for *_, threads in seen)
     assert blas_threads_now() == before
     seen.clear()
-    backend.run_on_row_chunks(recording_kernel, "k", B=7, n_chunks=1)
+    monkeypatch.setattr(backend.numba, "get_num_threads", lambda: 1)
+    with backend.call_threads():
+        backend.run_on_row_chunks(recording_kernel, "k", B=7, n_chunks=1)
     assert [(b0, b1) for _, b0, b1, _ in seen] == [(0, 7)]
-    assert seen[0][3] == before  # one chunk: BLAS keeps every thread
+    assert seen[0][3] == before  # a pool of one thread: BLAS keeps its own threads
+
+
+def test_matmul_rows_splits_rows_without_changing_bits():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((37, 50)), rng.standard_normal((50, 23))
+    with backend.call_threads():
+        split = backend.matmul_rows(a, b)
+    assert np.array_equal(split, backend.matmul_rows(a, b))
+    np.testing.assert_allclose(split, a @ b, rtol=0, atol=50 * 50 * np.finfo(float).eps * np.abs(a).max() * np.abs(b).max())
 
 
 def test_each_kernel_compiles_once_per_dtype():

@@ -4,12 +4,16 @@ This module is the backend (``name``, ``cells``, ``forward``, ``backward``); the
 shape as reference.backend, whose results it must reproduce. Each call:
 
 1. validates its arguments with reference.contract (before any computation);
-2. projects the inputs of all time steps at once: xw = x W_ihᵀ, one GEMM (BLAS, all threads);
+2. projects the inputs of all time steps at once: xw = x W_ihᵀ, one GEMM;
 3. runs one kernel for the whole time loop (jit.cpu.lstm / gru / rnn) per chunk of batch
-   rows, the chunks in parallel on numba.get_num_threads() threads (the kernels release the
-   GIL); meanwhile BLAS is held to one thread per chunk, so that the cores are never
-   oversubscribed;
+   rows, the chunks in parallel (rows are independent; the kernels release the GIL);
 4. backward only: the weight, bias and input gradients as GEMMs on the stored da.
+
+Threads: one pool of numba.get_num_threads() threads (the caller plus workers) does all the
+parallel work of a call, and BLAS is held to one thread per caller for the whole call.
+Letting BLAS thread its big GEMMs instead costs more than it gains: OpenBLAS's idle workers
+keep spinning after each GEMM, and on a 2-core machine they took the cores from the time
+loop's threads (measured: M rnn_tanh forward 37 ms against 19 ms this way).
 
 Small sizes take fused loops instead of BLAS inside the time loop (see ``use_small_path``).
 """
@@ -19,6 +23,7 @@ from functools import partial
 
 import numba
 import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS that np.dot inside @njit calls, see _blas)
 from threadpoolctl import ThreadpoolController
 
 from reference.contract import CELLS, BackwardResult, ForwardResult, check_backward_inputs, check_forward_inputs
@@ -49,6 +54,10 @@ _blas_libraries = None
 
 
 def _blas():
+    """Every loaded BLAS: numpy's, and SciPy's own copy, which Numba's np.dot calls.
+
+    SciPy's is loaded by the import at the top of this module, before this first looks.
+    """
     global _blas_libraries
     if _blas_libraries is None:  # inspecting the loaded libraries is slow: do it once
         _blas_libraries = ThreadpoolController().select(user_api="blas").lib_controllers
@@ -69,35 +78,70 @@ def blas_threads(n: int):
             lib.set_num_threads(n_before)
 
 
+def pool_threads() -> int:
+    """Threads doing one call's parallel work: Numba's thread count (NUMBA_NUM_THREADS, set_num_threads)."""
+    return max(1, numba.get_num_threads())
+
+
 def kernel_threads(B: int) -> int:
-    """How many chunks of batch rows run the time loop in parallel (at most Numba's thread count)."""
-    return max(1, min(numba.get_num_threads(), B))
+    """How many chunks of batch rows run the time loop in parallel."""
+    return max(1, min(pool_threads(), B))
 
 
-_pool = None  # worker threads for chunks 1.., created on first need
+_pool = None  # worker threads (the caller is one more), created on first need
 _pool_size = 0
 
 
-def run_on_row_chunks(kernel, *args, B: int, n_chunks: int):
-    """Call ``kernel(*args, b0, b1)`` for n_chunks slices of the rows 0..B, in parallel.
+def run_in_parallel(calls):
+    """Run each (function, args) of ``calls`` at once and wait for all of them.
 
-    Chunk 0 runs on the calling thread, the rest on a pool of worker threads; the kernels
-    are nogil, and they write disjoint rows of their outputs. With several chunks each one
-    calls BLAS from its own thread, so BLAS is held to one thread meanwhile.
+    The first runs on the calling thread, the others on the worker pool. Each must release
+    the GIL to run in parallel: nogil kernels and numpy's BLAS calls do.
     """
     global _pool, _pool_size
-    bounds = [(k * B // n_chunks, (k + 1) * B // n_chunks) for k in range(n_chunks)]
-    if n_chunks == 1:
-        kernel(*args, 0, B)
-        return
-    if _pool_size < n_chunks - 1:
-        _pool = ThreadPoolExecutor(max_workers=n_chunks - 1, thread_name_prefix="jit.cpu")
-        _pool_size = n_chunks - 1
-    with blas_threads(1):
-        others = [_pool.submit(kernel, *args, b0, b1) for b0, b1 in bounds[1:]]
-        kernel(*args, *bounds[0])
-        for future in others:
-            future.result()
+    if len(calls) - 1 > _pool_size:
+        _pool = ThreadPoolExecutor(max_workers=len(calls) - 1, thread_name_prefix="jit.cpu")
+        _pool_size = len(calls) - 1
+    others = [_pool.submit(fn, *args) for fn, args in calls[1:]]
+    fn, args = calls[0]
+    fn(*args)
+    for future in others:
+        future.result()
+
+
+def split(n: int, parts: int):
+    """[(start, stop)] cutting range(n) into ``parts`` contiguous, nearly equal pieces."""
+    return [(k * n // parts, (k + 1) * n // parts) for k in range(parts)]
+
+
+def run_on_row_chunks(kernel, *args, B: int, n_chunks: int):
+    """Call ``kernel(*args, b0, b1)`` on n_chunks slices [b0, b1) of the rows 0..B, in parallel.
+
+    The kernels write disjoint rows of their outputs.
+    """
+    run_in_parallel([(kernel, (*args, b0, b1)) for b0, b1 in split(B, n_chunks)])
+
+
+def matmul_rows(a, b):
+    """a @ b with the rows of the result shared among the pool's threads (BLAS on one each).
+
+    Each element is still one BLAS dot over the whole inner dimension, so the result does not
+    depend on how the rows are split.
+    """
+    out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
+    parts = max(1, min(pool_threads(), a.shape[0]))
+    run_in_parallel([(np.matmul, (a[r0:r1], b, out[r0:r1])) for r0, r1 in split(a.shape[0], parts)])
+    return out
+
+
+@contextmanager
+def call_threads():
+    """For one forward or backward call: BLAS on one thread per caller when the pool is used."""
+    if pool_threads() > 1:
+        with blas_threads(1):
+            yield
+    else:
+        yield
 
 
 def use_small_path(B: int, G: int, H: int, n_chunks: int) -> bool:
@@ -121,14 +165,20 @@ def kernel_array(a: np.ndarray) -> np.ndarray:
 def project_inputs(x, w_ih):
     """xw (T, B, G·H) = x W_ihᵀ for every step at once: one GEMM. twin: reference.affine.affine."""
     T, B, I = x.shape
-    return (x.reshape(T * B, I) @ w_ih.T).reshape(T, B, w_ih.shape[0])
+    return matmul_rows(x.reshape(T * B, I), w_ih.T).reshape(T, B, w_ih.shape[0])
 
 
 # ---- forward -------------------------------------------------------------------------------
 
 def forward(cell, params, x, h0, c0=None, *, training=True):
     """Run the cell over x (T, B, I) from h0 (and c0 for lstm); see reference.contract."""
-    T, B, I, H, G, dtype = check_forward_inputs(cell, params, x, h0, c0)
+    shapes = check_forward_inputs(cell, params, x, h0, c0)
+    with call_threads():
+        return _forward(cell, params, x, h0, c0, training, shapes)
+
+
+def _forward(cell, params, x, h0, c0, training, shapes):
+    T, B, I, H, G, dtype = shapes
     lstm = cell == "lstm"
     hs = np.empty((T, B, H), dtype)
     h_n = np.empty((B, H), dtype)
@@ -182,7 +232,7 @@ def gru_hidden_terms(fwd, h0, w_hh, b_hh, H):
         return kernel_array(hns)
     T, B, _ = fwd.hs.shape
     h_prev = previous_hidden(np.asarray(fwd.hs), h0).reshape(T * B, H)
-    return (h_prev @ w_hh[2 * H:].T + b_hh[2 * H:]).reshape(T, B, H)
+    return (matmul_rows(h_prev, w_hh[2 * H:].T) + b_hh[2 * H:]).reshape(T, B, H)
 
 
 def weight_grads(da, inputs, w_ih):
@@ -192,12 +242,18 @@ def weight_grads(da, inputs, w_ih):
     """
     T, B, GH = da.shape
     da2 = da.reshape(T * B, GH)
-    return da2 @ w_ih, da2.T @ inputs.reshape(T * B, -1), da2.sum(axis=0)
+    return matmul_rows(da2, w_ih), matmul_rows(da2.T, inputs.reshape(T * B, -1)), da2.sum(axis=0)
 
 
 def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
     """Backpropagation through time; returns the gradients of L given ∂L/∂hs, ∂L/∂h_n, ∂L/∂c_n."""
-    T, B, I, H, G, dtype = check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n)
+    shapes = check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n)
+    with call_threads():
+        return _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes)
+
+
+def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes):
+    T, B, I, H, G, dtype = shapes
     lstm = cell == "lstm"
     w_hh = kernel_array(params.w_hh)
     h0k, dh_nk, dhsk = kernel_array(h0), kernel_array(dh_n), kernel_array(dhs)
