@@ -222,3 +222,54 @@ def test_root_conftest_keeps_the_users_choice_and_otherwise_follows_the_driver(p
     if preset is None:
         expected = "None" if driver == "True" else "1"
     assert value == expected
+
+
+# ----- reports/gpu_check.sh and reports/gpu_bench.py, as far as they run without a GPU ----------
+
+def test_gpu_check_script_is_valid_bash():
+    subprocess.run(["bash", "-n", str(REPO / "reports" / "gpu_check.sh")], check=True)
+
+
+def test_gpu_check_script_refuses_without_an_out_dir():
+    out = subprocess.run(["bash", str(REPO / "reports" / "gpu_check.sh")], capture_output=True, text=True)
+    assert out.returncode == 2 and "usage" in out.stderr
+
+
+def test_gpu_bench_dry_run_under_the_simulator_writes_json_and_a_report_without_timings(tmp_path):
+    """The benchmark's machinery end to end on the tiny config: JSON, report, summary; simulated
+    timings are measured by pytest-benchmark but never shown in the report."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", CELLBENCH_GPU_CONFIGS="tiny", CELLBENCH_GPU_CELLS="lstm")
+    results = tmp_path / "gpu_bench.json"
+    run = subprocess.run([sys.executable, "-m", "pytest", "reports/gpu_bench.py", "-q", "-p", "no:cacheprovider",
+                          f"--benchmark-json={results}", "--benchmark-min-rounds=1", "--benchmark-max-time=0",
+                          "--benchmark-warmup=off"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    from reports.gpu_bench import write_report
+    summary = write_report(results, tmp_path)
+    report = (tmp_path / "gpu_report.md").read_text()
+    assert "CUDA simulator" in summary and "timings are not shown" in report
+    assert " ms" not in report and "ratio" not in report
+
+
+def test_gpu_report_ratios_and_targets_from_a_synthetic_result(tmp_path):
+    """ratio = jit.cuda / cuDNN fp32 per case; met when ≤ 1.5 (inference) or ≤ 2 (training)."""
+    import json
+
+    from reports.gpu_bench import comparison, load_results, short_summary, write_report
+    medians = {("jit.cuda", "inference"): 3.0, ("torch.cudnn", "inference"): 2.0,
+               ("torch.cudnn.tf32", "inference"): 1.0, ("jit.cuda", "training"): 5.0,
+               ("torch.cudnn", "training"): 2.0, ("torch.cudnn.tf32", "training"): 1.5}
+    benchmarks = [{"name": f"{b}-{m}", "stats": {"median": t},
+                   "extra_info": {"backend": b, "cell": "lstm", "config": "DB-H512-B16", "mode": m, "T": 25, "B": 16,
+                                  "I": 512, "H": 512, "flops": 1e9, "device": "Test GPU",
+                                  "max_abs_diff_vs_cudnn": 1e-6 if b == "jit.cuda" else float("nan")}}
+                  for (b, m), t in medians.items()]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"benchmarks": benchmarks}))
+    table = comparison(load_results(path)).set_index("mode")
+    assert table.loc["inference", "ratio vs cuDNN fp32"] == 1.5 and table.loc["inference", "met"] == "yes"
+    assert table.loc["training", "ratio vs cuDNN fp32"] == 2.5 and table.loc["training", "met"] == "no"
+    summary = short_summary(table.reset_index()).set_index("mode")
+    assert summary.loc["training", "met"] == "0/1"
+    text = write_report(path, tmp_path)
+    assert "Test GPU" in text and "0/1" in text
