@@ -72,9 +72,9 @@ def property_suite(junit: Path, log: Path, backend_spec=None, echo=True) -> int:
     """The property suite with the ci profile, without the slow suite_power tests."""
     command = [sys.executable, "-m", "pytest", str(properties_dir()), "-m", "not suite_power", "-q",
                "-p", "no:cacheprovider", f"--junitxml={junit}", "-o", "junit_family=xunit1"]
-    if backend_spec:
-        command.append(f"--backend={backend_spec}")
     env = dict(os.environ, CELLBENCH_PROFILE="ci")
+    if backend_spec:  # the suite's own switch (properties.backends.selected), same as --backend
+        env["CELLBENCH_BACKEND"] = backend_spec
     return stream(command, log, env=env, render=(lambda line: echo and line.rstrip() or None))
 
 
