@@ -273,3 +273,11 @@ def test_gpu_report_ratios_and_targets_from_a_synthetic_result(tmp_path):
     assert summary.loc["training", "met"] == "0/1"
     text = write_report(path, tmp_path)
     assert "Test GPU" in text and "0/1" in text
+
+
+def test_every_kernel_lowers_for_the_real_cuda_target_with_float32_kept_float32():
+    """What the simulator cannot see (numba.cuda typing, constant shared shapes, float64 promotion)."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    run = subprocess.run([sys.executable, "-m", "jit.cuda.lowering_check"], cwd=REPO, env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]

@@ -44,6 +44,12 @@ UNITS = TILES.units
 ROWS = TILES.rows
 DEPTH = TILES.depth
 STEP_THREADS = UNITS * ROWS
+# Shared-array shapes must be literal constants to numba.cuda's typing (an expression such as
+# DEPTH + 1 inside the shape is not folded), so the padded sizes get names of their own. The
+# +1 column keeps threads that read a column of a tile on different shared-memory banks.
+DEPTH_PADDED = DEPTH + 1
+KSTEP_PADDED = KSTEP + 1
+BLOCK_PADDED = BLOCK + 1
 
 
 @lru_cache(maxsize=None)
@@ -63,8 +69,8 @@ def kernels_for(dtype) -> SimpleNamespace:
         KSTEP at a time through shared tiles. Every load is bounds-checked: no size needs to
         be a multiple of anything.
         """
-        a_tile = cuda.shared.array((BLOCK, KSTEP + 1), DT)  # op(a)[m0 + i, k0 + kk]
-        b_tile = cuda.shared.array((KSTEP, BLOCK + 1), DT)  # op(b)[k0 + kk, n0 + j]
+        a_tile = cuda.shared.array((BLOCK, KSTEP_PADDED), DT)  # op(a)[m0 + i, k0 + kk]
+        b_tile = cuda.shared.array((KSTEP, BLOCK_PADDED), DT)  # op(b)[k0 + kk, n0 + j]
         acc = cuda.local.array((WORK, WORK), DT)
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
@@ -211,7 +217,7 @@ def kernels_for(dtype) -> SimpleNamespace:
     def rnn_step_forward(xw_t, h_prev, w_hh, b_hh, use_relu, h_next, gates_t):
         """h' = act(xw + b_hh + W_hh h); twin of reference.rnn.rnn_step_forward. gates_t gets h' too."""
         h_tile = cuda.shared.array((ROWS, DEPTH), DT)
-        w_tile = cuda.shared.array((1, UNITS, DEPTH + 1), DT)
+        w_tile = cuda.shared.array((1, UNITS, DEPTH_PADDED), DT)
         acc = cuda.local.array(1, DT)
         B = h_prev.shape[0]
         H = h_prev.shape[1]
@@ -231,7 +237,7 @@ def kernels_for(dtype) -> SimpleNamespace:
     def lstm_step_forward(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t):
         """Twin of reference.lstm.lstm_step_forward: a = xw + b_hh + W_hh h; i, f, g, o; c'; h'."""
         h_tile = cuda.shared.array((ROWS, DEPTH), DT)
-        w_tile = cuda.shared.array((4, UNITS, DEPTH + 1), DT)
+        w_tile = cuda.shared.array((4, UNITS, DEPTH_PADDED), DT)
         acc = cuda.local.array(4, DT)
         B = h_prev.shape[0]
         H = h_prev.shape[1]
@@ -260,7 +266,7 @@ def kernels_for(dtype) -> SimpleNamespace:
     def gru_step_forward(xw_t, h_prev, w_hh, b_hh, h_next, gates_t):
         """Twin of reference.gru.gru_step_forward: r, z from both products; n = tanh(xw_n + r⊙(W_hn h + b_hn))."""
         h_tile = cuda.shared.array((ROWS, DEPTH), DT)
-        w_tile = cuda.shared.array((3, UNITS, DEPTH + 1), DT)
+        w_tile = cuda.shared.array((3, UNITS, DEPTH_PADDED), DT)
         acc = cuda.local.array(3, DT)
         B = h_prev.shape[0]
         H = h_prev.shape[1]
@@ -287,7 +293,7 @@ def kernels_for(dtype) -> SimpleNamespace:
     def gru_classic_step_forward_rz(xw_t, h_prev, w_hh, b_hh, gates_t, rh):
         """First half of reference.gru.gru_classic_step_forward: r, z, and r⊙h for W_hn."""
         h_tile = cuda.shared.array((ROWS, DEPTH), DT)
-        w_tile = cuda.shared.array((2, UNITS, DEPTH + 1), DT)
+        w_tile = cuda.shared.array((2, UNITS, DEPTH_PADDED), DT)
         acc = cuda.local.array(2, DT)
         B = h_prev.shape[0]
         H = h_prev.shape[1]
@@ -309,7 +315,7 @@ def kernels_for(dtype) -> SimpleNamespace:
     def gru_classic_step_forward_n(xw_t, h_prev, rh, w_hh, b_hh, h_next, gates_t):
         """Second half of reference.gru.gru_classic_step_forward: n = tanh(xw_n + W_hn(r⊙h) + b_hn), h'."""
         h_tile = cuda.shared.array((ROWS, DEPTH), DT)
-        w_tile = cuda.shared.array((1, UNITS, DEPTH + 1), DT)
+        w_tile = cuda.shared.array((1, UNITS, DEPTH_PADDED), DT)
         acc = cuda.local.array(1, DT)
         B = h_prev.shape[0]
         H = h_prev.shape[1]
@@ -359,7 +365,7 @@ def kernels_for(dtype) -> SimpleNamespace:
     @cuda.jit
     def rnn_step_backward(dh, h_t, w_hh, use_relu, dhs_prev, use_dhs_prev, da_t, dh_prev):
         """Twin of reference.rnn.rnn_step_backward: da, then ∂L/∂h_{t−1} = da W_hh (+ dhs[t−1])."""
-        da_tile = cuda.shared.array((ROWS, DEPTH + 1), DT)
+        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
         w_tile = cuda.shared.array((DEPTH, UNITS), DT)
         B = dh.shape[0]
         H = dh.shape[1]
@@ -412,7 +418,7 @@ def kernels_for(dtype) -> SimpleNamespace:
     @cuda.jit
     def lstm_step_backward(dh, dc, gates_t, c_prev, c_t, w_hh, dhs_prev, use_dhs_prev, da_t, dh_prev, dc_prev):
         """Twin of reference.lstm.lstm_step_backward: da (4 gate rows per unit), da W_hh, ∂L/∂c_{t−1} = f⊙∂L/∂c_t."""
-        da_tile = cuda.shared.array((ROWS, DEPTH + 1), DT)
+        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
         w_tile = cuda.shared.array((DEPTH, UNITS), DT)
         B = dh.shape[0]
         H = dh.shape[1]
@@ -476,7 +482,7 @@ def kernels_for(dtype) -> SimpleNamespace:
     @cuda.jit
     def gru_step_backward(dh, gates_t, h_prev, hn_t, w_hh, dhs_prev, use_dhs_prev, da_x_t, da_h_t, dh_prev):
         """Twin of reference.gru.gru_step_backward: ∂L/∂h_{t−1} = z⊙dh + da_h W_hh (+ dhs[t−1])."""
-        da_tile = cuda.shared.array((ROWS, DEPTH + 1), DT)
+        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
         w_tile = cuda.shared.array((DEPTH, UNITS), DT)
         B = dh.shape[0]
         H = dh.shape[1]
@@ -511,7 +517,7 @@ def kernels_for(dtype) -> SimpleNamespace:
 
         Also stores r⊙h of this step, the input of W_hn, for ∂L/∂W_hn after the time loop.
         """
-        da_tile = cuda.shared.array((ROWS, DEPTH + 1), DT)
+        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
         w_tile = cuda.shared.array((DEPTH, UNITS), DT)
         B = dh.shape[0]
         H = dh.shape[1]
@@ -555,7 +561,7 @@ def kernels_for(dtype) -> SimpleNamespace:
     def gru_classic_step_backward_rz(dh, gates_t, h_prev, d_rh, w_hh, dhs_prev, use_dhs_prev, da_x_t, da_h_t,
                                      dh_prev):
         """Second half of reference.gru.gru_classic_step_backward: ∂L/∂h_{t−1} = z⊙dh + r⊙∂L/∂(r⊙h) + da_rz W_hrz."""
-        da_tile = cuda.shared.array((ROWS, DEPTH + 1), DT)
+        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
         w_tile = cuda.shared.array((DEPTH, UNITS), DT)
         B = dh.shape[0]
         H = dh.shape[1]

@@ -1,0 +1,76 @@
+"""Compile every jit.cuda kernel for the real CUDA target (sm_90) down to LLVM IR, without a GPU.
+
+The CUDA simulator runs kernels as Python, so it cannot catch what only numba.cuda's compiler
+sees: a type it cannot infer, a shared-array shape that is not a compile-time constant, a
+float32 kernel promoted to float64 arithmetic by a stray Python literal. This check types and
+lowers each kernel with numba.cuda's own pipeline (no driver, NVVM or NVRTC needed: it stops
+before PTX), and fails if any float32 kernel contains a double-precision operation.
+
+    NUMBA_ENABLE_CUDASIM=0 python -m jit.cuda.lowering_check        (exit status 1 on a failure)
+"""
+import re
+import sys
+import types
+
+import numpy as np
+from numba import cuda
+from numba import types as nt
+from numba.cuda import config as cuda_config
+
+
+def kernel_signatures(nb):
+    """Each kernel's argument types for one float type, with contiguous arrays as forward/backward pass them."""
+    A2, A1, flag = nb[:, ::1], nb[::1], nt.boolean
+    return {
+        "matmul": (A2, A2, A2, A1, flag, flag, flag),
+        "column_sums": (A2, A1), "copy2d": (A2, A2), "add2d": (A2, A2, A2), "fill2d": (A2, nb),
+        "count_nonfinite": (A1, nt.int64[::1], nt.int64),
+        "rnn_step_forward": (A2, A2, A2, A1, flag, A2, A2),
+        "lstm_step_forward": (A2, A2, A2, A2, A1, A2, A2, A2),
+        "gru_step_forward": (A2, A2, A2, A1, A2, A2),
+        "gru_classic_step_forward_rz": (A2, A2, A2, A1, A2, A2),
+        "gru_classic_step_forward_n": (A2, A2, A2, A2, A1, A2, A2),
+        "rnn_step_backward": (A2, A2, A2, flag, A2, flag, A2, A2),
+        "lstm_step_backward": (A2, A2, A2, A2, A2, A2, A2, flag, A2, A2, A2),
+        "gru_step_backward": (A2, A2, A2, A2, A2, A2, flag, A2, A2, A2),
+        "gru_classic_step_backward_n": (A2,) * 8,
+        "gru_classic_step_backward_rz": (A2, A2, A2, A2, A2, A2, flag, A2, A2, A2),
+    }
+
+
+DOUBLE_OP = re.compile(r"\b(fadd|fmul|fsub|fdiv) (fast )?double\b")
+
+
+def main() -> int:
+    if cuda_config.ENABLE_CUDASIM:
+        print("lowering_check: numba.cuda is the simulator here; run with NUMBA_ENABLE_CUDASIM=0", file=sys.stderr)
+        return 2
+    import numba.cuda.dispatcher as dispatcher
+    from numba.cuda.compiler import compile_cuda
+
+    from jit.cuda.kernels import kernels_for
+    if not cuda.is_available():
+        # Device functions ask the current device for its compute capability; without a driver
+        # there is none, so name the one we compile for (an H100's).
+        dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+    failures = 0
+    for dtype, nb in ((np.float32, nt.float32), (np.float64, nt.float64)):
+        kernels = kernels_for(dtype)
+        for name, signature in kernel_signatures(nb).items():
+            try:
+                result = compile_cuda(getattr(kernels, name).py_func, nt.void, signature, cc=(9, 0))
+            except Exception as exc:  # report every kernel, not just the first
+                failures += 1
+                print(f"FAILED {np.dtype(dtype).name} {name}: {type(exc).__name__}: {exc}")
+                continue
+            doubles = len(DOUBLE_OP.findall(result.library.get_llvm_str()))
+            if dtype is np.float32 and doubles:
+                failures += 1
+                print(f"FAILED {np.dtype(dtype).name} {name}: {doubles} double-precision operations")
+            else:
+                print(f"ok {np.dtype(dtype).name} {name}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
