@@ -70,7 +70,7 @@ def benchmark_progress(line: str):
 
 def property_suite(junit: Path, log: Path, backend_spec=None, echo=True) -> int:
     """The property suite with the ci profile, without the slow suite_power tests."""
-    command = [sys.executable, "-m", "pytest", str(properties_dir()), "-m", "not suite_power", "-q",
+    command = [sys.executable, "-m", "pytest", str(properties_dir()), "-m", "not suite_power", "-q", "--tb=short",
                "-p", "no:cacheprovider", f"--junitxml={junit}", "-o", "junit_family=xunit1"]
     env = dict(os.environ, CELLBENCH_PROFILE="ci")
     if backend_spec:  # the suite's own switch (properties.backends.selected), same as --backend
