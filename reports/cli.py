@@ -26,7 +26,6 @@ from pathlib import Path
 from properties.backends import BUILTIN, BackendError, load_backend
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-REPO_DIR = PACKAGE_DIR.parent
 RUNS_DIR = PACKAGE_DIR / "runs"
 BENCH_FILE = PACKAGE_DIR / "benchmarks" / "bench_cells.py"
 
@@ -52,7 +51,9 @@ def properties_dir() -> Path:
 def stream(command, log_path: Path, env=None, render=lambda line: line.rstrip() or None) -> int:
     """Run command, write all its output to log_path, echo what `render` makes of each line; return its exit code."""
     with open(log_path, "w", encoding="utf-8") as log:
-        process = subprocess.Popen(command, cwd=REPO_DIR, env=env, stdout=subprocess.PIPE,
+        # the caller's working directory: `python -m pytest` puts it on sys.path, so a backend
+        # module of the user's (--backend mymod:backend) imports there as it does here
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, bufsize=1)
         for line in process.stdout:
             log.write(line)
@@ -142,6 +143,10 @@ def cmd_run(args) -> int:
     if not backends:
         raise UsageError("no backend can run here" + "".join(f"; {n}: {why}" for n, why in left_out.items()))
     matrix = "full" if args.full else args.matrix
+    from reports.matrix import cases
+    if not cases(matrix, backends, args.cell):
+        raise UsageError(f"no benchmark for cells {', '.join(args.cell)} on "
+                         + "; ".join(f"{n} (supports {', '.join(sorted(b.cells))})" for n, b in backends.items()))
     root = Path(args.out_root) if args.out_root else RUNS_DIR
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".incomplete-", dir=root))
@@ -172,7 +177,7 @@ def cmd_run(args) -> int:
     bench_json = staging / "benchmarks.json"
     command = [sys.executable, "-m", "pytest", str(BENCH_FILE), "-v", "-p", "no:cacheprovider",
                f"--bench-matrix={matrix}", f"--benchmark-json={bench_json}", *BENCH_OPTIONS]
-    for spec in backends if args.backend else ():
+    for spec in args.backend or ():
         command.append(f"--bench-backend={spec}")
     for cell in args.cell or ():
         command.append(f"--bench-cell={cell}")
@@ -323,6 +328,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` does: a backend module in this folder imports
     from reports.conformance import JunitError
     from reports.results import ResultsError
     try:

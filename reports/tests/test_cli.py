@@ -86,6 +86,13 @@ def test_unknown_cell_lists_the_valid_ones(capsys, tmp_path):
     assert not root.exists()
 
 
+def test_cell_no_chosen_backend_supports(capsys, tmp_path):
+    root = tmp_path / "runs"
+    one_line_error(capsys, ["run", "--backend", "torch", "--cell", "gru_classic", "--out-root", str(root)],
+                   "gru_classic", "torch (supports gru, lstm, rnn_relu, rnn_tanh)")
+    assert not root.exists()
+
+
 def test_compare_exit_status_flags_the_slowdown(capsys, tmp_path):
     data = json.loads(FIXTURE.read_text())
     data["benchmarks"][0]["stats"]["median"] *= 2
