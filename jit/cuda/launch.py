@@ -33,9 +33,11 @@ class Tiles(NamedTuple):
 #: static shared memory every GPU has.
 GPU_TILES = Tiles(matmul=16, matmul_work=4, matmul_depth=16, units=32, rows=8, depth=32, threads_1d=256,
                   blocks_1d=1024)
-#: Under the simulator the cost is ~1 ms per simulated thread, so blocks are tiny; with H = 7,
-#: B = 3 every dimension already has a tail, and a thread still computes several outputs.
-SIMULATOR_TILES = Tiles(matmul=2, matmul_work=4, matmul_depth=4, units=4, rows=2, depth=4, threads_1d=8,
+#: Under the simulator the cost is ~1 ms per simulated thread and per syncthreads round, so blocks
+#: are tiny and reductions take 8 at a time. At the suite's simulator sizes (H = 7, B = 3) the step
+#: grids then have a tail block in both axes and every tile a partial edge; properties/test_jit_cuda.py
+#: adds H = depth + 3 for a reduction over several tiles.
+SIMULATOR_TILES = Tiles(matmul=2, matmul_work=4, matmul_depth=4, units=4, rows=2, depth=8, threads_1d=8,
                         blocks_1d=1)
 TILES = SIMULATOR_TILES if SIMULATOR else GPU_TILES
 
