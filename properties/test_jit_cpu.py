@@ -79,7 +79,7 @@ def test_small_path_and_blas_path_agree(cell, monkeypatch):
     dtype = np.float64
     results = {}
     for path, limit in (("small", 1 << 62), ("blas", -1)):
-        monkeypatch.setattr(backend, "SMALL_PATH_MAX_MACS", limit)
+        monkeypatch.setattr(backend, "SMALL_PATH_MAX_ROWS", limit)
         results[path] = [run_both(cell, make_problem(cell, *shape, dtype)) for shape in SHAPES]
     for shape, small, blas in zip(SHAPES, results["small"], results["blas"]):
         tol_states, tol_grads = path_tolerance(dtype, *shape, NUM_GATES[cell])
@@ -238,3 +238,44 @@ def test_an_explicit_numba_cache_dir_wins(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == str(tmp_path)
+
+
+# ---- the shared scalar gate math (jit.gatemath) ---------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_gate_math_is_accurate_stable_and_keeps_the_dtype(dtype):
+    """sigmoid and tanh, compiled, are within 2 eps (relative) of float64-or-better values,
+    for tiny, ordinary, large and extreme inputs, without NaN or a floating-point warning.
+
+    2 eps: each is one exp (≤ 1 ulp in glibc) and a few correctly rounded operations, or for
+    tanh near 0 a Taylor series whose truncation is below 1e-17 relative (jit.gatemath).
+    """
+    import numba
+
+    from jit import gatemath
+
+    @numba.njit
+    def both(a):
+        t, s = np.empty_like(a), np.empty_like(a)
+        for k in range(a.size):
+            t[k], s[k] = gatemath.tanh(a[k]), gatemath.sigmoid(a[k])
+        return t, s
+
+    finfo = np.finfo(dtype)
+    grid = np.logspace(-30, 1.5, 4000)
+    a = np.concatenate([grid, -grid, np.random.default_rng(0).normal(0, 3, 4000),
+                        [0.0, 1e4, -1e4, finfo.max, -finfo.max, finfo.tiny]]).astype(dtype)
+    with np.errstate(all="raise"):
+        t, s = both(a)
+    assert t.dtype == s.dtype == np.dtype(dtype)
+    exact = a.astype(np.float64)
+    tanh_true = np.tanh(exact)
+    sigmoid_true = np.where(exact >= 0, 1 / (1 + np.exp(-np.abs(exact))),
+                            np.exp(-np.abs(exact)) / (1 + np.exp(-np.abs(exact))))
+    # float64's own truth carries ≤ 1 eps64 ≪ eps32; for float64 allow it too (2 eps + 1 eps).
+    bound = (2 if dtype == np.float32 else 3) * finfo.eps
+    for name, got, true in (("tanh", t, tanh_true), ("sigmoid", s, sigmoid_true)):
+        scale = np.maximum(np.abs(true), finfo.tiny)
+        worst = int(np.argmax(np.abs(got - true) / scale))
+        assert np.abs(got - true)[worst] <= bound * scale[worst], \
+            f"{name}({a[worst]!r}) = {got[worst]!r}, expected {true[worst]!r}"

@@ -35,9 +35,9 @@ from .rnn import rnn_backward_kernel, rnn_forward_kernel
 name = "jit.cpu"
 cells = frozenset(CELLS)
 
-#: Below this many multiply-adds per thread and step (rows · G·H · H), the recurrent product
-#: runs as fused loops instead of a BLAS call, whose fixed cost dominates there.
-SMALL_PATH_MAX_MACS = 1 << 16
+#: With fewer batch rows than this per thread, the recurrent product runs as register-blocked
+#: loops instead of a BLAS call (measured crossover: see jit.cpu.products).
+SMALL_PATH_MAX_ROWS = 31
 
 
 class CPUForwardResult(ForwardResult):
@@ -144,9 +144,10 @@ def call_threads():
         yield
 
 
-def use_small_path(B: int, G: int, H: int, n_chunks: int) -> bool:
+def use_small_path(B: int, n_chunks: int) -> bool:
+    """Whether the time loops multiply by W_hh with jit.cpu.products' loops rather than BLAS."""
     rows = -(-B // n_chunks)
-    return rows * G * H * H <= SMALL_PATH_MAX_MACS
+    return rows <= SMALL_PATH_MAX_ROWS
 
 
 # ---- arrays --------------------------------------------------------------------------------
@@ -196,7 +197,7 @@ def _forward(cell, params, x, h0, c0, training, shapes):
         b_ih, b_hh, h0k = kernel_array(params.b_ih), kernel_array(params.b_hh), kernel_array(h0)
         xw = project_inputs(x, params.w_ih)
         n_chunks = kernel_threads(B)
-        small = use_small_path(B, G, H, n_chunks)
+        small = use_small_path(B, n_chunks)
         run = partial(run_on_row_chunks, B=B, n_chunks=n_chunks)
         if lstm:
             run(lstm_forward_kernel, xw, w_hh, b_ih + b_hh, h0k, kernel_array(c0), small, training,
@@ -235,14 +236,19 @@ def gru_hidden_terms(fwd, h0, w_hh, b_hh, H):
     return (matmul_rows(h_prev, w_hh[2 * H:].T) + b_hh[2 * H:]).reshape(T, B, H)
 
 
-def weight_grads(da, inputs, w_ih):
-    """dx = da W_ih, dW_ih = daᵀ x, db = Σ da over steps and rows: GEMMs after the time loop.
-
-    twin: reference.affine.affine_backward summed over t. da (T, B, G·H), inputs (T, B, K).
+def param_grads(da, inputs):
+    """(daᵀ inputs, Σ da): a weight's and a bias's gradient summed over steps and rows, as one
+    GEMM after the time loop. twin: reference.affine.affine_backward's dw and db, summed over t.
+    da (T, B, G·H), inputs (T, B, K).
     """
     T, B, GH = da.shape
     da2 = da.reshape(T * B, GH)
-    return matmul_rows(da2, w_ih), matmul_rows(da2.T, inputs.reshape(T * B, -1)), da2.sum(axis=0)
+    return matmul_rows(da2.T, inputs.reshape(T * B, -1)), da2.sum(axis=0)
+
+
+def transposed(w):
+    """wᵀ, C-contiguous: what the backward kernels multiply by (see jit.cpu.products)."""
+    return np.ascontiguousarray(w.T)
 
 
 def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
@@ -264,7 +270,7 @@ def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes):
     da_h = da  # ∂L/∂(W_hh h + b_hh); differs from da for gru only
     h_side_inputs = None  # what W_hh multiplied at each step, when it is not h_{t-1}
     n_chunks = kernel_threads(B)
-    small = use_small_path(B, G, H, n_chunks)
+    small = use_small_path(B, n_chunks)
     if T == 0:
         dh0[:] = dh_n
         if lstm:
@@ -273,26 +279,25 @@ def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes):
         run = partial(run_on_row_chunks, B=B, n_chunks=n_chunks)
         if lstm:
             dc_nk = np.zeros((B, H), dtype) if dc_n is None else kernel_array(dc_n)
-            run(lstm_backward_kernel, w_hh, kernel_array(c0), kernel_array(fwd.cs), gates, dhsk, dh_nk, dc_nk,
+            run(lstm_backward_kernel, transposed(w_hh), kernel_array(c0), kernel_array(fwd.cs), gates, dhsk, dh_nk, dc_nk,
                 small, da, dh0, dc0)
         elif cell == "gru":
             hns = gru_hidden_terms(fwd, h0k, w_hh, kernel_array(params.b_hh), H)
             da_h = np.empty_like(da)
-            run(gru_backward_kernel, w_hh, h0k, hs, gates, hns, dhsk, dh_nk, small, da, da_h, dh0)
+            run(gru_backward_kernel, transposed(w_hh), h0k, hs, gates, hns, dhsk, dh_nk, small, da, da_h, dh0)
         elif cell == "gru_classic":
             h_side_inputs = np.empty((T, B, H), dtype)  # r⊙h_{t-1}, filled by the kernel
-            run(gru_classic_backward_kernel, w_hh[:2 * H], w_hh[2 * H:], h0k, hs, gates, dhsk, dh_nk, small,
+            run(gru_classic_backward_kernel, transposed(w_hh[:2 * H]), transposed(w_hh[2 * H:]), h0k, hs, gates, dhsk, dh_nk, small,
                 da, h_side_inputs, dh0)
         else:
-            run(rnn_backward_kernel, w_hh, hs, dhsk, dh_nk, cell == "rnn_relu", small, da, dh0)
-    dx, dw_ih, db_ih = weight_grads(da, x, params.w_ih)
-    dx = dx.reshape(T, B, I)
+            run(rnn_backward_kernel, transposed(w_hh), hs, dhsk, dh_nk, cell == "rnn_relu", small, da, dh0)
+    dx = matmul_rows(da.reshape(T * B, G * H), kernel_array(params.w_ih)).reshape(T, B, I)
+    dw_ih, db_ih = param_grads(da, x)
     h_prev = previous_hidden(hs, h0k)
     if h_side_inputs is None:
-        _, dw_hh, db_hh = weight_grads(da_h, h_prev, w_hh)
+        dw_hh, db_hh = param_grads(da_h, h_prev)
     else:  # gru_classic: the r, z rows multiplied h_{t-1}, the n rows r⊙h_{t-1}
-        dw_hh = np.empty_like(w_hh)
-        dw_hh[:2 * H] = weight_grads(da[:, :, :2 * H], h_prev, w_hh[:2 * H])[1]
-        dw_hh[2 * H:] = weight_grads(np.ascontiguousarray(da[:, :, 2 * H:]), h_side_inputs, w_hh[2 * H:])[1]
-        db_hh = da.reshape(T * B, G * H).sum(axis=0)
+        dw_hh = np.concatenate([param_grads(da[:, :, :2 * H], h_prev)[0],
+                                param_grads(np.ascontiguousarray(da[:, :, 2 * H:]), h_side_inputs)[0]])
+        db_hh = db_ih.copy()  # the same ∂L/∂a feeds both biases: W_hn's output is not scaled by r here
     return BackwardResult(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)

@@ -12,7 +12,7 @@ from numba import njit
 
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad, typed_like
 
-from .products import gate_grads_times_weights, hidden_times_weights, transposed_copy
+from .products import times_transposed
 
 
 @njit(cache=True, nogil=True)
@@ -25,9 +25,8 @@ def gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0, small, training, hs, gates, hns
     H = h0.shape[1]
     h = h0[b0:b1].copy()
     a_h = np.empty((b1 - b0, 3 * H), xw.dtype)  # h W_hhᵀ for this step
-    w_t = transposed_copy(w_hh, small)
     for t in range(T):
-        hidden_times_weights(h, w_hh, w_t, small, a_h)
+        times_transposed(h, w_hh, small, a_h)
         for b in range(b1 - b0):
             row = b0 + b
             for j in range(H):
@@ -47,11 +46,11 @@ def gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0, small, training, hs, gates, hns
 
 
 @njit(cache=True, nogil=True)
-def gru_backward_kernel(w_hh, h0, hs, gates, hns, dhs, dh_n, small, da_x, da_h, dh0, b0, b1):
+def gru_backward_kernel(w_hh_t, h0, hs, gates, hns, dhs, dh_n, small, da_x, da_h, dh0, b0, b1):
     """Fill da_x (T, B, 3H) = ∂L/∂(W_ih x + b_ih), da_h (T, B, 3H) = ∂L/∂(W_hh h + b_hh), dh0.
 
     The two differ only in the n block, where r scales the hidden term: da_h_n = r⊙da_x_n.
-    twin: reference.gru.gru_step_backward, looped over reversed t.
+    w_hh_t = W_hhᵀ (H, 3H), C-contiguous. twin: reference.gru.gru_step_backward, reversed t.
     """
     T, B, H = hs.shape
     dh = dh_n[b0:b1].copy()
@@ -77,7 +76,7 @@ def gru_backward_kernel(w_hh, h0, hs, gates, hns, dhs, dh_n, small, da_x, da_h, 
                 da_t[b, H + j] = da_z
                 da_t[b, 2 * H + j] = da_n * r
         da_h[t, b0:b1] = da_t
-        gate_grads_times_weights(da_t, w_hh, small, dh)
+        times_transposed(da_t, w_hh_t, small, dh)
         dh += dh_direct
     dh0[b0:b1] = dh
 
@@ -98,10 +97,8 @@ def gru_classic_forward_kernel(xw, w_hrz, w_hn, b_ih, b_hh, h0, small, training,
     z_t = np.empty_like(h)
     a_rz = np.empty((nb, 2 * H), xw.dtype)  # h W_hrzᵀ
     a_n = np.empty((nb, H), xw.dtype)  # (r⊙h) W_hnᵀ
-    w_rz_t = transposed_copy(w_hrz, small)
-    w_n_t = transposed_copy(w_hn, small)
     for t in range(T):
-        hidden_times_weights(h, w_hrz, w_rz_t, small, a_rz)
+        times_transposed(h, w_hrz, small, a_rz)
         for b in range(nb):
             row = b0 + b
             for j in range(H):
@@ -111,7 +108,7 @@ def gru_classic_forward_kernel(xw, w_hrz, w_hn, b_ih, b_hh, h0, small, training,
                 if training:
                     gates[t, row, j] = r
                     gates[t, row, H + j] = z_t[b, j]
-        hidden_times_weights(rh, w_hn, w_n_t, small, a_n)
+        times_transposed(rh, w_hn, small, a_n)
         for b in range(nb):
             row = b0 + b
             for j in range(H):
@@ -126,10 +123,11 @@ def gru_classic_forward_kernel(xw, w_hrz, w_hn, b_ih, b_hh, h0, small, training,
 
 
 @njit(cache=True, nogil=True)
-def gru_classic_backward_kernel(w_hrz, w_hn, h0, hs, gates, dhs, dh_n, small, da, rhs, dh0, b0, b1):
+def gru_classic_backward_kernel(w_hrz_t, w_hn_t, h0, hs, gates, dhs, dh_n, small, da, rhs, dh0, b0, b1):
     """Fill da (T, B, 3H) = ∂L/∂(pre-activations) (the same for the W_ih and W_hh sides),
     rhs (T, B, H) = r⊙h_prev (what W_hn multiplied, for its gradient) and dh0.
 
+    w_hrz_t (H, 2H) and w_hn_t (H, H): the transposed r, z and n rows of W_hh, C-contiguous.
     twin: reference.gru.gru_classic_step_backward, looped over reversed t.
     """
     T, B, H = hs.shape
@@ -150,7 +148,7 @@ def gru_classic_backward_kernel(w_hrz, w_hn, h0, hs, gates, dhs, dh_n, small, da
                 da_n[b, j] = dh_total * (typed_like(z, 1.0) - z) * tanh_grad(n)
                 da_rz[b, H + j] = dh_total * (h_prev - n) * sigmoid_grad(z)
                 dh_direct[b, j] = dh_total * z
-        gate_grads_times_weights(da_n, w_hn, small, d_rh)
+        times_transposed(da_n, w_hn_t, small, d_rh)
         for b in range(nb):
             row = b0 + b
             for j in range(H):
@@ -162,6 +160,6 @@ def gru_classic_backward_kernel(w_hrz, w_hn, h0, hs, gates, dhs, dh_n, small, da
                 da[t, row, j] = da_rz[b, j]
                 da[t, row, H + j] = da_rz[b, H + j]
                 da[t, row, 2 * H + j] = da_n[b, j]
-        gate_grads_times_weights(da_rz, w_hrz, small, dh)
+        times_transposed(da_rz, w_hrz_t, small, dh)
         dh += dh_direct
     dh0[b0:b1] = dh

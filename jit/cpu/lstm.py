@@ -13,7 +13,7 @@ from numba import njit
 
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad
 
-from .products import gate_grads_times_weights, hidden_times_weights, transposed_copy
+from .products import times_transposed
 
 
 @njit(cache=True, nogil=True)
@@ -27,9 +27,8 @@ def lstm_forward_kernel(xw, w_hh, bias, h0, c0, small, training, hs, cs, gates, 
     h = h0[b0:b1].copy()
     c = c0[b0:b1].copy()
     a_h = np.empty((b1 - b0, 4 * H), xw.dtype)  # h W_hhᵀ for this step
-    w_t = transposed_copy(w_hh, small)
     for t in range(T):
-        hidden_times_weights(h, w_hh, w_t, small, a_h)
+        times_transposed(h, w_hh, small, a_h)
         for b in range(b1 - b0):
             row = b0 + b
             for j in range(H):
@@ -53,11 +52,12 @@ def lstm_forward_kernel(xw, w_hh, bias, h0, c0, small, training, hs, cs, gates, 
 
 
 @njit(cache=True, nogil=True)
-def lstm_backward_kernel(w_hh, c0, cs, gates, dhs, dh_n, dc_n, small, da, dh0, dc0, b0, b1):
+def lstm_backward_kernel(w_hh_t, c0, cs, gates, dhs, dh_n, dc_n, small, da, dh0, dc0, b0, b1):
     """Backpropagate through time: fill da (T, B, 4H) = ∂L/∂(pre-activations), dh0 and dc0.
 
-    twin: reference.lstm.lstm_step_backward, looped over reversed t (without the weight
-    gradients, which jit.cpu.backend takes from da as GEMMs after this loop).
+    w_hh_t = W_hhᵀ (H, 4H), C-contiguous. twin: reference.lstm.lstm_step_backward, looped over
+    reversed t (without the weight gradients, which jit.cpu.backend takes from da as GEMMs
+    after this loop).
     """
     T, B, H = cs.shape
     dh = dh_n[b0:b1].copy()
@@ -81,6 +81,6 @@ def lstm_backward_kernel(w_hh, c0, cs, gates, dhs, dh_n, dc_n, small, da, dh0, d
                 da_t[b, 3 * H + j] = dh_total * tanh_c * sigmoid_grad(o)
                 dc[b, j] = dc_total * f
         da[t, b0:b1] = da_t
-        gate_grads_times_weights(da_t, w_hh, small, dh)
+        times_transposed(da_t, w_hh_t, small, dh)
     dh0[b0:b1] = dh
     dc0[b0:b1] = dc

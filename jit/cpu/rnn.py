@@ -10,7 +10,7 @@ from numba import njit
 
 from jit.gatemath import relu, relu_grad, tanh, tanh_grad
 
-from .products import gate_grads_times_weights, hidden_times_weights, transposed_copy
+from .products import times_transposed
 
 
 @njit(cache=True, nogil=True)
@@ -22,9 +22,8 @@ def rnn_forward_kernel(xw, w_hh, bias, h0, relu_activation, small, hs, h_n, b0, 
     T, B, H = xw.shape
     h = h0[b0:b1].copy()
     a_h = np.empty((b1 - b0, H), xw.dtype)  # h W_hhᵀ for this step
-    w_t = transposed_copy(w_hh, small)
     for t in range(T):
-        hidden_times_weights(h, w_hh, w_t, small, a_h)
+        times_transposed(h, w_hh, small, a_h)
         for b in range(b1 - b0):
             row = b0 + b
             for j in range(H):
@@ -36,11 +35,11 @@ def rnn_forward_kernel(xw, w_hh, bias, h0, relu_activation, small, hs, h_n, b0, 
 
 
 @njit(cache=True, nogil=True)
-def rnn_backward_kernel(w_hh, hs, dhs, dh_n, relu_activation, small, da, dh0, b0, b1):
+def rnn_backward_kernel(w_hh_t, hs, dhs, dh_n, relu_activation, small, da, dh0, b0, b1):
     """Fill da (T, B, H) = ∂L/∂(pre-activation) and dh0.
 
-    twin: reference.rnn.rnn_step_backward, looped over reversed t (weight gradients follow
-    as GEMMs on da in jit.cpu.backend).
+    w_hh_t = W_hhᵀ (H, H), C-contiguous. twin: reference.rnn.rnn_step_backward, looped over
+    reversed t (weight gradients follow as GEMMs on da in jit.cpu.backend).
     """
     T, B, H = hs.shape
     dh = dh_n[b0:b1].copy()
@@ -53,5 +52,5 @@ def rnn_backward_kernel(w_hh, hs, dhs, dh_n, relu_activation, small, da, dh0, b0
                 act_grad = relu_grad(h_t) if relu_activation else tanh_grad(h_t)
                 da_t[b, j] = (dh[b, j] + dhs[t, row, j]) * act_grad
         da[t, b0:b1] = da_t
-        gate_grads_times_weights(da_t, w_hh, small, dh)
+        times_transposed(da_t, w_hh_t, small, dh)
     dh0[b0:b1] = dh
