@@ -276,8 +276,11 @@ def test_gpu_report_ratios_and_targets_from_a_synthetic_result(tmp_path):
 
 
 def test_every_kernel_lowers_for_the_real_cuda_target_with_float32_kept_float32():
-    """What the simulator cannot see (numba.cuda typing, constant shared shapes, float64 promotion)."""
+    """What the simulator cannot see (numba.cuda typing, constant shared shapes, float64 promotion).
+
+    float32 only: the float64 kernels are the same source with another DT, and promotion can only
+    happen in float32; `python -m jit.cuda.lowering_check` checks both."""
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
-    run = subprocess.run([sys.executable, "-m", "jit.cuda.lowering_check"], cwd=REPO, env=env,
+    run = subprocess.run([sys.executable, "-m", "jit.cuda.lowering_check", "float32"], cwd=REPO, env=env,
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]

@@ -6,7 +6,8 @@ float32 kernel promoted to float64 arithmetic by a stray Python literal. This ch
 lowers each kernel with numba.cuda's own pipeline (no driver, NVVM or NVRTC needed: it stops
 before PTX), and fails if any float32 kernel contains a double-precision operation.
 
-    NUMBA_ENABLE_CUDASIM=0 python -m jit.cuda.lowering_check        (exit status 1 on a failure)
+    NUMBA_ENABLE_CUDASIM=0 python -m jit.cuda.lowering_check [float32] [float64]   (default: both;
+                                                                     exit status 1 on a failure)
 """
 import re
 import sys
@@ -41,7 +42,8 @@ def kernel_signatures(nb):
 DOUBLE_OP = re.compile(r"\b(fadd|fmul|fsub|fdiv) (fast )?double\b")
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    wanted = (argv if argv is not None else sys.argv[1:]) or ["float32", "float64"]
     if cuda_config.ENABLE_CUDASIM:
         print("lowering_check: numba.cuda is the simulator here; run with NUMBA_ENABLE_CUDASIM=0", file=sys.stderr)
         return 2
@@ -55,6 +57,8 @@ def main() -> int:
         dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
     failures = 0
     for dtype, nb in ((np.float32, nt.float32), (np.float64, nt.float64)):
+        if np.dtype(dtype).name not in wanted:
+            continue
         kernels = kernels_for(dtype)
         for name, signature in kernel_signatures(nb).items():
             try:
