@@ -27,6 +27,16 @@ def simulated(name, backend) -> bool:
 
 SIMULATED = "runs on the CUDA simulator here, and simulator timings are never reported"
 
+#: Timing peers that are not contract backends: the name and the module that provides ``prepare``.
+PEERS = {"torch.nn": "reports.torch_peer"}
+#: Built-ins timed only when named: the torch oracle builds a module and copies arrays in every
+#: call, so torch.nn (reports.torch_peer) stands for PyTorch's speed instead.
+TIMED_ON_REQUEST = {"torch"}
+
+
+def load_peer(name):
+    return importlib.import_module(PEERS[name])
+
 
 def resolve_backends(specs=None):
     """({name: backend}, {name: why it was left out}) for specs, or for every built-in one.
@@ -38,10 +48,13 @@ def resolve_backends(specs=None):
     found, left_out = {}, {}
     if specs:
         for spec in specs:
+            if spec in PEERS:
+                found[spec] = load_peer(spec)
+                continue
             try:
                 backend = load_backend(spec)
             except BackendError as exc:
-                raise BackendError(f"{exc} (built-in backends: {', '.join(BUILTIN)})") from None
+                raise BackendError(f"{exc} (built-in backends: {', '.join([*BUILTIN, *PEERS])})") from None
             name = spec if spec in BUILTIN else str(backend.name)
             if simulated(name, backend):
                 raise BackendError(f"backend {spec!r} {SIMULATED}")
@@ -63,6 +76,11 @@ def resolve_backends(specs=None):
         if simulated(name, backend):
             left_out[name] = SIMULATED
             continue
+        if name in TIMED_ON_REQUEST:
+            left_out[name] = "timed only when named (--backend torch); torch.nn is PyTorch's timing peer"
+            continue
         found[name] = backend
+    if importlib.util.find_spec("torch") is not None:
+        found["torch.nn"] = load_peer("torch.nn")
     return found, left_out
 

@@ -13,7 +13,7 @@ import pytest
 
 from reports import cli
 
-FIXTURE = Path(__file__).parent / "data" / "smoke_reference_torch.json"
+FIXTURE = Path(__file__).parent / "data" / "smoke_reference_torchnn.json"
 
 
 def one_line_error(capsys, argv, *needles):
@@ -88,8 +88,8 @@ def test_unknown_cell_lists_the_valid_ones(capsys, tmp_path):
 
 def test_cell_no_chosen_backend_supports(capsys, tmp_path):
     root = tmp_path / "runs"
-    one_line_error(capsys, ["run", "--backend", "torch", "--cell", "gru_classic", "--out-root", str(root)],
-                   "gru_classic", "torch (supports gru, lstm, rnn_relu, rnn_tanh)")
+    one_line_error(capsys, ["run", "--backend", "torch.nn", "--cell", "gru_classic", "--out-root", str(root)],
+                   "gru_classic", "torch.nn (supports gru, lstm, rnn_relu, rnn_tanh)")
     assert not root.exists()
 
 

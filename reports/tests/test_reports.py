@@ -1,9 +1,9 @@
 """Report building, comparison, gradient flow and conformance, from real (small) results.
 
-data/smoke_reference_torch.json is a real pytest-benchmark JSON: the `smoke` matrix
-(lstm, a 4-step config and a short T sweep) on reference and torch, made with
+data/smoke_reference_torchnn.json is a real pytest-benchmark JSON: the `smoke` matrix
+(lstm, a 4-step config and a short T sweep) on reference and the torch.nn peer, made with
     pytest reports/benchmarks/bench_cells.py --bench-matrix smoke --bench-backend reference \
-        --bench-backend torch --benchmark-json=reports/tests/data/smoke_reference_torch.json
+        --bench-backend torch.nn --benchmark-json=reports/tests/data/smoke_reference_torchnn.json
 Every test writes only under its own tmp_path, so they run in any order and under xdist.
 """
 import copy
@@ -22,7 +22,7 @@ from reports import gradient_flow, matrix, results, tables
 from reports.conformance import conformance_matrix, read_junit
 from reports.report import write_report
 
-FIXTURE = Path(__file__).parent / "data" / "smoke_reference_torch.json"
+FIXTURE = Path(__file__).parent / "data" / "smoke_reference_torchnn.json"
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_every_default_case_is_named_uniquely():
 
 
 def test_load_flattens_extra_info_and_derives_rates(df):
-    assert set(df["backend"]) == {"reference", "torch"}
+    assert set(df["backend"]) == {"reference", "torch.nn"}
     row = df.iloc[0]
     assert row["flops"] == matrix.flops(row["cell"], row["T"], row["B"], row["I"], row["H"], row["mode"])
     assert row["gflops"] == pytest.approx(row["flops"] / row["stats.median"] / 1e9)
@@ -69,12 +69,12 @@ def test_per_config_speedups_are_ratios_of_medians(df):
     detail = tables.per_config(df)
     ref = detail[detail["backend"] == "reference"]
     assert np.allclose(ref["speedup_vs_reference"], 1.0)
-    torch_rows = detail[detail["backend"] == "torch"].set_index(["config", "mode"])
+    torch_rows = detail[detail["backend"] == "torch.nn"].set_index(["config", "mode"])
     ref_rows = ref.set_index(["config", "mode"])
     for key, row in torch_rows.iterrows():
         assert row["speedup_vs_reference"] == pytest.approx(ref_rows.loc[key, "median_ms"] / row["median_ms"])
     headline = tables.headline(df)
-    assert list(headline.columns) == ["cell", "config", "mode", "dtype", "reference ms", "torch ms", "torch ×ref"]
+    assert list(headline.columns) == ["cell", "config", "mode", "dtype", "reference ms", "torch.nn ms", "torch.nn ×ref"]
     assert (headline["config"] == "tiny").all()  # sweep points stay out of the headline
 
 
@@ -181,3 +181,19 @@ def test_conformance_matrix_from_a_real_junit_xml(tmp_path):
     assert matrix_.loc["bad", "agreement"] == "FAIL 0/1 (3 ex.)"
     assert matrix_.loc["bad", "gate_ranges"] == "pass 1/1 (3 ex.)"
     assert matrix_.loc["(unlabelled)", "test_fake_properties"] == "pass 1/1"  # example-based: no count
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn_relu"])
+def test_torch_nn_peer_computes_what_the_reference_does(cell):
+    pytest.importorskip("torch")  # the peer exists only where torch is installed
+    from reports import torch_peer
+    from reports.benchmarks.bench_cells import as_dtype, case_inputs, compared_arrays, make_call
+    config = matrix.Config("tiny", 4, 2, 3, 5)
+    inputs = as_dtype(case_inputs(cell, config), "float64")
+    call, to_numpy = torch_peer.prepare(cell, "training", inputs)
+    got = to_numpy(call())
+    want = compared_arrays("training", make_call(reference.backend, cell, "training", inputs)())
+    assert set(got) == set(want)
+    for key in want:
+        # float64, 4 steps and sums of at most T·B = 8 terms: rounding stays within ~1e3·ε ≈ 2e-13
+        np.testing.assert_allclose(got[key], want[key], rtol=0, atol=1e-12, err_msg=key)
