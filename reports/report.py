@@ -19,14 +19,15 @@ from reports.conformance import conformance_matrix, failures
 FLOP_NOTE = ("FLOPs: forward = 2·T·B·G·H·(I+H) for the two matrix products plus T·B·H·p pointwise "
              "(p = 4 rnn, 21 lstm, 17 gru); training (forward + backward) = 3 × forward. "
              "GFLOP/s = FLOPs / median time; % GEMM = GFLOP/s / the machine's fp32 GEMM rate "
-             "(2048² numpy matmul, measured in the same run). speedup vs X = X's time / this time. "
+             "(2048² numpy matmul, measured in the same run). gbytes_per_s = compulsory bytes (every array read "
+             "or written once) / median time. speedup vs X = X's time / this time. "
              "torch.nn is torch.nn.RNN/LSTM/GRU called directly (module and tensors made once, outside the "
              "timing; training = forward + autograd gradients); ×torch is against it. The contract's torch "
              "oracle, which builds a module and copies arrays in every call, is timed only when named.")
 
 FORMATS = {
     "median_ms": "{:.3g}", "speedup_vs_reference": "{:.2f}×", "speedup_vs_torch": "{:.2f}×",
-    "gflops": "{:.2f}", "pct_gemm": "{:.1f}%", "max_abs_error": "{:.2e}", "mean_abs_error": "{:.2e}",
+    "gflops": "{:.2f}", "pct_gemm": "{:.1f}%", "gbytes_per_s": "{:.2f}", "max_abs_error": "{:.2e}", "mean_abs_error": "{:.2e}",
     "max_rel_error": "{:.2e}", "first_call_s": "{:.3f}", "steady_s": "{:.4f}", "old_ms": "{:.3g}",
     "new_ms": "{:.3g}", "ratio": "{:.3f}", "gemm_gflops": "{:.1f}",
 }

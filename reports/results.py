@@ -74,7 +74,8 @@ def load(paths) -> pd.DataFrame:
     """One row per benchmark of every file, with the extra_info and stats flattened into columns.
 
     Added columns: source (the file), machine (machine_label), gemm_gflops (the file's measured
-    fp32 GEMM rate), and per benchmark gflops = flops / median and pct_gemm = gflops / gemm_gflops.
+    fp32 GEMM rate), and per benchmark gflops = flops / median, pct_gemm = gflops / gemm_gflops and
+    gbytes_per_s = bytes / median.
     """
     frames = []
     for path in paths:
@@ -95,4 +96,5 @@ def load(paths) -> pd.DataFrame:
     df["median_s"] = df["stats.median"]
     df["gflops"] = df["flops"] / df["median_s"] / 1e9
     df["pct_gemm"] = 100 * df["gflops"] / df["gemm_gflops"]
+    df["gbytes_per_s"] = df["bytes"] / df["median_s"] / 1e9  # compulsory traffic only: a lower bound
     return df

@@ -56,7 +56,8 @@ def per_config(df: pd.DataFrame) -> pd.DataFrame:
     keys = _case_index(df)
     grouped = (df.groupby(keys + ["backend"], sort=False)
                .agg(median_s=("median_s", "median"), gflops=("gflops", "median"),
-                    pct_gemm=("pct_gemm", "median"), rounds=("stats.rounds", "sum"))
+                    pct_gemm=("pct_gemm", "median"), gbytes_per_s=("gbytes_per_s", "median"),
+                    rounds=("stats.rounds", "sum"))
                .reset_index())
     for column, peer in (("speedup_vs_reference", "reference"), ("speedup_vs_torch", torch_peer(df))):
         peer_time = grouped[grouped["backend"] == peer].set_index(keys)["median_s"]
@@ -64,7 +65,7 @@ def per_config(df: pd.DataFrame) -> pd.DataFrame:
         grouped[column] = joined["peer"] / joined["median_s"]
     grouped["median_ms"] = grouped.pop("median_s") * 1e3
     columns = keys + ["backend", "median_ms", "speedup_vs_reference", "speedup_vs_torch",
-                      "gflops", "pct_gemm", "rounds"]
+                      "gflops", "pct_gemm", "gbytes_per_s", "rounds"]
     order = {b: i for i, b in enumerate(backend_order(df))}
     out = _sort_cases(grouped.assign(_b=grouped["backend"].map(order)).sort_values("_b", kind="stable"))
     return out[columns].reset_index(drop=True)
