@@ -22,6 +22,7 @@ cd "$(dirname "$0")/.." || exit 2
 export NUMBA_ENABLE_CUDASIM=0          # the real device, whatever the environment said
 export CELLBENCH_BACKEND=jit.cuda:backend
 export PYTHONDONTWRITEBYTECODE=1
+export NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0   # small grids are the point of some property examples
 PROPERTY_TIMEOUT_S=${PROPERTY_TIMEOUT_S:-200}
 BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-230}
 
