@@ -32,6 +32,9 @@ cells = frozenset(CELLS)
 #: should draw. Under the simulator every thread is a Python thread, so shapes stay tiny
 #: (still past the simulator's tiles: see jit.cuda.launch); on a GPU there is no limit.
 max_test_sizes = {"T": 4, "B": 3, "I": 5, "H": 7} if SIMULATOR else None
+#: True when the kernels run on the CUDA simulator: results are exact, timings mean nothing
+#: (reports.backends leaves such a backend out of every benchmark).
+simulated = SIMULATOR
 
 if SIMULATOR:
     from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as _DeviceArray
