@@ -29,7 +29,8 @@ FORMATS = {
     "median_ms": "{:.3g}", "speedup_vs_reference": "{:.2f}×", "speedup_vs_torch": "{:.2f}×",
     "gflops": "{:.2f}", "pct_gemm": "{:.1f}%", "gbytes_per_s": "{:.2f}", "max_abs_error": "{:.2e}", "mean_abs_error": "{:.2e}",
     "max_rel_error": "{:.2e}", "first_call_s": "{:.3f}", "steady_s": "{:.4f}", "old_ms": "{:.3g}",
-    "new_ms": "{:.3g}", "ratio": "{:.3f}", "gemm_gflops": "{:.1f}",
+    "new_ms": "{:.3g}", "ratio": "{:.3f}", "gemm_gflops": "{:.1f}", "load_start": "{:.2f}",
+    "load_end": "{:.2f}",
 }
 
 
@@ -85,9 +86,10 @@ def to_html_table(frame: pd.DataFrame) -> str:
 
 
 def machines(df: pd.DataFrame) -> pd.DataFrame:
-    return (df.groupby(["machine", "source"], sort=False)
-            .agg(gemm_gflops=("gemm_gflops", "first"), benchmarks=("name", "size"), datetime=("datetime", "first"))
-            .reset_index())
+    columns = dict(gemm_gflops=("gemm_gflops", "first"), benchmarks=("name", "size"), datetime=("datetime", "first"))
+    if "load_start" in df.columns:
+        columns.update(load_start=("load_start", "first"), load_end=("load_end", "first"))
+    return df.groupby(["machine", "source"], sort=False).agg(**columns).reset_index()
 
 
 class Section:
@@ -97,7 +99,9 @@ class Section:
 
 def build_sections(df, out: Path, junit=None, gradient_flow=None, notes=()):
     """Compute every table and figure, write the CSVs and PNGs into out; return the sections."""
-    sections = [Section("Machines", "Where each results file was measured, and its fp32 GEMM rate (GFLOP/s).",
+    sections = [Section("Machines", "Where each results file was measured, its fp32 GEMM rate (GFLOP/s), and "
+                        "the 1-minute load average when the benchmarks started and ended (above the core "
+                        "count, other work shared the machine and the timings are noisy).",
                         machines(df))]
     if notes:
         sections[0].text += " " + " ".join(notes)

@@ -90,6 +90,8 @@ def load(paths) -> pd.DataFrame:
         frame["source"] = str(path)
         frame["machine"] = machine_label(data["machine_info"])
         frame["gemm_gflops"] = info.get("gemm_fp32_gflops", float("nan"))
+        frame["load_start"] = info.get("loadavg_1min_start", float("nan"))
+        frame["load_end"] = info.get("loadavg_1min_end", float("nan"))
         frame["datetime"] = data.get("datetime", "")
         frames.append(frame)
     df = pd.concat(frames, ignore_index=True)

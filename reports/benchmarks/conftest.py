@@ -41,6 +41,12 @@ def pytest_generate_tests(metafunc):
 
 BACKENDS_KEY = pytest.StashKey[dict]()
 GEMM_KEY = pytest.StashKey[dict]()
+LOAD_KEY = pytest.StashKey[tuple]()
+
+
+def pytest_sessionstart(session):
+    # the 1-minute load average before and after: a busy machine makes every timing suspect
+    session.config.stash[LOAD_KEY] = os.getloadavg()[0]
 
 
 @pytest.fixture(scope="session")
@@ -84,5 +90,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
                         for pool in threadpool_info()]
         info["backends"] = {name: str(getattr(b, "name", name))
                             for name, b in config.stash.get(BACKENDS_KEY, {}).items()}
+        info["loadavg_1min_start"] = config.stash.get(LOAD_KEY, None)
+        info["loadavg_1min_end"] = os.getloadavg()[0]
         config.stash[GEMM_KEY] = info
     machine_info["cellbench"] = config.stash[GEMM_KEY]
