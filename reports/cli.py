@@ -192,9 +192,14 @@ def cmd_run(args) -> int:
     from reports.gradient_flow import gradient_flow_table
     from reports.report import write_report
     df = results.load([bench_json])
-    write_report(df, staging, junit=junit, gradient_flow=gradient_flow_table(T=args.gradient_steps), notes=notes,
-                 title=f"cellbench run ({matrix} matrix)")
-    final = new_run_name(root)
+    final = new_run_name(root)  # claimed now, so that the report can name its own folder
+    df["source"] = f"{final.name}/benchmarks.json"
+    try:
+        write_report(df, staging, junit=junit, gradient_flow=gradient_flow_table(T=args.gradient_steps),
+                     notes=notes, title=f"cellbench run {final.name} ({matrix} matrix)")
+    except BaseException:
+        final.rmdir()  # still the empty placeholder: give the name back
+        raise
     publish(staging, final)
     point_latest(root, final)
     print()
