@@ -68,7 +68,8 @@ SHAPES = [(3, 1, 4, 6), (3, 5, 7, 9)]  # B = 1 (one chunk) and B = 5 (uneven chu
 
 @pytest.mark.parametrize("cell", reference.CELLS)
 def test_small_path_and_blas_path_agree(cell, monkeypatch):
-    """The fused-loop path and the BLAS path compute the same cell, up to summation order.
+    """The blocked-loop path and the BLAS path, each on the caller alone and on several
+    threads (rows cut into chunks), compute the same cell, up to summation order.
 
     float64 only: there path_tolerance's worst-case bound stays far below any indexing or
     formula mistake (1e-8 against O(0.1)), while in float32 the same bound on gradients
@@ -79,24 +80,34 @@ def test_small_path_and_blas_path_agree(cell, monkeypatch):
     dtype = np.float64
     results = {}
     for path, limit in (("small", 1 << 62), ("blas", -1)):
-        monkeypatch.setattr(backend, "SMALL_PATH_MAX_ROWS", limit)
-        results[path] = [run_both(cell, make_problem(cell, *shape, dtype)) for shape in SHAPES]
-    for shape, small, blas in zip(SHAPES, results["small"], results["blas"]):
+        for threads, min_macs in (("serial", 1 << 62), ("parallel", 0)):
+            monkeypatch.setattr(backend, "SMALL_PATH_MAX_ROWS", limit)
+            monkeypatch.setattr(backend, "PARALLEL_MIN_MACS", min_macs)
+            results[path, threads] = [run_both(cell, make_problem(cell, *shape, dtype)) for shape in SHAPES]
+    for other in (("small", "parallel"), ("blas", "serial"), ("blas", "parallel")):
+        assert_paths_agree(cell, dtype, results["small", "serial"], results[other], other)
+
+
+def assert_paths_agree(cell, dtype, first, second, label):
+    """first, second: per shape, (training forward, gradients, inference forward) of two paths."""
+    for shape, first_parts, second_parts in zip(SHAPES, first, second):
         tol_states, tol_grads = path_tolerance(dtype, *shape, NUM_GATES[cell])
-        for part_small, part_blas, tol in zip(small, blas, (tol_states, tol_grads, tol_states)):
-            for field in part_small._fields:
-                a, b = getattr(part_small, field), getattr(part_blas, field)
+        for part_a, part_b, tol in zip(first_parts, second_parts, (tol_states, tol_grads, tol_states)):
+            for field in part_a._fields:
+                a, b = getattr(part_a, field), getattr(part_b, field)
                 if a is None:
                     assert b is None, field
                     continue
                 assert a.dtype == np.dtype(dtype), field
                 diff = float(np.max(np.abs(a - b))) if a.size else 0.0
-                assert diff <= tol, f"{cell} {shape} {field}: small vs BLAS path differ by {diff:.3g} > {tol:.3g}"
+                assert diff <= tol, f"{cell} {shape} {field}: {label} differs by {diff:.3g} > {tol:.3g}"
 
 
 @pytest.mark.parametrize("cell", reference.CELLS)
-def test_repeat_calls_are_bit_identical_and_leave_inputs_alone(cell):
+def test_repeat_calls_are_bit_identical_and_leave_inputs_alone(cell, monkeypatch):
     """Several threads, BLAS path: the same call twice gives the same bits; inputs are untouched."""
+    monkeypatch.setattr(backend, "PARALLEL_MIN_MACS", 0)
+    monkeypatch.setattr(backend, "SMALL_PATH_MAX_ROWS", -1)
     problem = make_problem(cell, 4, 6, 8, 40, np.float32, seed=3)
     inputs = [a for a in (*problem[0], *problem[1:]) if a is not None]
     before = [a.copy() for a in inputs]
@@ -117,7 +128,7 @@ def blas_threads_now():
     return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
 
-def test_row_chunks_cover_the_batch_once_with_blas_on_one_thread(monkeypatch):
+def test_row_chunks_cover_the_batch_once_with_blas_on_one_thread():
     """Each chunk's kernel gets disjoint rows covering 0..B; during a call BLAS is on one
     thread per caller, so it never oversubscribes the cores with the pool's threads, and it
     is restored afterwards."""
@@ -127,26 +138,28 @@ def test_row_chunks_cover_the_batch_once_with_blas_on_one_thread(monkeypatch):
     def recording_kernel(tag, b0, b1):
         seen.append((tag, b0, b1, blas_threads_now()))
 
-    with backend.call_threads():
+    with backend.call_threads(3):
         backend.run_on_row_chunks(recording_kernel, "k", B=7, n_chunks=3)
     rows = sorted((b0, b1) for _, b0, b1, _ in seen)
     assert rows == [(0, 2), (2, 4), (4, 7)]
     assert all(threads == [1] * len(before) for *_, threads in seen)
     assert blas_threads_now() == before
     seen.clear()
-    monkeypatch.setattr(backend.numba, "get_num_threads", lambda: 1)
-    with backend.call_threads():
+    with backend.call_threads(1):
         backend.run_on_row_chunks(recording_kernel, "k", B=7, n_chunks=1)
     assert [(b0, b1) for _, b0, b1, _ in seen] == [(0, 7)]
-    assert seen[0][3] == before  # a pool of one thread: BLAS keeps its own threads
+    assert seen[0][3] == before  # the caller alone: BLAS keeps its own threads
 
 
-def test_matmul_rows_splits_rows_without_changing_bits():
+def test_matmul_rows_is_repeatable_and_accurate():
     rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((37, 50)), rng.standard_normal((50, 23))
-    with backend.call_threads():
-        split = backend.matmul_rows(a, b)
-    assert np.array_equal(split, backend.matmul_rows(a, b))
+    a, b = rng.standard_normal((2000, 50)), rng.standard_normal((50, 23))  # over PARALLEL_MIN_MACS
+    assert a.shape[0] * a.shape[1] * b.shape[1] >= backend.PARALLEL_MIN_MACS
+    with backend.call_threads(3):
+        split = backend.matmul_rows(a, b, 3)
+        again = backend.matmul_rows(a, b, 3)
+    assert np.array_equal(split, again)
+    # Each element is one dot of K = 50 terms: within 2·K·u·Σ|terms| ≤ K²·eps·max|a|·max|b| of any other order.
     np.testing.assert_allclose(split, a @ b, rtol=0, atol=50 * 50 * np.finfo(float).eps * np.abs(a).max() * np.abs(b).max())
 
 

@@ -113,11 +113,12 @@ def _runners(cell, config, mode):
     return run_jit, run_torch
 
 
-def measure(cell, config, mode, repeats=7, gemm_flops=None) -> dict:
+def measure(cell, config, mode, repeats=7, gemm_flops=None, statistic="median") -> dict:
     """Time jit.cpu and torch on one (cell, config, mode), interleaved; return one table row.
 
-    Times are medians over ``repeats`` interleaved pairs, in seconds. ``gemm_flops`` is the
-    machine's GEMM rate (FLOP/s); measured here when not given.
+    Times are the ``statistic`` (median or min) of ``repeats`` interleaved pairs, in seconds;
+    min suits a machine shared with other work, whose load only ever adds time. ``gemm_flops``
+    is the machine's GEMM rate (FLOP/s); measured here when not given.
     """
     import torch
     threads = numba.get_num_threads()
@@ -130,7 +131,8 @@ def measure(cell, config, mode, repeats=7, gemm_flops=None) -> dict:
     for _ in range(repeats):
         jit_times.append(_timed(run_jit))
         torch_times.append(_timed(run_torch))
-    t_jit, t_torch = statistics.median(jit_times), statistics.median(torch_times)
+    summary = {"median": statistics.median, "min": min}[statistic]
+    t_jit, t_torch = summary(jit_times), summary(torch_times)
     work = flops(cell, config, mode)
     target = max(RATIO_TARGETS[config][mode] * t_torch, work / (GEMM_FRACTION * gemm_flops))
     return {
@@ -138,7 +140,8 @@ def measure(cell, config, mode, repeats=7, gemm_flops=None) -> dict:
         "first_call_s": first_call, "jit_s": t_jit, "torch_s": t_torch, "ratio": t_jit / t_torch,
         "gflops": work / t_jit / 1e9, "pct_gemm_peak": 100 * work / t_jit / gemm_flops,
         "target_s": target, "met": t_jit <= target,
-        "r": RATIO_TARGETS[config][mode], "flops": work, "gemm_gflops": gemm_flops / 1e9,
+        "r": RATIO_TARGETS[config][mode], "flops": work, "gemm_gflops": gemm_flops / 1e9, "statistic": statistic,
+        "jit_all_s": jit_times, "torch_all_s": torch_times,
     }
 
 
@@ -161,18 +164,21 @@ def main(argv=None):
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved pairs per row (median)")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved pairs per row")
+    parser.add_argument("--statistic", choices=("median", "min"), default="median",
+                        help="how the repeats are summarised (min on a machine shared with other work)")
     parser.add_argument("--json", metavar="OUT", help="also write the rows and the machine's GEMM rate")
     args = parser.parse_args(argv)
 
     rate = gemm_rate()
     print(f"fp32 GEMM rate (2048² numpy matmul): {rate / 1e9:.1f} GFLOP/s; "
-          f"threads: numba {numba.get_num_threads()} = torch; target = max(r·torch, FLOPs / (0.75·GEMM rate))")
+          f"threads: numba {numba.get_num_threads()} = torch; target = max(r·torch, FLOPs / (0.75·GEMM rate)); "
+          f"times: {args.statistic} of {args.repeats}")
     rows = []
     for cell in args.cells:
         for config in args.configs:
             for mode in args.modes:
-                rows.append(measure(cell, config, mode, args.repeats, rate))
+                rows.append(measure(cell, config, mode, args.repeats, rate, args.statistic))
                 print(f"  {cell} {config} {mode}: jit {rows[-1]['jit_s'] * 1e3:.2f} ms, "
                       f"torch {rows[-1]['torch_s'] * 1e3:.2f} ms", flush=True)
     print(table(rows))

@@ -83,9 +83,19 @@ def pool_threads() -> int:
     return max(1, numba.get_num_threads())
 
 
-def kernel_threads(B: int) -> int:
+#: Work below this many multiply-adds stays on the calling thread: handing it to the pool
+#: costs about 70 µs (measured), the time of ~2M multiply-adds on one core.
+PARALLEL_MIN_MACS = 1 << 21
+
+
+def threads_for(macs: int) -> int:
+    """Threads worth using for a call of ``macs`` multiply-adds: the pool's, or just the caller."""
+    return pool_threads() if macs >= PARALLEL_MIN_MACS else 1
+
+
+def kernel_threads(B: int, n_threads: int) -> int:
     """How many chunks of batch rows run the time loop in parallel."""
-    return max(1, min(pool_threads(), B))
+    return max(1, min(n_threads, B))
 
 
 _pool = None  # worker threads (the caller is one more), created on first need
@@ -122,22 +132,25 @@ def run_on_row_chunks(kernel, *args, B: int, n_chunks: int):
     run_in_parallel([(kernel, (*args, b0, b1)) for b0, b1 in split(B, n_chunks)])
 
 
-def matmul_rows(a, b):
-    """a @ b with the rows of the result shared among the pool's threads (BLAS on one each).
+def matmul_rows(a, b, n_threads: int):
+    """a @ b with the rows of the result shared among n_threads threads (BLAS on one each).
 
-    Each element is still one BLAS dot over the whole inner dimension, so the result does not
-    depend on how the rows are split.
+    Each element is one BLAS product over the whole inner dimension, and the split depends
+    only on the shapes and the thread count, so repeat calls give the same bits. (A different
+    split may round differently: OpenBLAS picks its kernels by the number of rows.)
     """
     out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
-    parts = max(1, min(pool_threads(), a.shape[0]))
+    big = a.shape[0] * a.shape[1] * b.shape[1] >= PARALLEL_MIN_MACS
+    parts = max(1, min(n_threads if big else 1, a.shape[0]))
     run_in_parallel([(np.matmul, (a[r0:r1], b, out[r0:r1])) for r0, r1 in split(a.shape[0], parts)])
     return out
 
 
 @contextmanager
-def call_threads():
-    """For one forward or backward call: BLAS on one thread per caller when the pool is used."""
-    if pool_threads() > 1:
+def call_threads(n_threads: int):
+    """For one forward or backward call on n_threads threads: BLAS on one thread per caller
+    when there are several (with one, BLAS keeps its own threads)."""
+    if n_threads > 1:
         with blas_threads(1):
             yield
     else:
@@ -163,10 +176,10 @@ def kernel_array(a: np.ndarray) -> np.ndarray:
     return np.array(a, order="C", copy=True)
 
 
-def project_inputs(x, w_ih):
+def project_inputs(x, w_ih, n_threads: int):
     """xw (T, B, G·H) = x W_ihᵀ for every step at once: one GEMM. twin: reference.affine.affine."""
     T, B, I = x.shape
-    return matmul_rows(x.reshape(T * B, I), w_ih.T).reshape(T, B, w_ih.shape[0])
+    return matmul_rows(x.reshape(T * B, I), w_ih.T, n_threads).reshape(T, B, w_ih.shape[0])
 
 
 # ---- forward -------------------------------------------------------------------------------
@@ -174,11 +187,13 @@ def project_inputs(x, w_ih):
 def forward(cell, params, x, h0, c0=None, *, training=True):
     """Run the cell over x (T, B, I) from h0 (and c0 for lstm); see reference.contract."""
     shapes = check_forward_inputs(cell, params, x, h0, c0)
-    with call_threads():
-        return _forward(cell, params, x, h0, c0, training, shapes)
+    T, B, I, H, G, _ = shapes
+    n_threads = threads_for(T * B * G * H * (I + H))
+    with call_threads(n_threads):
+        return _forward(cell, params, x, h0, c0, training, shapes, n_threads)
 
 
-def _forward(cell, params, x, h0, c0, training, shapes):
+def _forward(cell, params, x, h0, c0, training, shapes, n_threads):
     T, B, I, H, G, dtype = shapes
     lstm = cell == "lstm"
     hs = np.empty((T, B, H), dtype)
@@ -195,8 +210,8 @@ def _forward(cell, params, x, h0, c0, training, shapes):
     else:
         w_hh = kernel_array(params.w_hh)
         b_ih, b_hh, h0k = kernel_array(params.b_ih), kernel_array(params.b_hh), kernel_array(h0)
-        xw = project_inputs(x, params.w_ih)
-        n_chunks = kernel_threads(B)
+        xw = project_inputs(x, params.w_ih, n_threads)
+        n_chunks = kernel_threads(B, n_threads)
         small = use_small_path(B, n_chunks)
         run = partial(run_on_row_chunks, B=B, n_chunks=n_chunks)
         if lstm:
@@ -226,24 +241,24 @@ def previous_hidden(hs, h0):
     return np.concatenate([h0[None], hs[:-1]], axis=0)
 
 
-def gru_hidden_terms(fwd, h0, w_hh, b_hh, H):
+def gru_hidden_terms(fwd, h0, w_hh, b_hh, H, n_threads):
     """hns = W_hn h_{t-1} + b_hn (T, B, H): from forward when it kept them, else one GEMM."""
     hns = getattr(fwd, "hns", None)
     if isinstance(hns, np.ndarray) and hns.shape == fwd.hs.shape and hns.dtype == fwd.hs.dtype:
         return kernel_array(hns)
     T, B, _ = fwd.hs.shape
     h_prev = previous_hidden(np.asarray(fwd.hs), h0).reshape(T * B, H)
-    return (matmul_rows(h_prev, w_hh[2 * H:].T) + b_hh[2 * H:]).reshape(T, B, H)
+    return (matmul_rows(h_prev, w_hh[2 * H:].T, n_threads) + b_hh[2 * H:]).reshape(T, B, H)
 
 
-def param_grads(da, inputs):
+def param_grads(da, inputs, n_threads):
     """(daᵀ inputs, Σ da): a weight's and a bias's gradient summed over steps and rows, as one
     GEMM after the time loop. twin: reference.affine.affine_backward's dw and db, summed over t.
     da (T, B, G·H), inputs (T, B, K).
     """
     T, B, GH = da.shape
     da2 = da.reshape(T * B, GH)
-    return matmul_rows(da2.T, inputs.reshape(T * B, -1)), da2.sum(axis=0)
+    return matmul_rows(da2.T, inputs.reshape(T * B, -1), n_threads), da2.sum(axis=0)
 
 
 def transposed(w):
@@ -254,11 +269,13 @@ def transposed(w):
 def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
     """Backpropagation through time; returns the gradients of L given ∂L/∂hs, ∂L/∂h_n, ∂L/∂c_n."""
     shapes = check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n)
-    with call_threads():
-        return _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes)
+    T, B, I, H, G, _ = shapes
+    n_threads = threads_for(2 * T * B * G * H * (I + H))
+    with call_threads(n_threads):
+        return _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, n_threads)
 
 
-def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes):
+def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, n_threads):
     T, B, I, H, G, dtype = shapes
     lstm = cell == "lstm"
     w_hh = kernel_array(params.w_hh)
@@ -269,7 +286,7 @@ def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes):
     da = np.empty((T, B, G * H), dtype)  # ∂L/∂(pre-activations), W_ih side
     da_h = da  # ∂L/∂(W_hh h + b_hh); differs from da for gru only
     h_side_inputs = None  # what W_hh multiplied at each step, when it is not h_{t-1}
-    n_chunks = kernel_threads(B)
+    n_chunks = kernel_threads(B, n_threads)
     small = use_small_path(B, n_chunks)
     if T == 0:
         dh0[:] = dh_n
@@ -282,7 +299,7 @@ def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes):
             run(lstm_backward_kernel, transposed(w_hh), kernel_array(c0), kernel_array(fwd.cs), gates, dhsk, dh_nk, dc_nk,
                 small, da, dh0, dc0)
         elif cell == "gru":
-            hns = gru_hidden_terms(fwd, h0k, w_hh, kernel_array(params.b_hh), H)
+            hns = gru_hidden_terms(fwd, h0k, w_hh, kernel_array(params.b_hh), H, n_threads)
             da_h = np.empty_like(da)
             run(gru_backward_kernel, transposed(w_hh), h0k, hs, gates, hns, dhsk, dh_nk, small, da, da_h, dh0)
         elif cell == "gru_classic":
@@ -291,13 +308,13 @@ def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes):
                 da, h_side_inputs, dh0)
         else:
             run(rnn_backward_kernel, transposed(w_hh), hs, dhsk, dh_nk, cell == "rnn_relu", small, da, dh0)
-    dx = matmul_rows(da.reshape(T * B, G * H), kernel_array(params.w_ih)).reshape(T, B, I)
-    dw_ih, db_ih = param_grads(da, x)
+    dx = matmul_rows(da.reshape(T * B, G * H), kernel_array(params.w_ih), n_threads).reshape(T, B, I)
+    dw_ih, db_ih = param_grads(da, x, n_threads)
     h_prev = previous_hidden(hs, h0k)
     if h_side_inputs is None:
-        dw_hh, db_hh = param_grads(da_h, h_prev)
+        dw_hh, db_hh = param_grads(da_h, h_prev, n_threads)
     else:  # gru_classic: the r, z rows multiplied h_{t-1}, the n rows r⊙h_{t-1}
-        dw_hh = np.concatenate([param_grads(da[:, :, :2 * H], h_prev)[0],
-                                param_grads(np.ascontiguousarray(da[:, :, 2 * H:]), h_side_inputs)[0]])
+        dw_hh = np.concatenate([param_grads(da[:, :, :2 * H], h_prev, n_threads)[0],
+                                param_grads(np.ascontiguousarray(da[:, :, 2 * H:]), h_side_inputs, n_threads)[0]])
         db_hh = db_ih.copy()  # the same ∂L/∂a feeds both biases: W_hn's output is not scaled by r here
     return BackwardResult(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
