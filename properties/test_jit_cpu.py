@@ -124,6 +124,22 @@ def test_repeat_calls_are_bit_identical_and_leave_inputs_alone(cell, monkeypatch
             assert out is None or not any(np.shares_memory(out, a) for a in inputs), field
 
 
+def test_gru_backward_recomputes_what_a_rebuilt_forward_result_lacks():
+    """gru's backward uses W_hn h + b_hn that forward kept; from a forward result rebuilt by
+    the caller (which lacks them) it recomputes them, and gets the same gradients."""
+    params, x, h0, c0, dhs, dh_n, dc_n = make_problem("gru", *SHAPES[1], np.float64)
+    fwd = backend.forward("gru", params, x, h0)
+    assert getattr(fwd, "hns", None) is not None
+    rebuilt = fwd._replace()
+    assert getattr(rebuilt, "hns", None) is None
+    kept = backend.backward("gru", params, x, h0, None, fwd, dhs, dh_n)
+    recomputed = backend.backward("gru", params, x, h0, None, rebuilt, dhs, dh_n)
+    _, tol_grads = path_tolerance(np.float64, *SHAPES[1], NUM_GATES["gru"])  # one more summation order
+    for field in kept._fields:
+        a, b = getattr(kept, field), getattr(recomputed, field)
+        assert (a is None and b is None) or float(np.max(np.abs(a - b))) <= tol_grads, field
+
+
 def blas_threads_now():
     return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
