@@ -20,14 +20,17 @@ PLAIN = FuncFormatter(lambda value, _: f"{value:g}")  # 0.5, 20, 300 rather than
 SPARSE = FuncFormatter(lambda value, _: f"{value:g}" if value > 0 and
                        round(value / 10 ** math.floor(math.log10(value))) in (2, 5) else "")
 
-BACKEND_STYLE = {"reference": ("tab:gray", "o"), "torch": ("tab:orange", "s"),
+BACKEND_STYLE = {"reference": ("tab:gray", "o"), "torch.nn": ("tab:orange", "s"), "torch": ("tab:brown", "v"),
                  "jit.cpu": ("tab:blue", "^"), "jit.cuda": ("tab:green", "D")}
+OTHER_COLOURS = ("tab:purple", "tab:pink", "tab:olive", "tab:cyan")  # third-party backends
 MODE_LINE = {"inference": "-", "training": "--"}
 AXIS_LABEL = {"T": "T (time steps)", "B": "B (batch rows)", "H": "H = I (hidden units)"}
 
 
 def _style(backend):
-    return BACKEND_STYLE.get(backend, (None, "x"))
+    if backend in BACKEND_STYLE:
+        return BACKEND_STYLE[backend]
+    return OTHER_COLOURS[sum(map(ord, backend)) % len(OTHER_COLOURS)], "x"  # stable across plots
 
 
 def scaling_plot(rows, axis: str, path: Path):
