@@ -26,7 +26,7 @@ FLOP_NOTE = ("FLOPs: forward = 2·T·B·G·H·(I+H) for the two matrix products 
              "oracle, which builds a module and copies arrays in every call, is timed only when named.")
 
 FORMATS = {
-    "median_ms": "{:.3g}", "speedup_vs_reference": "{:.2f}×", "speedup_vs_torch": "{:.2f}×",
+    "median_ms": "{:.3g}", "min_ms": "{:.3g}", "speedup_vs_reference": "{:.2f}×", "speedup_vs_torch": "{:.2f}×",
     "gflops": "{:.2f}", "pct_gemm": "{:.1f}%", "gbytes_per_s": "{:.2f}", "max_abs_error": "{:.2e}", "mean_abs_error": "{:.2e}",
     "max_rel_error": "{:.2e}", "first_call_s": "{:.3f}", "steady_s": "{:.4f}", "old_ms": "{:.3g}",
     "new_ms": "{:.3g}", "ratio": "{:.3f}", "gemm_gflops": "{:.1f}", "load_start": "{:.2f}",

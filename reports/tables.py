@@ -55,7 +55,7 @@ def per_config(df: pd.DataFrame) -> pd.DataFrame:
     df = named_configs(df)
     keys = _case_index(df)
     grouped = (df.groupby(keys + ["backend"], sort=False)
-               .agg(median_s=("median_s", "median"), gflops=("gflops", "median"),
+               .agg(median_s=("median_s", "median"), min_s=("stats.min", "min"), gflops=("gflops", "median"),
                     pct_gemm=("pct_gemm", "median"), gbytes_per_s=("gbytes_per_s", "median"),
                     rounds=("stats.rounds", "sum"))
                .reset_index())
@@ -64,7 +64,8 @@ def per_config(df: pd.DataFrame) -> pd.DataFrame:
         joined = grouped.join(peer_time.rename("peer"), on=keys)
         grouped[column] = joined["peer"] / joined["median_s"]
     grouped["median_ms"] = grouped.pop("median_s") * 1e3
-    columns = keys + ["backend", "median_ms", "speedup_vs_reference", "speedup_vs_torch",
+    grouped["min_ms"] = grouped.pop("min_s") * 1e3  # beside the median: a gap between them means noise
+    columns = keys + ["backend", "median_ms", "min_ms", "speedup_vs_reference", "speedup_vs_torch",
                       "gflops", "pct_gemm", "gbytes_per_s", "rounds"]
     order = {b: i for i, b in enumerate(backend_order(df))}
     out = _sort_cases(grouped.assign(_b=grouped["backend"].map(order)).sort_values("_b", kind="stable"))
