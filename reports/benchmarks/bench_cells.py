@@ -16,7 +16,6 @@ import numpy as np
 
 import reference
 from reports.matrix import bytes_moved, flops, itemsize
-
 from reports.results import SCHEMA  # reports refuse a JSON whose benchmarks lack it
 
 
