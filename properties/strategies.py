@@ -1,0 +1,270 @@
+"""Hypothesis strategies of the property suite: sizes, dtypes, parameters and inputs of a cell problem.
+
+Everything a property draws comes from here (array-api-tests' ``hypothesis_helpers`` style):
+
+    sizes(limits, cell)           T, B, I, H: mostly small, sometimes awkward (next to multiples of
+                                  4, 8, 32), rarely large (up to a few hundred), within a work budget
+    problems(...)                 a whole Problem: params in a chosen regime, x, h0, c0, upstream grads
+    malformed_calls(...)          forward/backward arguments with exactly one defect (robustness)
+
+Dense arrays: shapes, dtypes, regimes, scales, seeds and the special values (spikes, saturating
+biases, non-finite entries) are Hypothesis draws, and shrink; the dense values themselves come
+from a NumPy generator seeded by a drawn integer. Drawing a (1200, 300) weight element by element
+would exhaust Hypothesis' buffer (and ``hnp.arrays`` fills large arrays with one repeated value,
+which would hide a swapped gate block); the seed keeps every example reproducible from Hypothesis'
+own database and ``@reproduce_failure`` blob all the same.
+
+A slow backend (jit.cuda under the CUDA simulator) may declare ``max_test_sizes``, a dict with
+any of T, B, I, H: ``limits_for(backend)`` honours it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from reference.contract import NUM_GATES, Params
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+#: Largest sizes any property draws (a backend's max_test_sizes can only lower them).
+SIZE_LIMITS = {"T": 300, "B": 300, "I": 300, "H": 300}
+#: Multiply-adds of one forward, T·B·G·H·(I + H), kept under this so that one example costs
+#: milliseconds with the reference: H = 300 still comes with B up to about 45, B = 300 with H ≈ 100.
+WORK_LIMIT = 2 ** 24
+#: Sizes next to the tile widths kernels use (4, 8, 32 and their multiples), where tails are handled.
+AWKWARD_SIZES = (1, 2, 3, 5, 7, 9, 15, 17, 31, 33, 63, 65, 127, 129, 255, 257)
+
+#: Parameter regimes. The first is what failing examples shrink towards.
+REGIMES = ("pytorch_init", "contracting", "wide", "saturating")
+
+
+def limits_for(backend) -> dict:
+    """SIZE_LIMITS lowered by the backend's optional ``max_test_sizes`` (None or missing: no change)."""
+    declared = getattr(backend, "max_test_sizes", None) or {}
+    return {dim: max(1, min(limit, int(declared.get(dim, limit)))) for dim, limit in SIZE_LIMITS.items()}
+
+
+def dimension(limit: int) -> st.SearchStrategy[int]:
+    """One size in [1, limit]: small (6 in 9 draws), awkward (2 in 9) or anything up to the limit (1 in 9)."""
+    awkward = [n for n in AWKWARD_SIZES if n <= limit]
+    return st.sampled_from(("small",) * 6 + ("awkward",) * 2 + ("any",)).flatmap(
+        lambda kind: {"small": st.integers(1, min(6, limit)),
+                      "awkward": st.sampled_from(awkward),
+                      "any": st.integers(1, limit)}[kind])
+
+
+@st.composite
+def sizes(draw, limits: dict, cell: str, *, min_T: int = 1, max_T: Optional[int] = None):
+    """(T, B, I, H) within ``limits`` and WORK_LIMIT; H first, so large H stays reachable."""
+    G = NUM_GATES[cell]
+    H = draw(dimension(limits["H"]), label="H")
+    B = draw(dimension(max(1, min(limits["B"], WORK_LIMIT // (G * H * (H + 1))))), label="B")
+    I = draw(dimension(max(1, min(limits["I"], WORK_LIMIT // (G * H * B) - H))), label="I")
+    T_cap = min(limits["T"], max_T if max_T is not None else limits["T"],
+                max(1, WORK_LIMIT // (G * H * B * (I + H))))
+    T = draw(st.integers(min_T, max(min_T, T_cap)) | dimension(max(min_T, T_cap)).filter(lambda t: t >= min_T),
+             label="T")
+    return T, B, I, H
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One call's worth of arguments: forward's, plus the upstream gradients backward takes."""
+
+    cell: str
+    params: Params
+    x: np.ndarray  # (T, B, I)
+    h0: np.ndarray  # (B, H)
+    c0: Optional[np.ndarray]  # (B, H), lstm only
+    dhs: np.ndarray  # (T, B, H)
+    dh_n: np.ndarray  # (B, H)
+    dc_n: Optional[np.ndarray]  # (B, H), lstm only
+    regime: str = "pytorch_init"
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.x.dtype
+
+    @property
+    def shape(self) -> dict:
+        T, B, I = self.x.shape
+        return {"T": T, "B": B, "I": I, "H": self.h0.shape[1]}
+
+    def astype(self, dtype) -> "Problem":
+        """The same problem in another dtype (float32 → float64 is exact)."""
+        def cast(a):
+            return None if a is None else a.astype(dtype)
+        return replace(self, params=Params(*(cast(a) for a in self.params)), x=cast(self.x), h0=cast(self.h0),
+                       c0=cast(self.c0), dhs=cast(self.dhs), dh_n=cast(self.dh_n), dc_n=cast(self.dc_n))
+
+    def forward(self, backend, **kwargs):
+        return backend.forward(self.cell, self.params, self.x, self.h0, self.c0, **kwargs)
+
+    def backward(self, backend, fwd):
+        return backend.backward(self.cell, self.params, self.x, self.h0, self.c0, fwd, self.dhs, self.dh_n,
+                                self.dc_n)
+
+    def describe(self) -> str:
+        s = self.shape
+        return f"{self.cell} {self.dtype} T={s['T']} B={s['B']} I={s['I']} H={s['H']} regime={self.regime}"
+
+
+def log_uniform(rng, low, high, shape):
+    return np.exp(rng.uniform(np.log(low), np.log(high), shape))
+
+
+def draw_params(draw, cell, I, H, dtype, regime, rng, *, x_max=1.0, h_max=1.0) -> Params:
+    """Params in one regime (all drawn in float64, rounded once to dtype):
+
+    pytorch_init  U(−1/√H, 1/√H), PyTorch's default;
+    contracting   inputs' weights scaled so that |W_ih||x| ≤ 1/2 (x_max given), biases in ±1/4, and
+                  W_hh scaled so that the step's Lipschitz bound L (properties.conditioning) is
+                  about gate_max + ρ(1 − gate_max), ρ ≤ 0.9: the recurrence contracts, gates stay
+                  unsaturated, and rounding is amplified at most about 1/(1 − L)-fold;
+    wide          N(0, s²/H) with s up to 3: expanding, even chaotic, for bounds that hold anyway;
+    saturating    PyTorch's init plus biases of ±(8 … 60) on a drawn share of units, so that
+                  gates sit at 0 or 1.
+    """
+    G = NUM_GATES[cell]
+    bound = 1 / np.sqrt(H)
+    if regime == "wide":
+        s = draw(st.floats(0.1, 3.0), label="weight scale s")
+        w_ih, w_hh = (rng.standard_normal((G * H, n)) * s / np.sqrt(H) for n in (I, H))
+        b_ih, b_hh = (rng.standard_normal(G * H) * s for _ in range(2))
+    elif regime == "contracting":
+        rho = draw(st.sampled_from((0.5, 0.0, 0.2, 0.9)), label="rho: share of 1 − gate_max given to W_hh")
+        w_ih = rng.uniform(-1, 1, (G * H, I))
+        w_ih *= 0.5 / (np.abs(w_ih).sum(axis=1, keepdims=True) * max(x_max, 1.0))
+        b_ih, b_hh = (rng.uniform(-0.25, 0.25, G * H) for _ in range(2))
+        w_hh = rng.uniform(-1, 1, (G * H, H))
+        w_hh /= max(np.abs(w_hh).sum(axis=1).max(), np.abs(w_hh).sum(axis=0).max())  # ‖W_hh‖∞, ‖W_hh‖₁ ≤ 1
+        # With W_hh = 0 the pre-activations are ≤ 1 and L = gate_max (≤ σ(1)); spend a share ρ of the
+        # remaining 1 − gate_max on W_hh: ‖W_hh‖·D ≤ ρ(1 − gate_max), D from properties.conditioning.
+        gate_max = 1 / (1 + np.exp(-1.0))
+        if cell == "lstm":
+            sensitivity = max(h_max, 1 / (1 - gate_max)) / 4 + 1.5
+        elif cell in ("gru", "gru_classic"):
+            sensitivity = (h_max + 1) / 4 + 1.5
+        else:
+            sensitivity, gate_max = 1.0, 0.0
+        w_hh *= rho * (1 - gate_max) / (sensitivity * max(h_max, 1.0))
+    else:
+        w_ih, w_hh = (rng.uniform(-bound, bound, (G * H, n)) for n in (I, H))
+        b_ih, b_hh = (rng.uniform(-bound, bound, G * H) for _ in range(2))
+        if regime == "saturating":
+            share = draw(st.sampled_from((1.0, 0.5, 0.1)), label="share of saturated units")
+            magnitude = draw(st.floats(8.0, 60.0), label="saturating bias")
+            chosen = rng.random(G * H) < share
+            b_ih = b_ih + chosen * rng.choice((-magnitude, magnitude), G * H)
+    return Params(*(np.ascontiguousarray(a, dtype=dtype) for a in (w_ih, w_hh, b_ih, b_hh)))
+
+
+X_SCALES = (1.0, 0.0, 1e-6, 1e-2, 10.0, 1e3)
+
+
+@st.composite
+def problems(draw, backend, cell: str, dtype, *, regimes=REGIMES, x_scales=X_SCALES, min_T: int = 1,
+             max_T: Optional[int] = None, limits: Optional[dict] = None):
+    """A Problem for ``cell`` in ``dtype``, sized within the backend's limits.
+
+    Input magnitudes go from 0 and tiny to huge (x_scales); h0 and c0 from zero to beyond the
+    states' range; upstream gradients are unit normal.
+    """
+    dtype = np.dtype(dtype)
+    T, B, I, H = draw(sizes(limits or limits_for(backend), cell, min_T=min_T, max_T=max_T))
+    regime = draw(st.sampled_from(regimes), label="regime")
+    x_scale = draw(st.sampled_from(x_scales), label="x scale")
+    state_scale = draw(st.sampled_from((0.5, 0.0, 1.0, 3.0)), label="h0/c0 scale")
+    seed = draw(st.integers(0, 2 ** 32 - 1), label="seed")
+    rng = np.random.default_rng(seed)
+
+    def normal(*shape, scale=1.0):
+        return np.ascontiguousarray(rng.standard_normal(shape) * scale, dtype=dtype)
+
+    lstm = cell == "lstm"
+    x, h0 = normal(T, B, I, scale=x_scale), normal(B, H, scale=state_scale)
+    c0 = normal(B, H, scale=state_scale) if lstm else None
+    params = draw_params(draw, cell, I, H, dtype, regime, rng, x_max=float(np.abs(x).max(initial=0.0)),
+                         h_max=max(float(np.abs(h0).max(initial=0.0)), float(np.abs(c0).max(initial=0.0)) if lstm else 0.0))
+    return Problem(cell=cell, params=params, x=x, h0=h0, c0=c0, dhs=normal(T, B, H), dh_n=normal(B, H),
+                   dc_n=normal(B, H) if lstm else None, regime=regime)
+
+
+# ----- malformed calls (robustness) -------------------------------------------------------------
+
+DEFECTS = ("ndim", "size_mismatch", "mixed_dtypes", "integer_dtype", "non_finite", "c0_presence",
+           "params_for_other_cell")
+
+
+@st.composite
+def malformed_calls(draw, backend, cell: str, dtype):
+    """(which, kwargs, defect, argument): the arguments of forward or backward with one defect.
+
+    ``which`` is "forward" or "backward"; the defect is placed in the drawn argument. Arrays
+    of the wrong ndim or dtype come from hypothesis.extra.numpy.
+    """
+    problem = draw(problems(backend, cell, dtype, regimes=("pytorch_init",), x_scales=(1.0,),
+                            limits={"T": 4, "B": 3, "I": 4, "H": 5}))
+    which = draw(st.sampled_from(("forward", "backward")), label="call")
+    defect = draw(st.sampled_from(DEFECTS), label="defect")
+    args = {"params": problem.params, "x": problem.x, "h0": problem.h0, "c0": problem.c0}
+    names = ["x", "h0"] + (["c0"] if cell == "lstm" else []) + ["w_ih", "w_hh", "b_ih", "b_hh"]
+    if which == "backward":
+        args.update(dhs=problem.dhs, dh_n=problem.dh_n, dc_n=problem.dc_n)
+        names += ["dhs", "dh_n"] + (["dc_n"] if cell == "lstm" else [])
+    target = draw(st.sampled_from(names), label="argument")
+
+    def get(name):
+        return getattr(args["params"], name) if name.startswith(("w_", "b_")) else args[name]
+
+    def put(name, value):
+        if name.startswith(("w_", "b_")):
+            args["params"] = args["params"]._replace(**{name: value})
+        else:
+            args[name] = value
+
+    original = get(target)
+    if defect == "ndim":
+        ndim = draw(st.integers(0, 4).filter(lambda n: n != original.ndim), label="wrong ndim")
+        put(target, draw(hnp.arrays(dtype, hnp.array_shapes(min_dims=ndim, max_dims=ndim, min_side=1, max_side=4),
+                                    elements=st.floats(-1, 1, width=dtype.itemsize * 8)), label="bad array"))
+    elif defect == "size_mismatch":
+        # forward reads T from x alone, so a longer x is no defect there; everywhere else it is.
+        first_axis = 1 if (which, target) == ("forward", "x") else 0
+        axis = draw(st.integers(first_axis, original.ndim - 1), label="axis")
+        grow = draw(st.integers(1, 3), label="extra size")
+        shape = list(original.shape)
+        shape[axis] += grow
+        put(target, np.zeros(shape, dtype))
+    elif defect == "mixed_dtypes":
+        other = np.float32 if dtype == np.float64 else np.float64
+        put(target, original.astype(other))
+    elif defect == "integer_dtype":
+        int_dtype = draw(hnp.integer_dtypes() | hnp.unsigned_integer_dtypes() | st.just(np.dtype(np.float16))
+                         | hnp.complex_number_dtypes(), label="unsupported dtype")
+        put(target, np.zeros(original.shape, int_dtype))
+    elif defect == "non_finite":
+        target = draw(st.sampled_from([n for n in names if get(n).size > 0]), label="non-finite argument")
+        original = get(target)
+        bad = original.copy()
+        index = draw(st.integers(0, bad.size - 1), label="index")
+        bad.flat[index] = draw(st.sampled_from((np.nan, np.inf, -np.inf)), label="value")
+        put(target, bad)
+    elif defect == "c0_presence":
+        if cell == "lstm":
+            args["c0"] = None  # lstm needs c0
+        else:
+            args["c0"] = np.zeros_like(problem.h0)  # other cells must not be given one
+    else:  # params_for_other_cell
+        others = [c for c in NUM_GATES if NUM_GATES[c] != NUM_GATES[cell] and c in backend.cells]
+        other = draw(st.sampled_from(others or ["lstm" if cell != "lstm" else "gru"]), label="other cell")
+        G, H, I = NUM_GATES[other], problem.h0.shape[1], problem.x.shape[2]
+        rng = np.random.default_rng(0)
+        args["params"] = Params(*(rng.uniform(-0.1, 0.1, shape).astype(dtype)
+                                  for shape in ((G * H, I), (G * H, H), (G * H,), (G * H,))))
+        defect = f"{defect} ({other})"
+    return which, args, problem, f"{defect} in {target}"

@@ -1,0 +1,73 @@
+"""Family gate_ranges: the activations' ranges, and the state bounds that follow from them.
+
+σ gates lie in [0, 1], strictly inside for moderate pre-activations; tanh candidates in [−1, 1];
+lstm: |h| ≤ 1 and |c_t| ≤ |c_{t−1}| + 1, hence |c_t| ≤ |c_0| + t; rnn_tanh: |h| ≤ 1; rnn_relu: h ≥ 0.
+"""
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reference.contract import GATE_NAMES
+
+from .asserts import assert_within, unit_roundoff
+from .conditioning import conditioning
+from .strategies import problems
+
+SIGMOID_GATES = {"i", "f", "o", "r", "z"}
+#: Below this |pre-activation| σ is strictly inside (0, 1) in both dtypes: σ(−12) ≈ 6e-6 ≫ float32's
+#: smallest normal, and 1 − σ(12) ≈ 6e-6 ≫ float32's spacing below 1 (6e-8), so no rounding reaches 0 or 1.
+MODERATE_PRE_ACTIVATION = 12.0
+
+
+def gate_blocks(cell, gates, H):
+    """{gate name: (T, B, H) block} of the gates array (T, B, G·H), in the contract's block order."""
+    return {name: gates[..., k * H:(k + 1) * H] for k, name in enumerate(GATE_NAMES[cell])}
+
+
+@given(data=st.data())
+def test_gates_lie_in_their_activation_ranges(backend, cell, dtype, data):
+    problem = data.draw(problems(backend, cell, dtype), label="problem")
+    fwd = problem.forward(backend)
+    H = problem.h0.shape[1]
+    context = problem.describe()
+    moderate = conditioning(problem).pre_max <= MODERATE_PRE_ACTIVATION
+    for name, block in gate_blocks(cell, np.asarray(fwd.gates), H).items():
+        field = f"gates[{name}]"
+        if cell == "rnn_relu":
+            assert_within(field, block[~np.isnan(block)], 0.0, np.inf, 0.0, context=context)
+        elif name in SIGMOID_GATES:
+            assert_within(field, block, 0.0, 1.0, 0.0, context=context)
+            if moderate:  # strictly inside: neither 0 nor 1 may be reached
+                assert_within(field, block, np.nextafter(0, 1, dtype=dtype), np.nextafter(1, 0, dtype=dtype), 0.0,
+                              context=context + f" (pre-activations ≤ {MODERATE_PRE_ACTIVATION})")
+        else:  # tanh: g of lstm, n of gru, h of rnn_tanh
+            assert_within(field, block, -1.0, 1.0, 0.0, context=context)
+
+
+@given(data=st.data())
+def test_states_obey_their_bounds(backend, cell, dtype, data):
+    problem = data.draw(problems(backend, cell, dtype), label="problem")
+    fwd = problem.forward(backend)
+    hs = np.asarray(fwd.hs)
+    context = problem.describe()
+    if cell == "rnn_relu":
+        # relu never returns a negative. Its states are unbounded: where the a-priori bound says
+        # they may overflow, inf − inf in a product can give NaN legitimately, so only the
+        # non-NaN values are held to h ≥ 0 there.
+        if conditioning(problem).pre_max * 4 < float(np.finfo(dtype).max):
+            assert_within("hs", hs, 0.0, np.inf, 0.0, context=context)
+        else:
+            assert_within("hs (not NaN)", hs[~np.isnan(hs)], 0.0, np.inf, 0.0, context=context)
+    elif cell in ("rnn_tanh", "lstm"):
+        assert_within("|hs|", np.abs(hs), 0.0, 1.0, 0.0, context=context)  # tanh, and σ·tanh, never exceed 1
+    if cell == "lstm":
+        cs = np.concatenate([np.asarray(problem.c0)[None], np.asarray(fwd.cs)])  # (T + 1, B, H)
+        # |c_t| ≤ f|c_{t−1}| + i|g| ≤ |c_{t−1}| + 1 exactly; computed, the two products and the sum
+        # round once each: allowance 3u·(|c_{t−1}| + 1).
+        allowance = 3 * unit_roundoff(dtype) * (np.abs(cs[:-1]) + 1)
+        assert_within("|c_t| − |c_{t−1}|", np.abs(cs[1:]) - np.abs(cs[:-1]), -np.inf, 1.0, allowance,
+                      context=context)
+        t = np.arange(1, len(cs))[:, None, None]
+        assert_within("|c_t| − |c_0|", np.abs(cs[1:]) - np.abs(cs[0]), -np.inf, t,
+                      3 * unit_roundoff(dtype) * t * (np.abs(cs[0]) + t), context=context)
