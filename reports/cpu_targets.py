@@ -145,6 +145,14 @@ def measure(cell, config, mode, repeats=7, gemm_flops=None, statistic="median") 
     }
 
 
+def retarget(row, gemm_flops) -> dict:
+    """The row with its FLOP bound, % of peak and verdict recomputed for the GEMM rate ``gemm_flops``."""
+    row = dict(row, gemm_gflops=gemm_flops / 1e9, pct_gemm_peak=100 * row["flops"] / row["jit_s"] / gemm_flops)
+    row["target_s"] = max(row["r"] * row["torch_s"], row["flops"] / (GEMM_FRACTION * gemm_flops))
+    row["met"] = row["jit_s"] <= row["target_s"]
+    return row
+
+
 def table(rows) -> str:
     import pandas as pd
     df = pd.DataFrame(rows)
@@ -171,7 +179,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     rate = gemm_rate()
-    print(f"fp32 GEMM rate (2048² numpy matmul): {rate / 1e9:.1f} GFLOP/s; "
+    print(f"fp32 GEMM rate (2048² numpy matmul, best so far): {rate / 1e9:.1f} GFLOP/s; "
           f"threads: numba {numba.get_num_threads()} = torch; target = max(r·torch, FLOPs / (0.75·GEMM rate)); "
           f"times: {args.statistic} of {args.repeats}")
     rows = []
@@ -181,6 +189,9 @@ def main(argv=None):
                 rows.append(measure(cell, config, mode, args.repeats, rate, args.statistic))
                 print(f"  {cell} {config} {mode}: jit {rows[-1]['jit_s'] * 1e3:.2f} ms, "
                       f"torch {rows[-1]['torch_s'] * 1e3:.2f} ms", flush=True)
+        rate = max(rate, gemm_rate())  # again after each cell: other load only ever lowers it
+    rows = [retarget(row, rate) for row in rows]
+    print(f"fp32 GEMM rate, best of the run: {rate / 1e9:.1f} GFLOP/s (targets and % of peak use this)")
     print(table(rows))
     met = sum(r["met"] for r in rows)
     print(f"targets met: {met} of {len(rows)}")
