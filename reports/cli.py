@@ -69,10 +69,12 @@ def benchmark_progress(line: str):
     return match and f"{match['progress']} {match['case']} {match['outcome']}"
 
 
-def property_suite(junit: Path, log: Path, backend_spec=None, echo=True) -> int:
+def property_suite(junit: Path, log: Path, backend_spec=None, echo=True, workers=None) -> int:
     """The property suite with the ci profile, without the slow suite_power tests."""
     command = [sys.executable, "-m", "pytest", str(properties_dir()), "-m", "not suite_power", "-q", "--tb=short",
                "-p", "no:cacheprovider", f"--junitxml={junit}", "-o", "junit_family=xunit1"]
+    if workers:  # pytest-xdist: the suite's examples are derandomized, so workers change nothing but time
+        command += ["-n", str(workers)]
     env = dict(os.environ, CELLBENCH_PROFILE="ci")
     if backend_spec:  # the suite's own switch (properties.backends.selected), same as --backend
         env["CELLBENCH_BACKEND"] = backend_spec
@@ -166,7 +168,7 @@ def cmd_run(args) -> int:
         frames = []
         for i, spec in enumerate(specs):
             xml = staging / f"properties{'' if len(specs) == 1 else f'-{i + 1}'}.xml"
-            code = property_suite(xml, staging / xml.with_suffix(".log").name, spec)
+            code = property_suite(xml, staging / xml.with_suffix(".log").name, spec, workers=args.workers)
             properties_ok &= code == 0
             if xml.is_file():
                 frames.append(read_junit(xml))
@@ -282,12 +284,18 @@ def cmd_verify(args) -> int:
     with tempfile.TemporaryDirectory(prefix="cellbench-verify-") as tmp:
         junit_path = Path(tmp) / "properties.xml"
         print(f"cellbench: property suite against {backend.name} ({args.backend}), ci profile", flush=True)
-        code = property_suite(junit_path, Path(tmp) / "properties.log", BUILTIN.get(args.backend, args.backend))
+        code = property_suite(junit_path, Path(tmp) / "properties.log", BUILTIN.get(args.backend, args.backend),
+                              workers=args.workers)
         if not junit_path.is_file():
             raise UsageError(f"the property suite wrote no junit XML (exit {code})")
         cases = read_junit(junit_path)
+    mine = cases[cases["backend"] == str(backend.name)]
+    others = cases[cases["backend"] != str(backend.name)]
     print()
-    print(to_markdown(conformance_matrix(cases)))
+    print(to_markdown(conformance_matrix(mine)))
+    if len(others):  # the project's own example-based tests ran too; they are not about this backend
+        print(f"\n(and {len(others)} other tests of the project: "
+              f"{(others['outcome'] == 'failed').sum()} failed)")
     for test in failures(cases):
         print(f"FAILED {test}")
     return code
@@ -307,6 +315,7 @@ def parser() -> argparse.ArgumentParser:
                      help=f"measure only this backend (repeatable); built-in: {', '.join(BUILTIN)}")
     run.add_argument("--cell", action="append", metavar="CELL", help="measure only this cell (repeatable)")
     run.add_argument("--no-properties", action="store_true", help="skip the property suite")
+    run.add_argument("-n", "--workers", metavar="N", help="run the property suite on N pytest-xdist workers (or auto)")
     run.add_argument("--out-root", metavar="DIR", help=f"where run folders go (default {RUNS_DIR})")
     run.add_argument("--gradient-steps", type=int, default=60, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
@@ -328,6 +337,7 @@ def parser() -> argparse.ArgumentParser:
 
     verify = sub.add_parser("verify", help="run the property suite against one backend")
     verify.add_argument("--backend", required=True, metavar="MODULE:ATTR")
+    verify.add_argument("-n", "--workers", metavar="N", help="pytest-xdist workers (or auto)")
     verify.set_defaults(func=cmd_verify)
     return main
 
