@@ -94,8 +94,18 @@ def pytest_report_header(config):
     return lines
 
 
+def already_parametrized(metafunc, argname) -> bool:
+    """True when the test parametrizes ``argname`` itself (example-based tests choose their own backends)."""
+    for marker in metafunc.definition.iter_markers("parametrize"):
+        names = marker.args[0]
+        names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+        if argname in names:
+            return True
+    return False
+
+
 def pytest_generate_tests(metafunc):
-    if "backend" not in metafunc.fixturenames:
+    if "backend" not in metafunc.fixturenames or already_parametrized(metafunc, "backend"):
         return
     backends = selected_backends(metafunc.config)
     marker = metafunc.definition.get_closest_marker("cells")

@@ -66,8 +66,10 @@ def sizes(draw, limits: dict, cell: str, *, min_T: int = 1, max_T: Optional[int]
     I = draw(dimension(max(1, min(limits["I"], WORK_LIMIT // (G * H * B) - H))), label="I")
     T_cap = min(limits["T"], max_T if max_T is not None else limits["T"],
                 max(1, WORK_LIMIT // (G * H * B * (I + H))))
-    T = draw(st.integers(min_T, max(min_T, T_cap)) | dimension(max(min_T, T_cap)).filter(lambda t: t >= min_T),
-             label="T")
+    T_cap = max(min_T, T_cap)
+    if T_cap == min_T:
+        return min_T, B, I, H
+    T = draw(dimension(T_cap).filter(lambda t: t >= min_T) | st.integers(min_T, T_cap), label="T")
     return T, B, I, H
 
 

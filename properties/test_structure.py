@@ -1,0 +1,165 @@
+"""Family structure: what follows from the shape of the computation, not from its numbers.
+
+Batch rows are independent (permuting the batch permutes the results; a row run alone gives its
+row); T steps equal T1 steps then the rest from the carried state; T = 0 returns the initial state;
+the same call gives bit-identical results; inputs are never modified; the dtype in is the dtype
+out, and h_n, c_n are the last of hs, cs.
+
+Where two computations of the same quantity may round differently (another batch size can
+change a BLAS kernel's summation order), each is within properties.asserts' bound of the exact
+value, so they may differ by twice that bound.
+"""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from .asserts import BACKWARD_FIELDS, FORWARD_FIELDS, assert_close, assert_dtype, tolerances
+from .strategies import Problem, problems
+
+#: Problems where the bound is tight (see test_agreement); structure holds in every regime, but
+#: only a contracting one keeps "equal up to rounding" a sharp statement.
+REGIMES = ("contracting", "contracting", "pytorch_init")
+PER_ROW = {"hs": 1, "cs": 1, "gates": 1, "h_n": 0, "c_n": 0, "dx": 1, "dh0": 0, "dc0": 0}
+
+
+def rows(problem: Problem, index) -> Problem:
+    """The problem restricted to batch rows ``index`` (a permutation, or one row as a slice)."""
+    def take(a, axis):
+        return None if a is None else np.ascontiguousarray(np.take(a, index, axis=axis))
+    return replace(problem, x=take(problem.x, 1), h0=take(problem.h0, 0), c0=take(problem.c0, 0),
+                   dhs=take(problem.dhs, 1), dh_n=take(problem.dh_n, 0), dc_n=take(problem.dc_n, 0))
+
+
+def assert_fields_close(actual: dict, expected: dict, tols, context):
+    for field, e in expected.items():
+        if e is not None:
+            assert_close(field, actual[field], e, 2 * tols.for_field(field), context=context)
+
+
+def results(problem, backend) -> dict:
+    fwd = problem.forward(backend)
+    grads = problem.backward(backend, fwd)
+    out = {f: getattr(fwd, f) for f in FORWARD_FIELDS}
+    out.update({f: getattr(grads, f) for f in BACKWARD_FIELDS})
+    return out
+
+
+@given(data=st.data())
+def test_permuting_the_batch_permutes_the_results(backend, cell, dtype, data):
+    problem = data.draw(problems(backend, cell, dtype, regimes=REGIMES), label="problem")
+    B = problem.x.shape[1]
+    permutation = np.array(data.draw(st.permutations(range(B)), label="permutation"), dtype=np.intp)
+    whole = results(problem, backend)
+    permuted = results(rows(problem, permutation), backend)
+    expected = {f: (None if v is None else np.take(v, permutation, axis=PER_ROW[f]) if f in PER_ROW else v)
+                for f, v in whole.items()}
+    assert_fields_close(permuted, expected, tolerances(problem), problem.describe() + f", permutation {permutation}")
+
+
+@given(data=st.data())
+def test_a_row_run_alone_gives_its_row(backend, cell, dtype, data):
+    problem = data.draw(problems(backend, cell, dtype, regimes=REGIMES), label="problem")
+    row = data.draw(st.integers(0, problem.x.shape[1] - 1), label="row")
+    whole = problem.forward(backend)
+    alone = rows(problem, [row]).forward(backend)
+    expected = {f: (None if getattr(whole, f) is None else np.take(getattr(whole, f), [row], axis=PER_ROW[f]))
+                for f in FORWARD_FIELDS}
+    assert_fields_close({f: getattr(alone, f) for f in FORWARD_FIELDS}, expected, tolerances(problem),
+                        problem.describe() + f", row {row} alone")
+
+
+@given(data=st.data())
+def test_running_in_two_parts_equals_running_at_once(backend, cell, dtype, data):
+    problem = data.draw(problems(backend, cell, dtype, regimes=REGIMES, min_T=2), label="problem")
+    T = problem.x.shape[0]
+    split = data.draw(st.integers(1, T - 1), label="T1")
+    whole = problem.forward(backend)
+    first = replace(problem, x=np.ascontiguousarray(problem.x[:split])).forward(backend)
+    rest = replace(problem, x=np.ascontiguousarray(problem.x[split:]), h0=np.asarray(first.h_n),
+                   c0=None if first.c_n is None else np.asarray(first.c_n)).forward(backend)
+    context = problem.describe() + f", split after T1={split}"
+    tols = tolerances(problem)
+    joined = {"hs": np.concatenate([first.hs, rest.hs]), "h_n": rest.h_n, "c_n": rest.c_n,
+              "cs": None if whole.cs is None else np.concatenate([first.cs, rest.cs]),
+              "gates": np.concatenate([first.gates, rest.gates])}
+    assert_fields_close(joined, {f: getattr(whole, f) for f in FORWARD_FIELDS}, tols, context)
+
+
+@given(data=st.data())
+def test_zero_steps_return_the_initial_state(backend, cell, dtype, data):
+    problem = data.draw(problems(backend, cell, dtype, min_T=0, max_T=0), label="problem")
+    T, B, I = problem.x.shape
+    H = problem.h0.shape[1]
+    fwd = problem.forward(backend)
+    context = problem.describe()
+    assert np.shape(fwd.hs) == (0, B, H), f"hs: shape {np.shape(fwd.hs)}, expected (0, {B}, {H}); {context}"
+    np.testing.assert_array_equal(fwd.h_n, problem.h0, err_msg="h_n must equal h0 when T = 0")
+    if cell == "lstm":
+        np.testing.assert_array_equal(fwd.c_n, problem.c0, err_msg="c_n must equal c0 when T = 0")
+    grads = problem.backward(backend, fwd)
+    assert np.shape(grads.dx) == (0, B, I), f"dx: shape {np.shape(grads.dx)}, expected (0, {B}, {I}); {context}"
+    np.testing.assert_array_equal(grads.dh0, problem.dh_n, err_msg="dh0 must equal dh_n when T = 0")
+    if cell == "lstm":
+        np.testing.assert_array_equal(grads.dc0, problem.dc_n, err_msg="dc0 must equal dc_n when T = 0")
+    for field in ("dw_ih", "dw_hh", "db_ih", "db_hh"):
+        np.testing.assert_array_equal(getattr(grads, field), np.zeros_like(getattr(problem.params, field[1:])),
+                                      err_msg=f"{field} must be zero when T = 0")
+
+
+@given(data=st.data())
+def test_the_same_call_gives_bit_identical_results(backend, cell, dtype, data):
+    problem = data.draw(problems(backend, cell, dtype), label="problem")
+    first, second = results(problem, backend), results(problem, backend)
+    for field, value in first.items():
+        if value is not None:
+            np.testing.assert_array_equal(second[field], value, err_msg=f"{field} differs between two identical "
+                                                                        f"calls; {problem.describe()}")
+
+
+def snapshot(problem, fwd=None):
+    arrays = {"x": problem.x, "h0": problem.h0, "c0": problem.c0, "dhs": problem.dhs, "dh_n": problem.dh_n,
+              "dc_n": problem.dc_n, **{f"params.{k}": v for k, v in problem.params._asdict().items()}}
+    if fwd is not None:
+        arrays.update({f"fwd.{f}": getattr(fwd, f) for f in FORWARD_FIELDS})
+    return {k: np.array(v, copy=True) for k, v in arrays.items() if v is not None}
+
+
+@given(data=st.data())
+def test_inputs_are_not_modified(backend, cell, dtype, data):
+    problem = data.draw(problems(backend, cell, dtype), label="problem")
+    before = snapshot(problem)
+    fwd = problem.forward(backend)
+    after_forward = snapshot(problem, fwd)
+    problem.backward(backend, fwd)
+    for name, value in snapshot(problem, fwd).items():
+        reference_value = before.get(name, after_forward[name])
+        np.testing.assert_array_equal(value, reference_value,
+                                      err_msg=f"{name} was modified by forward or backward; {problem.describe()}")
+
+
+@given(data=st.data())
+def test_dtypes_shapes_and_last_states(backend, cell, dtype, data):
+    problem = data.draw(problems(backend, cell, dtype), label="problem")
+    T, B, I = problem.x.shape
+    H, G = problem.h0.shape[1], problem.params.w_hh.shape[0] // problem.h0.shape[1]
+    fwd = problem.forward(backend)
+    grads = problem.backward(backend, fwd)
+    context = problem.describe()
+    lstm = cell == "lstm"
+    expected_shapes = {"hs": (T, B, H), "h_n": (B, H), "c_n": (B, H) if lstm else None,
+                       "cs": (T, B, H) if lstm else None, "gates": (T, B, G * H), "dx": (T, B, I), "dh0": (B, H),
+                       "dc0": (B, H) if lstm else None, "dw_ih": (G * H, I), "dw_hh": (G * H, H),
+                       "db_ih": (G * H,), "db_hh": (G * H,)}
+    for field, shape in expected_shapes.items():
+        value = getattr(fwd if field in FORWARD_FIELDS else grads, field)
+        if shape is None:
+            assert value is None, f"{field}: expected None for {cell}; got {type(value).__name__}; {context}"
+            continue
+        assert_dtype(field, value, dtype, context=context)
+        assert np.shape(value) == shape, f"{field}: shape {np.shape(value)}, expected {shape}; {context}"
+    np.testing.assert_array_equal(fwd.h_n, np.asarray(fwd.hs)[-1], err_msg=f"h_n must be hs[-1]; {context}")
+    if lstm:
+        np.testing.assert_array_equal(fwd.c_n, np.asarray(fwd.cs)[-1], err_msg=f"c_n must be cs[-1]; {context}")
