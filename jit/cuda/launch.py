@@ -8,7 +8,11 @@ suite draws there cross tile boundaries, so every bounds check and tail is exerc
 import contextlib
 import os
 import sys
+import threading
+import traceback
 from typing import NamedTuple
+
+import numpy as np
 
 from numba import cuda
 from numba.cuda import config as cuda_config
@@ -68,6 +72,36 @@ def _simulator_switch_interval():
         yield
     finally:
         sys.setswitchinterval(previous)
+
+
+# The simulator's cuda.shared.array (FakeCUDAShared.array, numba-cuda 0.30) looks up the block's
+# array for the declaring line in a dict and creates it when missing, without a lock. Two simulated
+# threads of a block can both find it missing and each keep a private "shared" array: writes of one
+# are then invisible to the other, and results come out wrong now and then (seen as flaky property
+# failures; the short switch interval above makes it frequent). The same lookup under a lock fixes
+# it; on a GPU nothing is patched.
+_SHARED_ARRAY_LOCK = threading.Lock()
+
+
+def _simulated_shared_array_with_lock(self, shape, dtype, alignment=None):
+    """FakeCUDAShared.array, keyed the same way (the declaring file and line), made thread-safe."""
+    if shape == 0 or alignment is not None:  # dynamic shared memory, or unsupported: the simulator's own path
+        return _SIMULATOR_SHARED_ARRAY(self, shape, dtype, alignment)
+    declared_at = tuple(traceback.extract_stack(sys._getframe(1), limit=1)[0][0:2])
+    if not isinstance(dtype, np.dtype) and not isinstance(dtype, type):
+        from numba.np import numpy_support
+        dtype = numpy_support.as_dtype(dtype)
+    with _SHARED_ARRAY_LOCK:
+        found = self._allocations.get(declared_at)
+        if found is None:
+            found = self._allocations[declared_at] = np.empty(shape, dtype)
+    return found
+
+
+if SIMULATOR:
+    from numba.cuda.simulator import kernelapi as _simulator_api
+    _SIMULATOR_SHARED_ARRAY = _simulator_api.FakeCUDAShared.array
+    _simulator_api.FakeCUDAShared.array = _simulated_shared_array_with_lock
 
 
 class LaunchError(RuntimeError):
