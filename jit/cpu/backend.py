@@ -237,8 +237,8 @@ def _forward(cell, params, x, h0, c0, training, shapes, n_threads):
 # ---- backward ------------------------------------------------------------------------------
 
 def previous_hidden(hs, h0):
-    """h_{t-1} for every t, (T, B, H): h0 then hs[:-1]."""
-    return np.concatenate([h0[None], hs[:-1]], axis=0)
+    """h_{t-1} for every t, (T, B, H): h0 then hs[:-1] (empty when T = 0)."""
+    return np.concatenate([h0[None], hs[:-1]], axis=0)[:hs.shape[0]]
 
 
 def gru_hidden_terms(fwd, h0, w_hh, b_hh, H, n_threads):
@@ -258,7 +258,7 @@ def param_grads(da, inputs, n_threads):
     """
     T, B, GH = da.shape
     da2 = da.reshape(T * B, GH)
-    return matmul_rows(da2.T, inputs.reshape(T * B, -1), n_threads), da2.sum(axis=0)
+    return matmul_rows(da2.T, inputs.reshape(T * B, inputs.shape[2]), n_threads), da2.sum(axis=0)
 
 
 def transposed(w):
