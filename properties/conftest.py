@@ -32,7 +32,7 @@ from .backends import available, load_backend
 PROFILES = {
     # ci: reproducible (derandomize: the same examples on every run and machine), no deadline (Numba
     # compiles on first call), and enough examples that every mutant in properties/mutants is rejected.
-    "ci": dict(max_examples=12, derandomize=True, database=None),
+    "ci": dict(max_examples=5, derandomize=True, database=None),
     # dev: fresh random examples each run, remembered in .hypothesis/ so that a failure replays first.
     "dev": dict(max_examples=40),
     # thorough: a night's run; targeted phases push toward the largest error/tolerance ratios.
@@ -92,6 +92,17 @@ def pytest_report_header(config):
         if limits or examples:
             lines.append(f"cellbench: {name} declares max_test_sizes={limits}, max_test_examples={examples}")
     return lines
+
+
+def pytest_collection_modifyitems(config, items):
+    """With an explicit backend, leave out suite_power: it checks the suite itself (on its own
+    mutants), not the backend being verified."""
+    if not (config.getoption("--backend") or os.environ.get("CELLBENCH_BACKEND")):
+        return
+    kept = [item for item in items if item.get_closest_marker("suite_power") is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("suite_power")])
+        items[:] = kept
 
 
 def already_parametrized(metafunc, argname) -> bool:

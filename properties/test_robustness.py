@@ -9,7 +9,7 @@
 """
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from .conditioning import conditioning
@@ -41,6 +41,12 @@ def test_huge_finite_inputs_give_finite_outputs(backend, cell, dtype, data):
                                  f"{problem.describe()}, |x| ≤ {float(np.abs(problem.x).max()):.3g}")
 
 
+#: Malformed calls fail before any computation, so they cost about a millisecond each: this
+#: property affords five times the profile's examples, to reach every defect in every argument.
+MALFORMED_EXAMPLES_FACTOR = 5
+
+
+@settings(max_examples=settings.default.max_examples * MALFORMED_EXAMPLES_FACTOR)
 @given(data=st.data())
 def test_malformed_arguments_raise_type_or_value_error(backend, cell, dtype, data):
     which, args, problem, defect = data.draw(malformed_calls(backend, cell, dtype), label="malformed call")

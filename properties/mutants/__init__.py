@@ -1,0 +1,31 @@
+"""Deliberately broken backends, each carrying one realistic kernel bug, and the correct
+independent backend they are built from (properties.mutants.independent).
+
+Each is a backend spec ``properties.mutants:NAME``; properties/test_suite_power.py runs the
+whole property suite against each through ``--backend`` and requires every mutant to be
+rejected and the independent backend to pass, so the suite's power cannot drop silently.
+"""
+from .independent import IndependentCells
+
+#: name -> the bug it carries (the property family expected to catch it first, in brackets).
+MUTANTS = {
+    "swapped_gates": "lstm's i and f blocks (gru's r and z) read in the wrong order [agreement]",
+    "dropped_bias": "b_hh left out of the recurrent pre-activation [agreement]",
+    "missing_forget_factor": "lstm backward: dc_{t-1} = dc_t, the factor f_t forgotten [agreement, gradient_flow]",
+    "hidden_tail": "an 8-wide kernel leaves the last H % 8 units unprocessed [agreement]",
+    "batch_tail": "a 4-row kernel leaves the last B % 4 rows unprocessed [agreement, structure]",
+    "time_off_by_one": "backward's time loop stops before step 0 [agreement]",
+    "unstable_sigmoid": "σ(a) = e^a/(1 + e^a): inf/inf = NaN for large a [robustness]",
+    "float16_recurrent_product": "W_hh h computed in float16 [agreement]",
+    "downcast_float64": "float64 inputs computed in float32 and cast back [agreement]",
+    "overwritten_weight_gradient": "dW_hh assigned instead of accumulated over time [agreement]",
+    "stale_h_n": "h_n taken from the state before the last step [structure, agreement]",
+    "inplace_state": "h0 used as the state buffer, overwritten [structure]",
+    "upcast_output": "float32 in, float64 out [structure, agreement]",
+    "no_finite_check": "NaN and inf accepted instead of a ValueError [robustness]",
+    "gru_reset_before_product": "gru computed as gru_classic, the reset gate before W_hn [agreement]",
+}
+
+independent = IndependentCells()
+for _name in MUTANTS:
+    globals()[_name] = IndependentCells(name=f"mutant.{_name}", bug=_name)

@@ -1,0 +1,78 @@
+"""The suite's own power: every deliberately broken backend in properties.mutants is rejected by
+the property suite run through ``--backend`` (ci profile), and the independent correct one passes.
+
+Each run is a subprocess, ``python -m pytest <family files> -x --backend properties.mutants:NAME``,
+so it sees exactly what a user's run sees. The family files are listed explicitly and
+``-m "not suite_power"`` is passed, so a run never recurses into this file. Two runs at a time
+(the CI machine has 2 cores); a mutant's run lists the family expected to catch it first, which
+only saves time: every family runs until the first failure.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from .mutants import MUTANTS
+
+PROPERTIES = Path(__file__).resolve().parent
+FAMILY_FILES = ["test_agreement.py", "test_structure.py", "test_robustness.py", "test_gate_ranges.py",
+                "test_gru_bounds.py", "test_gradient_flow.py"]
+#: Where a mutant's bug shows first (the rest still run, in order, until a failure).
+FIRST_FAMILY = {"unstable_sigmoid": "test_robustness.py", "no_finite_check": "test_robustness.py",
+                "stale_h_n": "test_structure.py", "inplace_state": "test_structure.py",
+                "upcast_output": "test_structure.py"}
+RUN_TIMEOUT_S = 300
+
+
+def run_suite(spec: str, first_family: str = "test_agreement.py") -> dict:
+    """Run the property suite against ``spec``; returns its exit code, junit counts and output tail."""
+    files = [first_family] + [f for f in FAMILY_FILES if f != first_family]
+    env = {k: v for k, v in os.environ.items() if k not in ("CELLBENCH_BACKEND", "PYTEST_ADDOPTS")}
+    env["CELLBENCH_PROFILE"] = "ci"
+    with tempfile.TemporaryDirectory() as tmp:
+        junit = Path(tmp) / "junit.xml"
+        command = [sys.executable, "-m", "pytest", *(str(PROPERTIES / f) for f in files), "-x", "-q",
+                   "-p", "no:cacheprovider", "-m", "not suite_power", "--backend", spec, f"--junitxml={junit}"]
+        proc = subprocess.run(command, cwd=PROPERTIES.parent, env=env, capture_output=True, text=True,
+                              timeout=RUN_TIMEOUT_S)
+        counts = {"tests": 0, "failures": 0, "errors": 0}
+        if junit.exists():
+            for suite in ET.parse(junit).getroot().iter("testsuite"):
+                for key in counts:
+                    counts[key] += int(suite.get(key, 0))
+    return {"returncode": proc.returncode, **counts, "tail": (proc.stdout + proc.stderr)[-3000:]}
+
+
+@pytest.fixture(scope="module")
+def suite_runs():
+    """Every run, started at once on two workers: {spec: future of run_suite's dict}."""
+    pool = ThreadPoolExecutor(max_workers=2)
+    runs = {"properties.mutants:independent": pool.submit(run_suite, "properties.mutants:independent")}
+    for name in sorted(MUTANTS, key=lambda n: n not in FIRST_FAMILY):  # the slower ones first
+        spec = f"properties.mutants:{name}"
+        runs[spec] = pool.submit(run_suite, spec, FIRST_FAMILY.get(name, "test_agreement.py"))
+    yield runs
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+@pytest.mark.suite_power
+def test_the_independent_correct_backend_passes(suite_runs):
+    run = suite_runs["properties.mutants:independent"].result()
+    assert run["returncode"] == 0 and run["failures"] == 0 and run["errors"] == 0 and run["tests"] > 0, (
+        f"the independent correct backend must pass the whole suite; got exit code {run['returncode']}, "
+        f"{run['failures']} failures, {run['errors']} errors:\n{run['tail']}")
+
+
+@pytest.mark.suite_power
+@pytest.mark.parametrize("mutant", sorted(MUTANTS))
+def test_every_broken_backend_is_rejected(suite_runs, mutant):
+    run = suite_runs[f"properties.mutants:{mutant}"].result()
+    # Exit code 1 is "tests failed"; 2-4 would be an interrupted run or a usage error, not a rejection.
+    assert run["returncode"] == 1 and run["failures"] >= 1, (
+        f"mutant {mutant} ({MUTANTS[mutant]}) was not rejected: exit code {run['returncode']}, "
+        f"{run['failures']} failures in {run['tests']} tests:\n{run['tail']}")
