@@ -32,6 +32,12 @@ cells = frozenset(CELLS)
 #: should draw. Under the simulator every thread is a Python thread, so shapes stay tiny
 #: (still past the simulator's tiles: see jit.cuda.launch); on a GPU there is no limit.
 max_test_sizes = {"T": 4, "B": 3, "I": 5, "H": 7} if SIMULATOR else None
+#: And at most this many Hypothesis examples per property under the simulator. Measured for the
+#: suite against jit.cuda alone on the 2-core CI machine (busy with other jobs, load ~5): the ci
+#: profile's 12 took 3.6 CPU-minutes (6 min wall); 6 took 20 CPU-s but draws only the smallest
+#: shapes; 8 takes 75 CPU-s (under 3 min wall there) and reaches the shapes that cross tiles.
+#: Tile edges are also covered deterministically by properties/test_jit_cuda.py.
+max_test_examples = 8 if SIMULATOR else None
 #: True when the kernels run on the CUDA simulator: results are exact, timings mean nothing
 #: (reports.backends leaves such a backend out of every benchmark).
 simulated = SIMULATOR
