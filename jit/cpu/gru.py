@@ -4,8 +4,9 @@
     gru:          n = tanh(W_in x + b_in + r⊙(W_hn h + b_hn))      (reset after the product)
     gru_classic:  n = tanh(W_in x + b_in + W_hn (r⊙h) + b_hn)      (reset before the product)
 
-Same layout as jit.cpu.lstm. gru keeps hn = W_hn h + b_hn per step for backward (it is not
-among the contract's gates); gru_classic needs two products per step, the second on r⊙h.
+Same layout as jit.cpu.lstm, error_model="numpy" included (why: see there). gru keeps
+hn = W_hn h + b_hn per step for backward (it is not among the contract's gates);
+gru_classic needs two products per step, the second on r⊙h.
 """
 import numpy as np
 from numba import njit
@@ -15,7 +16,7 @@ from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad, typed_like
 from .products import times_transposed
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0, small, training, hs, gates, hns, h_n, b0, b1):
     """Fill hs (T, B, H), h_n; with training also gates (T, B, 3H) and hns (T, B, H).
 
@@ -45,7 +46,7 @@ def gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0, small, training, hs, gates, hns
     h_n[b0:b1] = h
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def gru_backward_kernel(w_hh_t, h0, hs, gates, hns, dhs, dh_n, small, da_x, da_h, dh0, b0, b1):
     """Fill da_x (T, B, 3H) = ∂L/∂(W_ih x + b_ih), da_h (T, B, 3H) = ∂L/∂(W_hh h + b_hh), dh0.
 
@@ -81,7 +82,7 @@ def gru_backward_kernel(w_hh_t, h0, hs, gates, hns, dhs, dh_n, small, da_x, da_h
     dh0[b0:b1] = dh
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def gru_classic_forward_kernel(xw, w_hrz, w_hn, b_ih, b_hh, h0, small, training, hs, gates,
                                h_n, b0, b1):
     """Fill hs (T, B, H), h_n; with training also gates (T, B, 3H).
@@ -122,7 +123,7 @@ def gru_classic_forward_kernel(xw, w_hrz, w_hn, b_ih, b_hh, h0, small, training,
     h_n[b0:b1] = h
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def gru_classic_backward_kernel(w_hrz_t, w_hn_t, h0, hs, gates, dhs, dh_n, small, da, rhs, dh0, b0, b1):
     """Fill da (T, B, 3H) = ∂L/∂(pre-activations) (the same for the W_ih and W_hh sides),
     rhs (T, B, H) = r⊙h_prev (what W_hn multiplied, for its gradient) and dh0.

