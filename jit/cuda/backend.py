@@ -34,8 +34,9 @@ cells = frozenset(CELLS)
 max_test_sizes = {"T": 4, "B": 3, "I": 5, "H": 7} if SIMULATOR else None
 #: And at most this many Hypothesis examples per property under the simulator. Measured for the
 #: suite against jit.cuda alone on the 2-core CI machine (busy with other jobs, load ~5): the ci
-#: profile's 12 took 3.6 CPU-minutes (6 min wall); 6 took 20 CPU-s but draws only the smallest
-#: shapes; 8 takes 75 CPU-s (under 3 min wall there) and reaches the shapes that cross tiles.
+#: profile's 12 took 3.6 CPU-minutes (6 min wall); 6 took 20 CPU-s, ~0.03 s an example, so only
+#: the tiniest shapes; 8 take 75 CPU-s (under 3 min wall there): the 7th and 8th examples cost
+#: ~0.6 s each, what one call near the size limits costs.
 #: Tile edges are also covered deterministically by properties/test_jit_cuda.py.
 max_test_examples = 8 if SIMULATOR else None
 #: True when the kernels run on the CUDA simulator: results are exact, timings mean nothing
