@@ -278,8 +278,13 @@ def write_report(results_path, out_dir, properties_junit=None):
     table = comparison(rows)
     lines = [f"# jit.cuda vs cuDNN on {', '.join(devices)}", ""]
     counts = junit_counts(properties_junit)
-    props = ("property suite against jit.cuda on this device: "
-             + (f"{counts[0]} passed, {counts[1]} failed, {counts[2]} skipped" if counts else "not run"))
+    if counts:
+        outcome = f"{counts[0]} passed, {counts[1]} failed, {counts[2]} skipped"
+    elif properties_junit:
+        outcome = f"no result in {properties_junit} (timed out or crashed: see properties.log)"
+    else:
+        outcome = "not run"
+    props = f"property suite against jit.cuda on this device: {outcome}"
     lines += [props, ""]
     if simulated:
         # Simulator timings measure Python threads, not a GPU: never shown, never quoted.
