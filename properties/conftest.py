@@ -19,6 +19,7 @@ A slow backend may declare ``max_test_sizes`` (see properties.strategies) and ``
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -158,6 +159,7 @@ def pytest_runtest_call(item):
         item.obj._hypothesis_internal_use_settings = settings(
             saved_settings, max_examples=min(saved_settings.max_examples, int(cap)))
 
+    @functools.wraps(inner)
     def counted(*args, **kwargs):
         item.stash[EXAMPLES] += 1
         return inner(*args, **kwargs)

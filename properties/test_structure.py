@@ -162,4 +162,7 @@ def test_dtypes_shapes_and_last_states(backend, cell, dtype, data):
         assert np.shape(value) == shape, f"{field}: shape {np.shape(value)}, expected {shape}; {context}"
     np.testing.assert_array_equal(fwd.h_n, np.asarray(fwd.hs)[-1], err_msg=f"h_n must be hs[-1]; {context}")
     if lstm:
-        np.testing.assert_array_equal(fwd.c_n, np.asarray(fwd.cs)[-1], err_msg=f"c_n must be cs[-1]; {context}")
+        # c_n and cs[-1] are the same state; a backend that rebuilds cs from its gates (torch
+        # does) may round it differently: each is within the state bound of the exact value.
+        assert_close("c_n vs cs[-1]", fwd.c_n, np.asarray(fwd.cs)[-1], 2 * tolerances(problem).state,
+                     context=context)
