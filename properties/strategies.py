@@ -42,10 +42,13 @@ AWKWARD_SIZES = (1, 2, 3, 5, 7, 9, 15, 17, 31, 33, 63, 65, 127, 129, 255, 257)
 REGIMES = ("pytorch_init", "contracting", "wide", "saturating")
 
 
-def limits_for(backend) -> dict:
-    """SIZE_LIMITS lowered by the backend's optional ``max_test_sizes`` (None or missing: no change)."""
+def limits_for(backend, cap: Optional[dict] = None) -> dict:
+    """SIZE_LIMITS lowered by the backend's optional ``max_test_sizes`` (None or missing: no change)
+    and by a property's own ``cap``."""
     declared = getattr(backend, "max_test_sizes", None) or {}
-    return {dim: max(1, min(limit, int(declared.get(dim, limit)))) for dim, limit in SIZE_LIMITS.items()}
+    cap = cap or {}
+    return {dim: max(1, min(limit, int(declared.get(dim, limit)), int(cap.get(dim, limit))))
+            for dim, limit in SIZE_LIMITS.items()}
 
 
 def dimension(limit: int) -> st.SearchStrategy[int]:
@@ -171,13 +174,13 @@ X_SCALES = (1.0, 0.0, 1e-6, 1e-2, 10.0, 1e3)
 @st.composite
 def problems(draw, backend, cell: str, dtype, *, regimes=REGIMES, x_scales=X_SCALES, min_T: int = 1,
              max_T: Optional[int] = None, limits: Optional[dict] = None):
-    """A Problem for ``cell`` in ``dtype``, sized within the backend's limits.
+    """A Problem for ``cell`` in ``dtype``, sized within the backend's limits and ``limits`` (a property's cap).
 
     Input magnitudes go from 0 and tiny to huge (x_scales); h0 and c0 from zero to beyond the
     states' range; upstream gradients are unit normal.
     """
     dtype = np.dtype(dtype)
-    T, B, I, H = draw(sizes(limits or limits_for(backend), cell, min_T=min_T, max_T=max_T))
+    T, B, I, H = draw(sizes(limits_for(backend, limits), cell, min_T=min_T, max_T=max_T), label="T, B, I, H")
     regime = draw(st.sampled_from(regimes), label="regime")
     x_scale = draw(st.sampled_from(x_scales), label="x scale")
     state_scale = draw(st.sampled_from((0.5, 0.0, 1.0, 3.0)), label="h0/c0 scale")
@@ -210,7 +213,7 @@ def malformed_calls(draw, backend, cell: str, dtype):
     of the wrong ndim or dtype come from hypothesis.extra.numpy.
     """
     problem = draw(problems(backend, cell, dtype, regimes=("pytorch_init",), x_scales=(1.0,),
-                            limits={"T": 4, "B": 3, "I": 4, "H": 5}))
+                            limits={"T": 4, "B": 3, "I": 4, "H": 5}), label="well-formed problem")
     which = draw(st.sampled_from(("forward", "backward")), label="call")
     defect = draw(st.sampled_from(DEFECTS), label="defect")
     args = {"params": problem.params, "x": problem.x, "h0": problem.h0, "c0": problem.c0}
