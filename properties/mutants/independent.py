@@ -31,6 +31,9 @@ class IndependentCells:
         self.bug = bug
         self.cells = frozenset(GATES)
 
+    def __repr__(self):
+        return f"IndependentCells(name={self.name!r}, bug={self.bug!r})"
+
     # ----- input checks ------------------------------------------------------------------------
 
     def _check(self, cell, params, x, h0, c0, extra=()):
