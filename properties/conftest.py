@@ -66,7 +66,9 @@ def pytest_configure(config):
         raise pytest.UsageError(f"CELLBENCH_PROFILE: expected one of {', '.join(PROFILES)}; got {profile!r}")
     settings.load_profile(profile)
     config.cellbench_profile = profile
-    config.cellbench_backends = None  # loaded on first use (collection), so errors show up as usage errors
+    config.cellbench_backends = None
+    if config.getoption("--backend") or os.environ.get("CELLBENCH_BACKEND"):
+        selected_backends(config)  # a bad spec is a usage error, reported before anything runs
 
 
 def selected_backends(config) -> dict:
