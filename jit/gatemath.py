@@ -48,6 +48,8 @@ def sigmoid(a):
     e = math.exp(-abs(a))
     s = one / (one + e)
     return s if a >= 0 else e * s
+
+
 @register_jitable
 def sigmoid_grad(s):
     """σ'(a) from s = σ(a); twin of reference.activations.sigmoid_grad."""
@@ -83,12 +85,15 @@ def tanh(a):
     m = abs(a)
     e = math.exp(typed_like(a, -2.0) * m)
     from_exp = (one - e) / (one + e)
-    m2 = m * m
+    m_series = min(m, typed_like(a, TANH_SERIES_BELOW))  # the series is only used below 1/4:
+    m2 = m_series * m_series  # clamping keeps m² from overflowing (and warning) for huge a
     series = typed_like(a, TANH_TAYLOR[10])
     for k in range(9, -1, -1):
         series = series * m2 + typed_like(a, TANH_TAYLOR[k])
     t = m * series if m < typed_like(a, TANH_SERIES_BELOW) else from_exp
     return t if a >= 0 else -t
+
+
 @register_jitable
 def tanh_grad(t):
     """tanh'(a) from t = tanh(a); twin of reference.activations.tanh_grad."""
