@@ -17,3 +17,10 @@ def nvidia_driver_present() -> bool:
 
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not nvidia_driver_present():
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
+
+def pytest_addoption(parser):
+    # Imported here, after the simulator switch above, and only for its option list.
+    from properties.conftest import add_options
+
+    add_options(parser)

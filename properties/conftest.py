@@ -49,7 +49,10 @@ for profile_name, profile in PROFILES.items():
 DTYPE_IDS = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
 
 
-def pytest_addoption(parser):
+def add_options(parser):
+    """The suite's options; the repo-root conftest.py registers them, so that `pytest --backend X`
+    works from the root without naming this folder (pytest parses options before it collects
+    this file)."""
     group = parser.getgroup("cellbench", "cellbench property suite")
     group.addoption("--backend", default=None, metavar="MODULE:ATTR",
                     help="check this backend only (also CELLBENCH_BACKEND); default: every built-in one")
