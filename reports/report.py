@@ -142,11 +142,17 @@ def build_sections(df, out: Path, junit=None, gradient_flow=None, notes=()):
                             "steady-state median of the same benchmark.", first))
 
     if junit is not None:
-        matrix = conformance_matrix(junit)
+        labelled = junit[junit["backend"] != "(unlabelled)"]
+        others = junit[junit["backend"] == "(unlabelled)"]
+        matrix = conformance_matrix(labelled if len(labelled) else junit)
         junit.to_csv(out / "conformance_cases.csv", index=False)
         matrix.to_csv(out / "conformance.csv", index=False)
         failed = failures(junit)
         text = "From the property suite's junit XML: passed/run testcases and Hypothesis examples tried."
+        if len(labelled) and len(others):  # example-based tests not tied to one backend: one line
+            counts = others["outcome"].value_counts()
+            text += (f" Other tests (example-based, not tied to a backend): {counts.get('passed', 0)} passed, "
+                     f"{counts.get('failed', 0)} failed, {counts.get('skipped', 0)} skipped.")
         if failed:
             text += " Failed: " + "; ".join(failed[:10]) + (" …" if len(failed) > 10 else "")
         sections.append(Section("Conformance: backend × property family", text, matrix))
