@@ -308,3 +308,30 @@ def test_gate_math_is_accurate_stable_and_keeps_the_dtype(dtype):
         worst = int(np.argmax(np.abs(got - true) / scale))
         assert np.abs(got - true)[worst] <= bound * scale[worst], \
             f"{name}({a[worst]!r}) = {got[worst]!r}, expected {true[worst]!r}"
+
+
+def test_kernels_built_from_other_shared_sources_are_dropped(tmp_path):
+    """Numba checks only the defining file's stamp; an edit to gatemath.py must still recompile."""
+    from jit.cpu.cache import STAMP_FILE, drop_stale_kernels, shared_sources_stamp
+
+    shared = tmp_path / "gatemath.py"
+    shared.write_text("def sigmoid(a): ...\n")
+    cache = tmp_path / "cache" / "sub"
+    cache.mkdir(parents=True)
+    kernel_files = [cache / "lstm.lstm_forward_kernel-19.py311.nbi", cache / "lstm.lstm_forward_kernel-19.py311.1.nbc"]
+    for f in kernel_files:
+        f.write_bytes(b"compiled")
+    other = cache / "lstm.cpython-311.pyc"
+    other.write_bytes(b"bytecode")
+    root = tmp_path / "cache"
+
+    assert drop_stale_kernels(str(root), shared_sources_stamp([str(shared)]))  # no stamp yet: dropped
+    assert not any(f.exists() for f in kernel_files) and other.exists()
+    for f in kernel_files:
+        f.write_bytes(b"compiled")
+    assert not drop_stale_kernels(str(root), shared_sources_stamp([str(shared)]))  # same sources: kept
+    assert all(f.exists() for f in kernel_files)
+    shared.write_text("def sigmoid(a): return 0.5\n")  # an edit to the shared math
+    assert drop_stale_kernels(str(root), shared_sources_stamp([str(shared)]))
+    assert not any(f.exists() for f in kernel_files)
+    assert (root / STAMP_FILE).read_text().strip() == shared_sources_stamp([str(shared)])

@@ -7,12 +7,47 @@ that fails, so before any kernel is defined we point NUMBA_CACHE_DIR at a writab
 This must run before the kernel modules are imported: Numba picks each function's cache
 location when @njit(cache=True) decorates it.
 """
+import glob
+import hashlib
 import os
 import tempfile
 
 import numba
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+#: Files whose functions the kernels inline. Numba checks only the stamp of the file that
+#: defines a cached kernel, so an edit here would otherwise leave stale machine code in use.
+SHARED_SOURCES = (os.path.join(PACKAGE_DIR, "..", "gatemath.py"), os.path.join(PACKAGE_DIR, "products.py"))
+STAMP_FILE = "cellbench-shared-sources.sha256"
+
+
+def shared_sources_stamp(paths=SHARED_SOURCES) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()
+
+
+def drop_stale_kernels(cache_dir: str, stamp: str) -> bool:
+    """Delete the compiled kernels in ``cache_dir`` if they were built from other shared sources.
+
+    Returns True when it deleted them. Only Numba's index and data files (*.nbi, *.nbc) go.
+    """
+    stamp_path = os.path.join(cache_dir, STAMP_FILE)
+    try:
+        with open(stamp_path) as f:
+            if f.read().strip() == stamp:
+                return False
+    except OSError:
+        pass
+    for pattern in ("*.nbi", "*.nbc"):
+        for path in glob.glob(os.path.join(cache_dir, "**", pattern), recursive=True):
+            os.remove(path)
+    with open(stamp_path, "w") as f:
+        f.write(stamp + "\n")
+    return True
 
 
 def is_writable_dir(path: str) -> bool:
@@ -44,15 +79,19 @@ def ensure_writable_cache_dir() -> str:
 
     An explicit NUMBA_CACHE_DIR wins; else the in-tree __pycache__ if writable; else the
     fallback, set both in the environment (for child processes) and in numba.config (for
-    this one, whose config was read when numba was imported).
+    this one, whose config was read when numba was imported). In the folders cellbench
+    chooses, kernels built from other shared sources (SHARED_SOURCES) are dropped first; a
+    folder the user chose is left as it is (it may hold other projects' kernels).
     """
     if numba.config.CACHE_DIR:
         return numba.config.CACHE_DIR
     in_tree = os.path.join(PACKAGE_DIR, "__pycache__")
     if is_writable_dir(in_tree):
+        drop_stale_kernels(in_tree, shared_sources_stamp())
         return in_tree
     chosen = fallback_cache_dir()
     os.makedirs(chosen, exist_ok=True)
+    drop_stale_kernels(chosen, shared_sources_stamp())
     os.environ["NUMBA_CACHE_DIR"] = chosen
     numba.config.CACHE_DIR = chosen
     return chosen
