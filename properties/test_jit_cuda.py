@@ -16,6 +16,7 @@ import pytest
 
 import reference
 from reference.contract import CELLS
+from reports.cli import child_environment
 
 cuda_backend = pytest.importorskip("jit.cuda").backend
 if not cuda_backend.available():
@@ -238,7 +239,8 @@ def test_gpu_check_script_refuses_without_an_out_dir():
 def test_gpu_bench_dry_run_under_the_simulator_writes_json_and_a_report_without_timings(tmp_path):
     """The benchmark's machinery end to end on the tiny config: JSON, report, summary; simulated
     timings are measured by pytest-benchmark but never shown in the report."""
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", CELLBENCH_GPU_CONFIGS="tiny", CELLBENCH_GPU_CELLS="lstm")
+    # child_environment: under an xdist worker, pytest-benchmark in the child would disable itself.
+    env = dict(child_environment(), NUMBA_ENABLE_CUDASIM="1", CELLBENCH_GPU_CONFIGS="tiny", CELLBENCH_GPU_CELLS="lstm")
     results = tmp_path / "gpu_bench.json"
     run = subprocess.run([sys.executable, "-m", "pytest", "reports/gpu_bench.py", "-q", "-p", "no:cacheprovider",
                           f"--benchmark-json={results}", "--benchmark-min-rounds=1", "--benchmark-max-time=0",

@@ -48,8 +48,15 @@ def properties_dir() -> Path:
     return Path(next(iter(properties.__path__))).resolve()  # __path__: also right for an editable namespace
 
 
+def child_environment(env=None) -> dict:
+    """The environment for a child pytest session: without an enclosing xdist worker's variables,
+    which would make pytest-benchmark in the child believe it runs under xdist and disable itself."""
+    return {k: v for k, v in (os.environ if env is None else env).items() if not k.startswith("PYTEST_XDIST_")}
+
+
 def stream(command, log_path: Path, env=None, render=lambda line: line.rstrip() or None) -> int:
     """Run command, write all its output to log_path, echo what `render` makes of each line; return its exit code."""
+    env = child_environment(env)
     with open(log_path, "w", encoding="utf-8") as log:
         # the caller's working directory: `python -m pytest` puts it on sys.path, so a backend
         # module of the user's (--backend mymod:backend) imports there as it does here
