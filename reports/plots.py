@@ -59,12 +59,8 @@ def scaling_plot(rows, axis: str, path: Path):
         ax.set_ylabel("median time per call (ms)")
         ax.set_title(f"{cell} {dtype}: time vs {axis}" + (f"\n{machine}" if rows["machine"].nunique() > 1 else ""),
                      fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+        finish_axes(ax)
+    return save(fig, path)
 
 
 def gradient_flow_plot(table, path: Path):
@@ -78,8 +74,17 @@ def gradient_flow_plot(table, path: Path):
     ax.set_xlabel("k (steps back from the last)")
     ax.set_ylabel(r"$\|\partial L/\partial h_{T-k}\| \,/\, \|\partial L/\partial h_T\|$")
     ax.set_title("Gradient flow through time (reference, float64)", fontsize=10)
+    finish_axes(ax)
+    return save(fig, path)
+
+
+def finish_axes(ax):
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
+
+
+def save(fig, path: Path):
+    """Write the figure as PNG and free it (pyplot keeps every open figure alive)."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
