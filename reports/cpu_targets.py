@@ -5,8 +5,8 @@
 
 For each cell, config and mode, both implementations run on the same float32 weights and
 time-major inputs in the same process, interleaved (jit, torch, jit, torch, ...) so they
-share the machine's drift, with torch.set_num_threads equal to Numba's thread count. The
-machine's fp32 GEMM rate is measured in the same run with a 2048² numpy matmul.
+share the machine's drift, with torch.set_num_threads equal to Numba's thread count (read
+without launching Numba's threading layer: see jit.cpu.backend.pool_threads). The machine's fp32 GEMM rate is measured in the same run with a 2048² numpy matmul.
 
 FLOPs counted (the matrix products only; the pointwise work is O(T·B·G·H), negligible next
 to them for I = H ≥ 64):
@@ -22,7 +22,6 @@ import json
 import statistics
 import time
 
-import numba
 import numpy as np
 
 import reference
@@ -121,7 +120,8 @@ def measure(cell, config, mode, repeats=7, gemm_flops=None, statistic="median") 
     is the machine's GEMM rate (FLOP/s); measured here when not given.
     """
     import torch
-    threads = numba.get_num_threads()
+    from jit.cpu.backend import pool_threads
+    threads = pool_threads()
     torch.set_num_threads(threads)
     gemm_flops = gemm_flops or gemm_rate()
     run_jit, run_torch = _runners(cell, config, mode)
@@ -177,10 +177,11 @@ def main(argv=None):
                         help="how the repeats are summarised (min on a machine shared with other work)")
     parser.add_argument("--json", metavar="OUT", help="also write the rows and the machine's GEMM rate")
     args = parser.parse_args(argv)
+    from jit.cpu.backend import pool_threads
 
     rate = gemm_rate()
     print(f"fp32 GEMM rate (2048² numpy matmul, best so far): {rate / 1e9:.1f} GFLOP/s; "
-          f"threads: numba {numba.get_num_threads()} = torch; target = max(r·torch, FLOPs / (0.75·GEMM rate)); "
+          f"threads: numba {pool_threads()} = torch; target = max(r·torch, FLOPs / (0.75·GEMM rate)); "
           f"times: {args.statistic} of {args.repeats}")
     rows = []
     for cell in args.cells:

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from functools import partial
 
 import numba
+import numba.np.ufunc.parallel as numba_parallel
 import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS that np.dot inside @njit calls, see _blas)
 from threadpoolctl import ThreadpoolController
@@ -79,8 +80,16 @@ def blas_threads(n: int):
 
 
 def pool_threads() -> int:
-    """Threads doing one call's parallel work: Numba's thread count (NUMBA_NUM_THREADS, set_num_threads)."""
-    return max(1, numba.get_num_threads())
+    """Threads doing one call's parallel work: Numba's thread count (NUMBA_NUM_THREADS, set_num_threads).
+
+    Read without launching Numba's threading layer, which jit.cpu never uses (its kernels
+    have no prange): numba.get_num_threads() launches it, and its "omp" layer, launched before
+    torch is first imported, made every later torch.nn call 8–10× slower (measured: gru M
+    inference 16 → 150–200 ms, with no jit.cpu call in between). Until the layer is launched,
+    set_num_threads has not been called (it launches it), so the count is NUMBA_NUM_THREADS.
+    """
+    launched = getattr(numba_parallel, "_is_initialized", True)  # a private flag: if it goes, ask Numba
+    return max(1, numba.get_num_threads() if launched else numba.config.NUMBA_NUM_THREADS)
 
 
 #: Work below this many multiply-adds stays on the calling thread: handing it to the pool

@@ -4,15 +4,17 @@ Every step of every cell multiplies the few batch rows a thread owns by a weight
 ``h @ W_hhᵀ`` forward, ``da @ W_hh`` backward; both are ``a @ mᵀ`` here, with backward
 passing m = W_hhᵀ copied once per call. For few rows BLAS is slow (its call overhead, and
 kernels tuned for large matrices): on this project's 2-core AMD EPYC, single-threaded,
-per step (GFLOP/s)
+per step (GFLOP/s, best of 3, 2026-11-27; the machine's one-core GEMM peak is about 85)
 
     rows × G·H × H    1×256×64  8×512×128  16×1024×256  8×4096×1024  32×2048×512
-    blocked loops        25         42          39           55           49
-    BLAS (OpenBLAS)      21         18          29           16           52
+    blocked loops        28         58          50           25           70
+    BLAS (OpenBLAS)      16         40          51           21           70
 
-so the loops take over below 32 rows (jit.cpu.backend.use_small_path). They keep four rows'
-running sums in registers while one row of m streams past, so each weight is loaded once per
-four rows, and they read m in its stored order, row by row, keeping it hot in cache.
+so the loops take over below 32 rows (jit.cpu.backend.use_small_path). A tile of four rows
+of a and two rows of m keeps eight running sums in registers (vectorised along k), so each
+weight is loaded once per four rows and each input once per two columns; m is read in its
+stored order, row by row, keeping it hot in cache. At 8×4096×1024 m is 16 MiB, larger than
+the caches, and both paths wait on memory.
 
 Each function writes into ``out`` and allocates nothing: they run once per time step.
 twin: reference.affine.affine / affine_backward (the x Wᵀ and da W terms, without bias).
@@ -29,13 +31,36 @@ from jit.gatemath import typed_like
 # difference from BLAS's order.
 @njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
 def blocked_times_transposed(a, m, out):
-    """out (nb, N) = a (nb, K) @ m.T, m (N, K): four rows of a at a time, then the rest."""
+    """out (nb, N) = a (nb, K) @ m.T, m (N, K): a 4-row × 2-column tile at a time, then the rest.
+
+    Each tile is eight dot products over k, which LLVM vectorises along k: per vector of k,
+    six loads (four rows of a, two rows of m) feed eight FMAs, so the loop is bound by the
+    FMA units rather than by loads (one row × one column would need two loads per FMA).
+    """
     nb, K = a.shape
     N = m.shape[0]
     zero = typed_like(out[0, 0], 0.0)
     b = 0
     while b + 4 <= nb:
-        for n in range(N):
+        n = 0
+        while n + 2 <= N:
+            s00, s10, s20, s30 = zero, zero, zero, zero
+            s01, s11, s21, s31 = zero, zero, zero, zero
+            for k in range(K):
+                w0, w1 = m[n, k], m[n + 1, k]
+                x0, x1, x2, x3 = a[b, k], a[b + 1, k], a[b + 2, k], a[b + 3, k]
+                s00 += x0 * w0
+                s10 += x1 * w0
+                s20 += x2 * w0
+                s30 += x3 * w0
+                s01 += x0 * w1
+                s11 += x1 * w1
+                s21 += x2 * w1
+                s31 += x3 * w1
+            out[b, n], out[b + 1, n], out[b + 2, n], out[b + 3, n] = s00, s10, s20, s30
+            out[b, n + 1], out[b + 1, n + 1], out[b + 2, n + 1], out[b + 3, n + 1] = s01, s11, s21, s31
+            n += 2
+        if n < N:  # odd N: the last column
             s0, s1, s2, s3 = zero, zero, zero, zero
             for k in range(K):
                 w = m[n, k]
@@ -43,17 +68,26 @@ def blocked_times_transposed(a, m, out):
                 s1 += a[b + 1, k] * w
                 s2 += a[b + 2, k] * w
                 s3 += a[b + 3, k] * w
-            out[b, n] = s0
-            out[b + 1, n] = s1
-            out[b + 2, n] = s2
-            out[b + 3, n] = s3
+            out[b, n], out[b + 1, n], out[b + 2, n], out[b + 3, n] = s0, s1, s2, s3
         b += 4
-    while b < nb:
-        for n in range(N):
+    while b < nb:  # the last nb % 4 rows, one at a time, four columns at once (five loads per four FMAs)
+        n = 0
+        while n + 4 <= N:
+            s0, s1, s2, s3 = zero, zero, zero, zero
+            for k in range(K):
+                x = a[b, k]
+                s0 += x * m[n, k]
+                s1 += x * m[n + 1, k]
+                s2 += x * m[n + 2, k]
+                s3 += x * m[n + 3, k]
+            out[b, n], out[b, n + 1], out[b, n + 2], out[b, n + 3] = s0, s1, s2, s3
+            n += 4
+        while n < N:
             s = zero
             for k in range(K):
                 s += a[b, k] * m[n, k]
             out[b, n] = s
+            n += 1
         b += 1
 
 
