@@ -197,6 +197,23 @@ def test_each_kernel_compiles_once_per_dtype():
         assert len(kernel.signatures) <= len(DTYPES), (kernel.__name__, kernel.signatures)
 
 
+def test_a_call_leaves_numbas_threading_layer_unlaunched():
+    """jit.cpu runs its own threads; launching Numba's "omp" layer before torch's import made every
+    torch.nn call 8–10× slower in the same process (measured: see jit.cpu.backend.pool_threads)."""
+    probe = (
+        "import numpy as np, reference, jit.cpu, numba.np.ufunc.parallel as layer\n"
+        "p = reference.init_params('lstm', 8, 16, dtype=np.float32)\n"
+        "x = np.ones((3, 64, 8), np.float32); h0 = np.zeros((64, 16), np.float32)\n"
+        "f = jit.cpu.backend.forward('lstm', p, x, h0, h0)\n"
+        "jit.cpu.backend.backward('lstm', p, x, h0, h0, f, np.ones_like(f.hs), h0)\n"
+        "print(jit.cpu.backend.pool_threads(), layer._is_initialized)\n"
+    )
+    env = dict(os.environ, NUMBA_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["2", "False"]
+
+
 # ---- the on-disk cache, in fresh processes -------------------------------------------------
 
 PROBE = """
@@ -292,7 +309,8 @@ def test_gate_math_is_accurate_stable_and_keeps_the_dtype(dtype):
 
     finfo = np.finfo(dtype)
     grid = np.logspace(-30, 1.5, 4000)
-    a = np.concatenate([grid, -grid, np.random.default_rng(0).normal(0, 3, 4000),
+    # linspace(-120, 0) reaches the results that float32's exp must round into the subnormals (a < −87).
+    a = np.concatenate([grid, -grid, np.random.default_rng(0).normal(0, 3, 4000), np.linspace(-120, 0, 24001),
                         [0.0, 1e4, -1e4, finfo.max, -finfo.max, finfo.tiny]]).astype(dtype)
     with np.errstate(all="raise"):
         t, s = both(a)
@@ -335,3 +353,36 @@ def test_kernels_built_from_other_shared_sources_are_dropped(tmp_path):
     assert drop_stale_kernels(str(root), shared_sources_stamp([str(shared)]))
     assert not any(f.exists() for f in kernel_files)
     assert (root / STAMP_FILE).read_text().strip() == shared_sources_stamp([str(shared)])
+
+
+def test_float32_exp_is_within_one_ulp_down_to_the_subnormals():
+    """jit.gatemath.exp_nonpositive_float32, the vectorisable exp behind float32's gates.
+
+    Bound 1 eps relative (or one subnormal spacing, 2^−149, where e^x is subnormal): the series
+    truncation is < 5.7e-9 ≤ u/10 (u = eps/2), the Horner steps add ≤ u(1 + |r| + r² ...) ≤ 1.6u
+    for |r| ≤ ln2/2, and n·ln2 carries ≤ 159·|LN2_LOW|·u ≈ 0.03u; the scaling by 2^n is exact,
+    and a subnormal result is rounded once (≤ half a spacing).
+    """
+    import numba
+
+    from jit import gatemath
+
+    @numba.njit
+    def exps(x):
+        out = np.empty_like(x)
+        for k in range(x.size):
+            out[k] = gatemath.exp_nonpositive(x[k])
+        return out
+
+    x = np.concatenate([-np.logspace(-30, np.log10(120), 20000), np.linspace(-120, 0, 100001),
+                        np.random.default_rng(0).uniform(-110, 0, 100000), [0.0, -1e4, -np.finfo(np.float32).max],
+                        [np.nan]]).astype(np.float32)
+    with np.errstate(all="raise"):
+        got = exps(x)
+    assert got.dtype == np.float32
+    assert np.isnan(got[-1])  # a NaN is not clamped into a number
+    x, got = x[:-1], got[:-1]
+    true = np.exp(x.astype(np.float64))
+    allowed = np.maximum(np.finfo(np.float32).eps * true, 2.0 ** -149)
+    worst = int(np.argmax(np.abs(got - true) / allowed))
+    assert abs(got[worst] - true[worst]) <= allowed[worst], f"exp({x[worst]!r}) = {got[worst]!r}, expected {true[worst]!r}"
