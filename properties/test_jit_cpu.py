@@ -66,10 +66,17 @@ def path_tolerance(dtype, T, B, I, H, G):
 SHAPES = [(3, 1, 4, 6), (3, 5, 7, 9)]  # B = 1 (one chunk) and B = 5 (uneven chunks)
 
 
+#: How a call's threads share the time loop: the caller alone; three threads by rows; three by units.
+SHARINGS = {"serial": dict(PARALLEL_MIN_MACS=1 << 62),
+            "rows": dict(PARALLEL_MIN_MACS=0, UNIT_SPLIT_MIN_UNITS=1 << 62),
+            "units": dict(PARALLEL_MIN_MACS=0, UNIT_SPLIT_MIN_UNITS=0)}
+
+
 @pytest.mark.parametrize("cell", reference.CELLS)
 def test_small_path_and_blas_path_agree(cell, monkeypatch):
-    """The blocked-loop path and the BLAS path, each on the caller alone and on several
-    threads (rows cut into chunks), compute the same cell, up to summation order.
+    """The blocked-loop path and the BLAS path, each on the caller alone and on three threads
+    (sharing the batch rows, or the hidden units with a barrier per step), compute the same
+    cell, up to summation order.
 
     float64 only: there path_tolerance's worst-case bound stays far below any indexing or
     formula mistake (1e-8 against O(0.1)), while in float32 the same bound on gradients
@@ -78,14 +85,65 @@ def test_small_path_and_blas_path_agree(cell, monkeypatch):
     shared property suite's job.
     """
     dtype = np.float64
+    monkeypatch.setattr(backend, "pool_threads", lambda: 3)  # more threads than cores, too: the barrier yields
     results = {}
     for path, limit in (("small", 1 << 62), ("blas", -1)):
-        for threads, min_macs in (("serial", 1 << 62), ("parallel", 0)):
+        for sharing, settings in SHARINGS.items():
             monkeypatch.setattr(backend, "SMALL_PATH_MAX_ROWS", limit)
-            monkeypatch.setattr(backend, "PARALLEL_MIN_MACS", min_macs)
-            results[path, threads] = [run_both(cell, make_problem(cell, *shape, dtype)) for shape in SHAPES]
-    for other in (("small", "parallel"), ("blas", "serial"), ("blas", "parallel")):
+            for name, value in settings.items():
+                monkeypatch.setattr(backend, name, value)
+            results[path, sharing] = [run_both(cell, make_problem(cell, *shape, dtype)) for shape in SHAPES]
+    for other in [(path, sharing) for path in ("small", "blas") for sharing in SHARINGS][1:]:
         assert_paths_agree(cell, dtype, results["small", "serial"], results[other], other)
+
+
+def test_tilings_cover_every_row_and_unit_once():
+    """Each thread's tile; together they cover rows × units exactly once, units cut at
+    multiples of 8; by units from H = 512 on several threads, except gru_classic."""
+    for cell, B, H, n, by_units in (("lstm", 5, 512, 3, True), ("lstm", 100, 256, 2, False), ("gru", 16, 1024, 2, True),
+                                    ("rnn_tanh", 1, 1000, 2, True), ("rnn_tanh", 3, 4096, 1, False),
+                                    ("gru_classic", 4, 1024, 2, False)):
+        tiling = backend.tiling_for(cell, B, H, n)
+        assert tiling.by_units == by_units, (cell, B, H, n)
+        covered = np.zeros((B, H), int)
+        for b0, b1, j0, j1 in tiling.tiles:
+            covered[b0:b1, j0:j1] += 1
+            if by_units:
+                assert j0 % 8 == 0
+        assert (covered == 1).all(), (cell, B, H, n, tiling)
+
+
+def test_the_step_barrier_holds_every_thread_until_all_arrive():
+    """Three threads (on two cores) each write their step number, wait, and check the others'."""
+    import threading
+
+    from numba import njit
+
+    from jit.cpu.sync import new_arrivals, wait_for_all
+
+    @njit(nogil=True)
+    def steps(slots, arrivals, me, n_threads, T):
+        behind = 0
+        for t in range(T):
+            slots[me] = t
+            wait_for_all(arrivals, n_threads, 2 * t)
+            for k in range(n_threads):
+                behind += slots[k] < t  # someone's step t not done: the barrier leaked
+            wait_for_all(arrivals, n_threads, 2 * t + 1)  # nobody moves on before all have checked
+        return behind
+
+    slots, arrivals, counts = np.zeros(3, np.int64), new_arrivals(), [None] * 3
+    steps(np.zeros(1, np.int64), new_arrivals(), 0, 1, 2)  # compile on one thread first
+
+    def run(me):
+        counts[me] = steps(slots, arrivals, me, 3, 2000)
+    others = [threading.Thread(target=run, args=(k,)) for k in (1, 2)]
+    for thread in others:
+        thread.start()
+    run(0)
+    for thread in others:
+        thread.join()
+    assert counts == [0, 0, 0] and arrivals[0] == 3 * 2 * 2000
 
 
 def assert_paths_agree(cell, dtype, first, second, label):

@@ -5,8 +5,10 @@ shape as reference.backend, whose results it must reproduce. Each call:
 
 1. validates its arguments with reference.contract (before any computation);
 2. projects the inputs of all time steps at once: xw = x W_ihᵀ, one GEMM;
-3. runs one kernel for the whole time loop (jit.cpu.lstm / gru / rnn) per chunk of batch
-   rows, the chunks in parallel (rows are independent; the kernels release the GIL);
+3. runs one kernel for the whole time loop (jit.cpu.lstm / gru / rnn) per thread, on a
+   tile of batch rows × hidden units: all units of a chunk of rows (rows are independent),
+   or from H = 512 all rows of a slice of units, waiting for each other once per step
+   (see split_by_units); the kernels release the GIL;
 4. backward only: the weight, bias and input gradients as GEMMs on the stored da.
 
 Threads: one pool of numba.get_num_threads() threads (the caller plus workers) does all the
@@ -20,6 +22,7 @@ Small sizes take fused loops instead of BLAS inside the time loop (see ``use_sma
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
+from typing import NamedTuple
 
 import numba
 import numba.np.ufunc.parallel as numba_parallel
@@ -32,6 +35,7 @@ from reference.contract import CELLS, BackwardResult, ForwardResult, check_backw
 from .gru import gru_backward_kernel, gru_classic_backward_kernel, gru_classic_forward_kernel, gru_forward_kernel
 from .lstm import lstm_backward_kernel, lstm_forward_kernel
 from .rnn import rnn_backward_kernel, rnn_forward_kernel
+from .sync import new_arrivals
 
 name = "jit.cpu"
 cells = frozenset(CELLS)
@@ -136,9 +140,69 @@ def split(n: int, parts: int):
 def run_on_row_chunks(kernel, *args, B: int, n_chunks: int):
     """Call ``kernel(*args, b0, b1)`` on n_chunks slices [b0, b1) of the rows 0..B, in parallel.
 
-    The kernels write disjoint rows of their outputs.
+    The kernels write disjoint rows of their outputs. (gru_classic's kernels; the other
+    cells' take tiles, see run_on_tiles.)
     """
     run_in_parallel([(kernel, (*args, b0, b1)) for b0, b1 in split(B, n_chunks)])
+
+
+#: Hidden-unit slices are cut at multiples of this many units where H allows (one AVX2 vector
+#: of float32), so each thread's pointwise loop runs on whole vectors.
+UNIT_ALIGNMENT = 8
+
+
+def unit_slices(H: int, parts: int):
+    """[(j0, j1)] cutting range(H) into ``parts`` contiguous pieces, at multiples of UNIT_ALIGNMENT
+    when H has at least that many per part."""
+    if H < parts * UNIT_ALIGNMENT:
+        return split(H, parts)
+    blocks = -(-H // UNIT_ALIGNMENT)
+    return [(min(H, b0 * UNIT_ALIGNMENT), min(H, b1 * UNIT_ALIGNMENT)) for b0, b1 in split(blocks, parts)]
+
+
+#: Hidden size from which the threads of a call share the time loop by units rather than by rows.
+UNIT_SPLIT_MIN_UNITS = 512
+
+
+def split_by_units(H: int, n_threads: int) -> bool:
+    """Whether the threads of a call share the time loop by hidden units rather than by rows.
+
+    By rows, each thread runs its own rows without waiting, but reads all of W_hh at every
+    step; by units, each reads only its share of W_hh (for all rows, so each weight serves
+    more rows), and the threads wait for each other once per step (jit.cpu.sync, ~0.1 µs).
+    Measured on the 2-core machine (fp32, T·B·H of the issue's configs), by units is 3–15%
+    faster at H = 512 and 1024, where W_hh (4–16 MiB for lstm) outgrows the caches, and
+    5–40% slower at H = 128 and 256, where it fits and each thread's share is a thin product.
+    """
+    return n_threads > 1 and H >= max(UNIT_SPLIT_MIN_UNITS, n_threads)
+
+
+class Tiling(NamedTuple):
+    """How one call's threads share the time loop: tiles[k] = (b0, b1, j0, j1), the rows × units
+    thread k runs the whole loop on; by_units: whether they split the units (and so wait)."""
+    tiles: list
+    by_units: bool
+
+    @property
+    def most_rows(self) -> int:
+        return max(b1 - b0 for b0, b1, _, _ in self.tiles)
+
+
+def tiling_for(cell: str, B: int, H: int, n_threads: int) -> Tiling:
+    """The tiles of a call; gru_classic's kernels take rows only (see the README's jit-cpu section)."""
+    if cell != "gru_classic" and split_by_units(H, n_threads):
+        return Tiling([(0, B, j0, j1) for j0, j1 in unit_slices(H, n_threads)], True)
+    return Tiling([(b0, b1, 0, H) for b0, b1 in split(B, kernel_threads(B, n_threads))], False)
+
+
+def run_on_tiles(kernel, *args, tiling: Tiling):
+    """Call ``kernel(*args, arrivals, n_waiting, b0, b1, j0, j1)`` for each tile, in parallel.
+
+    Tiles that split the units share one barrier counter (jit.cpu.sync); tiles that split
+    the rows never wait (n_waiting = 1).
+    """
+    arrivals, n_waiting = new_arrivals(), (len(tiling.tiles) if tiling.by_units else 1)
+    run_in_parallel([(kernel, (*args, arrivals, n_waiting, *tile)) for tile in tiling.tiles])
 
 
 def matmul_rows(a, b, n_threads: int):
@@ -166,9 +230,9 @@ def call_threads(n_threads: int):
         yield
 
 
-def use_small_path(B: int, n_chunks: int) -> bool:
-    """Whether the time loops multiply by W_hh with jit.cpu.products' loops rather than BLAS."""
-    rows = -(-B // n_chunks)
+def use_small_path(rows: int) -> bool:
+    """Whether the time loops multiply ``rows`` batch rows by W_hh with jit.cpu.products' loops
+    rather than BLAS."""
     return rows <= SMALL_PATH_MAX_ROWS
 
 
@@ -220,17 +284,18 @@ def _forward(cell, params, x, h0, c0, training, shapes, n_threads):
         w_hh = kernel_array(params.w_hh)
         b_ih, b_hh, h0k = kernel_array(params.b_ih), kernel_array(params.b_hh), kernel_array(h0)
         xw = project_inputs(x, params.w_ih, n_threads)
-        n_chunks = kernel_threads(B, n_threads)
-        small = use_small_path(B, n_chunks)
-        run = partial(run_on_row_chunks, B=B, n_chunks=n_chunks)
+        tiling = tiling_for(cell, B, H, n_threads)
+        small = use_small_path(tiling.most_rows)
+        run = partial(run_on_tiles, tiling=tiling)
         if lstm:
             run(lstm_forward_kernel, xw, w_hh, b_ih + b_hh, h0k, kernel_array(c0), small, training,
                 hs, cs, gates, h_n, c_n)
         elif cell == "gru":
             run(gru_forward_kernel, xw, w_hh, b_ih, b_hh, h0k, small, training, hs, gates, hns, h_n)
         elif cell == "gru_classic":
-            run(gru_classic_forward_kernel, xw, w_hh[:2 * H], w_hh[2 * H:], b_ih, b_hh, h0k, small, training,
-                hs, gates, h_n)
+            n_chunks = kernel_threads(B, n_threads)
+            run_on_row_chunks(gru_classic_forward_kernel, xw, w_hh[:2 * H], w_hh[2 * H:], b_ih, b_hh, h0k, small,
+                              training, hs, gates, h_n, B=B, n_chunks=n_chunks)
         else:
             run(rnn_forward_kernel, xw, w_hh, b_ih + b_hh, h0k, cell == "rnn_relu", small, hs, h_n)
             if training:
@@ -295,14 +360,14 @@ def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, n_threads):
     da = np.empty((T, B, G * H), dtype)  # ∂L/∂(pre-activations), W_ih side
     da_h = da  # ∂L/∂(W_hh h + b_hh); differs from da for gru only
     h_side_inputs = None  # what W_hh multiplied at each step, when it is not h_{t-1}
-    n_chunks = kernel_threads(B, n_threads)
-    small = use_small_path(B, n_chunks)
+    tiling = tiling_for(cell, B, H, n_threads)
+    small = use_small_path(tiling.most_rows)
     if T == 0:
         dh0[:] = dh_n
         if lstm:
             dc0[:] = 0 if dc_n is None else dc_n
     else:
-        run = partial(run_on_row_chunks, B=B, n_chunks=n_chunks)
+        run = partial(run_on_tiles, tiling=tiling)
         if lstm:
             dc_nk = np.zeros((B, H), dtype) if dc_n is None else kernel_array(dc_n)
             run(lstm_backward_kernel, transposed(w_hh), kernel_array(c0), kernel_array(fwd.cs), gates, dhsk, dh_nk, dc_nk,
@@ -313,8 +378,8 @@ def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, n_threads):
             run(gru_backward_kernel, transposed(w_hh), h0k, hs, gates, hns, dhsk, dh_nk, small, da, da_h, dh0)
         elif cell == "gru_classic":
             h_side_inputs = np.empty((T, B, H), dtype)  # r⊙h_{t-1}, filled by the kernel
-            run(gru_classic_backward_kernel, transposed(w_hh[:2 * H]), transposed(w_hh[2 * H:]), h0k, hs, gates, dhsk, dh_nk, small,
-                da, h_side_inputs, dh0)
+            run_on_row_chunks(gru_classic_backward_kernel, transposed(w_hh[:2 * H]), transposed(w_hh[2 * H:]), h0k, hs,
+                              gates, dhsk, dh_nk, small, da, h_side_inputs, dh0, B=B, n_chunks=kernel_threads(B, n_threads))
         else:
             run(rnn_backward_kernel, transposed(w_hh), hs, dhsk, dh_nk, cell == "rnn_relu", small, da, dh0)
     dx = matmul_rows(da.reshape(T * B, G * H), kernel_array(params.w_ih), n_threads).reshape(T, B, I)

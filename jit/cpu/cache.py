@@ -18,7 +18,8 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 #: Files whose functions the kernels inline. Numba checks only the stamp of the file that
 #: defines a cached kernel, so an edit here would otherwise leave stale machine code in use.
-SHARED_SOURCES = (os.path.join(PACKAGE_DIR, "..", "gatemath.py"), os.path.join(PACKAGE_DIR, "products.py"))
+SHARED_SOURCES = (os.path.join(PACKAGE_DIR, "..", "gatemath.py"), os.path.join(PACKAGE_DIR, "products.py"),
+                  os.path.join(PACKAGE_DIR, "sync.py"))
 STAMP_FILE = "cellbench-shared-sources.sha256"
 
 

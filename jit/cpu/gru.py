@@ -4,9 +4,10 @@
     gru:          n = tanh(W_in x + b_in + r⊙(W_hn h + b_hn))      (reset after the product)
     gru_classic:  n = tanh(W_in x + b_in + W_hn (r⊙h) + b_hn)      (reset before the product)
 
-Same layout as jit.cpu.lstm, error_model="numpy" included (why: see there). gru keeps
-hn = W_hn h + b_hn per step for backward (it is not among the contract's gates);
-gru_classic needs two products per step, the second on r⊙h.
+Same layout as jit.cpu.lstm, error_model="numpy" and scratch arrays included (why: see
+there). gru keeps hn = W_hn h + b_hn per step for backward (it is not among the contract's
+gates). gru_classic needs two products per step, the second on r⊙h of every unit, so its
+kernels take rows only: a unit split would need a second wait per step (not done).
 """
 import numpy as np
 from numba import njit
@@ -14,72 +15,91 @@ from numba import njit
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad, typed_like
 
 from .products import times_transposed
+from .sync import wait_for_all
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0, small, training, hs, gates, hns, h_n, b0, b1):
-    """Fill hs (T, B, H), h_n; with training also gates (T, B, 3H) and hns (T, B, H).
+def gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0, small, training, hs, gates, hns, h_n,
+                       arrivals, n_threads, b0, b1, j0, j1):
+    """Fill the tile rows [b0, b1) × units [j0, j1) of hs (T, B, H), h_n; with training also
+    of gates (T, B, 3H) and hns (T, B, H).
 
-    twin: reference.gru.gru_step_forward, looped over t.
+    twin: reference.gru.gru_step_forward, looped over t. Threads that split the units wait
+    for each other after each step (see jit.cpu.lstm.lstm_forward_kernel).
     """
     T, B, _ = xw.shape
     H = h0.shape[1]
-    h = h0[b0:b1].copy()
-    a_h = np.empty((b1 - b0, 3 * H), xw.dtype)  # h W_hhᵀ for this step
+    nb, nj = b1 - b0, j1 - j0
+    h = np.empty((nb, nj), xw.dtype)
+    a_h = np.empty((3, nb, nj), xw.dtype)  # h W_hhᵀ for this step, the tile's units of each gate; then r, z, n
+    hn_t = np.empty((nb, nj), xw.dtype)
     for t in range(T):
-        times_transposed(h, w_hh, small, a_h)
-        for b in range(b1 - b0):
+        h_prev = h0[b0:b1] if t == 0 else hs[t - 1, b0:b1]
+        for gate in range(3):
+            times_transposed(h_prev, w_hh[gate * H + j0:gate * H + j1], small, a_h[gate])
+        for b in range(nb):
             row = b0 + b
-            for j in range(H):
-                r = sigmoid(xw[t, row, j] + b_ih[j] + a_h[b, j] + b_hh[j])
-                z = sigmoid(xw[t, row, H + j] + b_ih[H + j] + a_h[b, H + j] + b_hh[H + j])
-                hn = a_h[b, 2 * H + j] + b_hh[2 * H + j]
+            for u in range(nj):
+                j = j0 + u
+                r = sigmoid(xw[t, row, j] + b_ih[j] + a_h[0, b, u] + b_hh[j])
+                z = sigmoid(xw[t, row, H + j] + b_ih[H + j] + a_h[1, b, u] + b_hh[H + j])
+                hn = a_h[2, b, u] + b_hh[2 * H + j]
                 n = tanh(xw[t, row, 2 * H + j] + b_ih[2 * H + j] + r * hn)
-                h_next = (typed_like(z, 1.0) - z) * n + z * h[b, j]
-                h[b, j] = h_next
-                hs[t, row, j] = h_next
-                if training:
-                    gates[t, row, j] = r
-                    gates[t, row, H + j] = z
-                    gates[t, row, 2 * H + j] = n
-                    hns[t, row, j] = hn
-    h_n[b0:b1] = h
+                h[b, u] = (typed_like(z, 1.0) - z) * n + z * h_prev[b, j]
+                a_h[0, b, u], a_h[1, b, u], a_h[2, b, u], hn_t[b, u] = r, z, n, hn
+        hs[t, b0:b1, j0:j1] = h
+        if training:
+            hns[t, b0:b1, j0:j1] = hn_t
+            for gate in range(3):
+                gates[t, b0:b1, gate * H + j0:gate * H + j1] = a_h[gate]
+        wait_for_all(arrivals, n_threads, t)
+    h_n[b0:b1, j0:j1] = hs[T - 1, b0:b1, j0:j1]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def gru_backward_kernel(w_hh_t, h0, hs, gates, hns, dhs, dh_n, small, da_x, da_h, dh0, b0, b1):
-    """Fill da_x (T, B, 3H) = ∂L/∂(W_ih x + b_ih), da_h (T, B, 3H) = ∂L/∂(W_hh h + b_hh), dh0.
+def gru_backward_kernel(w_hh_t, h0, hs, gates, hns, dhs, dh_n, small, da_x, da_h, dh0,
+                        arrivals, n_threads, b0, b1, j0, j1):
+    """Fill the tile rows [b0, b1) × units [j0, j1) of da_x (T, B, 3H) = ∂L/∂(W_ih x + b_ih),
+    da_h (T, B, 3H) = ∂L/∂(W_hh h + b_hh), and dh0.
 
     The two differ only in the n block, where r scales the hidden term: da_h_n = r⊙da_x_n.
     w_hh_t = W_hhᵀ (H, 3H), C-contiguous. twin: reference.gru.gru_step_backward, reversed t.
+    ∂L/∂h_t through step t + 1 is da_h[t + 1] W_hh plus the direct z⊙ term of the mix.
     """
     T, B, H = hs.shape
-    dh = dh_n[b0:b1].copy()
-    dh_direct = np.empty_like(dh)  # through the z⊙h term of the mix
-    da_t = np.empty((b1 - b0, 3 * H), hs.dtype)
+    nb, nj = b1 - b0, j1 - j0
+    dh = dh_n[b0:b1, j0:j1].copy()  # ∂L/∂h_t from step t + 1 (from h_n at t = T − 1)
+    dh_direct = np.zeros_like(dh)  # through the z⊙h term of step t + 1's mix
+    dx_t = np.empty((3, nb, nj), hs.dtype)  # this step's da_x, the tile's units of each gate
+    dn_h = np.empty((nb, nj), hs.dtype)  # and da_h's n block (its r and z blocks are da_x's)
     for t in range(T - 1, -1, -1):
-        for b in range(b1 - b0):
+        if t < T - 1:
+            times_transposed(da_h[t + 1, b0:b1], w_hh_t[j0:j1], small, dh)
+            dh += dh_direct
+        for b in range(nb):
             row = b0 + b
-            for j in range(H):
+            for u in range(nj):
+                j = j0 + u
                 r = gates[t, row, j]
                 z = gates[t, row, H + j]
                 n = gates[t, row, 2 * H + j]
                 h_prev = hs[t - 1, row, j] if t > 0 else h0[row, j]
-                dh_total = dh[b, j] + dhs[t, row, j]
+                dh_total = dh[b, u] + dhs[t, row, j]
                 da_n = dh_total * (typed_like(z, 1.0) - z) * tanh_grad(n)
                 da_r = da_n * hns[t, row, j] * sigmoid_grad(r)
                 da_z = dh_total * (h_prev - n) * sigmoid_grad(z)
-                dh_direct[b, j] = dh_total * z
-                da_x[t, row, j] = da_r
-                da_x[t, row, H + j] = da_z
-                da_x[t, row, 2 * H + j] = da_n
-                da_t[b, j] = da_r
-                da_t[b, H + j] = da_z
-                da_t[b, 2 * H + j] = da_n * r
-        da_h[t, b0:b1] = da_t
-        times_transposed(da_t, w_hh_t, small, dh)
-        dh += dh_direct
-    dh0[b0:b1] = dh
+                dh_direct[b, u] = dh_total * z
+                dx_t[0, b, u], dx_t[1, b, u], dx_t[2, b, u] = da_r, da_z, da_n
+                dn_h[b, u] = da_n * r
+        for gate in range(3):
+            da_x[t, b0:b1, gate * H + j0:gate * H + j1] = dx_t[gate]
+        da_h[t, b0:b1, j0:j1] = dx_t[0]
+        da_h[t, b0:b1, H + j0:H + j1] = dx_t[1]
+        da_h[t, b0:b1, 2 * H + j0:2 * H + j1] = dn_h
+        wait_for_all(arrivals, n_threads, T - 1 - t)
+    times_transposed(da_h[0, b0:b1], w_hh_t[j0:j1], small, dh)
+    dh += dh_direct
+    dh0[b0:b1, j0:j1] = dh
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -2,9 +2,9 @@
 
     h' = act(W_ih x + b_ih + W_hh h + b_hh),  act = tanh or relu (one kernel, chosen by ``relu``).
 
-Same layout as jit.cpu.lstm: xw = x W_ihᵀ arrives precomputed, one call per thread on the
-batch rows [b0, b1), per step the recurrent product and one fused pointwise pass;
-error_model="numpy" (why: see jit.cpu.lstm).
+Same layout as jit.cpu.lstm: xw = x W_ihᵀ arrives precomputed, one call per thread on a
+tile of rows × units, per step the recurrent product and one fused pointwise pass into
+scratch arrays; error_model="numpy" (why: see jit.cpu.lstm).
 """
 import numpy as np
 from numba import njit
@@ -12,46 +12,56 @@ from numba import njit
 from jit.gatemath import relu, relu_grad, tanh, tanh_grad
 
 from .products import times_transposed
+from .sync import wait_for_all
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def rnn_forward_kernel(xw, w_hh, bias, h0, relu_activation, small, hs, h_n, b0, b1):
-    """Fill hs (T, B, H) and h_n; for rnn_* hs doubles as the gates. bias = b_ih + b_hh (H,).
+def rnn_forward_kernel(xw, w_hh, bias, h0, relu_activation, small, hs, h_n, arrivals, n_threads, b0, b1, j0, j1):
+    """Fill the tile rows [b0, b1) × units [j0, j1) of hs (T, B, H) and h_n; for rnn_* hs
+    doubles as the gates. bias = b_ih + b_hh (H,).
 
-    twin: reference.rnn.rnn_step_forward, looped over t.
+    twin: reference.rnn.rnn_step_forward, looped over t. Threads that split the units wait
+    for each other after each step (see jit.cpu.lstm.lstm_forward_kernel).
     """
     T, B, H = xw.shape
-    h = h0[b0:b1].copy()
-    a_h = np.empty((b1 - b0, H), xw.dtype)  # h W_hhᵀ for this step
+    nb, nj = b1 - b0, j1 - j0
+    a_h = np.empty((nb, nj), xw.dtype)  # h W_hhᵀ for this step, the tile's units
     for t in range(T):
-        times_transposed(h, w_hh, small, a_h)
-        for b in range(b1 - b0):
+        h_prev = h0[b0:b1] if t == 0 else hs[t - 1, b0:b1]
+        times_transposed(h_prev, w_hh[j0:j1], small, a_h)
+        for b in range(nb):
             row = b0 + b
-            for j in range(H):
-                a = xw[t, row, j] + bias[j] + a_h[b, j]
-                h_next = relu(a) if relu_activation else tanh(a)
-                h[b, j] = h_next
-                hs[t, row, j] = h_next
-    h_n[b0:b1] = h
+            for u in range(nj):
+                j = j0 + u
+                a = xw[t, row, j] + bias[j] + a_h[b, u]
+                a_h[b, u] = relu(a) if relu_activation else tanh(a)
+        hs[t, b0:b1, j0:j1] = a_h
+        wait_for_all(arrivals, n_threads, t)
+    h_n[b0:b1, j0:j1] = hs[T - 1, b0:b1, j0:j1]
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def rnn_backward_kernel(w_hh_t, hs, dhs, dh_n, relu_activation, small, da, dh0, b0, b1):
-    """Fill da (T, B, H) = ∂L/∂(pre-activation) and dh0.
+def rnn_backward_kernel(w_hh_t, hs, dhs, dh_n, relu_activation, small, da, dh0, arrivals, n_threads, b0, b1, j0, j1):
+    """Fill the tile rows [b0, b1) × units [j0, j1) of da (T, B, H) = ∂L/∂(pre-activation) and dh0.
 
     w_hh_t = W_hhᵀ (H, H), C-contiguous. twin: reference.rnn.rnn_step_backward, looped over
     reversed t (weight gradients follow as GEMMs on da in jit.cpu.backend).
     """
     T, B, H = hs.shape
-    dh = dh_n[b0:b1].copy()
-    da_t = np.empty((b1 - b0, H), hs.dtype)
+    nb, nj = b1 - b0, j1 - j0
+    dh = dh_n[b0:b1, j0:j1].copy()  # ∂L/∂h_t from step t + 1 (from h_n at t = T − 1)
+    da_t = np.empty((nb, nj), hs.dtype)
     for t in range(T - 1, -1, -1):
-        for b in range(b1 - b0):
+        if t < T - 1:
+            times_transposed(da[t + 1, b0:b1], w_hh_t[j0:j1], small, dh)
+        for b in range(nb):
             row = b0 + b
-            for j in range(H):
+            for u in range(nj):
+                j = j0 + u
                 h_t = hs[t, row, j]
                 act_grad = relu_grad(h_t) if relu_activation else tanh_grad(h_t)
-                da_t[b, j] = (dh[b, j] + dhs[t, row, j]) * act_grad
-        da[t, b0:b1] = da_t
-        times_transposed(da_t, w_hh_t, small, dh)
-    dh0[b0:b1] = dh
+                da_t[b, u] = (dh[b, u] + dhs[t, row, j]) * act_grad
+        da[t, b0:b1, j0:j1] = da_t
+        wait_for_all(arrivals, n_threads, T - 1 - t)
+    times_transposed(da[0, b0:b1], w_hh_t[j0:j1], small, dh)
+    dh0[b0:b1, j0:j1] = dh
