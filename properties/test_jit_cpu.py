@@ -202,34 +202,37 @@ def blas_threads_now():
     return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
 
-def test_row_chunks_cover_the_batch_once_with_blas_on_one_thread():
-    """Each chunk's kernel gets disjoint rows covering 0..B; during a call BLAS is on one
-    thread per caller, so it never oversubscribes the cores with the pool's threads, and it
-    is restored afterwards."""
+def test_row_chunks_cover_the_batch_once():
+    """Each chunk's kernel gets disjoint rows covering 0..B."""
+    seen = []
+    backend.run_on_row_chunks(lambda tag, b0, b1: seen.append((b0, b1)), "k", B=7, n_chunks=3)
+    assert sorted(seen) == [(0, 2), (2, 4), (4, 7)]
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["caller alone", "pool"])
+def test_blas_runs_on_one_thread_per_caller_during_a_call_and_is_restored(parallel, monkeypatch):
+    """During forward and backward every BLAS is on one thread per caller, so it never
+    oversubscribes the cores with the pool's threads nor leaves its workers spinning."""
+    monkeypatch.setattr(backend, "PARALLEL_MIN_MACS", 0 if parallel else 1 << 62)
     before = blas_threads_now()
     seen = []
+    original = backend.run_in_parallel
 
-    def recording_kernel(tag, b0, b1):
-        seen.append((tag, b0, b1, blas_threads_now()))
-
-    with backend.call_threads(3):
-        backend.run_on_row_chunks(recording_kernel, "k", B=7, n_chunks=3)
-    rows = sorted((b0, b1) for _, b0, b1, _ in seen)
-    assert rows == [(0, 2), (2, 4), (4, 7)]
-    assert all(threads == [1] * len(before) for *_, threads in seen)
+    def recording(calls):
+        seen.append((len(calls), blas_threads_now()))
+        original(calls)
+    monkeypatch.setattr(backend, "run_in_parallel", recording)
+    run_both("lstm", make_problem("lstm", 3, 4, 5, 6, np.float32))
+    assert seen and all(threads == [1] * len(before) for _, threads in seen)
+    assert max(n for n, _ in seen) == (min(backend.pool_threads(), 4) if parallel else 1)
     assert blas_threads_now() == before
-    seen.clear()
-    with backend.call_threads(1):
-        backend.run_on_row_chunks(recording_kernel, "k", B=7, n_chunks=1)
-    assert [(b0, b1) for _, b0, b1, _ in seen] == [(0, 7)]
-    assert seen[0][3] == before  # the caller alone: BLAS keeps its own threads
 
 
 def test_matmul_rows_is_repeatable_and_accurate():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((2000, 50)), rng.standard_normal((50, 23))  # over PARALLEL_MIN_MACS
     assert a.shape[0] * a.shape[1] * b.shape[1] >= backend.PARALLEL_MIN_MACS
-    with backend.call_threads(3):
+    with backend.blas_threads(1):
         split = backend.matmul_rows(a, b, 3)
         again = backend.matmul_rows(a, b, 3)
     assert np.array_equal(split, again)

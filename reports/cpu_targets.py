@@ -39,6 +39,8 @@ RATIO_TARGETS = {
 }
 #: Fraction of the measured GEMM rate that the FLOP bound of the target asks for.
 GEMM_FRACTION = 0.75
+#: Pause after measuring the GEMM rate, longer than OpenBLAS's workers spin (2^28 cycles, ~0.1 s).
+BLAS_SETTLE_S = 0.5
 
 
 def gemm_rate(n=2048, repeats=5) -> float:
@@ -47,6 +49,9 @@ def gemm_rate(n=2048, repeats=5) -> float:
     b = a.T.copy()
     a @ b  # warm BLAS's threads
     best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    # OpenBLAS's workers keep spinning for a while after a threaded GEMM, and took a core from
+    # whatever ran next (measured: the next torch call 111 ms against 23 ms); let them sleep.
+    time.sleep(BLAS_SETTLE_S)
     return 2 * n ** 3 / best
 
 

@@ -12,10 +12,13 @@ shape as reference.backend, whose results it must reproduce. Each call:
 4. backward only: the weight, bias and input gradients as GEMMs on the stored da.
 
 Threads: one pool of numba.get_num_threads() threads (the caller plus workers) does all the
-parallel work of a call, and BLAS is held to one thread per caller for the whole call.
-Letting BLAS thread its big GEMMs instead costs more than it gains: OpenBLAS's idle workers
-keep spinning after each GEMM, and on a 2-core machine they took the cores from the time
-loop's threads (measured: M rnn_tanh forward 37 ms against 19 ms this way).
+parallel work of a call, and BLAS is held to one thread per caller for the whole call, even
+when the call runs on the caller alone. Letting BLAS thread its GEMMs costs more than it
+gains: OpenBLAS's idle workers keep spinning for ~0.1 s after each threaded GEMM, and on a
+2-core machine they took the cores from the time loop's threads (measured: M rnn_tanh
+forward 37 ms against 19 ms this way), or from whatever the caller ran next (an S1 lstm
+call woke them for its 50×64×256 projection, and the torch.nn call after it took 4 ms
+instead of 0.4 ms).
 
 Small sizes take fused loops instead of BLAS inside the time loop (see ``use_small_path``).
 """
@@ -219,17 +222,6 @@ def matmul_rows(a, b, n_threads: int):
     return out
 
 
-@contextmanager
-def call_threads(n_threads: int):
-    """For one forward or backward call on n_threads threads: BLAS on one thread per caller
-    when there are several (with one, BLAS keeps its own threads)."""
-    if n_threads > 1:
-        with blas_threads(1):
-            yield
-    else:
-        yield
-
-
 def use_small_path(rows: int) -> bool:
     """Whether the time loops multiply ``rows`` batch rows by W_hh with jit.cpu.products' loops
     rather than BLAS."""
@@ -262,7 +254,7 @@ def forward(cell, params, x, h0, c0=None, *, training=True):
     shapes = check_forward_inputs(cell, params, x, h0, c0)
     T, B, I, H, G, _ = shapes
     n_threads = threads_for(T * B * G * H * (I + H))
-    with call_threads(n_threads):
+    with blas_threads(1):  # see the module's docstring: Threads
         return _forward(cell, params, x, h0, c0, training, shapes, n_threads)
 
 
@@ -345,7 +337,7 @@ def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
     shapes = check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n)
     T, B, I, H, G, _ = shapes
     n_threads = threads_for(2 * T * B * G * H * (I + H))
-    with call_threads(n_threads):
+    with blas_threads(1):  # see the module's docstring: Threads
         return _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, n_threads)
 
 
