@@ -16,10 +16,10 @@ import numba
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
-#: Files whose functions the kernels inline. Numba checks only the stamp of the file that
+#: Files whose functions the kernels inline (or whose options they compile with). Numba checks only the stamp of the file that
 #: defines a cached kernel, so an edit here would otherwise leave stale machine code in use.
 SHARED_SOURCES = (os.path.join(PACKAGE_DIR, "..", "gatemath.py"), os.path.join(PACKAGE_DIR, "products.py"),
-                  os.path.join(PACKAGE_DIR, "sync.py"))
+                  os.path.join(PACKAGE_DIR, "sync.py"), os.path.join(PACKAGE_DIR, "kernel_options.py"))
 STAMP_FILE = "cellbench-shared-sources.sha256"
 
 

@@ -4,7 +4,7 @@
     gru:          n = tanh(W_in x + b_in + r⊙(W_hn h + b_hn))      (reset after the product)
     gru_classic:  n = tanh(W_in x + b_in + W_hn (r⊙h) + b_hn)      (reset before the product)
 
-Same layout as jit.cpu.lstm, error_model="numpy" and scratch arrays included (why: see
+Same layout as jit.cpu.lstm, scratch arrays included (why: see
 there). gru keeps hn = W_hn h + b_hn per step for backward (it is not among the contract's
 gates). gru_classic needs two products per step, the second on r⊙h of every unit, so its
 kernels take rows only: a unit split would need a second wait per step (not done).
@@ -14,11 +14,12 @@ from numba import njit
 
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad, typed_like
 
+from .kernel_options import KERNEL_OPTIONS
 from .products import times_transposed
 from .sync import wait_for_all
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(**KERNEL_OPTIONS)
 def gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0, small, training, hs, gates, hns, h_n,
                        arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × units [j0, j1) of hs (T, B, H), h_n; with training also
@@ -56,7 +57,7 @@ def gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0, small, training, hs, gates, hns
     h_n[b0:b1, j0:j1] = hs[T - 1, b0:b1, j0:j1]
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(**KERNEL_OPTIONS)
 def gru_backward_kernel(w_hh_t, h0, hs, gates, hns, dhs, dh_n, small, da_x, da_h, dh0,
                         arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × units [j0, j1) of da_x (T, B, 3H) = ∂L/∂(W_ih x + b_ih),
@@ -102,7 +103,7 @@ def gru_backward_kernel(w_hh_t, h0, hs, gates, hns, dhs, dh_n, small, da_x, da_h
     dh0[b0:b1, j0:j1] = dh
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(**KERNEL_OPTIONS)
 def gru_classic_forward_kernel(xw, w_hrz, w_hn, b_ih, b_hh, h0, small, training, hs, gates,
                                h_n, b0, b1):
     """Fill hs (T, B, H), h_n; with training also gates (T, B, 3H).
@@ -143,7 +144,7 @@ def gru_classic_forward_kernel(xw, w_hrz, w_hn, b_ih, b_hh, h0, small, training,
     h_n[b0:b1] = h
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(**KERNEL_OPTIONS)
 def gru_classic_backward_kernel(w_hrz_t, w_hn_t, h0, hs, gates, dhs, dh_n, small, da, rhs, dh0, b0, b1):
     """Fill da (T, B, 3H) = ∂L/∂(pre-activations) (the same for the W_ih and W_hh sides),
     rhs (T, B, H) = r⊙h_prev (what W_hn multiplied, for its gradient) and dh0.

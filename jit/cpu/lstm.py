@@ -14,21 +14,19 @@ The pointwise passes write only the kernel's own scratch arrays, copied to the o
 after each step: with the outputs' stores inside, LLVM could not prove them independent
 of the inputs and left the pass unvectorised (measured: 2.9× slower lstm kernel).
 
-error_model="numpy" on every jit.cpu kernel: Numba's default checks each float division for
-zero in order to raise ZeroDivisionError, and that branch keeps LLVM from vectorising the
-pointwise pass. Every denominator here is at least 1 (1 + e^{−|a|}), so nothing is lost, and
-the pointwise pass runs 1.6–3× faster (measured: 57 → 19 ns per lstm unit in float32).
+Compile options (error_model, fastmath): jit.cpu.kernel_options.
 """
 import numpy as np
 from numba import njit
 
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad
 
+from .kernel_options import KERNEL_OPTIONS
 from .products import times_transposed
 from .sync import wait_for_all
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(**KERNEL_OPTIONS)
 def lstm_forward_kernel(xw, w_hh, bias, h0, c0, small, training, hs, cs, gates, h_n, c_n,
                         arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × hidden units [j0, j1) of hs (T, B, H), h_n, c_n; with
@@ -70,7 +68,7 @@ def lstm_forward_kernel(xw, w_hh, bias, h0, c0, small, training, hs, cs, gates, 
     c_n[b0:b1, j0:j1] = c
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(**KERNEL_OPTIONS)
 def lstm_backward_kernel(w_hh_t, c0, cs, gates, dhs, dh_n, dc_n, small, da, dh0, dc0,
                          arrivals, n_threads, b0, b1, j0, j1):
     """Backpropagate through time: fill the tile rows [b0, b1) × units [j0, j1) of

@@ -4,18 +4,19 @@
 
 Same layout as jit.cpu.lstm: xw = x W_ihᵀ arrives precomputed, one call per thread on a
 tile of rows × units, per step the recurrent product and one fused pointwise pass into
-scratch arrays; error_model="numpy" (why: see jit.cpu.lstm).
+scratch arrays (why: see jit.cpu.lstm); compile options: jit.cpu.kernel_options.
 """
 import numpy as np
 from numba import njit
 
 from jit.gatemath import relu, relu_grad, tanh, tanh_grad
 
+from .kernel_options import KERNEL_OPTIONS
 from .products import times_transposed
 from .sync import wait_for_all
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(**KERNEL_OPTIONS)
 def rnn_forward_kernel(xw, w_hh, bias, h0, relu_activation, small, hs, h_n, arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × units [j0, j1) of hs (T, B, H) and h_n; for rnn_* hs
     doubles as the gates. bias = b_ih + b_hh (H,).
@@ -40,7 +41,7 @@ def rnn_forward_kernel(xw, w_hh, bias, h0, relu_activation, small, hs, h_n, arri
     h_n[b0:b1, j0:j1] = hs[T - 1, b0:b1, j0:j1]
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(**KERNEL_OPTIONS)
 def rnn_backward_kernel(w_hh_t, hs, dhs, dh_n, relu_activation, small, da, dh0, arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × units [j0, j1) of da (T, B, H) = ∂L/∂(pre-activation) and dh0.
 
