@@ -37,6 +37,7 @@ from reference.contract import CELLS, BackwardResult, ForwardResult, check_backw
 
 from .gru import gru_backward_kernel, gru_classic_backward_kernel, gru_classic_forward_kernel, gru_forward_kernel
 from .lstm import lstm_backward_kernel, lstm_forward_kernel
+from .products import transposed_columns
 from .rnn import rnn_backward_kernel, rnn_forward_kernel
 from .sync import new_arrivals
 
@@ -328,8 +329,8 @@ def param_grads(da, inputs, n_threads):
 
 
 def transposed(w):
-    """wᵀ, C-contiguous: what the backward kernels multiply by (see jit.cpu.products)."""
-    return np.ascontiguousarray(w.T)
+    """wᵀ, C-contiguous: what gru_classic's backward kernel multiplies by (see jit.cpu.products)."""
+    return transposed_columns(w, 0, w.shape[1])
 
 
 def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
@@ -362,18 +363,18 @@ def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, n_threads):
         run = partial(run_on_tiles, tiling=tiling)
         if lstm:
             dc_nk = np.zeros((B, H), dtype) if dc_n is None else kernel_array(dc_n)
-            run(lstm_backward_kernel, transposed(w_hh), kernel_array(c0), kernel_array(fwd.cs), gates, dhsk, dh_nk, dc_nk,
+            run(lstm_backward_kernel, w_hh, kernel_array(c0), kernel_array(fwd.cs), gates, dhsk, dh_nk, dc_nk,
                 small, da, dh0, dc0)
         elif cell == "gru":
             hns = gru_hidden_terms(fwd, h0k, w_hh, kernel_array(params.b_hh), H, n_threads)
             da_h = np.empty_like(da)
-            run(gru_backward_kernel, transposed(w_hh), h0k, hs, gates, hns, dhsk, dh_nk, small, da, da_h, dh0)
+            run(gru_backward_kernel, w_hh, h0k, hs, gates, hns, dhsk, dh_nk, small, da, da_h, dh0)
         elif cell == "gru_classic":
             h_side_inputs = np.empty((T, B, H), dtype)  # r⊙h_{t-1}, filled by the kernel
             run_on_row_chunks(gru_classic_backward_kernel, transposed(w_hh[:2 * H]), transposed(w_hh[2 * H:]), h0k, hs,
                               gates, dhsk, dh_nk, small, da, h_side_inputs, dh0, B=B, n_chunks=kernel_threads(B, n_threads))
         else:
-            run(rnn_backward_kernel, transposed(w_hh), hs, dhsk, dh_nk, cell == "rnn_relu", small, da, dh0)
+            run(rnn_backward_kernel, w_hh, hs, dhsk, dh_nk, cell == "rnn_relu", small, da, dh0)
     dx = matmul_rows(da.reshape(T * B, G * H), kernel_array(params.w_ih), n_threads).reshape(T, B, I)
     dw_ih, db_ih = param_grads(da, x, n_threads)
     h_prev = previous_hidden(hs, h0k)

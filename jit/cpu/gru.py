@@ -15,7 +15,7 @@ from numba import njit
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad, typed_like
 
 from .kernel_options import KERNEL_OPTIONS
-from .products import times_transposed
+from .products import times_transposed, transposed_columns
 from .sync import wait_for_all
 
 
@@ -58,24 +58,26 @@ def gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0, small, training, hs, gates, hns
 
 
 @njit(**KERNEL_OPTIONS)
-def gru_backward_kernel(w_hh_t, h0, hs, gates, hns, dhs, dh_n, small, da_x, da_h, dh0,
+def gru_backward_kernel(w_hh, h0, hs, gates, hns, dhs, dh_n, small, da_x, da_h, dh0,
                         arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × units [j0, j1) of da_x (T, B, 3H) = ∂L/∂(W_ih x + b_ih),
     da_h (T, B, 3H) = ∂L/∂(W_hh h + b_hh), and dh0.
 
     The two differ only in the n block, where r scales the hidden term: da_h_n = r⊙da_x_n.
-    w_hh_t = W_hhᵀ (H, 3H), C-contiguous. twin: reference.gru.gru_step_backward, reversed t.
+    Each thread first copies the columns of W_hh for its units, transposed (the rows its
+    products read, contiguous). twin: reference.gru.gru_step_backward, reversed t.
     ∂L/∂h_t through step t + 1 is da_h[t + 1] W_hh plus the direct z⊙ term of the mix.
     """
     T, B, H = hs.shape
     nb, nj = b1 - b0, j1 - j0
+    w_hh_t = transposed_columns(w_hh, j0, j1)  # (nj, G·H): W_hhᵀ's rows for the tile's units
     dh = dh_n[b0:b1, j0:j1].copy()  # ∂L/∂h_t from step t + 1 (from h_n at t = T − 1)
     dh_direct = np.zeros_like(dh)  # through the z⊙h term of step t + 1's mix
     dx_t = np.empty((3, nb, nj), hs.dtype)  # this step's da_x, the tile's units of each gate
     dn_h = np.empty((nb, nj), hs.dtype)  # and da_h's n block (its r and z blocks are da_x's)
     for t in range(T - 1, -1, -1):
         if t < T - 1:
-            times_transposed(da_h[t + 1, b0:b1], w_hh_t[j0:j1], small, dh)
+            times_transposed(da_h[t + 1, b0:b1], w_hh_t, small, dh)
             dh += dh_direct
         for b in range(nb):
             row = b0 + b
@@ -98,7 +100,7 @@ def gru_backward_kernel(w_hh_t, h0, hs, gates, hns, dhs, dh_n, small, da_x, da_h
         da_h[t, b0:b1, H + j0:H + j1] = dx_t[1]
         da_h[t, b0:b1, 2 * H + j0:2 * H + j1] = dn_h
         wait_for_all(arrivals, n_threads, T - 1 - t)
-    times_transposed(da_h[0, b0:b1], w_hh_t[j0:j1], small, dh)
+    times_transposed(da_h[0, b0:b1], w_hh_t, small, dh)
     dh += dh_direct
     dh0[b0:b1, j0:j1] = dh
 

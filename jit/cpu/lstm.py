@@ -22,7 +22,7 @@ from numba import njit
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad
 
 from .kernel_options import KERNEL_OPTIONS
-from .products import times_transposed
+from .products import times_transposed, transposed_columns
 from .sync import wait_for_all
 
 
@@ -69,24 +69,26 @@ def lstm_forward_kernel(xw, w_hh, bias, h0, c0, small, training, hs, cs, gates, 
 
 
 @njit(**KERNEL_OPTIONS)
-def lstm_backward_kernel(w_hh_t, c0, cs, gates, dhs, dh_n, dc_n, small, da, dh0, dc0,
+def lstm_backward_kernel(w_hh, c0, cs, gates, dhs, dh_n, dc_n, small, da, dh0, dc0,
                          arrivals, n_threads, b0, b1, j0, j1):
     """Backpropagate through time: fill the tile rows [b0, b1) × units [j0, j1) of
     da (T, B, 4H) = ∂L/∂(pre-activations), of dh0 and of dc0.
 
-    w_hh_t = W_hhᵀ (H, 4H), C-contiguous. twin: reference.lstm.lstm_step_backward, looped over
+    Each thread first copies the columns of W_hh for its units, transposed (the rows its
+    products read, contiguous). twin: reference.lstm.lstm_step_backward, looped over
     reversed t (without the weight gradients, which jit.cpu.backend takes from da as GEMMs
     after this loop). ∂L/∂h_t through step t + 1 is da[t + 1] W_hh, over every gate of every
     unit; with the units split, the threads wait for each other after each step.
     """
     T, B, H = cs.shape
     nb, nj = b1 - b0, j1 - j0
+    w_hh_t = transposed_columns(w_hh, j0, j1)  # (nj, G·H): W_hhᵀ's rows for the tile's units
     dh = dh_n[b0:b1, j0:j1].copy()  # ∂L/∂h_t from step t + 1 (from h_n at t = T − 1)
     dc = dc_n[b0:b1, j0:j1].copy()
     da_t = np.empty((4, nb, nj), cs.dtype)  # this step's da, the tile's units of each gate
     for t in range(T - 1, -1, -1):
         if t < T - 1:
-            times_transposed(da[t + 1, b0:b1], w_hh_t[j0:j1], small, dh)
+            times_transposed(da[t + 1, b0:b1], w_hh_t, small, dh)
         for b in range(nb):
             row = b0 + b
             for u in range(nj):
@@ -107,6 +109,6 @@ def lstm_backward_kernel(w_hh_t, c0, cs, gates, dhs, dh_n, dc_n, small, da, dh0,
         for gate in range(4):
             da[t, b0:b1, gate * H + j0:gate * H + j1] = da_t[gate]
         wait_for_all(arrivals, n_threads, T - 1 - t)  # da[t] complete before anyone reads it
-    times_transposed(da[0, b0:b1], w_hh_t[j0:j1], small, dh)
+    times_transposed(da[0, b0:b1], w_hh_t, small, dh)
     dh0[b0:b1, j0:j1] = dh
     dc0[b0:b1, j0:j1] = dc

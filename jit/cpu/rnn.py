@@ -12,7 +12,7 @@ from numba import njit
 from jit.gatemath import relu, relu_grad, tanh, tanh_grad
 
 from .kernel_options import KERNEL_OPTIONS
-from .products import times_transposed
+from .products import times_transposed, transposed_columns
 from .sync import wait_for_all
 
 
@@ -42,19 +42,21 @@ def rnn_forward_kernel(xw, w_hh, bias, h0, relu_activation, small, hs, h_n, arri
 
 
 @njit(**KERNEL_OPTIONS)
-def rnn_backward_kernel(w_hh_t, hs, dhs, dh_n, relu_activation, small, da, dh0, arrivals, n_threads, b0, b1, j0, j1):
+def rnn_backward_kernel(w_hh, hs, dhs, dh_n, relu_activation, small, da, dh0, arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × units [j0, j1) of da (T, B, H) = ∂L/∂(pre-activation) and dh0.
 
-    w_hh_t = W_hhᵀ (H, H), C-contiguous. twin: reference.rnn.rnn_step_backward, looped over
+    Each thread first copies the columns of W_hh for its units, transposed (the rows its
+    products read, contiguous). twin: reference.rnn.rnn_step_backward, looped over
     reversed t (weight gradients follow as GEMMs on da in jit.cpu.backend).
     """
     T, B, H = hs.shape
     nb, nj = b1 - b0, j1 - j0
+    w_hh_t = transposed_columns(w_hh, j0, j1)  # (nj, G·H): W_hhᵀ's rows for the tile's units
     dh = dh_n[b0:b1, j0:j1].copy()  # ∂L/∂h_t from step t + 1 (from h_n at t = T − 1)
     da_t = np.empty((nb, nj), hs.dtype)
     for t in range(T - 1, -1, -1):
         if t < T - 1:
-            times_transposed(da[t + 1, b0:b1], w_hh_t[j0:j1], small, dh)
+            times_transposed(da[t + 1, b0:b1], w_hh_t, small, dh)
         for b in range(nb):
             row = b0 + b
             for u in range(nj):
@@ -64,5 +66,5 @@ def rnn_backward_kernel(w_hh_t, hs, dhs, dh_n, relu_activation, small, da, dh0, 
                 da_t[b, u] = (dh[b, u] + dhs[t, row, j]) * act_grad
         da[t, b0:b1, j0:j1] = da_t
         wait_for_all(arrivals, n_threads, T - 1 - t)
-    times_transposed(da[0, b0:b1], w_hh_t[j0:j1], small, dh)
+    times_transposed(da[0, b0:b1], w_hh_t, small, dh)
     dh0[b0:b1, j0:j1] = dh
