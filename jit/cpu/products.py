@@ -1,8 +1,9 @@
 """The recurrent products of the time loops, in two paths: BLAS, and register-blocked loops.
 
-Every step of every cell multiplies the few batch rows a thread owns by a weight matrix:
-``h @ W_hhᵀ`` forward, ``da @ W_hh`` backward; both are ``a @ mᵀ`` here, with backward
-passing m = W_hhᵀ copied once per call. For few rows BLAS is slow (its call overhead, and
+Every step of every cell multiplies the batch rows of a thread's tile by that tile's part
+of a weight matrix: ``h @ W_hhᵀ`` forward, ``da @ W_hh`` backward; both are ``a @ mᵀ`` here,
+with backward passing m = the tile's columns of W_hh, transposed once per call
+(transposed_columns). For few rows BLAS is slow (its call overhead, and
 kernels tuned for large matrices): on this project's 2-core AMD EPYC, single-threaded,
 per step (GFLOP/s, best of 3, 2026-11-27; the machine's one-core GEMM peak is about 85)
 
@@ -16,7 +17,7 @@ weight is loaded once per four rows and each input once per two columns; m is re
 stored order, row by row, keeping it hot in cache. At 8×4096×1024 m is 16 MiB, larger than
 the caches, and both paths wait on memory.
 
-Each function writes into ``out`` and allocates nothing: they run once per time step.
+The product functions write into ``out`` and allocate nothing: they run once per time step.
 twin: reference.affine.affine / affine_backward (the x Wᵀ and da W terms, without bias).
 """
 import numpy as np
