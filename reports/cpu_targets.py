@@ -6,7 +6,8 @@
 For each cell, config and mode, both implementations run on the same float32 weights and
 time-major inputs in the same process, interleaved (jit, torch, jit, torch, ...) so they
 share the machine's drift, with torch.set_num_threads equal to Numba's thread count (read
-without launching Numba's threading layer: see jit.cpu.backend.pool_threads). The machine's fp32 GEMM rate is measured in the same run with a 2048² numpy matmul.
+without launching Numba's threading layer: see jit.cpu.backend.pool_threads). The
+machine's fp32 GEMM rate is measured in the same run with a 2048² numpy matmul.
 
 FLOPs counted (the matrix products only; the pointwise work is O(T·B·G·H), negligible next
 to them for I = H ≥ 64):
@@ -39,7 +40,8 @@ RATIO_TARGETS = {
 }
 #: Fraction of the measured GEMM rate that the FLOP bound of the target asks for.
 GEMM_FRACTION = 0.75
-#: Pause after measuring the GEMM rate, longer than OpenBLAS's workers spin (2^28 cycles, ~0.1 s).
+#: Pause after measuring the GEMM rate, longer than OpenBLAS's workers spin (by default up to
+#: 2^28 cycles, ~0.1 s here).
 BLAS_SETTLE_S = 0.5
 
 
