@@ -65,10 +65,10 @@ BACKENDS = selected()
 
 
 def backend_cases(cases):
-    for backend_name, backend in BACKENDS.items():
-        for case_name, (cell, *rest) in cases.items():
-            if cell in backend.cells:
-                yield pytest.param(backend, cell, *rest, id=f"{backend_name}-{case_name}")
+    """Every case on every backend that has its cell, as a list (pytest deprecates generators here)."""
+    return [pytest.param(backend, cell, *rest, id=f"{backend_name}-{case_name}")
+            for backend_name, backend in BACKENDS.items()
+            for case_name, (cell, *rest) in cases.items() if cell in backend.cells]
 
 
 def assert_clear_error(excinfo, words):
