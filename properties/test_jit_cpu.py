@@ -205,7 +205,8 @@ def blas_threads_now():
 def test_row_chunks_cover_the_batch_once():
     """Each chunk's kernel gets disjoint rows covering 0..B."""
     seen = []
-    backend.run_on_row_chunks(lambda tag, b0, b1: seen.append((b0, b1)), "k", B=7, n_chunks=3)
+    backend.run_on_row_chunks(lambda tag, b0, b1: seen.append((b0, b1)), "k",
+                              tiling=backend.tiling_for("gru_classic", 7, 8, 3))
     assert sorted(seen) == [(0, 2), (2, 4), (4, 7)]
 
 

@@ -141,13 +141,14 @@ def split(n: int, parts: int):
     return [(k * n // parts, (k + 1) * n // parts) for k in range(parts)]
 
 
-def run_on_row_chunks(kernel, *args, B: int, n_chunks: int):
-    """Call ``kernel(*args, b0, b1)`` on n_chunks slices [b0, b1) of the rows 0..B, in parallel.
+def run_on_row_chunks(kernel, *args, tiling: "Tiling"):
+    """Call ``kernel(*args, b0, b1)`` on the rows [b0, b1) of each tile (all units), in parallel.
 
-    The kernels write disjoint rows of their outputs. (gru_classic's kernels; the other
-    cells' take tiles, see run_on_tiles.)
+    For gru_classic's kernels, which take rows only (its tilings never split the units); the
+    kernels write disjoint rows of their outputs. The other cells' take tiles: run_on_tiles.
     """
-    run_in_parallel([(kernel, (*args, b0, b1)) for b0, b1 in split(B, n_chunks)])
+    assert not tiling.by_units
+    run_in_parallel([(kernel, (*args, b0, b1)) for b0, b1, _, _ in tiling.tiles])
 
 
 #: Hidden-unit slices are cut at multiples of this many units where H allows (one AVX2 vector
@@ -286,9 +287,8 @@ def _forward(cell, params, x, h0, c0, training, shapes, n_threads):
         elif cell == "gru":
             run(gru_forward_kernel, xw, w_hh, b_ih, b_hh, h0k, small, training, hs, gates, hns, h_n)
         elif cell == "gru_classic":
-            n_chunks = kernel_threads(B, n_threads)
             run_on_row_chunks(gru_classic_forward_kernel, xw, w_hh[:2 * H], w_hh[2 * H:], b_ih, b_hh, h0k, small,
-                              training, hs, gates, h_n, B=B, n_chunks=n_chunks)
+                              training, hs, gates, h_n, tiling=tiling)
         else:
             run(rnn_forward_kernel, xw, w_hh, b_ih + b_hh, h0k, cell == "rnn_relu", small, hs, h_n)
             if training:
@@ -372,7 +372,7 @@ def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, n_threads):
         elif cell == "gru_classic":
             h_side_inputs = np.empty((T, B, H), dtype)  # r⊙h_{t-1}, filled by the kernel
             run_on_row_chunks(gru_classic_backward_kernel, transposed(w_hh[:2 * H]), transposed(w_hh[2 * H:]), h0k, hs,
-                              gates, dhsk, dh_nk, small, da, h_side_inputs, dh0, B=B, n_chunks=kernel_threads(B, n_threads))
+                              gates, dhsk, dh_nk, small, da, h_side_inputs, dh0, tiling=tiling)
         else:
             run(rnn_backward_kernel, w_hh, hs, dhsk, dh_nk, cell == "rnn_relu", small, da, dh0)
     dx = matmul_rows(da.reshape(T * B, G * H), kernel_array(params.w_ih), n_threads).reshape(T, B, I)

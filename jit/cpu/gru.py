@@ -15,7 +15,7 @@ from numba import njit
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad, typed_like
 
 from .kernel_options import KERNEL_OPTIONS
-from .products import times_transposed, transposed_columns
+from .products import gate_products, store_gate_blocks, times_transposed, transposed_columns
 from .sync import wait_for_all
 
 
@@ -36,8 +36,7 @@ def gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0, small, training, hs, gates, hns
     hn_t = np.empty((nb, nj), xw.dtype)
     for t in range(T):
         h_prev = h0[b0:b1] if t == 0 else hs[t - 1, b0:b1]
-        for gate in range(3):
-            times_transposed(h_prev, w_hh[gate * H + j0:gate * H + j1], small, a_h[gate])
+        gate_products(h_prev, w_hh, H, j0, j1, small, a_h)
         for b in range(nb):
             row = b0 + b
             for u in range(nj):
@@ -51,8 +50,7 @@ def gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0, small, training, hs, gates, hns
         hs[t, b0:b1, j0:j1] = h
         if training:
             hns[t, b0:b1, j0:j1] = hn_t
-            for gate in range(3):
-                gates[t, b0:b1, gate * H + j0:gate * H + j1] = a_h[gate]
+            store_gate_blocks(a_h, H, j0, j1, gates[t, b0:b1])
         wait_for_all(arrivals, n_threads, t)
     h_n[b0:b1, j0:j1] = hs[T - 1, b0:b1, j0:j1]
 
@@ -94,8 +92,7 @@ def gru_backward_kernel(w_hh, h0, hs, gates, hns, dhs, dh_n, small, da_x, da_h, 
                 dh_direct[b, u] = dh_total * z
                 dx_t[0, b, u], dx_t[1, b, u], dx_t[2, b, u] = da_r, da_z, da_n
                 dn_h[b, u] = da_n * r
-        for gate in range(3):
-            da_x[t, b0:b1, gate * H + j0:gate * H + j1] = dx_t[gate]
+        store_gate_blocks(dx_t, H, j0, j1, da_x[t, b0:b1])
         da_h[t, b0:b1, j0:j1] = dx_t[0]
         da_h[t, b0:b1, H + j0:H + j1] = dx_t[1]
         da_h[t, b0:b1, 2 * H + j0:2 * H + j1] = dn_h

@@ -22,7 +22,7 @@ from numba import njit
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad
 
 from .kernel_options import KERNEL_OPTIONS
-from .products import times_transposed, transposed_columns
+from .products import gate_products, store_gate_blocks, times_transposed, transposed_columns
 from .sync import wait_for_all
 
 
@@ -44,8 +44,7 @@ def lstm_forward_kernel(xw, w_hh, bias, h0, c0, small, training, hs, cs, gates, 
     a_h = np.empty((4, nb, nj), xw.dtype)  # h W_hhᵀ for this step, the tile's units of each gate; then the gates
     for t in range(T):
         h_prev = h0[b0:b1] if t == 0 else hs[t - 1, b0:b1]
-        for gate in range(4):
-            times_transposed(h_prev, w_hh[gate * H + j0:gate * H + j1], small, a_h[gate])
+        gate_products(h_prev, w_hh, H, j0, j1, small, a_h)
         for b in range(nb):
             row = b0 + b
             for u in range(nj):
@@ -61,8 +60,7 @@ def lstm_forward_kernel(xw, w_hh, bias, h0, c0, small, training, hs, cs, gates, 
         hs[t, b0:b1, j0:j1] = h
         if training:
             cs[t, b0:b1, j0:j1] = c
-            for gate in range(4):
-                gates[t, b0:b1, gate * H + j0:gate * H + j1] = a_h[gate]
+            store_gate_blocks(a_h, H, j0, j1, gates[t, b0:b1])
         wait_for_all(arrivals, n_threads, t)  # hs[t] complete before anyone's step t + 1
     h_n[b0:b1, j0:j1] = hs[T - 1, b0:b1, j0:j1]
     c_n[b0:b1, j0:j1] = c
@@ -106,8 +104,7 @@ def lstm_backward_kernel(w_hh, c0, cs, gates, dhs, dh_n, dc_n, small, da, dh0, d
                 da_t[2, b, u] = dc_total * i * tanh_grad(g)
                 da_t[3, b, u] = dh_total * tanh_c * sigmoid_grad(o)
                 dc[b, u] = dc_total * f
-        for gate in range(4):
-            da[t, b0:b1, gate * H + j0:gate * H + j1] = da_t[gate]
+        store_gate_blocks(da_t, H, j0, j1, da[t, b0:b1])
         wait_for_all(arrivals, n_threads, T - 1 - t)  # da[t] complete before anyone reads it
     times_transposed(da[0, b0:b1], w_hh_t, small, dh)
     dh0[b0:b1, j0:j1] = dh

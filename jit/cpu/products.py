@@ -116,3 +116,23 @@ def transposed_columns(m, j0, j1):
             for n in range(n0, n1):
                 out[j - j0, n] = m[n, j]
     return out
+
+
+@njit(cache=True, error_model="numpy")
+def gate_products(a, w, H, j0, j1, small, out):
+    """out[g] (nb, j1 − j0) = a (nb, K) @ w[g·H + j0 : g·H + j1]ᵀ for each gate block g of w (G·H, K).
+
+    A tile's units [j0, j1) take the same rows of every gate block of W_hh: one product per block.
+    """
+    for gate in range(out.shape[0]):
+        times_transposed(a, w[gate * H + j0:gate * H + j1], small, out[gate])
+
+
+@njit(cache=True, error_model="numpy")
+def store_gate_blocks(blocks, H, j0, j1, dest):
+    """dest[:, g·H + j0 : g·H + j1] = blocks[g] for each gate block g: the inverse of gate_products' layout.
+
+    blocks (G, nb, nj) are a tile's per-gate values; dest (nb, G·H) the tile's rows of a gates-wide output.
+    """
+    for gate in range(blocks.shape[0]):
+        dest[:, gate * H + j0:gate * H + j1] = blocks[gate]
