@@ -1,5 +1,5 @@
-"""Properties of jit.cpu that the shared suite cannot see: its two recurrent-product paths,
-determinism across threads, thread settings, the number of compiled variants, and the
+"""Properties of jit.cpu that the shared suite cannot see: its recurrent-product kernel, the
+ways threads share a call, determinism across threads, thread settings, the number of compiled variants, and the
 on-disk cache (reused by a new process, and moved aside when the package folder is read-only).
 
 The mathematics of the cells (agreement with the reference, gradients) is checked by the
@@ -73,28 +73,86 @@ SHARINGS = {"serial": dict(PARALLEL_MIN_MACS=1 << 62),
 
 
 @pytest.mark.parametrize("cell", reference.CELLS)
-def test_small_path_and_blas_path_agree(cell, monkeypatch):
-    """The blocked-loop path and the BLAS path, each on the caller alone and on three threads
-    (sharing the batch rows, or the hidden units with a barrier per step), compute the same
-    cell, up to summation order.
+def test_every_way_of_sharing_a_call_computes_the_same_cell(cell, monkeypatch):
+    """The caller alone, and three threads sharing the batch rows or the hidden units (with a
+    barrier per step), compute the same cell, up to summation order.
 
     float64 only: there path_tolerance's worst-case bound stays far below any indexing or
     formula mistake (1e-8 against O(0.1)), while in float32 the same bound on gradients
     exceeds 1 and would prove nothing. The kernels are one dtype-generic source, so the
-    paths cannot differ in float32 alone; float32 accuracy against the reference is the
+    sharings cannot differ in float32 alone; float32 accuracy against the reference is the
     shared property suite's job.
     """
     dtype = np.float64
     monkeypatch.setattr(backend, "pool_threads", lambda: 3)  # more threads than cores, too: the barrier yields
     results = {}
-    for path, limit in (("small", 1 << 62), ("blas", -1)):
-        for sharing, settings in SHARINGS.items():
-            monkeypatch.setattr(backend, "SMALL_PATH_MAX_ROWS", limit)
-            for name, value in settings.items():
-                monkeypatch.setattr(backend, name, value)
-            results[path, sharing] = [run_both(cell, make_problem(cell, *shape, dtype)) for shape in SHAPES]
-    for other in [(path, sharing) for path in ("small", "blas") for sharing in SHARINGS][1:]:
-        assert_paths_agree(cell, dtype, results["small", "serial"], results[other], other)
+    for sharing, settings in SHARINGS.items():
+        for name, value in settings.items():
+            monkeypatch.setattr(backend, name, value)
+        results[sharing] = [run_both(cell, make_problem(cell, *shape, dtype)) for shape in SHAPES]
+    for other in list(SHARINGS)[1:]:
+        assert_paths_agree(cell, dtype, results["serial"], results[other], other)
+
+
+#: Rows 1–13 cover every mix of the product's 6-, 4-, 2- and 1-row tiles; column counts
+#: around the panel widths (16 float32, 8 float64 columns) leave partial panels, and
+#: K = 1 is the shortest loop.
+PRODUCT_SHAPES = [(rows, n, K) for rows in range(1, 14) for n, K in ((1, 1), (7, 3), (16, 33), (17, 8), (40, 5))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_panel_products_match_the_exact_product_and_write_nothing_else(dtype):
+    """jit.cpu.products on awkward shapes: a @ B through both packings (gate rows of a
+    weight, forward; columns of a weight, backward) against the product in float64 (exact
+    for float32 inputs up to 2^−53 relative, far below the bound) or, for float64, in
+    long double where the platform has it.
+
+    Bound, elementwise (Higham, Accuracy and Stability, §3.1, eq. 3.4): a dot product of K
+    terms summed in any order, with or without fused multiply-adds, differs from the exact
+    one by at most γ_K · Σ_k |a_rk||B_kc|, γ_K = K·u / (1 − K·u), u = eps/2. Outside the result, the output keeps its sentinel:
+    a tile that wrote past its rows or panels fails here.
+    """
+    from jit.cpu.products import gate_outputs, gate_products, pack_columns, pack_gate_rows, panel_product, \
+        product_output
+
+    rng = np.random.default_rng(7)
+    u = np.finfo(dtype).eps / 2
+    exact_dtype = np.float64 if dtype == np.float32 else np.longdouble
+    for rows, n, K in PRODUCT_SHAPES:
+        gamma = K * u / (1 - K * u)
+        a = rng.uniform(-1, 1, (rows, K)).astype(dtype)
+        G, H, j0 = 3, n + 5, 2  # units [j0, j0 + n) of each of G gate blocks of a (G·H, K) weight
+        w = rng.uniform(-1, 1, (G * H, K)).astype(dtype)
+        gate_panels = pack_gate_rows(w, H, j0, j0 + n)
+        out = np.full((G, rows + 1, gate_outputs(rows, gate_panels).shape[2] + 3), np.nan, dtype)
+        gate_products(a, gate_panels, out[:, :rows])
+        for g in range(G):
+            b = w[g * H + j0:g * H + j0 + n].T
+            assert_product_within(out[g, :rows, :n], a, b, exact_dtype, gamma, (rows, n, K, "gate", g))
+        assert np.isnan(out[:, rows]).all() and np.isnan(out[:, :, gate_panels.shape[1] * gate_panels.shape[3]:]).all()
+        w_t = rng.uniform(-1, 1, (K, n + 9)).astype(dtype)
+        panels = pack_columns(w_t, j0, j0 + n)
+        out = np.full((rows, product_output(rows, panels).shape[1] + 2), np.nan, dtype)
+        panel_product(a, panels, out)
+        assert_product_within(out[:, :n], a, w_t[:, j0:j0 + n], exact_dtype, gamma, (rows, n, K, "columns"))
+        assert np.isnan(out[:, panels.shape[0] * panels.shape[2]:]).all()
+
+
+def assert_product_within(got, a, b, exact_dtype, gamma, label):
+    exact = a.astype(exact_dtype) @ b.astype(exact_dtype)
+    bound = gamma * (np.abs(a).astype(exact_dtype) @ np.abs(b).astype(exact_dtype))
+    excess = np.abs(got.astype(exact_dtype) - exact) - bound
+    assert (excess <= 0).all(), f"{label}: off by up to {float(excess.max()):.3g} beyond the rounding bound"
+
+
+def test_panel_product_refuses_mismatched_shapes():
+    from jit.cpu.products import pack_columns, panel_product
+
+    panels = pack_columns(np.ones((5, 20)), 0, 20)  # K = 5
+    with pytest.raises(ValueError, match="panel_product"):
+        panel_product(np.ones((3, 4)), panels, np.empty((3, 32)))  # K = 4
+    with pytest.raises(ValueError, match="panel_product"):
+        panel_product(np.ones((3, 5)), panels, np.empty((3, 20)))  # fewer columns than the panels'
 
 
 def test_tilings_cover_every_row_and_unit_once():
@@ -163,9 +221,8 @@ def assert_paths_agree(cell, dtype, first, second, label):
 
 @pytest.mark.parametrize("cell", reference.CELLS)
 def test_repeat_calls_are_bit_identical_and_leave_inputs_alone(cell, monkeypatch):
-    """Several threads, BLAS path: the same call twice gives the same bits; inputs are untouched."""
+    """Several threads: the same call twice gives the same bits; inputs are untouched."""
     monkeypatch.setattr(backend, "PARALLEL_MIN_MACS", 0)
-    monkeypatch.setattr(backend, "SMALL_PATH_MAX_ROWS", -1)
     problem = make_problem(cell, 4, 6, 8, 40, np.float32, seed=3)
     inputs = [a for a in (*problem[0], *problem[1:]) if a is not None]
     before = [a.copy() for a in inputs]

@@ -20,7 +20,8 @@ forward 37 ms against 19 ms this way), or from whatever the caller ran next (an 
 call woke them for its 50×64×256 projection, and the torch.nn call after it took 4 ms
 instead of 0.4 ms).
 
-Small sizes take fused loops instead of BLAS inside the time loop (see ``use_small_path``).
+The recurrent product inside the time loop is jit.cpu.products' register-tiled kernel on
+weights packed once per call, at every size (it is level with BLAS or faster, see there).
 """
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -37,16 +38,11 @@ from reference.contract import CELLS, BackwardResult, ForwardResult, check_backw
 
 from .gru import gru_backward_kernel, gru_classic_backward_kernel, gru_classic_forward_kernel, gru_forward_kernel
 from .lstm import lstm_backward_kernel, lstm_forward_kernel
-from .products import transposed_columns
 from .rnn import rnn_backward_kernel, rnn_forward_kernel
 from .sync import new_arrivals
 
 name = "jit.cpu"
 cells = frozenset(CELLS)
-
-#: With fewer batch rows than this per thread, the recurrent product runs as register-blocked
-#: loops instead of a BLAS call (measured crossover: see jit.cpu.products).
-SMALL_PATH_MAX_ROWS = 31
 
 
 class CPUForwardResult(ForwardResult):
@@ -188,10 +184,6 @@ class Tiling(NamedTuple):
     tiles: list
     by_units: bool
 
-    @property
-    def most_rows(self) -> int:
-        return max(b1 - b0 for b0, b1, _, _ in self.tiles)
-
 
 def tiling_for(cell: str, B: int, H: int, n_threads: int) -> Tiling:
     """The tiles of a call; gru_classic's kernels take rows only (see the README's jit-cpu section)."""
@@ -222,12 +214,6 @@ def matmul_rows(a, b, n_threads: int):
     parts = max(1, min(n_threads if big else 1, a.shape[0]))
     run_in_parallel([(np.matmul, (a[r0:r1], b, out[r0:r1])) for r0, r1 in split(a.shape[0], parts)])
     return out
-
-
-def use_small_path(rows: int) -> bool:
-    """Whether the time loops multiply ``rows`` batch rows by W_hh with jit.cpu.products' loops
-    rather than BLAS."""
-    return rows <= SMALL_PATH_MAX_ROWS
 
 
 # ---- arrays --------------------------------------------------------------------------------
@@ -279,18 +265,17 @@ def _forward(cell, params, x, h0, c0, training, shapes, n_threads):
         b_ih, b_hh, h0k = kernel_array(params.b_ih), kernel_array(params.b_hh), kernel_array(h0)
         xw = project_inputs(x, params.w_ih, n_threads)
         tiling = tiling_for(cell, B, H, n_threads)
-        small = use_small_path(tiling.most_rows)
         run = partial(run_on_tiles, tiling=tiling)
         if lstm:
-            run(lstm_forward_kernel, xw, w_hh, b_ih + b_hh, h0k, kernel_array(c0), small, training,
+            run(lstm_forward_kernel, xw, w_hh, b_ih + b_hh, h0k, kernel_array(c0), training,
                 hs, cs, gates, h_n, c_n)
         elif cell == "gru":
-            run(gru_forward_kernel, xw, w_hh, b_ih, b_hh, h0k, small, training, hs, gates, hns, h_n)
+            run(gru_forward_kernel, xw, w_hh, b_ih, b_hh, h0k, training, hs, gates, hns, h_n)
         elif cell == "gru_classic":
-            run_on_row_chunks(gru_classic_forward_kernel, xw, w_hh[:2 * H], w_hh[2 * H:], b_ih, b_hh, h0k, small,
+            run_on_row_chunks(gru_classic_forward_kernel, xw, w_hh[:2 * H], w_hh[2 * H:], b_ih, b_hh, h0k,
                               training, hs, gates, h_n, tiling=tiling)
         else:
-            run(rnn_forward_kernel, xw, w_hh, b_ih + b_hh, h0k, cell == "rnn_relu", small, hs, h_n)
+            run(rnn_forward_kernel, xw, w_hh, b_ih + b_hh, h0k, cell == "rnn_relu", hs, h_n)
             if training:
                 gates = hs.copy()  # for rnn_* the gate is the activation output itself
     if not training:
@@ -328,11 +313,6 @@ def param_grads(da, inputs, n_threads):
     return matmul_rows(da2.T, inputs.reshape(T * B, inputs.shape[2]), n_threads), da2.sum(axis=0)
 
 
-def transposed(w):
-    """wᵀ, C-contiguous: what gru_classic's backward kernel multiplies by (see jit.cpu.products)."""
-    return transposed_columns(w, 0, w.shape[1])
-
-
 def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
     """Backpropagation through time; returns the gradients of L given ∂L/∂hs, ∂L/∂h_n, ∂L/∂c_n."""
     shapes = check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n)
@@ -354,7 +334,6 @@ def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, n_threads):
     da_h = da  # ∂L/∂(W_hh h + b_hh); differs from da for gru only
     h_side_inputs = None  # what W_hh multiplied at each step, when it is not h_{t-1}
     tiling = tiling_for(cell, B, H, n_threads)
-    small = use_small_path(tiling.most_rows)
     if T == 0:
         dh0[:] = dh_n
         if lstm:
@@ -364,17 +343,17 @@ def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, n_threads):
         if lstm:
             dc_nk = np.zeros((B, H), dtype) if dc_n is None else kernel_array(dc_n)
             run(lstm_backward_kernel, w_hh, kernel_array(c0), kernel_array(fwd.cs), gates, dhsk, dh_nk, dc_nk,
-                small, da, dh0, dc0)
+                da, dh0, dc0)
         elif cell == "gru":
             hns = gru_hidden_terms(fwd, h0k, w_hh, kernel_array(params.b_hh), H, n_threads)
             da_h = np.empty_like(da)
-            run(gru_backward_kernel, w_hh, h0k, hs, gates, hns, dhsk, dh_nk, small, da, da_h, dh0)
+            run(gru_backward_kernel, w_hh, h0k, hs, gates, hns, dhsk, dh_nk, da, da_h, dh0)
         elif cell == "gru_classic":
             h_side_inputs = np.empty((T, B, H), dtype)  # r⊙h_{t-1}, filled by the kernel
-            run_on_row_chunks(gru_classic_backward_kernel, transposed(w_hh[:2 * H]), transposed(w_hh[2 * H:]), h0k, hs,
-                              gates, dhsk, dh_nk, small, da, h_side_inputs, dh0, tiling=tiling)
+            run_on_row_chunks(gru_classic_backward_kernel, w_hh[:2 * H], w_hh[2 * H:], h0k, hs,
+                              gates, dhsk, dh_nk, da, h_side_inputs, dh0, tiling=tiling)
         else:
-            run(rnn_backward_kernel, w_hh, hs, dhsk, dh_nk, cell == "rnn_relu", small, da, dh0)
+            run(rnn_backward_kernel, w_hh, hs, dhsk, dh_nk, cell == "rnn_relu", da, dh0)
     dx = matmul_rows(da.reshape(T * B, G * H), kernel_array(params.w_ih), n_threads).reshape(T, B, I)
     dw_ih, db_ih = param_grads(da, x, n_threads)
     h_prev = previous_hidden(hs, h0k)

@@ -15,12 +15,13 @@ from numba import njit
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad, typed_like
 
 from .kernel_options import KERNEL_OPTIONS
-from .products import gate_products, store_gate_blocks, times_transposed, transposed_columns
+from .products import gate_outputs, gate_products, pack_columns, pack_gate_rows, panel_product, product_output, \
+    store_gate_blocks
 from .sync import wait_for_all
 
 
 @njit(**KERNEL_OPTIONS)
-def gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0, small, training, hs, gates, hns, h_n,
+def gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0, training, hs, gates, hns, h_n,
                        arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × units [j0, j1) of hs (T, B, H), h_n; with training also
     of gates (T, B, 3H) and hns (T, B, H).
@@ -32,11 +33,12 @@ def gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0, small, training, hs, gates, hns
     H = h0.shape[1]
     nb, nj = b1 - b0, j1 - j0
     h = np.empty((nb, nj), xw.dtype)
-    a_h = np.empty((3, nb, nj), xw.dtype)  # h W_hhᵀ for this step, the tile's units of each gate; then r, z, n
+    w_panels = pack_gate_rows(w_hh, H, j0, j1)
+    a_h = gate_outputs(nb, w_panels)  # [g, :, :nj]: h W_hhᵀ for this step, gate block g; then r, z, n
     hn_t = np.empty((nb, nj), xw.dtype)
     for t in range(T):
         h_prev = h0[b0:b1] if t == 0 else hs[t - 1, b0:b1]
-        gate_products(h_prev, w_hh, H, j0, j1, small, a_h)
+        gate_products(h_prev, w_panels, a_h)
         for b in range(nb):
             row = b0 + b
             for u in range(nj):
@@ -56,27 +58,27 @@ def gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0, small, training, hs, gates, hns
 
 
 @njit(**KERNEL_OPTIONS)
-def gru_backward_kernel(w_hh, h0, hs, gates, hns, dhs, dh_n, small, da_x, da_h, dh0,
+def gru_backward_kernel(w_hh, h0, hs, gates, hns, dhs, dh_n, da_x, da_h, dh0,
                         arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × units [j0, j1) of da_x (T, B, 3H) = ∂L/∂(W_ih x + b_ih),
     da_h (T, B, 3H) = ∂L/∂(W_hh h + b_hh), and dh0.
 
     The two differ only in the n block, where r scales the hidden term: da_h_n = r⊙da_x_n.
-    Each thread first copies the columns of W_hh for its units, transposed (the rows its
-    products read, contiguous). twin: reference.gru.gru_step_backward, reversed t.
+    Each thread first packs the columns of W_hh for its units (jit.cpu.products). twin: reference.gru.gru_step_backward, reversed t.
     ∂L/∂h_t through step t + 1 is da_h[t + 1] W_hh plus the direct z⊙ term of the mix.
     """
     T, B, H = hs.shape
     nb, nj = b1 - b0, j1 - j0
-    w_hh_t = transposed_columns(w_hh, j0, j1)  # (nj, G·H): W_hhᵀ's rows for the tile's units
-    dh = dh_n[b0:b1, j0:j1].copy()  # ∂L/∂h_t from step t + 1 (from h_n at t = T − 1)
-    dh_direct = np.zeros_like(dh)  # through the z⊙h term of step t + 1's mix
+    w_panels = pack_columns(w_hh, j0, j1)  # W_hh's columns for the tile's units
+    dh = product_output(nb, w_panels)  # [:, :nj]: ∂L/∂h_t from step t + 1 (from h_n at t = T − 1)
+    dh[:, :nj] = dh_n[b0:b1, j0:j1]
+    dh_direct = np.zeros((nb, nj), hs.dtype)  # through the z⊙h term of step t + 1's mix
     dx_t = np.empty((3, nb, nj), hs.dtype)  # this step's da_x, the tile's units of each gate
     dn_h = np.empty((nb, nj), hs.dtype)  # and da_h's n block (its r and z blocks are da_x's)
     for t in range(T - 1, -1, -1):
         if t < T - 1:
-            times_transposed(da_h[t + 1, b0:b1], w_hh_t, small, dh)
-            dh += dh_direct
+            panel_product(da_h[t + 1, b0:b1], w_panels, dh)
+            dh[:, :nj] += dh_direct
         for b in range(nb):
             row = b0 + b
             for u in range(nj):
@@ -97,13 +99,12 @@ def gru_backward_kernel(w_hh, h0, hs, gates, hns, dhs, dh_n, small, da_x, da_h, 
         da_h[t, b0:b1, H + j0:H + j1] = dx_t[1]
         da_h[t, b0:b1, 2 * H + j0:2 * H + j1] = dn_h
         wait_for_all(arrivals, n_threads, T - 1 - t)
-    times_transposed(da_h[0, b0:b1], w_hh_t, small, dh)
-    dh += dh_direct
-    dh0[b0:b1, j0:j1] = dh
+    panel_product(da_h[0, b0:b1], w_panels, dh)
+    dh0[b0:b1, j0:j1] = dh[:, :nj] + dh_direct
 
 
 @njit(**KERNEL_OPTIONS)
-def gru_classic_forward_kernel(xw, w_hrz, w_hn, b_ih, b_hh, h0, small, training, hs, gates,
+def gru_classic_forward_kernel(xw, w_hrz, w_hn, b_ih, b_hh, h0, training, hs, gates,
                                h_n, b0, b1):
     """Fill hs (T, B, H), h_n; with training also gates (T, B, 3H).
 
@@ -116,20 +117,21 @@ def gru_classic_forward_kernel(xw, w_hrz, w_hn, b_ih, b_hh, h0, small, training,
     h = h0[b0:b1].copy()
     rh = np.empty_like(h)  # r⊙h, the input of W_hn
     z_t = np.empty_like(h)
-    a_rz = np.empty((nb, 2 * H), xw.dtype)  # h W_hrzᵀ
-    a_n = np.empty((nb, H), xw.dtype)  # (r⊙h) W_hnᵀ
+    rz_panels, n_panels = pack_gate_rows(w_hrz, H, 0, H), pack_gate_rows(w_hn, H, 0, H)
+    a_rz = gate_outputs(nb, rz_panels)  # [g, :, :H]: h W_hrzᵀ, gates r and z
+    a_n = gate_outputs(nb, n_panels)[0]  # [:, :H]: (r⊙h) W_hnᵀ
     for t in range(T):
-        times_transposed(h, w_hrz, small, a_rz)
+        gate_products(h, rz_panels, a_rz)
         for b in range(nb):
             row = b0 + b
             for j in range(H):
-                r = sigmoid(xw[t, row, j] + b_ih[j] + a_rz[b, j] + b_hh[j])
-                z_t[b, j] = sigmoid(xw[t, row, H + j] + b_ih[H + j] + a_rz[b, H + j] + b_hh[H + j])
+                r = sigmoid(xw[t, row, j] + b_ih[j] + a_rz[0, b, j] + b_hh[j])
+                z_t[b, j] = sigmoid(xw[t, row, H + j] + b_ih[H + j] + a_rz[1, b, j] + b_hh[H + j])
                 rh[b, j] = r * h[b, j]
                 if training:
                     gates[t, row, j] = r
                     gates[t, row, H + j] = z_t[b, j]
-        times_transposed(rh, w_hn, small, a_n)
+        panel_product(rh, n_panels[0], a_n)
         for b in range(nb):
             row = b0 + b
             for j in range(H):
@@ -144,19 +146,21 @@ def gru_classic_forward_kernel(xw, w_hrz, w_hn, b_ih, b_hh, h0, small, training,
 
 
 @njit(**KERNEL_OPTIONS)
-def gru_classic_backward_kernel(w_hrz_t, w_hn_t, h0, hs, gates, dhs, dh_n, small, da, rhs, dh0, b0, b1):
+def gru_classic_backward_kernel(w_hrz, w_hn, h0, hs, gates, dhs, dh_n, da, rhs, dh0, b0, b1):
     """Fill da (T, B, 3H) = ∂L/∂(pre-activations) (the same for the W_ih and W_hh sides),
     rhs (T, B, H) = r⊙h_prev (what W_hn multiplied, for its gradient) and dh0.
 
-    w_hrz_t (H, 2H) and w_hn_t (H, H): the transposed r, z and n rows of W_hh, C-contiguous.
+    w_hrz (2H, H) and w_hn (H, H): the r, z and n rows of W_hh.
     twin: reference.gru.gru_classic_step_backward, looped over reversed t.
     """
     T, B, H = hs.shape
     nb = b1 - b0
-    dh = dh_n[b0:b1].copy()
-    dh_direct = np.empty_like(dh)  # through z⊙h
-    da_n = np.empty_like(dh)
-    d_rh = np.empty_like(dh)  # ∂L/∂(r⊙h) = da_n W_hn
+    rz_panels, n_panels = pack_columns(w_hrz, 0, H), pack_columns(w_hn, 0, H)
+    dh = product_output(nb, rz_panels)  # [:, :H]
+    dh[:, :H] = dh_n[b0:b1]
+    dh_direct = np.empty((nb, H), hs.dtype)  # through z⊙h
+    da_n = np.empty((nb, H), hs.dtype)
+    d_rh = product_output(nb, n_panels)  # [:, :H]: ∂L/∂(r⊙h) = da_n W_hn
     da_rz = np.empty((nb, 2 * H), hs.dtype)
     for t in range(T - 1, -1, -1):
         for b in range(nb):
@@ -169,7 +173,7 @@ def gru_classic_backward_kernel(w_hrz_t, w_hn_t, h0, hs, gates, dhs, dh_n, small
                 da_n[b, j] = dh_total * (typed_like(z, 1.0) - z) * tanh_grad(n)
                 da_rz[b, H + j] = dh_total * (h_prev - n) * sigmoid_grad(z)
                 dh_direct[b, j] = dh_total * z
-        times_transposed(da_n, w_hn_t, small, d_rh)
+        panel_product(da_n, n_panels, d_rh)
         for b in range(nb):
             row = b0 + b
             for j in range(H):
@@ -181,6 +185,6 @@ def gru_classic_backward_kernel(w_hrz_t, w_hn_t, h0, hs, gates, dhs, dh_n, small
                 da[t, row, j] = da_rz[b, j]
                 da[t, row, H + j] = da_rz[b, H + j]
                 da[t, row, 2 * H + j] = da_n[b, j]
-        times_transposed(da_rz, w_hrz_t, small, dh)
-        dh += dh_direct
-    dh0[b0:b1] = dh
+        panel_product(da_rz, rz_panels, dh)
+        dh[:, :H] += dh_direct
+    dh0[b0:b1] = dh[:, :H]

@@ -22,12 +22,13 @@ from numba import njit
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad
 
 from .kernel_options import KERNEL_OPTIONS
-from .products import gate_products, store_gate_blocks, times_transposed, transposed_columns
+from .products import gate_outputs, gate_products, pack_columns, pack_gate_rows, panel_product, product_output, \
+    store_gate_blocks
 from .sync import wait_for_all
 
 
 @njit(**KERNEL_OPTIONS)
-def lstm_forward_kernel(xw, w_hh, bias, h0, c0, small, training, hs, cs, gates, h_n, c_n,
+def lstm_forward_kernel(xw, w_hh, bias, h0, c0, training, hs, cs, gates, h_n, c_n,
                         arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × hidden units [j0, j1) of hs (T, B, H), h_n, c_n; with
     training also of cs (T, B, H) and gates (T, B, 4H).
@@ -41,10 +42,11 @@ def lstm_forward_kernel(xw, w_hh, bias, h0, c0, small, training, hs, cs, gates, 
     nb, nj = b1 - b0, j1 - j0
     c = c0[b0:b1, j0:j1].copy()
     h = np.empty((nb, nj), xw.dtype)
-    a_h = np.empty((4, nb, nj), xw.dtype)  # h W_hhᵀ for this step, the tile's units of each gate; then the gates
+    w_panels = pack_gate_rows(w_hh, H, j0, j1)
+    a_h = gate_outputs(nb, w_panels)  # [g, :, :nj]: h W_hhᵀ for this step, gate block g; then the gates
     for t in range(T):
         h_prev = h0[b0:b1] if t == 0 else hs[t - 1, b0:b1]
-        gate_products(h_prev, w_hh, H, j0, j1, small, a_h)
+        gate_products(h_prev, w_panels, a_h)
         for b in range(nb):
             row = b0 + b
             for u in range(nj):
@@ -67,26 +69,26 @@ def lstm_forward_kernel(xw, w_hh, bias, h0, c0, small, training, hs, cs, gates, 
 
 
 @njit(**KERNEL_OPTIONS)
-def lstm_backward_kernel(w_hh, c0, cs, gates, dhs, dh_n, dc_n, small, da, dh0, dc0,
+def lstm_backward_kernel(w_hh, c0, cs, gates, dhs, dh_n, dc_n, da, dh0, dc0,
                          arrivals, n_threads, b0, b1, j0, j1):
     """Backpropagate through time: fill the tile rows [b0, b1) × units [j0, j1) of
     da (T, B, 4H) = ∂L/∂(pre-activations), of dh0 and of dc0.
 
-    Each thread first copies the columns of W_hh for its units, transposed (the rows its
-    products read, contiguous). twin: reference.lstm.lstm_step_backward, looped over
+    Each thread first packs the columns of W_hh for its units (jit.cpu.products). twin: reference.lstm.lstm_step_backward, looped over
     reversed t (without the weight gradients, which jit.cpu.backend takes from da as GEMMs
     after this loop). ∂L/∂h_t through step t + 1 is da[t + 1] W_hh, over every gate of every
     unit; with the units split, the threads wait for each other after each step.
     """
     T, B, H = cs.shape
     nb, nj = b1 - b0, j1 - j0
-    w_hh_t = transposed_columns(w_hh, j0, j1)  # (nj, G·H): W_hhᵀ's rows for the tile's units
-    dh = dh_n[b0:b1, j0:j1].copy()  # ∂L/∂h_t from step t + 1 (from h_n at t = T − 1)
+    w_panels = pack_columns(w_hh, j0, j1)  # W_hh's columns for the tile's units
+    dh = product_output(nb, w_panels)  # [:, :nj]: ∂L/∂h_t from step t + 1 (from h_n at t = T − 1)
+    dh[:, :nj] = dh_n[b0:b1, j0:j1]
     dc = dc_n[b0:b1, j0:j1].copy()
     da_t = np.empty((4, nb, nj), cs.dtype)  # this step's da, the tile's units of each gate
     for t in range(T - 1, -1, -1):
         if t < T - 1:
-            times_transposed(da[t + 1, b0:b1], w_hh_t, small, dh)
+            panel_product(da[t + 1, b0:b1], w_panels, dh)
         for b in range(nb):
             row = b0 + b
             for u in range(nj):
@@ -106,6 +108,6 @@ def lstm_backward_kernel(w_hh, c0, cs, gates, dhs, dh_n, dc_n, small, da, dh0, d
                 dc[b, u] = dc_total * f
         store_gate_blocks(da_t, H, j0, j1, da[t, b0:b1])
         wait_for_all(arrivals, n_threads, T - 1 - t)  # da[t] complete before anyone reads it
-    times_transposed(da[0, b0:b1], w_hh_t, small, dh)
-    dh0[b0:b1, j0:j1] = dh
+    panel_product(da[0, b0:b1], w_panels, dh)
+    dh0[b0:b1, j0:j1] = dh[:, :nj]
     dc0[b0:b1, j0:j1] = dc

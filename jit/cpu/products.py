@@ -1,138 +1,234 @@
-"""The recurrent products of the time loops, in two paths: BLAS, and register-blocked loops.
+"""The recurrent products of the time loops: a register-tiled kernel on packed weights.
 
 Every step of every cell multiplies the batch rows of a thread's tile by that tile's part
-of a weight matrix: ``h @ W_hhᵀ`` forward, ``da @ W_hh`` backward; both are ``a @ mᵀ`` here,
-with backward passing m = the tile's columns of W_hh, transposed once per call
-(transposed_columns). For few rows BLAS is slow (its call overhead, and
-kernels tuned for large matrices): on this project's 2-core AMD EPYC, single-threaded,
-per step (GFLOP/s, best of 3, 2026-11-27; the machine's one-core GEMM peak is about 85)
+of a weight matrix: ``h @ W_hhᵀ`` forward, ``da @ W_hh`` backward. Both are ``a @ B`` here,
+with B's columns packed once per call into *panels*: panels[p, k, c] = B[k, p·W + c], W
+columns wide (two SIMD vectors: 16 float32 or 8 float64 for 32-byte AVX2 vectors), zero
+beyond B's last column. A panel's row k is contiguous, so a step reads each panel in
+order, and panel_tile keeps a tile of rows × panel columns in vector registers:
 
-    rows × G·H × H    1×256×64  8×512×128  16×1024×256  8×4096×1024  32×2048×512
-    blocked loops        28         58          50           25           70
-    BLAS (OpenBLAS)      16         40          51           21           70
+    per k:  x_r = a[r, k] broadcast to a vector    (one load per row)
+            acc[r][v] += x_r · panels[p, k, v-th vector]   (one vector load per vector)
 
-so the loops take over below 32 rows (jit.cpu.backend.use_small_path). A tile of four rows
-of a and two rows of m keeps eight running sums in registers (vectorised along k), so each
-weight is loaded once per four rows and each input once per two columns; m is read in its
-stored order, row by row, keeping it hot in cache. At 8×4096×1024 m is 16 MiB, larger than
-the caches, and both paths wait on memory.
+Six rows × two vectors is twelve accumulators, two weight loads and six broadcasts per
+twelve vector FMAs, so the loop is bound by the FMA units (two per cycle on Zen 3 and
+Intel cores since Haswell), and twelve independent sums cover the FMA latency (4 cycles).
+This is the outer-product micro-kernel of BLIS/OpenBLAS, written as LLVM vector IR because
+LLVM does not find it in scalar loops (tried: a 64-scalar tile ran at 4 GFLOP/s).
 
-The product functions write into ``out`` and allocate nothing: they run once per time step.
+Measured on this project's 2-core AMD EPYC (Zen 3), one thread, float32, GFLOP/s, best of
+5, 2026-11-27 (the VM's speed drifts by tens of percent; each row's three were interleaved):
+
+    rows × columns × K     1×256×64  8×512×128  16×1024×256  32×1024×256  64×1024×512
+    panels (this)             22         89          87           93           98
+    LLVM-vectorised loops     27         62          63           67           76
+    BLAS (OpenBLAS)           17         42          60           75           82
+
+and level with BLAS from 128 rows up (55–96 against 51–87), so the time loops use it at
+every size. (One row is a matrix-vector product: bound by loading W, any kernel.)
+
+The product writes into ``out`` and allocates nothing: it runs once per time step. Its
+output has a whole number of panels' columns (product_columns); callers read the first
+B.shape[1] of them.
 twin: reference.affine.affine / affine_backward (the x Wᵀ and da W terms, without bias).
 """
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
-from jit.gatemath import typed_like
+#: Bytes per SIMD vector (AVX2). Wider machines (AVX-512) would take 64, narrower ones (NEON)
+#: split each vector in two: LLVM legalises the vector type either way, so results do not change.
+VECTOR_BYTES = 32
+#: Vectors per panel row: the columns one tile covers per row of a.
+PANEL_VECTORS = 2
 
 
-# fastmath: only reassociation (and FMA contraction), so that LLVM may vectorise the sums
-# over k; that is another summation order, fixed at compile time, so results stay
-# deterministic. properties/test_jit_cpu.py::test_small_path_and_blas_path_agree bounds the
-# difference from BLAS's order.
-@njit(cache=True, fastmath={"reassoc", "contract"}, error_model="numpy")
-def blocked_times_transposed(a, m, out):
-    """out (nb, N) = a (nb, K) @ m.T, m (N, K): a 4-row × 2-column tile at a time, then the rest.
+def _element_pointer(context, builder, array_type, array, indices):
+    return cgutils.get_item_pointer(context, builder, array_type, array, indices)
 
-    Each tile is eight dot products over k, which LLVM vectorises along k: per vector of k,
-    six loads (four rows of a, two rows of m) feed eight FMAs, so the loop is bound by the
-    FMA units rather than by loads (one row × one column would need two loads per FMA).
+
+@intrinsic
+def panel_tile(typingctx, a, r0, rows, panels, p0, n_panels, out):
+    """out[r0 : r0 + rows, p0·W : (p0 + n_panels)·W] = a[r0 : r0 + rows] @ panels[p0 : p0 + n_panels].
+
+    ``rows`` and ``n_panels`` are compile-time constants (rows · n_panels · PANEL_VECTORS
+    accumulators, which should fit the 16 vector registers with room for the loads). No
+    bounds checks: panel_product checks the shapes once per call.
+    """
+    if not (isinstance(rows, types.IntegerLiteral) and isinstance(n_panels, types.IntegerLiteral)
+            and isinstance(a, types.Array) and isinstance(panels, types.Array) and isinstance(out, types.Array)
+            and a.dtype == panels.dtype == out.dtype and isinstance(a.dtype, types.Float)):
+        return None
+    R, NP = rows.literal_value, n_panels.literal_value
+    dtype = a.dtype
+    lanes = VECTOR_BYTES * 8 // dtype.bitwidth
+    signature = types.void(a, r0, rows, panels, p0, n_panels, out)
+
+    def codegen(context, builder, sig, args):
+        a_value, r0_value, _, panels_value, p0_value, _, out_value = args
+        arrays = [context.make_array(ty)(context, builder, value)
+                  for ty, value in ((a, a_value), (panels, panels_value), (out, out_value))]
+        a_array, panels_array, out_array = arrays
+        intp = context.get_value_type(types.intp)
+        first_row = context.cast(builder, r0_value, sig.args[1], types.intp)
+        first_panel = context.cast(builder, p0_value, sig.args[4], types.intp)
+        K = cgutils.unpack_tuple(builder, a_array.shape)[1]
+        vector = ir.VectorType(context.get_value_type(dtype), lanes)
+        align = dtype.bitwidth // 8
+        # llvm.fmuladd: one FMA where the target has them, a multiply and an add otherwise
+        fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vector, [vector] * 3),
+                                                 f"llvm.fmuladd.v{lanes}f{dtype.bitwidth}")
+
+        def index(n):
+            return ir.Constant(intp, n)
+
+        def vector_pointer(array_type, array, indices):
+            return builder.bitcast(_element_pointer(context, builder, array_type, array, indices),
+                                   vector.as_pointer())
+
+        columns = [(q, v) for q in range(NP) for v in range(PANEL_VECTORS)]
+        zero = ir.Constant(vector, [0.0] * lanes)
+        # allocas in the entry block, promoted to registers by LLVM's mem2reg
+        sums = [[cgutils.alloca_once_value(builder, zero) for _ in columns] for _ in range(R)]
+        row_of = [builder.add(first_row, index(r)) for r in range(R)]
+        panel_of = [builder.add(first_panel, index(q)) for q in range(NP)]
+        undefined = ir.Constant(vector, ir.Undefined)
+        broadcast = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+        with cgutils.for_range(builder, K) as loop:
+            k = loop.index
+            weights = [builder.load(vector_pointer(panels, panels_array, [panel_of[q], k, index(v * lanes)]),
+                                    align=align) for q, v in columns]
+            for r in range(R):
+                x = builder.load(_element_pointer(context, builder, a, a_array, [row_of[r], k]))
+                xs = builder.shuffle_vector(builder.insert_element(undefined, x, index(0)), undefined, broadcast)
+                for column, w in enumerate(weights):
+                    total = sums[r][column]
+                    builder.store(builder.call(fmuladd, [xs, w, builder.load(total)]), total)
+        width = index(PANEL_VECTORS * lanes)
+        for r in range(R):
+            for column, (q, v) in enumerate(columns):
+                first_column = builder.add(builder.mul(panel_of[q], width), index(v * lanes))
+                builder.store(builder.load(sums[r][column]), vector_pointer(out, out_array, [row_of[r], first_column]),
+                              align=align)
+        return context.get_dummy_value()
+    return signature, codegen
+
+
+@njit(cache=True, error_model="numpy")
+def panel_width(dtype_sample):
+    """W, the columns per panel, for arrays of dtype_sample's dtype (an array)."""
+    return PANEL_VECTORS * (VECTOR_BYTES // dtype_sample.itemsize)
+
+
+@njit(cache=True, error_model="numpy")
+def product_columns(panels):
+    """The columns of panel_product's output: a whole number of panels."""
+    return panels.shape[0] * panels.shape[2]
+
+
+@njit(cache=True, error_model="numpy")
+def panel_product(a, panels, out):
+    """out[:, :product_columns(panels)] = a (nb, K) @ B, for B (K, ·) packed as ``panels``.
+
+    Rows go six at a time, then four, two and one. Two or one remaining rows take two or
+    four panels per tile, so each tile still has eight independent sums. Each panel serves
+    all six-row tiles while it is in L1 (panel outermost): a's rows are the smaller stream.
     """
     nb, K = a.shape
-    N = m.shape[0]
-    zero = typed_like(out[0, 0], 0.0)
-    b = 0
-    while b + 4 <= nb:
-        n = 0
-        while n + 2 <= N:
-            s00, s10, s20, s30 = zero, zero, zero, zero
-            s01, s11, s21, s31 = zero, zero, zero, zero
+    n_panels, panel_K, W = panels.shape
+    if panel_K != K or out.shape[0] < nb or out.shape[1] < n_panels * W or out.strides[1] != out.itemsize \
+            or W != panel_width(out):
+        raise ValueError("panel_product: shapes of a, panels and out do not match")
+    six = nb - nb % 6
+    for p in range(n_panels):
+        for r in range(0, six, 6):
+            panel_tile(a, r, 6, panels, p, 1, out)
+    r = six
+    if nb - r >= 4:
+        for p in range(n_panels):
+            panel_tile(a, r, 4, panels, p, 1, out)
+        r += 4
+    if nb - r >= 2:
+        p = 0
+        while p + 2 <= n_panels:
+            panel_tile(a, r, 2, panels, p, 2, out)
+            p += 2
+        if p < n_panels:
+            panel_tile(a, r, 2, panels, p, 1, out)
+        r += 2
+    if nb - r == 1:
+        p = 0
+        while p + 4 <= n_panels:
+            panel_tile(a, r, 1, panels, p, 4, out)
+            p += 4
+        while p < n_panels:
+            panel_tile(a, r, 1, panels, p, 1, out)
+            p += 1
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def pack_gate_rows(w, H, j0, j1):
+    """Panels of each gate block's B_g = (rows g·H + j0 … g·H + j1 − 1 of w)ᵀ, for the forward
+    product h @ W_hhᵀ of a tile's units: (G, panels, K, W) for w (G·H, K).
+
+    One set of panels per gate block, so that gate_products' output has the gate first
+    (G, rows, units): the pointwise passes then index it as out[g, b, u] with constant g.
+    With the gates side by side in one row instead, out[b, g·nj + u], LLVM left the lstm
+    pointwise pass scalar (measured: 55 against 7 ns per unit).
+    """
+    nj, K = j1 - j0, w.shape[1]
+    W = panel_width(w)
+    G = w.shape[0] // H
+    panels = np.zeros((G, -(-nj // W), K, W), w.dtype)
+    for gate in range(G):
+        for u in range(nj):
+            source = gate * H + j0 + u
             for k in range(K):
-                w0, w1 = m[n, k], m[n + 1, k]
-                x0, x1, x2, x3 = a[b, k], a[b + 1, k], a[b + 2, k], a[b + 3, k]
-                s00 += x0 * w0
-                s10 += x1 * w0
-                s20 += x2 * w0
-                s30 += x3 * w0
-                s01 += x0 * w1
-                s11 += x1 * w1
-                s21 += x2 * w1
-                s31 += x3 * w1
-            out[b, n], out[b + 1, n], out[b + 2, n], out[b + 3, n] = s00, s10, s20, s30
-            out[b, n + 1], out[b + 1, n + 1], out[b + 2, n + 1], out[b + 3, n + 1] = s01, s11, s21, s31
-            n += 2
-        if n < N:  # odd N: the last column
-            s0, s1, s2, s3 = zero, zero, zero, zero
-            for k in range(K):
-                w = m[n, k]
-                s0 += a[b, k] * w
-                s1 += a[b + 1, k] * w
-                s2 += a[b + 2, k] * w
-                s3 += a[b + 3, k] * w
-            out[b, n], out[b + 1, n], out[b + 2, n], out[b + 3, n] = s0, s1, s2, s3
-        b += 4
-    while b < nb:  # the last nb % 4 rows, one at a time, four columns at once (five loads per four FMAs)
-        n = 0
-        while n + 4 <= N:
-            s0, s1, s2, s3 = zero, zero, zero, zero
-            for k in range(K):
-                x = a[b, k]
-                s0 += x * m[n, k]
-                s1 += x * m[n + 1, k]
-                s2 += x * m[n + 2, k]
-                s3 += x * m[n + 3, k]
-            out[b, n], out[b, n + 1], out[b, n + 2], out[b, n + 3] = s0, s1, s2, s3
-            n += 4
-        while n < N:
-            s = zero
-            for k in range(K):
-                s += a[b, k] * m[n, k]
-            out[b, n] = s
-            n += 1
-        b += 1
+                panels[gate, u // W, k, u % W] = w[source, k]
+    return panels
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def pack_columns(w, j0, j1):
+    """Panels of B = w[:, j0:j1], for the backward product da @ W_hh (the tile's units' columns)."""
+    K = w.shape[0]
+    W = panel_width(w)
+    panels = np.zeros((-(-(j1 - j0) // W), K, W), w.dtype)
+    for p in range(panels.shape[0]):
+        c1 = min(W, j1 - j0 - p * W)
+        for k in range(K):
+            for c in range(c1):
+                panels[p, k, c] = w[k, j0 + p * W + c]
+    return panels
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def product_output(rows, panels):
+    """A scratch output for panel_product: rows × product_columns(panels)."""
+    return np.empty((rows, product_columns(panels)), panels.dtype)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def gate_outputs(rows, gate_panels):
+    """A scratch output for gate_products: (G, rows, product_columns of one gate's panels)."""
+    return np.empty((gate_panels.shape[0], rows, gate_panels.shape[1] * gate_panels.shape[3]), gate_panels.dtype)
 
 
 @njit(cache=True, error_model="numpy")
-def times_transposed(a, m, small, out):
-    """out (nb, N) = a (nb, K) @ m.T for m (N, K): blocked loops if ``small``, else BLAS."""
-    if small:
-        blocked_times_transposed(a, m, out)
-    else:
-        np.dot(a, m.T, out)
-
-
-@njit(cache=True, nogil=True)
-def transposed_columns(m, j0, j1):
-    """m[:, j0:j1]ᵀ as a new C-contiguous (j1 − j0, N) array: backward's W_hhᵀ rows for a tile's units.
-
-    Read in blocks of 16 rows of m, so each cache line of m is used whole while it is in
-    cache (measured, 2048×512 float32: 0.9 ms, against 4.5 ms for numpy's ascontiguousarray(m.T)).
-    """
-    N = m.shape[0]
-    out = np.empty((j1 - j0, N), m.dtype)
-    for n0 in range(0, N, 16):
-        n1 = min(N, n0 + 16)
-        for j in range(j0, j1):
-            for n in range(n0, n1):
-                out[j - j0, n] = m[n, j]
-    return out
-
-
-@njit(cache=True, error_model="numpy")
-def gate_products(a, w, H, j0, j1, small, out):
-    """out[g] (nb, j1 − j0) = a (nb, K) @ w[g·H + j0 : g·H + j1]ᵀ for each gate block g of w (G·H, K).
-
-    A tile's units [j0, j1) take the same rows of every gate block of W_hh: one product per block.
-    """
-    for gate in range(out.shape[0]):
-        times_transposed(a, w[gate * H + j0:gate * H + j1], small, out[gate])
+def gate_products(a, gate_panels, out):
+    """out[g, :, :nj] = a @ B_g for each gate block g (pack_gate_rows' panels, gate_outputs' out)."""
+    for gate in range(gate_panels.shape[0]):
+        panel_product(a, gate_panels[gate], out[gate])
 
 
 @njit(cache=True, error_model="numpy")
 def store_gate_blocks(blocks, H, j0, j1, dest):
-    """dest[:, g·H + j0 : g·H + j1] = blocks[g] for each gate block g: the inverse of gate_products' layout.
+    """dest[:, g·H + j0 : g·H + j1] = blocks[g, :, :nj] for each gate block g of dest (nb, G·H).
 
-    blocks (G, nb, nj) are a tile's per-gate values; dest (nb, G·H) the tile's rows of a gates-wide output.
+    blocks (G, nb, ≥ nj): a tile's per-gate values, nj = j1 − j0 units per gate (gate_outputs' layout).
     """
+    nj = j1 - j0
     for gate in range(blocks.shape[0]):
-        dest[:, gate * H + j0:gate * H + j1] = blocks[gate]
+        dest[:, gate * H + j0:gate * H + j1] = blocks[gate, :, :nj]

@@ -12,12 +12,12 @@ from numba import njit
 from jit.gatemath import relu, relu_grad, tanh, tanh_grad
 
 from .kernel_options import KERNEL_OPTIONS
-from .products import times_transposed, transposed_columns
+from .products import gate_outputs, pack_columns, pack_gate_rows, panel_product, product_output
 from .sync import wait_for_all
 
 
 @njit(**KERNEL_OPTIONS)
-def rnn_forward_kernel(xw, w_hh, bias, h0, relu_activation, small, hs, h_n, arrivals, n_threads, b0, b1, j0, j1):
+def rnn_forward_kernel(xw, w_hh, bias, h0, relu_activation, hs, h_n, arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × units [j0, j1) of hs (T, B, H) and h_n; for rnn_* hs
     doubles as the gates. bias = b_ih + b_hh (H,).
 
@@ -26,37 +26,38 @@ def rnn_forward_kernel(xw, w_hh, bias, h0, relu_activation, small, hs, h_n, arri
     """
     T, B, H = xw.shape
     nb, nj = b1 - b0, j1 - j0
-    a_h = np.empty((nb, nj), xw.dtype)  # h W_hhᵀ for this step, the tile's units
+    w_panels = pack_gate_rows(w_hh, H, j0, j1)
+    a_h = gate_outputs(nb, w_panels)[0]  # [:, :nj]: h W_hhᵀ for this step, the tile's units
     for t in range(T):
         h_prev = h0[b0:b1] if t == 0 else hs[t - 1, b0:b1]
-        times_transposed(h_prev, w_hh[j0:j1], small, a_h)
+        panel_product(h_prev, w_panels[0], a_h)
         for b in range(nb):
             row = b0 + b
             for u in range(nj):
                 j = j0 + u
                 a = xw[t, row, j] + bias[j] + a_h[b, u]
                 a_h[b, u] = relu(a) if relu_activation else tanh(a)
-        hs[t, b0:b1, j0:j1] = a_h
+        hs[t, b0:b1, j0:j1] = a_h[:, :nj]
         wait_for_all(arrivals, n_threads, t)
     h_n[b0:b1, j0:j1] = hs[T - 1, b0:b1, j0:j1]
 
 
 @njit(**KERNEL_OPTIONS)
-def rnn_backward_kernel(w_hh, hs, dhs, dh_n, relu_activation, small, da, dh0, arrivals, n_threads, b0, b1, j0, j1):
+def rnn_backward_kernel(w_hh, hs, dhs, dh_n, relu_activation, da, dh0, arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × units [j0, j1) of da (T, B, H) = ∂L/∂(pre-activation) and dh0.
 
-    Each thread first copies the columns of W_hh for its units, transposed (the rows its
-    products read, contiguous). twin: reference.rnn.rnn_step_backward, looped over
+    Each thread first packs the columns of W_hh for its units (jit.cpu.products). twin: reference.rnn.rnn_step_backward, looped over
     reversed t (weight gradients follow as GEMMs on da in jit.cpu.backend).
     """
     T, B, H = hs.shape
     nb, nj = b1 - b0, j1 - j0
-    w_hh_t = transposed_columns(w_hh, j0, j1)  # (nj, G·H): W_hhᵀ's rows for the tile's units
-    dh = dh_n[b0:b1, j0:j1].copy()  # ∂L/∂h_t from step t + 1 (from h_n at t = T − 1)
+    w_panels = pack_columns(w_hh, j0, j1)  # W_hh's columns for the tile's units
+    dh = product_output(nb, w_panels)  # [:, :nj]: ∂L/∂h_t from step t + 1 (from h_n at t = T − 1)
+    dh[:, :nj] = dh_n[b0:b1, j0:j1]
     da_t = np.empty((nb, nj), hs.dtype)
     for t in range(T - 1, -1, -1):
         if t < T - 1:
-            times_transposed(da[t + 1, b0:b1], w_hh_t, small, dh)
+            panel_product(da[t + 1, b0:b1], w_panels, dh)
         for b in range(nb):
             row = b0 + b
             for u in range(nj):
@@ -66,5 +67,5 @@ def rnn_backward_kernel(w_hh, hs, dhs, dh_n, relu_activation, small, da, dh0, ar
                 da_t[b, u] = (dh[b, u] + dhs[t, row, j]) * act_grad
         da[t, b0:b1, j0:j1] = da_t
         wait_for_all(arrivals, n_threads, T - 1 - t)
-    times_transposed(da[0, b0:b1], w_hh_t, small, dh)
-    dh0[b0:b1, j0:j1] = dh
+    panel_product(da[0, b0:b1], w_panels, dh)
+    dh0[b0:b1, j0:j1] = dh[:, :nj]
