@@ -15,8 +15,8 @@ from numba import njit
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad, typed_like
 
 from .kernel_options import KERNEL_OPTIONS
-from .products import gate_outputs, gate_products, pack_columns, pack_gate_rows, panel_product, product_output, \
-    store_gate_blocks
+from .products import gate_outputs, gate_products, gate_units, pack_columns, pack_gate_rows, panel_product, \
+    product_output, store_gate_blocks
 from .sync import wait_for_all
 
 
@@ -36,19 +36,25 @@ def gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0, training, hs, gates, hns, h_n,
     w_panels = pack_gate_rows(w_hh, H, j0, j1)
     a_h = gate_outputs(nb, w_panels)  # [g, :, :nj]: h W_hhᵀ for this step, gate block g; then r, z, n
     hn_t = np.empty((nb, nj), xw.dtype)
+    # the r and z gates add both biases; n adds b_in outside r's product and b_hn inside
+    bias_r = gate_units(b_ih, 0, H, j0, j1) + gate_units(b_hh, 0, H, j0, j1)
+    bias_z = gate_units(b_ih, 1, H, j0, j1) + gate_units(b_hh, 1, H, j0, j1)
+    b_in, b_hn = gate_units(b_ih, 2, H, j0, j1), gate_units(b_hh, 2, H, j0, j1)
     for t in range(T):
         h_prev = h0[b0:b1] if t == 0 else hs[t - 1, b0:b1]
         gate_products(h_prev, w_panels, a_h)
         for b in range(nb):
-            row = b0 + b
+            x = xw[t, b0 + b]
+            x_r, x_z, x_n = gate_units(x, 0, H, j0, j1), gate_units(x, 1, H, j0, j1), gate_units(x, 2, H, j0, j1)
+            a_r, a_z, a_n = a_h[0, b], a_h[1, b], a_h[2, b]
+            h_prev_b, h_b, hn_b = h_prev[b, j0:j1], h[b], hn_t[b]
             for u in range(nj):
-                j = j0 + u
-                r = sigmoid(xw[t, row, j] + b_ih[j] + a_h[0, b, u] + b_hh[j])
-                z = sigmoid(xw[t, row, H + j] + b_ih[H + j] + a_h[1, b, u] + b_hh[H + j])
-                hn = a_h[2, b, u] + b_hh[2 * H + j]
-                n = tanh(xw[t, row, 2 * H + j] + b_ih[2 * H + j] + r * hn)
-                h[b, u] = (typed_like(z, 1.0) - z) * n + z * h_prev[b, j]
-                a_h[0, b, u], a_h[1, b, u], a_h[2, b, u], hn_t[b, u] = r, z, n, hn
+                r = sigmoid(x_r[u] + a_r[u] + bias_r[u])
+                z = sigmoid(x_z[u] + a_z[u] + bias_z[u])
+                hn = a_n[u] + b_hn[u]
+                n = tanh(x_n[u] + b_in[u] + r * hn)
+                h_b[u] = (typed_like(z, 1.0) - z) * n + z * h_prev_b[u]
+                a_r[u], a_z[u], a_n[u], hn_b[u] = r, z, n, hn
         hs[t, b0:b1, j0:j1] = h
         if training:
             hns[t, b0:b1, j0:j1] = hn_t
@@ -64,7 +70,8 @@ def gru_backward_kernel(w_hh, h0, hs, gates, hns, dhs, dh_n, da_x, da_h, dh0,
     da_h (T, B, 3H) = ∂L/∂(W_hh h + b_hh), and dh0.
 
     The two differ only in the n block, where r scales the hidden term: da_h_n = r⊙da_x_n.
-    Each thread first packs the columns of W_hh for its units (jit.cpu.products). twin: reference.gru.gru_step_backward, reversed t.
+    Each thread first packs the columns of W_hh for its units (jit.cpu.products).
+    twin: reference.gru.gru_step_backward, reversed t.
     ∂L/∂h_t through step t + 1 is da_h[t + 1] W_hh plus the direct z⊙ term of the mix.
     """
     T, B, H = hs.shape
@@ -81,19 +88,21 @@ def gru_backward_kernel(w_hh, h0, hs, gates, hns, dhs, dh_n, da_x, da_h, dh0,
             dh[:, :nj] += dh_direct
         for b in range(nb):
             row = b0 + b
+            gates_row = gates[t, row]
+            r_b, z_b, n_b = gate_units(gates_row, 0, H, j0, j1), gate_units(gates_row, 1, H, j0, j1), \
+                gate_units(gates_row, 2, H, j0, j1)
+            h_prev_b = hs[t - 1, row, j0:j1] if t > 0 else h0[row, j0:j1]
+            hn_b, dhs_b, dh_b, dh_direct_b = hns[t, row, j0:j1], dhs[t, row, j0:j1], dh[b], dh_direct[b]
+            da_r, da_z, da_n, dn_h_b = dx_t[0, b], dx_t[1, b], dx_t[2, b], dn_h[b]
             for u in range(nj):
-                j = j0 + u
-                r = gates[t, row, j]
-                z = gates[t, row, H + j]
-                n = gates[t, row, 2 * H + j]
-                h_prev = hs[t - 1, row, j] if t > 0 else h0[row, j]
-                dh_total = dh[b, u] + dhs[t, row, j]
-                da_n = dh_total * (typed_like(z, 1.0) - z) * tanh_grad(n)
-                da_r = da_n * hns[t, row, j] * sigmoid_grad(r)
-                da_z = dh_total * (h_prev - n) * sigmoid_grad(z)
-                dh_direct[b, u] = dh_total * z
-                dx_t[0, b, u], dx_t[1, b, u], dx_t[2, b, u] = da_r, da_z, da_n
-                dn_h[b, u] = da_n * r
+                r, z, n = r_b[u], z_b[u], n_b[u]
+                dh_total = dh_b[u] + dhs_b[u]
+                dn = dh_total * (typed_like(z, 1.0) - z) * tanh_grad(n)
+                da_r[u] = dn * hn_b[u] * sigmoid_grad(r)
+                da_z[u] = dh_total * (h_prev_b[u] - n) * sigmoid_grad(z)
+                da_n[u] = dn
+                dh_direct_b[u] = dh_total * z
+                dn_h_b[u] = dn * r
         store_gate_blocks(dx_t, H, j0, j1, da_x[t, b0:b1])
         da_h[t, b0:b1, j0:j1] = dx_t[0]
         da_h[t, b0:b1, H + j0:H + j1] = dx_t[1]

@@ -22,8 +22,8 @@ from numba import njit
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad
 
 from .kernel_options import KERNEL_OPTIONS
-from .products import gate_outputs, gate_products, pack_columns, pack_gate_rows, panel_product, product_output, \
-    store_gate_blocks
+from .products import gate_outputs, gate_products, gate_units, pack_columns, pack_gate_rows, panel_product, \
+    product_output, store_gate_blocks
 from .sync import wait_for_all
 
 
@@ -44,21 +44,26 @@ def lstm_forward_kernel(xw, w_hh, bias, h0, c0, training, hs, cs, gates, h_n, c_
     h = np.empty((nb, nj), xw.dtype)
     w_panels = pack_gate_rows(w_hh, H, j0, j1)
     a_h = gate_outputs(nb, w_panels)  # [g, :, :nj]: h W_hhᵀ for this step, gate block g; then the gates
+    bias_i, bias_f = gate_units(bias, 0, H, j0, j1), gate_units(bias, 1, H, j0, j1)
+    bias_g, bias_o = gate_units(bias, 2, H, j0, j1), gate_units(bias, 3, H, j0, j1)
     for t in range(T):
         h_prev = h0[b0:b1] if t == 0 else hs[t - 1, b0:b1]
         gate_products(h_prev, w_panels, a_h)
         for b in range(nb):
-            row = b0 + b
+            x = xw[t, b0 + b]
+            x_i, x_f, x_g, x_o = gate_units(x, 0, H, j0, j1), gate_units(x, 1, H, j0, j1), \
+                gate_units(x, 2, H, j0, j1), gate_units(x, 3, H, j0, j1)
+            a_i, a_f, a_g, a_o = a_h[0, b], a_h[1, b], a_h[2, b], a_h[3, b]
+            c_b, h_b = c[b], h[b]
             for u in range(nj):
-                j = j0 + u
-                i = sigmoid(xw[t, row, j] + bias[j] + a_h[0, b, u])
-                f = sigmoid(xw[t, row, H + j] + bias[H + j] + a_h[1, b, u])
-                g = tanh(xw[t, row, 2 * H + j] + bias[2 * H + j] + a_h[2, b, u])
-                o = sigmoid(xw[t, row, 3 * H + j] + bias[3 * H + j] + a_h[3, b, u])
-                c_next = f * c[b, u] + i * g
-                c[b, u] = c_next
-                h[b, u] = o * tanh(c_next)
-                a_h[0, b, u], a_h[1, b, u], a_h[2, b, u], a_h[3, b, u] = i, f, g, o
+                i = sigmoid(x_i[u] + bias_i[u] + a_i[u])
+                f = sigmoid(x_f[u] + bias_f[u] + a_f[u])
+                g = tanh(x_g[u] + bias_g[u] + a_g[u])
+                o = sigmoid(x_o[u] + bias_o[u] + a_o[u])
+                c_next = f * c_b[u] + i * g
+                c_b[u] = c_next
+                h_b[u] = o * tanh(c_next)
+                a_i[u], a_f[u], a_g[u], a_o[u] = i, f, g, o
         hs[t, b0:b1, j0:j1] = h
         if training:
             cs[t, b0:b1, j0:j1] = c
@@ -74,8 +79,8 @@ def lstm_backward_kernel(w_hh, c0, cs, gates, dhs, dh_n, dc_n, da, dh0, dc0,
     """Backpropagate through time: fill the tile rows [b0, b1) × units [j0, j1) of
     da (T, B, 4H) = ∂L/∂(pre-activations), of dh0 and of dc0.
 
-    Each thread first packs the columns of W_hh for its units (jit.cpu.products). twin: reference.lstm.lstm_step_backward, looped over
-    reversed t (without the weight gradients, which jit.cpu.backend takes from da as GEMMs
+    Each thread first packs the columns of W_hh for its units (jit.cpu.products).
+    twin: reference.lstm.lstm_step_backward, looped over reversed t (without the weight gradients, which jit.cpu.backend takes from da as GEMMs
     after this loop). ∂L/∂h_t through step t + 1 is da[t + 1] W_hh, over every gate of every
     unit; with the units split, the threads wait for each other after each step.
     """
@@ -91,21 +96,23 @@ def lstm_backward_kernel(w_hh, c0, cs, gates, dhs, dh_n, dc_n, da, dh0, dc0,
             panel_product(da[t + 1, b0:b1], w_panels, dh)
         for b in range(nb):
             row = b0 + b
+            gates_row = gates[t, row]
+            i_b, f_b = gate_units(gates_row, 0, H, j0, j1), gate_units(gates_row, 1, H, j0, j1)
+            g_b, o_b = gate_units(gates_row, 2, H, j0, j1), gate_units(gates_row, 3, H, j0, j1)
+            c_b = cs[t, row, j0:j1]
+            c_prev_b = cs[t - 1, row, j0:j1] if t > 0 else c0[row, j0:j1]
+            dhs_b, dh_b, dc_b = dhs[t, row, j0:j1], dh[b], dc[b]
+            da_i, da_f, da_g, da_o = da_t[0, b], da_t[1, b], da_t[2, b], da_t[3, b]
             for u in range(nj):
-                j = j0 + u
-                i = gates[t, row, j]
-                f = gates[t, row, H + j]
-                g = gates[t, row, 2 * H + j]
-                o = gates[t, row, 3 * H + j]
-                c_prev = cs[t - 1, row, j] if t > 0 else c0[row, j]
-                tanh_c = tanh(cs[t, row, j])
-                dh_total = dh[b, u] + dhs[t, row, j]  # h_t feeds the loss and step t+1
-                dc_total = dc[b, u] + dh_total * o * tanh_grad(tanh_c)
-                da_t[0, b, u] = dc_total * g * sigmoid_grad(i)
-                da_t[1, b, u] = dc_total * c_prev * sigmoid_grad(f)
-                da_t[2, b, u] = dc_total * i * tanh_grad(g)
-                da_t[3, b, u] = dh_total * tanh_c * sigmoid_grad(o)
-                dc[b, u] = dc_total * f
+                i, f, g, o = i_b[u], f_b[u], g_b[u], o_b[u]
+                tanh_c = tanh(c_b[u])
+                dh_total = dh_b[u] + dhs_b[u]  # h_t feeds the loss and step t+1
+                dc_total = dc_b[u] + dh_total * o * tanh_grad(tanh_c)
+                da_i[u] = dc_total * g * sigmoid_grad(i)
+                da_f[u] = dc_total * c_prev_b[u] * sigmoid_grad(f)
+                da_g[u] = dc_total * i * tanh_grad(g)
+                da_o[u] = dh_total * tanh_c * sigmoid_grad(o)
+                dc_b[u] = dc_total * f
         store_gate_blocks(da_t, H, j0, j1, da[t, b0:b1])
         wait_for_all(arrivals, n_threads, T - 1 - t)  # da[t] complete before anyone reads it
     panel_product(da[0, b0:b1], w_panels, dh)

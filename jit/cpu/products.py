@@ -223,6 +223,17 @@ def gate_products(a, gate_panels, out):
         panel_product(a, gate_panels[gate], out[gate])
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def gate_units(row, gate, H, j0, j1):
+    """row[gate·H + j0 : gate·H + j1]: a tile's units of one gate block of a gates-wide row (a view).
+
+    The pointwise passes index such views by the unit u alone. Indexed in place instead, as
+    xw[t, b0 + b, gate·H + j0 + u], the lstm forward pass ran at 13 rather than 8 ns per
+    unit (measured, float32, 16 rows × 256 units): LLVM vectorised it less well.
+    """
+    return row[gate * H + j0:gate * H + j1]
+
+
 @njit(cache=True, error_model="numpy")
 def store_gate_blocks(blocks, H, j0, j1, dest):
     """dest[:, g·H + j0 : g·H + j1] = blocks[g, :, :nj] for each gate block g of dest (nb, G·H).

@@ -12,7 +12,7 @@ from numba import njit
 from jit.gatemath import relu, relu_grad, tanh, tanh_grad
 
 from .kernel_options import KERNEL_OPTIONS
-from .products import gate_outputs, pack_columns, pack_gate_rows, panel_product, product_output
+from .products import gate_outputs, gate_units, pack_columns, pack_gate_rows, panel_product, product_output
 from .sync import wait_for_all
 
 
@@ -28,15 +28,15 @@ def rnn_forward_kernel(xw, w_hh, bias, h0, relu_activation, hs, h_n, arrivals, n
     nb, nj = b1 - b0, j1 - j0
     w_panels = pack_gate_rows(w_hh, H, j0, j1)
     a_h = gate_outputs(nb, w_panels)[0]  # [:, :nj]: h W_hhᵀ for this step, the tile's units
+    bias_units = gate_units(bias, 0, H, j0, j1)
     for t in range(T):
         h_prev = h0[b0:b1] if t == 0 else hs[t - 1, b0:b1]
         panel_product(h_prev, w_panels[0], a_h)
         for b in range(nb):
-            row = b0 + b
+            x_b, a_b = gate_units(xw[t, b0 + b], 0, H, j0, j1), a_h[b]
             for u in range(nj):
-                j = j0 + u
-                a = xw[t, row, j] + bias[j] + a_h[b, u]
-                a_h[b, u] = relu(a) if relu_activation else tanh(a)
+                a = x_b[u] + bias_units[u] + a_b[u]
+                a_b[u] = relu(a) if relu_activation else tanh(a)
         hs[t, b0:b1, j0:j1] = a_h[:, :nj]
         wait_for_all(arrivals, n_threads, t)
     h_n[b0:b1, j0:j1] = hs[T - 1, b0:b1, j0:j1]
@@ -46,8 +46,8 @@ def rnn_forward_kernel(xw, w_hh, bias, h0, relu_activation, hs, h_n, arrivals, n
 def rnn_backward_kernel(w_hh, hs, dhs, dh_n, relu_activation, da, dh0, arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × units [j0, j1) of da (T, B, H) = ∂L/∂(pre-activation) and dh0.
 
-    Each thread first packs the columns of W_hh for its units (jit.cpu.products). twin: reference.rnn.rnn_step_backward, looped over
-    reversed t (weight gradients follow as GEMMs on da in jit.cpu.backend).
+    Each thread first packs the columns of W_hh for its units (jit.cpu.products).
+    twin: reference.rnn.rnn_step_backward, looped over reversed t (weight gradients follow as GEMMs on da in jit.cpu.backend).
     """
     T, B, H = hs.shape
     nb, nj = b1 - b0, j1 - j0
@@ -60,11 +60,10 @@ def rnn_backward_kernel(w_hh, hs, dhs, dh_n, relu_activation, da, dh0, arrivals,
             panel_product(da[t + 1, b0:b1], w_panels, dh)
         for b in range(nb):
             row = b0 + b
+            h_b, dhs_b, dh_b, da_b = hs[t, row, j0:j1], dhs[t, row, j0:j1], dh[b], da_t[b]
             for u in range(nj):
-                j = j0 + u
-                h_t = hs[t, row, j]
-                act_grad = relu_grad(h_t) if relu_activation else tanh_grad(h_t)
-                da_t[b, u] = (dh[b, u] + dhs[t, row, j]) * act_grad
+                act_grad = relu_grad(h_b[u]) if relu_activation else tanh_grad(h_b[u])
+                da_b[u] = (dh_b[u] + dhs_b[u]) * act_grad
         da[t, b0:b1, j0:j1] = da_t
         wait_for_all(arrivals, n_threads, T - 1 - t)
     panel_product(da[0, b0:b1], w_panels, dh)
