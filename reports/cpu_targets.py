@@ -5,7 +5,8 @@
 
 For each cell, config and mode, both implementations run on the same float32 weights and
 time-major inputs in the same process, interleaved (jit, torch, jit, torch, ...) so they
-share the machine's drift, with torch.set_num_threads equal to Numba's thread count (read
+share the machine's drift, each call after a pause that lets the other's idle threads
+sleep (CALL_SETTLE_S), with torch.set_num_threads equal to Numba's thread count (read
 without launching Numba's threading layer: see jit.cpu.backend.pool_threads). The
 machine's fp32 GEMM rate is measured in the same run with a 2048² numpy matmul.
 
@@ -43,6 +44,14 @@ GEMM_FRACTION = 0.75
 #: Pause after measuring the GEMM rate, longer than OpenBLAS's workers spin (by default up to
 #: 2^28 cycles, ~0.1 s here).
 BLAS_SETTLE_S = 0.5
+#: Pause before each timed call. After a call, torch's OpenMP workers keep spinning for a few
+#: milliseconds; a jit.cpu call started meanwhile shares a core with one of them (measured,
+#: 2-core machine, inference, best of 7: lstm M 19.8 ms right after a torch call, 14.9 ms
+#: 10 ms later; lstm L1 59.8 against 47.8), and torch's workers would likewise meet
+#: whatever ran before them. So each call, jit's and torch's, starts on a quiet machine;
+#: torch's own times moved within the noise (lstm M 16.0 ms without the pause, 15.3–19.3 ms
+#: with 10–30 ms; the pair still shares the machine's drift, which moves over seconds).
+CALL_SETTLE_S = 0.02
 
 
 def gemm_rate(n=2048, repeats=5) -> float:
@@ -136,7 +145,9 @@ def measure(cell, config, mode, repeats=7, gemm_flops=None, statistic="median") 
     run_torch()
     jit_times, torch_times = [], []
     for _ in range(repeats):
+        time.sleep(CALL_SETTLE_S)
         jit_times.append(_timed(run_jit))
+        time.sleep(CALL_SETTLE_S)
         torch_times.append(_timed(run_torch))
     summary = {"median": statistics.median, "min": min}[statistic]
     t_jit, t_torch = summary(jit_times), summary(torch_times)
