@@ -43,6 +43,9 @@ from numba.extending import intrinsic
 VECTOR_BYTES = 32
 #: Vectors per panel row: the columns one tile covers per row of a.
 PANEL_VECTORS = 2
+#: Panels that panel_product runs every row tile on before moving on (the one-row tile
+#: takes all four at once).
+PANEL_GROUP = 4
 
 
 def _element_pointer(context, builder, array_type, array, indices):
@@ -132,9 +135,13 @@ def product_columns(panels):
 def panel_product(a, panels, out):
     """out[:, :product_columns(panels)] = a (nb, K) @ B, for B (K, ·) packed as ``panels``.
 
-    Rows go six at a time, then four, two and one. Two or one remaining rows take two or
-    four panels per tile, so each tile still has eight independent sums. Each panel serves
-    all six-row tiles while it is in L1 (panel outermost): a's rows are the smaller stream.
+    Rows go six at a time, then four, two and one; two or one remaining rows take two or
+    four panels per tile, so each tile still has eight or more independent sums. The panels
+    go in groups of four, each group serving every row tile before the next, so each step
+    reads B once from wherever it lives (at M's 16 rows × 1024 columns × K = 256, B is 1 MiB,
+    twice the L2 cache), and a's rows, the smaller stream, stay in L1. Measured against
+    running each row-tile size over all panels in turn (one thread, float32, interleaved):
+    3% faster at 16 and 32 rows, the same elsewhere, and the same bits.
     """
     nb, K = a.shape
     n_panels, panel_K, W = panels.shape
@@ -142,30 +149,29 @@ def panel_product(a, panels, out):
             or W != panel_width(out):
         raise ValueError("panel_product: shapes of a, panels and out do not match")
     six = nb - nb % 6
-    for p in range(n_panels):
-        for r in range(0, six, 6):
-            panel_tile(a, r, 6, panels, p, 1, out)
-    r = six
-    if nb - r >= 4:
-        for p in range(n_panels):
-            panel_tile(a, r, 4, panels, p, 1, out)
-        r += 4
-    if nb - r >= 2:
-        p = 0
-        while p + 2 <= n_panels:
-            panel_tile(a, r, 2, panels, p, 2, out)
-            p += 2
-        if p < n_panels:
-            panel_tile(a, r, 2, panels, p, 1, out)
-        r += 2
-    if nb - r == 1:
-        p = 0
-        while p + 4 <= n_panels:
-            panel_tile(a, r, 1, panels, p, 4, out)
-            p += 4
-        while p < n_panels:
-            panel_tile(a, r, 1, panels, p, 1, out)
-            p += 1
+    four = six + 4 if nb - six >= 4 else six  # end of the four-row tile, if any
+    two = four + 2 if nb - four >= 2 else four
+    for p0 in range(0, n_panels, PANEL_GROUP):
+        p1 = min(n_panels, p0 + PANEL_GROUP)
+        for p in range(p0, p1):
+            for r in range(0, six, 6):
+                panel_tile(a, r, 6, panels, p, 1, out)
+            if four > six:
+                panel_tile(a, six, 4, panels, p, 1, out)
+        whole_group = p1 - p0 == PANEL_GROUP
+        if two > four:
+            if whole_group:
+                panel_tile(a, four, 2, panels, p0, 2, out)
+                panel_tile(a, four, 2, panels, p0 + 2, 2, out)
+            else:
+                for p in range(p0, p1):
+                    panel_tile(a, four, 2, panels, p, 1, out)
+        if nb > two:
+            if whole_group:
+                panel_tile(a, two, 1, panels, p0, 4, out)
+            else:
+                for p in range(p0, p1):
+                    panel_tile(a, two, 1, panels, p, 1, out)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
