@@ -12,12 +12,13 @@ order, and panel_tile keeps a tile of rows × panel columns in vector registers:
 
 Six rows × two vectors is twelve accumulators, two weight loads and six broadcasts per
 twelve vector FMAs, so the loop is bound by the FMA units (two per cycle on Zen 3 and
-Intel cores since Haswell), and twelve independent sums cover the FMA latency (4 cycles).
+Intel cores since Haswell), and twelve independent sums cover the FMA latency (4–5 cycles).
 This is the outer-product micro-kernel of BLIS/OpenBLAS, written as LLVM vector IR because
 LLVM does not find it in scalar loops (tried: a 64-scalar tile ran at 4 GFLOP/s).
 
 Measured on this project's 2-core AMD EPYC (Zen 3), one thread, float32, GFLOP/s, best of
-5, 2026-11-27 (the VM's speed drifts by tens of percent; each row's three were interleaved):
+5, 2026-11-27 (the VM's speed drifts by tens of percent; each column's three were measured
+back to back):
 
     rows × columns × K     1×256×64  8×512×128  16×1024×256  32×1024×256  64×1024×512
     panels (this)             22         89          87           93           98
@@ -38,8 +39,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-#: Bytes per SIMD vector (AVX2). Wider machines (AVX-512) would take 64, narrower ones (NEON)
-#: split each vector in two: LLVM legalises the vector type either way, so results do not change.
+#: Bytes per SIMD vector (AVX2). AVX-512 machines might gain from 64 (not tried); narrower ones
+#: (NEON) get each vector split in two by LLVM. Lanes are independent, so results do not change.
 VECTOR_BYTES = 32
 #: Vectors per panel row: the columns one tile covers per row of a.
 PANEL_VECTORS = 2
@@ -234,7 +235,7 @@ def gate_units(row, gate, H, j0, j1):
     """row[gate·H + j0 : gate·H + j1]: a tile's units of one gate block of a gates-wide row (a view).
 
     The pointwise passes index such views by the unit u alone. Indexed in place instead, as
-    xw[t, b0 + b, gate·H + j0 + u], the lstm forward pass ran at 13 rather than 8 ns per
+    xw[t, b0 + b, gate·H + j0 + u], the lstm forward pass ran at 16 rather than 10 ns per
     unit (measured, float32, 16 rows × 256 units): LLVM vectorised it less well.
     """
     return row[gate * H + j0:gate * H + j1]
