@@ -109,8 +109,8 @@ def test_panel_products_match_the_exact_product_and_write_nothing_else(dtype):
 
     Bound, elementwise (Higham, Accuracy and Stability, §3.1, eq. 3.4): a dot product of K
     terms summed in any order, with or without fused multiply-adds, differs from the exact
-    one by at most γ_K · Σ_k |a_rk||B_kc|, γ_K = K·u / (1 − K·u), u = eps/2. Outside the result, the output keeps its sentinel:
-    a tile that wrote past its rows or panels fails here.
+    one by at most γ_K · Σ_k |a_rk||B_kc|, γ_K = K·u / (1 − K·u), u = eps/2. Outside the
+    result, the output keeps its sentinel: a tile that wrote past its rows or panels fails here.
     """
     from jit.cpu.products import gate_outputs, gate_products, pack_columns, pack_gate_rows, panel_product, \
         product_output

@@ -80,9 +80,10 @@ def lstm_backward_kernel(w_hh, c0, cs, gates, dhs, dh_n, dc_n, da, dh0, dc0,
     da (T, B, 4H) = ∂L/∂(pre-activations), of dh0 and of dc0.
 
     Each thread first packs the columns of W_hh for its units (jit.cpu.products).
-    twin: reference.lstm.lstm_step_backward, looped over reversed t (without the weight gradients, which jit.cpu.backend takes from da as GEMMs
-    after this loop). ∂L/∂h_t through step t + 1 is da[t + 1] W_hh, over every gate of every
-    unit; with the units split, the threads wait for each other after each step.
+    twin: reference.lstm.lstm_step_backward, looped over reversed t (without the weight
+    gradients, which jit.cpu.backend takes from da as GEMMs after this loop). ∂L/∂h_t
+    through step t + 1 is da[t + 1] W_hh, over every gate of every unit; with the units
+    split, the threads wait for each other after each step.
     """
     T, B, H = cs.shape
     nb, nj = b1 - b0, j1 - j0

@@ -47,7 +47,8 @@ def rnn_backward_kernel(w_hh, hs, dhs, dh_n, relu_activation, da, dh0, arrivals,
     """Fill the tile rows [b0, b1) × units [j0, j1) of da (T, B, H) = ∂L/∂(pre-activation) and dh0.
 
     Each thread first packs the columns of W_hh for its units (jit.cpu.products).
-    twin: reference.rnn.rnn_step_backward, looped over reversed t (weight gradients follow as GEMMs on da in jit.cpu.backend).
+    twin: reference.rnn.rnn_step_backward, looped over reversed t (weight gradients follow
+    as GEMMs on da in jit.cpu.backend).
     """
     T, B, H = hs.shape
     nb, nj = b1 - b0, j1 - j0
