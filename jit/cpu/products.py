@@ -49,10 +49,6 @@ PANEL_VECTORS = 2
 PANEL_GROUP = 4
 
 
-def _element_pointer(context, builder, array_type, array, indices):
-    return cgutils.get_item_pointer(context, builder, array_type, array, indices)
-
-
 @intrinsic
 def panel_tile(typingctx, a, r0, rows, panels, p0, n_panels, out):
     """out[r0 : r0 + rows, p0·W : (p0 + n_panels)·W] = a[r0 : r0 + rows] @ panels[p0 : p0 + n_panels].
@@ -89,7 +85,7 @@ def panel_tile(typingctx, a, r0, rows, panels, p0, n_panels, out):
             return ir.Constant(intp, n)
 
         def vector_pointer(array_type, array, indices):
-            return builder.bitcast(_element_pointer(context, builder, array_type, array, indices),
+            return builder.bitcast(cgutils.get_item_pointer(context, builder, array_type, array, indices),
                                    vector.as_pointer())
 
         columns = [(q, v) for q in range(NP) for v in range(PANEL_VECTORS)]
@@ -105,7 +101,7 @@ def panel_tile(typingctx, a, r0, rows, panels, p0, n_panels, out):
             weights = [builder.load(vector_pointer(panels, panels_array, [panel_of[q], k, index(v * lanes)]),
                                     align=align) for q, v in columns]
             for r in range(R):
-                x = builder.load(_element_pointer(context, builder, a, a_array, [row_of[r], k]))
+                x = builder.load(cgutils.get_item_pointer(context, builder, a, a_array, [row_of[r], k]))
                 xs = builder.shuffle_vector(builder.insert_element(undefined, x, index(0)), undefined, broadcast)
                 for column, w in enumerate(weights):
                     total = sums[r][column]
