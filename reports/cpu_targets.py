@@ -128,6 +128,15 @@ def _runners(cell, config, mode):
     return run_jit, run_torch
 
 
+def _match_threads() -> int:
+    """Give torch Numba's thread count (read without launching Numba's threading layer); return it."""
+    import torch
+    from jit.cpu.backend import pool_threads
+    threads = pool_threads()
+    torch.set_num_threads(threads)
+    return threads
+
+
 def measure(cell, config, mode, repeats=7, gemm_flops=None, statistic="median") -> dict:
     """Time jit.cpu and torch on one (cell, config, mode), interleaved; return one table row.
 
@@ -135,10 +144,7 @@ def measure(cell, config, mode, repeats=7, gemm_flops=None, statistic="median") 
     min suits a machine shared with other work, whose load only ever adds time. ``gemm_flops``
     is the machine's GEMM rate (FLOP/s); measured here when not given.
     """
-    import torch
-    from jit.cpu.backend import pool_threads
-    threads = pool_threads()
-    torch.set_num_threads(threads)
+    threads = _match_threads()
     gemm_flops = gemm_flops or gemm_rate()
     run_jit, run_torch = _runners(cell, config, mode)
     first_call = _timed(run_jit)  # compilation, or loading it from the on-disk cache
