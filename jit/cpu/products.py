@@ -44,8 +44,8 @@ from numba.extending import intrinsic
 VECTOR_BYTES = 32
 #: Vectors per panel row: the columns one tile covers per row of a.
 PANEL_VECTORS = 2
-#: Panels that panel_product runs every row tile on before moving on (the one-row tile
-#: takes all four at once).
+#: Panels that panel_product runs every row tile on before moving on. Its tails are written
+#: for four: a one-row tile takes all four at once, a two-row tile two at a time.
 PANEL_GROUP = 4
 
 
@@ -133,7 +133,8 @@ def panel_product(a, panels, out):
     """out[:, :product_columns(panels)] = a (nb, K) @ B, for B (K, ·) packed as ``panels``.
 
     Rows go six at a time, then four, two and one; two or one remaining rows take two or
-    four panels per tile, so each tile still has eight or more independent sums. The panels
+    four panels per tile, so each tile still has eight or more independent sums (except in
+    a last group of fewer than four panels). The panels
     go in groups of four, each group serving every row tile before the next, so each step
     reads B once from wherever it lives (at M's 16 rows × 1024 columns × K = 256, B is 1 MiB,
     twice the L2 cache), and a's rows, the smaller stream, stay in L1. Measured against
