@@ -1,6 +1,7 @@
 """Properties of jit.cpu that the shared suite cannot see: its recurrent-product kernel, the
-ways threads share a call, determinism across threads, thread settings, the number of compiled variants, and the
-on-disk cache (reused by a new process, and moved aside when the package folder is read-only).
+ways threads share a call, determinism across threads, thread settings, the number of
+compiled variants, and the on-disk cache (reused by a new process, and moved aside when the
+package folder is read-only).
 
 The mathematics of the cells (agreement with the reference, gradients) is checked by the
 shared property suite, which runs every backend, jit.cpu included.

@@ -171,9 +171,11 @@ def split_by_units(H: int, n_threads: int) -> bool:
     By rows, each thread runs its own rows without waiting, but reads all of W_hh at every
     step; by units, each reads only its share of W_hh (for all rows, so each weight serves
     more rows), and the threads wait for each other once per step (jit.cpu.sync, ~0.1 µs).
-    Measured on the 2-core machine (fp32, T·B·H of the issue's configs), by units is 3–15%
-    faster at H = 512 and 1024, where W_hh (4–16 MiB for lstm) outgrows the caches, and
-    5–40% slower at H = 128 and 256, where it fits and each thread's share is a thin product.
+    Measured on the 2-core machine (fp32, T·B·H of the issue's configs) with the earlier
+    LLVM-vectorised products, by units was 3–15% faster at H = 512 and 1024, where W_hh (4–16
+    MiB for lstm) outgrows the caches, and 5–40% slower at H = 128 and 256; with the panel
+    products (jit.cpu.products), at H = 128 and 256 it took 0.85–1.56× the row split's time,
+    row by row: no gain, and each step then waits on the slower thread.
     """
     return n_threads > 1 and H >= max(UNIT_SPLIT_MIN_UNITS, n_threads)
 

@@ -104,8 +104,7 @@ def gru_backward_kernel(w_hh, h0, hs, gates, hns, dhs, dh_n, da_x, da_h, dh0,
                 dh_direct_b[u] = dh_total * z
                 dn_h_b[u] = dn * r
         store_gate_blocks(dx_t, H, j0, j1, da_x[t, b0:b1])
-        da_h[t, b0:b1, j0:j1] = dx_t[0]
-        da_h[t, b0:b1, H + j0:H + j1] = dx_t[1]
+        store_gate_blocks(dx_t[:2], H, j0, j1, da_h[t, b0:b1])  # r and z: the same as da_x
         da_h[t, b0:b1, 2 * H + j0:2 * H + j1] = dn_h
         wait_for_all(arrivals, n_threads, T - 1 - t)
     panel_product(da_h[0, b0:b1], w_panels, dh)
