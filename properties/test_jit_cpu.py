@@ -113,7 +113,7 @@ def test_panel_products_match_the_exact_product_and_write_nothing_else(dtype):
     one by at most γ_K · Σ_k |a_rk||B_kc|, γ_K = K·u / (1 − K·u), u = eps/2. Outside the
     result, the output keeps its sentinel: a tile that wrote past its rows or panels fails here.
     """
-    from jit.cpu.products import gate_outputs, gate_products, pack_columns, pack_gate_rows, panel_product, \
+    from jit.cpu.products import gate_outputs, gate_products, matmul, pack_columns, pack_gate_rows, panel_product, \
         product_output
 
     rng = np.random.default_rng(7)
@@ -137,6 +137,9 @@ def test_panel_products_match_the_exact_product_and_write_nothing_else(dtype):
         panel_product(a, panels, out)
         assert_product_within(out[:, :n], a, w_t[:, j0:j0 + n], exact_dtype, gamma, (rows, n, K, "columns"))
         assert np.isnan(out[:, panels.shape[0] * panels.shape[2]:]).all()
+        whole = matmul(a, w_t)  # the small GEMMs' product: a new array of exactly (rows, n + 9)
+        assert whole.shape == (rows, n + 9) and whole.flags.c_contiguous
+        assert_product_within(whole, a, w_t, exact_dtype, gamma, (rows, n + 9, K, "matmul"))
 
 
 def assert_product_within(got, a, b, exact_dtype, gamma, label):
@@ -270,21 +273,67 @@ def test_row_chunks_cover_the_batch_once():
 
 @pytest.mark.parametrize("parallel", [False, True], ids=["caller alone", "pool"])
 def test_blas_runs_on_one_thread_per_caller_during_a_call_and_is_restored(parallel, monkeypatch):
-    """During forward and backward every BLAS is on one thread per caller, so it never
-    oversubscribes the cores with the pool's threads nor leaves its workers spinning."""
+    """Every BLAS call inside forward and backward runs with every BLAS on one thread per
+    caller, so it never oversubscribes the cores with the pool's threads nor leaves its
+    workers spinning; a call on the caller alone makes no BLAS call and leaves the setting
+    alone. Either way the setting is the user's again afterwards."""
     monkeypatch.setattr(backend, "PARALLEL_MIN_MACS", 0 if parallel else 1 << 62)
     before = blas_threads_now()
-    seen = []
-    original = backend.run_in_parallel
+    blas_calls, pool_calls = [], []
+    blas_matmul, run_in_parallel = np.matmul, backend.run_in_parallel
 
-    def recording(calls):
-        seen.append((len(calls), blas_threads_now()))
-        original(calls)
-    monkeypatch.setattr(backend, "run_in_parallel", recording)
+    def recording_matmul(*args, **kwargs):
+        blas_calls.append(blas_threads_now())
+        return blas_matmul(*args, **kwargs)
+
+    def recording_run(calls):
+        pool_calls.append((len(calls), blas_threads_now()))
+        run_in_parallel(calls)
+    monkeypatch.setattr(np, "matmul", recording_matmul)
+    monkeypatch.setattr(backend, "run_in_parallel", recording_run)
     run_both("lstm", make_problem("lstm", 3, 4, 5, 6, np.float32))
-    assert seen and all(threads == [1] * len(before) for _, threads in seen)
-    assert max(n for n, _ in seen) == (min(backend.pool_threads(), 4) if parallel else 1)
+    if parallel:
+        assert blas_calls and all(threads == [1] * len(before) for threads in blas_calls)
+        assert max(n for n, _ in pool_calls) == min(backend.pool_threads(), 4)
+    else:
+        assert blas_calls == []
+        assert pool_calls and all(n == 1 and threads == before for n, threads in pool_calls)
     assert blas_threads_now() == before
+
+
+def test_small_gemms_run_on_the_caller_without_blas(monkeypatch):
+    """Under PARALLEL_MIN_MACS, matmul_rows multiplies with jit.cpu.products.matmul, whatever
+    the operands' layout (a transposed view, a read-only array), within the same bound as
+    test_matmul_rows_is_repeatable_and_accurate's: one dot of K terms in another order."""
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((50, 23)), rng.standard_normal((37, 23)).T  # b: a transposed view
+    b_read_only = np.array(b)
+    b_read_only.flags.writeable = False
+    monkeypatch.setattr(np, "matmul", None)  # any BLAS call would fail
+    for operand in (b, b_read_only):
+        got = backend.matmul_rows(a, operand, 3)
+        assert got.shape == (50, 37) and got.flags.c_contiguous
+        np.testing.assert_allclose(got, a @ operand, rtol=0,
+                                   atol=23 * 23 * np.finfo(float).eps * np.abs(a).max() * np.abs(b).max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_finiteness_check_finds_every_nan_and_inf(dtype):
+    """jit.cpu's check behind the contract's "finite values" validation: every position, both
+    infinities and NaN, in contiguous arrays and in a strided view (numpy's check then)."""
+    a = np.random.default_rng(2).uniform(-1, 1, (3, 5, 7)).astype(dtype)
+    assert backend.all_finite(a) and backend.all_finite(a[:, ::2]) and backend.all_finite(a[:0])
+    huge = a.copy()
+    huge[1, 2, 3] = np.finfo(dtype).max
+    assert backend.all_finite(huge)
+    for bad in (np.nan, np.inf, -np.inf):
+        for index in np.ndindex(a.shape):
+            b = a.copy()
+            b[index] = bad
+            assert not backend.all_finite(b), (bad, index)
+        b = a.copy()
+        b[2, 4, 6] = bad
+        assert not backend.all_finite(b[:, ::2, :])
 
 
 def test_matmul_rows_is_repeatable_and_accurate():

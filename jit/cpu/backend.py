@@ -12,13 +12,14 @@ shape as reference.backend, whose results it must reproduce. Each call:
 4. backward only: the weight, bias and input gradients as GEMMs on the stored da.
 
 Threads: one pool of numba.get_num_threads() threads (the caller plus workers) does all the
-parallel work of a call, and BLAS is held to one thread per caller for the whole call, even
-when the call runs on the caller alone. Letting BLAS thread its GEMMs costs more than it
-gains: OpenBLAS's idle workers keep spinning for ~0.1 s after each threaded GEMM, and on a
-2-core machine they took the cores from the time loop's threads (measured: M rnn_tanh
-forward 37 ms against 19 ms this way), or from whatever the caller ran next (an S1 lstm
-call woke them for its 50×64×256 projection, and the torch.nn call after it took 4 ms
-instead of 0.4 ms).
+parallel work of a call, and BLAS is held to one thread per caller for the whole call.
+Letting BLAS thread its GEMMs costs more than it gains: OpenBLAS's idle workers keep
+spinning for ~0.1 s after each threaded GEMM, and on a 2-core machine they took the cores
+from the time loop's threads (measured: M rnn_tanh forward 37 ms against 19 ms this way),
+or from whatever the caller ran next (an S1 lstm call woke them for its 50×64×256
+projection, and the torch.nn call after it took 4 ms instead of 0.4 ms). A small call
+(small_call) runs on the caller alone and makes no BLAS call: its GEMMs are
+jit.cpu.products' panel kernel, so it has no thread setting to hold.
 
 The recurrent product inside the time loop is jit.cpu.products' register-tiled kernel on
 weights packed once per call, at every size (it is level with BLAS or faster, see there).
@@ -31,13 +32,15 @@ from typing import NamedTuple
 import numba
 import numba.np.ufunc.parallel as numba_parallel
 import numpy as np
-import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS that np.dot inside @njit calls, see _blas)
+from numba import njit
 from threadpoolctl import ThreadpoolController
 
-from reference.contract import CELLS, BackwardResult, ForwardResult, check_backward_inputs, check_forward_inputs
+from reference.contract import CELLS, DTYPES, BackwardResult, ForwardResult, check_backward_inputs, \
+    check_forward_inputs, numpy_all_finite
 
 from .gru import gru_backward_kernel, gru_classic_backward_kernel, gru_classic_forward_kernel, gru_forward_kernel
 from .lstm import lstm_backward_kernel, lstm_forward_kernel
+from .products import matmul
 from .rnn import rnn_backward_kernel, rnn_forward_kernel
 from .sync import new_arrivals
 
@@ -59,10 +62,8 @@ _blas_libraries = None
 
 
 def _blas():
-    """Every loaded BLAS: numpy's, and SciPy's own copy, which Numba's np.dot calls.
-
-    SciPy's is loaded by the import at the top of this module, before this first looks.
-    """
+    """Every BLAS loaded when first asked: numpy's, which jit.cpu's GEMMs call (its kernels call
+    none), and any other already loaded (SciPy's own copy, say), held alike."""
     global _blas_libraries
     if _blas_libraries is None:  # inspecting the loaded libraries is slow: do it once
         _blas_libraries = ThreadpoolController().select(user_api="blas").lib_controllers
@@ -101,9 +102,20 @@ def pool_threads() -> int:
 PARALLEL_MIN_MACS = 1 << 21
 
 
+def small_call(macs: int) -> bool:
+    """Whether a call of ``macs`` multiply-adds runs on the caller alone, with no BLAS call.
+
+    Every GEMM of such a call is smaller than the call, so matmul_rows runs it with
+    jit.cpu.products.matmul, and the call skips blas_threads, whose setting and restoring
+    of each BLAS's thread count cost 20 µs hot, 60 µs after an idle pause (measured, with
+    the BLAS projection it replaces: S1 forward 0.66–0.79× the time, 2026-11-27).
+    """
+    return macs < PARALLEL_MIN_MACS
+
+
 def threads_for(macs: int) -> int:
     """Threads worth using for a call of ``macs`` multiply-adds: the pool's, or just the caller."""
-    return pool_threads() if macs >= PARALLEL_MIN_MACS else 1
+    return 1 if small_call(macs) else pool_threads()
 
 
 def kernel_threads(B: int, n_threads: int) -> int:
@@ -210,10 +222,13 @@ def matmul_rows(a, b, n_threads: int):
     Each element is one BLAS product over the whole inner dimension, and the split depends
     only on the shapes and the thread count, so repeat calls give the same bits. (A different
     split may round differently: OpenBLAS picks its kernels by the number of rows.)
+    A product under PARALLEL_MIN_MACS runs on the caller with jit.cpu.products.matmul
+    instead, so a small call makes no BLAS call (see small_call).
     """
+    if a.shape[0] * a.shape[1] * b.shape[1] < PARALLEL_MIN_MACS:
+        return matmul(kernel_array(a), kernel_array(b))
     out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
-    big = a.shape[0] * a.shape[1] * b.shape[1] >= PARALLEL_MIN_MACS
-    parts = max(1, min(n_threads if big else 1, a.shape[0]))
+    parts = max(1, min(n_threads, a.shape[0]))
     run_in_parallel([(np.matmul, (a[r0:r1], b, out[r0:r1])) for r0, r1 in split(a.shape[0], parts)])
     return out
 
@@ -237,15 +252,38 @@ def project_inputs(x, w_ih, n_threads: int):
     return matmul_rows(x.reshape(T * B, I), w_ih.T, n_threads).reshape(T, B, w_ih.shape[0])
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _all_finite_values(flat):
+    """No NaN or ±inf in the 1-D array ``flat``: v − v is 0 exactly when v is finite.
+
+    One pass with no temporary; the or-reduction of comparisons vectorises (2–4× faster than
+    np.isfinite(a).all() on small arrays, 1.2–1.7× on megabytes; measured).
+    """
+    bad = False
+    for i in range(flat.size):
+        v = flat[i]
+        bad |= not (v - v == 0)
+    return not bad
+
+
+def all_finite(a) -> bool:
+    """The finiteness check of reference.contract's validation, for jit.cpu's calls."""
+    if isinstance(a, np.ndarray) and a.flags.c_contiguous and a.dtype in DTYPES:
+        return _all_finite_values(a.reshape(-1))
+    return numpy_all_finite(a)
+
+
 # ---- forward -------------------------------------------------------------------------------
 
 def forward(cell, params, x, h0, c0=None, *, training=True):
     """Run the cell over x (T, B, I) from h0 (and c0 for lstm); see reference.contract."""
-    shapes = check_forward_inputs(cell, params, x, h0, c0)
+    shapes = check_forward_inputs(cell, params, x, h0, c0, isfinite=all_finite)
     T, B, I, H, G, _ = shapes
-    n_threads = threads_for(T * B * G * H * (I + H))
+    macs = T * B * G * H * (I + H)
+    if small_call(macs):  # no BLAS call: nothing to hold
+        return _forward(cell, params, x, h0, c0, training, shapes, 1)
     with blas_threads(1):  # see the module's docstring: Threads
-        return _forward(cell, params, x, h0, c0, training, shapes, n_threads)
+        return _forward(cell, params, x, h0, c0, training, shapes, threads_for(macs))
 
 
 def _forward(cell, params, x, h0, c0, training, shapes, n_threads):
@@ -317,11 +355,13 @@ def param_grads(da, inputs, n_threads):
 
 def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
     """Backpropagation through time; returns the gradients of L given ∂L/∂hs, ∂L/∂h_n, ∂L/∂c_n."""
-    shapes = check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n)
+    shapes = check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, isfinite=all_finite)
     T, B, I, H, G, _ = shapes
-    n_threads = threads_for(2 * T * B * G * H * (I + H))
+    macs = 2 * T * B * G * H * (I + H)
+    if small_call(macs):  # no BLAS call: nothing to hold
+        return _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, 1)
     with blas_threads(1):  # see the module's docstring: Threads
-        return _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, n_threads)
+        return _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, threads_for(macs))
 
 
 def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, n_threads):

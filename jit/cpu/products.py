@@ -209,6 +209,24 @@ def pack_columns(w, j0, j1):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def matmul(a, b):
+    """a (M, K) @ b (K, N) on the calling thread, as a new C-contiguous (M, N) array: b packed
+    as panels (pack_columns), then panel_product.
+
+    jit.cpu.backend's GEMMs below its parallel threshold use it instead of BLAS, so that a
+    small call makes no BLAS call at all (see backend.matmul_rows).
+    twin: reference.affine.affine / affine_backward's products.
+    """
+    N = b.shape[1]
+    panels = pack_columns(b, 0, N)
+    out = product_output(a.shape[0], panels)
+    panel_product(a, panels, out)
+    if out.shape[1] == N:
+        return out
+    return out[:, :N].copy()  # N not a whole number of panels: drop the padding
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def product_output(rows, panels):
     """A scratch output for panel_product: rows × product_columns(panels)."""
     return np.empty((rows, product_columns(panels)), panels.dtype)
