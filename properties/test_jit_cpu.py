@@ -336,6 +336,36 @@ def test_the_finiteness_check_finds_every_nan_and_inf(dtype):
         assert not backend.all_finite(b[:, ::2, :])
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"),
+                    reason="no thread affinity on this platform: jit.cpu.pool leaves placement to the OS")
+def test_pool_workers_are_kept_off_the_callers_cpu(monkeypatch):
+    """Each worker runs its piece allowed every CPU of the caller's but the caller's current
+    one (jit.cpu.pool: left alone, Linux stacked both threads of a call on one core); when
+    the caller moves, the workers follow; where the caller's CPU is unknown, they stay put."""
+    import threading
+
+    from jit.cpu import pool
+
+    allowed = os.sched_getaffinity(0)
+    caller = threading.get_native_id()
+    seen = []
+
+    def report():
+        seen.append((threading.get_native_id(), os.sched_getaffinity(0)))
+
+    for cpu in (min(allowed), max(allowed)):
+        monkeypatch.setattr(pool, "caller_cpu", lambda cpu=cpu: cpu)
+        seen.clear()
+        pool.run_in_parallel([(report, ())] + [(report, ())] * 3)
+        assert [mask for tid, mask in seen if tid == caller] == [allowed]  # the caller's is untouched
+        workers = [mask for tid, mask in seen if tid != caller]
+        assert len(workers) == 3 and all(mask == ((allowed - {cpu}) or allowed) for mask in workers)
+    monkeypatch.setattr(pool, "caller_cpu", lambda: None)
+    seen.clear()
+    pool.run_in_parallel([(report, ())] * 3)
+    assert all(mask == ((allowed - {max(allowed)}) or allowed) for tid, mask in seen if tid != caller)
+
+
 def test_matmul_rows_is_repeatable_and_accurate():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((2000, 50)), rng.standard_normal((50, 23))  # over PARALLEL_MIN_MACS

@@ -11,20 +11,20 @@ shape as reference.backend, whose results it must reproduce. Each call:
    (see split_by_units); the kernels release the GIL;
 4. backward only: the weight, bias and input gradients as GEMMs on the stored da.
 
-Threads: one pool of numba.get_num_threads() threads (the caller plus workers) does all the
-parallel work of a call, and BLAS is held to one thread per caller for the whole call.
-Letting BLAS thread its GEMMs costs more than it gains: OpenBLAS's idle workers keep
-spinning for ~0.1 s after each threaded GEMM, and on a 2-core machine they took the cores
-from the time loop's threads (measured: M rnn_tanh forward 37 ms against 19 ms this way),
-or from whatever the caller ran next (an S1 lstm call woke them for its 50×64×256
-projection, and the torch.nn call after it took 4 ms instead of 0.4 ms). A small call
+Threads: one pool of numba.get_num_threads() threads (the caller plus workers, jit.cpu.pool,
+which keeps the workers off the caller's CPU) does all the parallel work of a call, and
+BLAS is held to one thread per caller for the whole call. Letting BLAS thread its GEMMs
+costs more than it gains: OpenBLAS's idle workers keep spinning for ~0.1 s after each
+threaded GEMM, and on a 2-core machine they took the cores from the time loop's threads
+(measured: M rnn_tanh forward 37 ms against 19 ms this way), or from whatever the caller
+ran next (an S1 lstm call woke them for its 50×64×256 projection, and the torch.nn call
+after it took 4 ms instead of 0.4 ms). A small call
 (small_call) runs on the caller alone and makes no BLAS call: its GEMMs are
 jit.cpu.products' panel kernel, so it has no thread setting to hold.
 
 The recurrent product inside the time loop is jit.cpu.products' register-tiled kernel on
 weights packed once per call, at every size (it is level with BLAS or faster, see there).
 """
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from typing import NamedTuple
@@ -40,6 +40,7 @@ from reference.contract import CELLS, DTYPES, BackwardResult, ForwardResult, che
 
 from .gru import gru_backward_kernel, gru_classic_backward_kernel, gru_classic_forward_kernel, gru_forward_kernel
 from .lstm import lstm_backward_kernel, lstm_forward_kernel
+from .pool import run_in_parallel
 from .products import matmul
 from .rnn import rnn_backward_kernel, rnn_forward_kernel
 from .sync import new_arrivals
@@ -121,27 +122,6 @@ def threads_for(macs: int) -> int:
 def kernel_threads(B: int, n_threads: int) -> int:
     """How many chunks of batch rows run the time loop in parallel."""
     return max(1, min(n_threads, B))
-
-
-_pool = None  # worker threads (the caller is one more), created on first need
-_pool_size = 0
-
-
-def run_in_parallel(calls):
-    """Run each (function, args) of ``calls`` at once and wait for all of them.
-
-    The first runs on the calling thread, the others on the worker pool. Each must release
-    the GIL to run in parallel: nogil kernels and numpy's BLAS calls do.
-    """
-    global _pool, _pool_size
-    if len(calls) - 1 > _pool_size:
-        _pool = ThreadPoolExecutor(max_workers=len(calls) - 1, thread_name_prefix="jit.cpu")
-        _pool_size = len(calls) - 1
-    others = [_pool.submit(fn, *args) for fn, args in calls[1:]]
-    fn, args = calls[0]
-    fn(*args)
-    for future in others:
-        future.result()
 
 
 def split(n: int, parts: int):
