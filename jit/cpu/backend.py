@@ -323,14 +323,17 @@ def gru_hidden_terms(fwd, h0, w_hh, b_hh, H, n_threads):
     return (matmul_rows(h_prev, w_hh[2 * H:].T, n_threads) + b_hh[2 * H:]).reshape(T, B, H)
 
 
-def param_grads(da, inputs, n_threads):
-    """(daᵀ inputs, Σ da): a weight's and a bias's gradient summed over steps and rows, as one
-    GEMM after the time loop. twin: reference.affine.affine_backward's dw and db, summed over t.
-    da (T, B, G·H), inputs (T, B, K).
+def weight_grad(da, inputs, n_threads):
+    """daᵀ inputs: a weight's gradient summed over steps and rows, as one GEMM after the time
+    loop. twin: reference.affine.affine_backward's dw, summed over t. da (T, B, G·H), inputs (T, B, K).
     """
     T, B, GH = da.shape
-    da2 = da.reshape(T * B, GH)
-    return matmul_rows(da2.T, inputs.reshape(T * B, inputs.shape[2]), n_threads), da2.sum(axis=0)
+    return matmul_rows(da.reshape(T * B, GH).T, inputs.reshape(T * B, inputs.shape[2]), n_threads)
+
+
+def bias_grad(da):
+    """Σ da over steps and rows. twin: reference.affine.affine_backward's db, summed over t."""
+    return da.reshape(-1, da.shape[2]).sum(axis=0)
 
 
 def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
@@ -377,12 +380,14 @@ def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, n_threads):
         else:
             run(rnn_backward_kernel, w_hh, hs, dhsk, dh_nk, cell == "rnn_relu", da, dh0)
     dx = matmul_rows(da.reshape(T * B, G * H), kernel_array(params.w_ih), n_threads).reshape(T, B, I)
-    dw_ih, db_ih = param_grads(da, x, n_threads)
+    dw_ih, db_ih = weight_grad(da, x, n_threads), bias_grad(da)
     h_prev = previous_hidden(hs, h0k)
+    # Where the same ∂L/∂a feeds both biases, db_hh is db_ih: lstm and rnn_* (da_h is da), and
+    # gru_classic, whose W_hn output is not scaled by r.
+    db_hh = db_ih.copy() if da_h is da else bias_grad(da_h)
     if h_side_inputs is None:
-        dw_hh, db_hh = param_grads(da_h, h_prev, n_threads)
+        dw_hh = weight_grad(da_h, h_prev, n_threads)
     else:  # gru_classic: the r, z rows multiplied h_{t-1}, the n rows r⊙h_{t-1}
-        dw_hh = np.concatenate([param_grads(da[:, :, :2 * H], h_prev, n_threads)[0],
-                                param_grads(np.ascontiguousarray(da[:, :, 2 * H:]), h_side_inputs, n_threads)[0]])
-        db_hh = db_ih.copy()  # the same ∂L/∂a feeds both biases: W_hn's output is not scaled by r here
+        dw_hh = np.concatenate([weight_grad(da[:, :, :2 * H], h_prev, n_threads),
+                                weight_grad(np.ascontiguousarray(da[:, :, 2 * H:]), h_side_inputs, n_threads)])
     return BackwardResult(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
