@@ -146,8 +146,26 @@ def _tanh_taylor_coefficients(n_terms):
 #: Taylor coefficients of tanh up to a^21, enough for |a| < 1/4 in float64: successive terms
 #: shrink by (2a/π)² ≤ 0.026, so the first term left out is below 0.026^11 ≈ 4e-18 relative.
 TANH_TAYLOR = _tanh_taylor_coefficients(11)
+#: Terms of the series that float32 needs: the first left out, c_5·a^11 with c_5 = 1382/155925,
+#: is at most c_5/16^5 ≈ 8.5e-9 relative to a (and tanh a ≥ 0.97a) for |a| < 1/4: 0.15 of
+#: float32's unit roundoff u = 6e-8. Dropping the other six multiply-adds made the float32 tanh
+#: 1.42 → 1.26 ns per value in a vectorised loop, and an lstm unit's forward pass 5.5–5.7 → 5.2–5.4
+#: ns (measured, one core, in-process A/B, 2026-11-27).
+TANH_TERMS_FLOAT32 = 5
 #: Below this |a| tanh uses its Taylor series, above it the exponential form.
 TANH_SERIES_BELOW = 0.25
+
+
+def tanh_series_terms(a):
+    """How many of TANH_TAYLOR's terms tanh sums for a's dtype: TANH_TERMS_FLOAT32, else all."""
+    return TANH_TERMS_FLOAT32 if isinstance(a, np.float32) else len(TANH_TAYLOR)
+
+
+@overload(tanh_series_terms)
+def _tanh_series_terms_numba(a):
+    # A constant per compiled dtype, so the series loop unrolls to exactly that many terms.
+    terms = TANH_TERMS_FLOAT32 if isinstance(a, types.Float) and a.bitwidth == 32 else len(TANH_TAYLOR)
+    return lambda a: terms
 
 
 @register_jitable
@@ -169,8 +187,9 @@ def tanh(a):
     below = typed_like(a, TANH_SERIES_BELOW)
     m_series = m if m < below else below
     m2 = m_series * m_series
-    series = typed_like(a, TANH_TAYLOR[10])
-    for k in range(9, -1, -1):
+    terms = tanh_series_terms(a)
+    series = typed_like(a, TANH_TAYLOR[terms - 1])
+    for k in range(terms - 2, -1, -1):
         series = series * m2 + typed_like(a, TANH_TAYLOR[k])
     t = m * series if m < below else from_exp
     return t if a >= 0 else -t
