@@ -4,11 +4,13 @@
                                   [--repeats 7] [--json OUT]
 
 For each cell, config and mode, both implementations run on the same float32 weights and
-time-major inputs in the same process, interleaved (jit, torch, jit, torch, ...) so they
-share the machine's drift, each call after a pause that lets the other's idle threads
-sleep (CALL_SETTLE_S), with torch.set_num_threads equal to Numba's thread count (read
-without launching Numba's threading layer: see jit.cpu.backend.pool_threads). The
-machine's fp32 GEMM rate is measured in the same run with a 2048² numpy matmul.
+time-major inputs in the same process, interleaved in rounds (jit, torch, jit, torch, ...)
+so they share the machine's drift, with torch.set_num_threads equal to Numba's thread count
+(read without launching Numba's threading layer: see jit.cpu.backend.pool_threads). Each
+round times the steady state of one implementation: a pause that lets the other's idle
+threads sleep (CALL_SETTLE_S), one untimed call, then BURST_CALLS timed calls back to back
+(see there for why). The machine's fp32 GEMM rate is measured in the same run with a 2048²
+numpy matmul.
 
 FLOPs counted (the matrix products only; the pointwise work is O(T·B·G·H), negligible next
 to them for I = H ≥ 64):
@@ -44,14 +46,19 @@ GEMM_FRACTION = 0.75
 #: Pause after measuring the GEMM rate, longer than OpenBLAS's workers spin (by default up to
 #: 2^28 cycles, ~0.1 s here).
 BLAS_SETTLE_S = 0.5
-#: Pause before each timed call. After a call, torch's OpenMP workers keep spinning for a few
-#: milliseconds; a jit.cpu call started meanwhile shares a core with one of them (measured,
-#: 2-core machine, inference, best of 7: lstm M 19.8 ms right after a torch call, 14.9 ms
-#: 10 ms later; lstm L1 59.8 against 47.8), and torch's workers would likewise meet
-#: whatever ran before them. So each call, jit's and torch's, starts on a quiet machine;
-#: torch's own times moved within the noise (lstm M 16.0 ms without the pause, 15.3–19.3 ms
-#: with 10–30 ms; the pair still shares the machine's drift, which moves over seconds).
+#: Pause before each round. After a call, torch's OpenMP workers keep spinning for up to
+#: ~10 ms (measured: 8–10 ms); a jit.cpu call started meanwhile shares a core with one of them
+#: (measured, 2-core machine, inference, best of 7: lstm M 19.8 ms right after a torch call,
+#: 14.9 ms 10 ms later; lstm L1 59.8 against 47.8), and torch's workers would likewise meet
+#: whatever ran before them. So each round, jit's and torch's, starts on a quiet machine.
 CALL_SETTLE_S = 0.02
+#: Timed calls per round, after one untimed call. A call that starts after the pause starts
+#: cold: on the 2-core KVM guest an idle vCPU is handed back to the host, and the first
+#: milliseconds after it run slow (measured: lstm S2 forward 1.85 ms hot, 2.5 ms right after
+#: a 20 ms pause; a single tiny Numba call 1 µs hot, 34 µs after the pause), for both
+#: libraries. The untimed call takes that penalty, so the timed ones measure the steady state
+#: of repeated calls (what a training loop sees), as the GEMM rate the FLOP bound uses does.
+BURST_CALLS = 3
 
 
 def gemm_rate(n=2048, repeats=5) -> float:
@@ -140,9 +147,10 @@ def _match_threads() -> int:
 def measure(cell, config, mode, repeats=7, gemm_flops=None, statistic="median") -> dict:
     """Time jit.cpu and torch on one (cell, config, mode), interleaved; return one table row.
 
-    Times are the ``statistic`` (median or min) of ``repeats`` interleaved pairs, in seconds;
-    min suits a machine shared with other work, whose load only ever adds time. ``gemm_flops``
-    is the machine's GEMM rate (FLOP/s); measured here when not given.
+    Times are the ``statistic`` (median or min) of the BURST_CALLS timed calls of each of
+    ``repeats`` interleaved pairs of rounds, in seconds; min suits a machine shared with other
+    work, whose load only ever adds time. ``gemm_flops`` is the machine's GEMM rate (FLOP/s);
+    measured here when not given.
     """
     threads = _match_threads()
     gemm_flops = gemm_flops or gemm_rate()
@@ -151,10 +159,10 @@ def measure(cell, config, mode, repeats=7, gemm_flops=None, statistic="median") 
     run_torch()
     jit_times, torch_times = [], []
     for _ in range(repeats):
-        time.sleep(CALL_SETTLE_S)
-        jit_times.append(_timed(run_jit))
-        time.sleep(CALL_SETTLE_S)
-        torch_times.append(_timed(run_torch))
+        for run, times in ((run_jit, jit_times), (run_torch, torch_times)):
+            time.sleep(CALL_SETTLE_S)
+            run()  # untimed: takes the cold start after the pause
+            times.extend(_timed(run) for _ in range(BURST_CALLS))
     summary = {"median": statistics.median, "min": min}[statistic]
     t_jit, t_torch = summary(jit_times), summary(torch_times)
     work = flops(cell, config, mode)
@@ -196,7 +204,8 @@ def main(argv=None):
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--repeats", type=int, default=7, help="interleaved pairs per row")
+    parser.add_argument("--repeats", type=int, default=7,
+                        help="interleaved pairs of rounds per row (each round: BURST_CALLS timed calls)")
     parser.add_argument("--statistic", choices=("median", "min"), default="median",
                         help="how the repeats are summarised (min on a machine shared with other work)")
     parser.add_argument("--json", metavar="OUT", help="also write the rows and the machine's GEMM rate")

@@ -13,19 +13,21 @@ def test_flops_count_both_products_of_every_gate_and_three_times_that_for_traini
     assert cpu_targets.flops("rnn_tanh", "M", "inference") == forward / 4
 
 
-def test_measure_interleaves_the_two_each_after_a_settling_pause(monkeypatch):
-    """jit, torch, jit, torch, ...: each timed call right after a CALL_SETTLE_S pause, so neither
-    runs while the other's idle threads spin; the untimed first calls come before any of it."""
+def test_measure_interleaves_rounds_each_after_a_settling_pause_and_an_untimed_call(monkeypatch):
+    """jit round, torch round, jit round, ...: each a CALL_SETTLE_S pause (neither runs while the
+    other's idle threads spin), one untimed call, then BURST_CALLS timed calls; the untimed
+    first calls come before any of it."""
     events = []
     monkeypatch.setattr(cpu_targets, "_match_threads", lambda: 2)  # no torch needed
     monkeypatch.setattr(cpu_targets, "_runners",
                         lambda cell, config, mode: (lambda: events.append("jit"), lambda: events.append("torch")))
     monkeypatch.setattr(cpu_targets.time, "sleep", lambda seconds: events.append(("sleep", seconds)))
     row = cpu_targets.measure("gru", "S2", "training", repeats=3, gemm_flops=1e11)
-    pause = ("sleep", cpu_targets.CALL_SETTLE_S)
-    assert cpu_targets.CALL_SETTLE_S > 0
-    assert events == ["jit", "torch"] + [pause, "jit", pause, "torch"] * 3
-    assert len(row["jit_all_s"]) == len(row["torch_all_s"]) == 3
+    pause, burst = ("sleep", cpu_targets.CALL_SETTLE_S), cpu_targets.BURST_CALLS
+    assert cpu_targets.CALL_SETTLE_S > 0 and burst >= 1
+    rounds = [pause, "jit"] + ["jit"] * burst + [pause, "torch"] + ["torch"] * burst
+    assert events == ["jit", "torch"] + rounds * 3
+    assert len(row["jit_all_s"]) == len(row["torch_all_s"]) == 3 * burst
 
 
 def test_a_target_is_the_larger_of_the_ratio_and_the_flop_bound():
