@@ -2,8 +2,9 @@
 
 Each case first calls the backend once, timed apart as ``first_call_s`` (for jit backends
 that includes compiling, or loading Numba's on-disk cache), checks that output against
-the float64 reference on the same inputs, then lets pytest-benchmark time the steady
-state. Everything a report needs (shapes, FLOPs, bytes, errors) goes into extra_info.
+the float64 reference on the same inputs, pauses (SETTLE_S) and calls once more untimed,
+then lets pytest-benchmark time the steady state. Everything a report needs (shapes,
+FLOPs, bytes, errors) goes into extra_info.
 
 Inputs are drawn in float64 and rounded through float32 once, so the float32 and float64
 cases see exactly the same numbers and share one float64 reference result.
@@ -17,6 +18,15 @@ import numpy as np
 import reference
 from reports.matrix import bytes_moved, flops, itemsize
 from reports.results import SCHEMA  # reports refuse a JSON whose benchmarks lack it
+
+
+#: Pause before a case's timed calls, so the previous case's idle threads have stopped: after a
+#: threaded GEMM (the reference's) OpenBLAS's workers spin ~0.1 s, torch's OpenMP workers
+#: 8–10 ms, and a case timed meanwhile shared the 2-core machine with them (sample run
+#: 20261127-120757: jit.cpu, timed right after the reference, lstm M inference median 19.0 ms
+#: against its best of 14.8; rnn_tanh L1 inference 25.1 against 10.9). One untimed call
+#: follows the pause: the first after it starts on a cold core (see reports.cpu_targets.BURST_CALLS).
+SETTLE_S = 0.15
 
 
 @functools.lru_cache(maxsize=4)
@@ -122,4 +132,6 @@ def test_cell(benchmark, backends, case):
         "first_call_s": first_call_s,
         **errors_against_reference(case, to_numpy(first)),
     })
+    time.sleep(SETTLE_S)
+    call()
     benchmark(call)

@@ -197,3 +197,28 @@ def test_torch_nn_peer_computes_what_the_reference_does(cell):
     for key in want:
         # float64, 4 steps and sums of at most T·B = 8 terms: rounding stays within ~1e3·ε ≈ 2e-13
         np.testing.assert_allclose(got[key], want[key], rtol=0, atol=1e-12, err_msg=key)
+
+
+def test_a_benchmark_case_times_its_calls_after_a_pause_and_an_untimed_call(monkeypatch):
+    """bench_cells.test_cell: the first call (timed apart), then a SETTLE_S pause so the previous
+    case's idle threads stop, one untimed call, and only then pytest-benchmark's timed calls."""
+    from reports.benchmarks import bench_cells
+    events = []
+
+    class Recording:  # a backend that records its calls and returns the reference's results
+        def forward(self, *args, **kwargs):
+            events.append("call")
+            return reference.backend.forward(*args, **kwargs)
+
+    class Benchmark:  # pytest-benchmark's fixture, reduced to what test_cell uses
+        extra_info = {}
+
+        def __call__(self, fn):
+            events.append("timed")
+            fn()
+
+    monkeypatch.setattr(bench_cells.time, "sleep", lambda seconds: events.append(("sleep", seconds)))
+    case = matrix.Case("recording", "gru", matrix.Config("tiny", 4, 2, 3, 5), "inference", "float64")
+    bench_cells.test_cell(Benchmark(), {"recording": Recording()}, case)
+    assert bench_cells.SETTLE_S > 0
+    assert events == ["call", ("sleep", bench_cells.SETTLE_S), "call", "timed", "call"]
