@@ -366,6 +366,34 @@ def test_pool_workers_are_kept_off_the_callers_cpu(monkeypatch):
     assert all(mask == ((allowed - {max(allowed)}) or allowed) for tid, mask in seen if tid != caller)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru", "gru_classic"])
+def test_scratch_arrays_are_reused_per_thread_and_never_returned(cell):
+    """jit.cpu.workspace: a call's temporaries (xw, da, da_h, h_{t−1}, r⊙h_{t−1}) are the same
+    arrays in the next call of the same shapes, none of them is, or is a view of, anything a
+    call returns, another thread gets its own, and release() lets them go."""
+    import threading
+
+    from jit.cpu import workspace
+
+    workspace.release()
+    problem = make_problem(cell, 4, 3, 5, 6, np.float32)
+    first = run_both(cell, problem)
+    arrays = dict(workspace._local.arrays)
+    assert {"xw", "da", "h_prev"} <= set(arrays)
+    second = run_both(cell, problem)
+    assert all(workspace._local.arrays[role] is a for role, a in arrays.items())
+    returned = [a for result in (*first, *second) for a in result if isinstance(a, np.ndarray)]
+    returned += [r.hns for r in (first[0], second[0]) if hasattr(r, "hns")]
+    assert not any(np.shares_memory(out, a) for out in returned for a in arrays.values())
+    elsewhere = []
+    worker = threading.Thread(target=lambda: elsewhere.append(workspace.scratch("da", arrays["da"].shape, np.float32)))
+    worker.start()
+    worker.join()
+    assert elsewhere[0] is not arrays["da"]
+    workspace.release()
+    assert workspace._local.arrays == {}
+
+
 def test_matmul_rows_is_repeatable_and_accurate():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((2000, 50)), rng.standard_normal((50, 23))  # over PARALLEL_MIN_MACS

@@ -44,6 +44,7 @@ from .pool import run_in_parallel
 from .products import matmul
 from .rnn import rnn_backward_kernel, rnn_forward_kernel
 from .sync import new_arrivals
+from .workspace import scratch
 
 name = "jit.cpu"
 cells = frozenset(CELLS)
@@ -196,8 +197,9 @@ def run_on_tiles(kernel, *args, tiling: Tiling):
     run_in_parallel([(kernel, (*args, arrivals, n_waiting, *tile)) for tile in tiling.tiles])
 
 
-def matmul_rows(a, b, n_threads: int):
-    """a @ b with the rows of the result shared among n_threads threads (BLAS on one each).
+def matmul_rows(a, b, n_threads: int, out=None):
+    """a @ b with the rows of the result shared among n_threads threads (BLAS on one each),
+    written into ``out`` when given (a scratch array), else into a new array.
 
     Each element is one BLAS product over the whole inner dimension, and the split depends
     only on the shapes and the thread count, so repeat calls give the same bits. (A different
@@ -206,8 +208,13 @@ def matmul_rows(a, b, n_threads: int):
     instead, so a small call makes no BLAS call (see small_call).
     """
     if a.shape[0] * a.shape[1] * b.shape[1] < PARALLEL_MIN_MACS:
-        return matmul(kernel_array(a), kernel_array(b))
-    out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
+        product = matmul(kernel_array(a), kernel_array(b))
+        if out is None:
+            return product
+        out[...] = product
+        return out
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
     parts = max(1, min(n_threads, a.shape[0]))
     run_in_parallel([(np.matmul, (a[r0:r1], b, out[r0:r1])) for r0, r1 in split(a.shape[0], parts)])
     return out
@@ -229,7 +236,8 @@ def kernel_array(a: np.ndarray) -> np.ndarray:
 def project_inputs(x, w_ih, n_threads: int):
     """xw (T, B, G·H) = x W_ihᵀ for every step at once: one GEMM. twin: reference.affine.affine."""
     T, B, I = x.shape
-    return matmul_rows(x.reshape(T * B, I), w_ih.T, n_threads).reshape(T, B, w_ih.shape[0])
+    xw = scratch("xw", (T * B, w_ih.shape[0]), x.dtype)  # see jit.cpu.workspace
+    return matmul_rows(x.reshape(T * B, I), w_ih.T, n_threads, xw).reshape(T, B, w_ih.shape[0])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -309,8 +317,12 @@ def _forward(cell, params, x, h0, c0, training, shapes, n_threads):
 # ---- backward ------------------------------------------------------------------------------
 
 def previous_hidden(hs, h0):
-    """h_{t-1} for every t, (T, B, H): h0 then hs[:-1] (empty when T = 0)."""
-    return np.concatenate([h0[None], hs[:-1]], axis=0)[:hs.shape[0]]
+    """h_{t-1} for every t, (T, B, H): h0 then hs[:-1], in a scratch array (jit.cpu.workspace)."""
+    h_prev = scratch("h_prev", hs.shape, hs.dtype)
+    if hs.shape[0]:
+        h_prev[0] = h0
+        h_prev[1:] = hs[:-1]
+    return h_prev
 
 
 def gru_hidden_terms(fwd, h0, w_hh, b_hh, H, n_threads):
@@ -355,7 +367,7 @@ def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, n_threads):
     hs, gates = kernel_array(fwd.hs), kernel_array(fwd.gates)
     dh0 = np.empty((B, H), dtype)
     dc0 = np.empty((B, H), dtype) if lstm else None
-    da = np.empty((T, B, G * H), dtype)  # ∂L/∂(pre-activations), W_ih side
+    da = scratch("da", (T, B, G * H), dtype)  # ∂L/∂(pre-activations), W_ih side; see jit.cpu.workspace
     da_h = da  # ∂L/∂(W_hh h + b_hh); differs from da for gru only
     h_side_inputs = None  # what W_hh multiplied at each step, when it is not h_{t-1}
     tiling = tiling_for(cell, B, H, n_threads)
@@ -371,10 +383,10 @@ def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, n_threads):
                 da, dh0, dc0)
         elif cell == "gru":
             hns = gru_hidden_terms(fwd, h0k, w_hh, kernel_array(params.b_hh), H, n_threads)
-            da_h = np.empty_like(da)
+            da_h = scratch("da_h", da.shape, dtype)
             run(gru_backward_kernel, w_hh, h0k, hs, gates, hns, dhsk, dh_nk, da, da_h, dh0)
         elif cell == "gru_classic":
-            h_side_inputs = np.empty((T, B, H), dtype)  # r⊙h_{t-1}, filled by the kernel
+            h_side_inputs = scratch("h_side_inputs", (T, B, H), dtype)  # r⊙h_{t-1}, filled by the kernel
             run_on_row_chunks(gru_classic_backward_kernel, w_hh[:2 * H], w_hh[2 * H:], h0k, hs,
                               gates, dhsk, dh_nk, da, h_side_inputs, dh0, tiling=tiling)
         else:
