@@ -394,6 +394,23 @@ def test_scratch_arrays_are_reused_per_thread_and_never_returned(cell):
     assert workspace._local.arrays == {}
 
 
+def test_a_refused_placement_leaves_the_pool_working(monkeypatch):
+    """Where setting a thread's affinity is refused (a restricted container, say), every piece
+    still runs: placement is an optimisation, and an error in a worker's initializer would
+    break the whole pool."""
+    from jit.cpu import pool
+
+    def refuse(*args):
+        raise PermissionError("not allowed here")
+    monkeypatch.setattr(pool.os, "sched_setaffinity", refuse)
+    monkeypatch.setattr(pool, "caller_cpu", lambda: 0)
+    monkeypatch.setattr(pool, "_wanted_mask", {0})  # so new workers try to place themselves too
+    ran = []
+    n = pool._pool_size + 3  # more than the pool has: new workers start
+    pool.run_in_parallel([(ran.append, (k,)) for k in range(n)])
+    assert sorted(ran) == list(range(n))
+
+
 def test_matmul_rows_is_repeatable_and_accurate():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((2000, 50)), rng.standard_normal((50, 23))  # over PARALLEL_MIN_MACS

@@ -63,19 +63,26 @@ def keep_workers_off(cpu):
         if _worker_masks.get(tid) != mask:
             try:
                 os.sched_setaffinity(tid, mask)
-            except OSError:  # the thread has ended (a replaced pool): forget it
+            except ProcessLookupError:  # the thread has ended (a replaced pool): forget it
                 _workers.remove(tid)
                 _worker_masks.pop(tid, None)
+                continue
+            except OSError:  # refused (a restricted container, say): it runs where the OS puts it
                 continue
             _worker_masks[tid] = mask
 
 
 def _register_worker():
+    # An exception here would break the whole pool (ThreadPoolExecutor's initializer contract),
+    # so a refused placement only leaves this worker where the OS put it.
     tid = threading.get_native_id()
     mask = _wanted_mask
     if mask is not None:
-        os.sched_setaffinity(0, mask)
-        _worker_masks[tid] = mask
+        try:
+            os.sched_setaffinity(0, mask)
+            _worker_masks[tid] = mask
+        except OSError:
+            pass
     _workers.append(tid)
 
 
