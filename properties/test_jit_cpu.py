@@ -394,6 +394,18 @@ def test_scratch_arrays_are_reused_per_thread_and_never_returned(cell):
     assert workspace._local.arrays == {}
 
 
+def test_a_replaced_pools_thread_ids_are_forgotten():
+    """jit.cpu.pool never places a thread by an id it saw in a pool it has replaced: Linux
+    reuses the id of a thread that has ended, possibly for another process's thread."""
+    from jit.cpu import pool
+
+    pool.run_in_parallel([(int, ())] * 2)
+    old = set(pool._workers)
+    assert old
+    pool.run_in_parallel([(int, ())] * (pool._pool_size + 2))  # more workers: a new pool
+    assert not old & set(pool._workers)
+
+
 def test_a_refused_placement_leaves_the_pool_working(monkeypatch):
     """Where setting a thread's affinity is refused (a restricted container, say), every piece
     still runs: placement is an optimisation, and an error in a worker's initializer would

@@ -30,6 +30,7 @@ from functools import partial
 from typing import NamedTuple
 
 import numba
+import numba.np.arraymath  # noqa: F401  (see _blas)
 import numba.np.ufunc.parallel as numba_parallel
 import numpy as np
 from numba import njit
@@ -65,7 +66,9 @@ _blas_libraries = None
 
 def _blas():
     """Every BLAS loaded when first asked: numpy's, which jit.cpu's GEMMs call (its kernels call
-    none), and any other already loaded (SciPy's own copy, say), held alike."""
+    none), and any other already loaded, held alike. Numba loads SciPy's copy, where SciPy is
+    installed, when numba.np.arraymath is first imported (it probes for np.dot); the import at
+    the top of this module makes that happen before the list is taken, not during a first call."""
     global _blas_libraries
     if _blas_libraries is None:  # inspecting the loaded libraries is slow: do it once
         _blas_libraries = ThreadpoolController().select(user_api="blas").lib_controllers

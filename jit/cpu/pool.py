@@ -10,8 +10,9 @@ had last run on the same CPU in 17–24 of 30 calls), and the two then shared on
 the load balancer moved one, milliseconds later: a whole small call. The guest's scheduler
 avoids waking a task on a vCPU that the host has descheduled, which an idle vCPU often is.
 Kept off the caller's CPU (an affinity mask, not a pin: the worker may take any other), the
-two-thread calls ran 0.55–0.95× their time, median of 15 (lstm, gru, rnn_tanh at S2 and M,
-each call after a 20 ms pause, 2026-11-27). The caller's own affinity is never touched.
+two-thread calls took 0.66–0.90× their median time and 0.68–1.05× their best, over 15 calls
+each (lstm, gru, rnn_tanh at S2 and M, each call after a 20 ms pause, in-process A/B,
+2026-11-27). The caller's own affinity is never touched.
 Where the platform lacks sched_setaffinity or sched_getcpu, workers go where the OS puts them.
 """
 import ctypes
@@ -63,7 +64,7 @@ def keep_workers_off(cpu):
         if _worker_masks.get(tid) != mask:
             try:
                 os.sched_setaffinity(tid, mask)
-            except ProcessLookupError:  # the thread has ended (a replaced pool): forget it
+            except ProcessLookupError:  # the thread has ended (the interpreter is exiting): forget it
                 _workers.remove(tid)
                 _worker_masks.pop(tid, None)
                 continue
@@ -100,6 +101,10 @@ def run_in_parallel(calls):
     if len(calls) - 1 > _pool_size:
         if _pool is not None:
             _pool.shutdown(wait=False)  # its idle workers exit
+            # Forget their ids now: Linux reuses a thread id once its thread has ended, and a
+            # later keep_workers_off must never place a thread that is not ours.
+            _workers.clear()
+            _worker_masks.clear()
         _pool = ThreadPoolExecutor(max_workers=len(calls) - 1, thread_name_prefix="jit.cpu",
                                    initializer=_register_worker)
         _pool_size = len(calls) - 1
