@@ -367,14 +367,17 @@ def test_pool_workers_are_kept_off_the_callers_cpu(monkeypatch):
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "gru_classic"])
-def test_scratch_arrays_are_reused_per_thread_and_never_returned(cell):
+def test_scratch_arrays_are_reused_per_thread_and_never_returned(cell, monkeypatch):
     """jit.cpu.workspace: a call's temporaries (xw, da, da_h, h_{t−1}, r⊙h_{t−1}) are the same
     arrays in the next call of the same shapes, none of them is, or is a view of, anything a
-    call returns, another thread gets its own, and release() lets them go."""
+    call returns, another thread gets its own, and release() lets them go. (The GEMMs take
+    the BLAS path here, as in a call over PARALLEL_MIN_MACS: a small call's projection is a
+    new array from jit.cpu.products.matmul.)"""
     import threading
 
     from jit.cpu import workspace
 
+    monkeypatch.setattr(backend, "PARALLEL_MIN_MACS", 0)
     workspace.release()
     problem = make_problem(cell, 4, 3, 5, 6, np.float32)
     first = run_both(cell, problem)

@@ -118,9 +118,16 @@ def small_call(macs: int) -> bool:
     return macs < PARALLEL_MIN_MACS
 
 
-def threads_for(macs: int) -> int:
-    """Threads worth using for a call of ``macs`` multiply-adds: the pool's, or just the caller."""
-    return 1 if small_call(macs) else pool_threads()
+@contextmanager
+def call_threads(macs: int):
+    """The threads worth using for a call of ``macs`` multiply-adds, with every BLAS held to one
+    thread per caller inside the block (see the module's docstring: Threads): the pool's, or
+    for a small call just the caller, which makes no BLAS call and so has nothing to hold."""
+    if small_call(macs):
+        yield 1
+        return
+    with blas_threads(1):
+        yield pool_threads()
 
 
 def kernel_threads(B: int, n_threads: int) -> int:
@@ -200,9 +207,10 @@ def run_on_tiles(kernel, *args, tiling: Tiling):
     run_in_parallel([(kernel, (*args, arrivals, n_waiting, *tile)) for tile in tiling.tiles])
 
 
-def matmul_rows(a, b, n_threads: int, out=None):
+def matmul_rows(a, b, n_threads: int, scratch_role=None):
     """a @ b with the rows of the result shared among n_threads threads (BLAS on one each),
-    written into ``out`` when given (a scratch array), else into a new array.
+    into a new array, or into the calling thread's scratch array ``scratch_role``
+    (jit.cpu.workspace) when one is named: for a result that never leaves the call.
 
     Each element is one BLAS product over the whole inner dimension, and the split depends
     only on the shapes and the thread count, so repeat calls give the same bits. (A different
@@ -211,13 +219,9 @@ def matmul_rows(a, b, n_threads: int, out=None):
     instead, so a small call makes no BLAS call (see small_call).
     """
     if a.shape[0] * a.shape[1] * b.shape[1] < PARALLEL_MIN_MACS:
-        product = matmul(kernel_array(a), kernel_array(b))
-        if out is None:
-            return product
-        out[...] = product
-        return out
-    if out is None:
-        out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
+        return matmul(kernel_array(a), kernel_array(b))
+    shape, dtype = (a.shape[0], b.shape[1]), np.result_type(a, b)
+    out = np.empty(shape, dtype) if scratch_role is None else scratch(scratch_role, shape, dtype)
     parts = max(1, min(n_threads, a.shape[0]))
     run_in_parallel([(np.matmul, (a[r0:r1], b, out[r0:r1])) for r0, r1 in split(a.shape[0], parts)])
     return out
@@ -239,8 +243,7 @@ def kernel_array(a: np.ndarray) -> np.ndarray:
 def project_inputs(x, w_ih, n_threads: int):
     """xw (T, B, G·H) = x W_ihᵀ for every step at once: one GEMM. twin: reference.affine.affine."""
     T, B, I = x.shape
-    xw = scratch("xw", (T * B, w_ih.shape[0]), x.dtype)  # see jit.cpu.workspace
-    return matmul_rows(x.reshape(T * B, I), w_ih.T, n_threads, xw).reshape(T, B, w_ih.shape[0])
+    return matmul_rows(x.reshape(T * B, I), w_ih.T, n_threads, "xw").reshape(T, B, w_ih.shape[0])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -270,11 +273,8 @@ def forward(cell, params, x, h0, c0=None, *, training=True):
     """Run the cell over x (T, B, I) from h0 (and c0 for lstm); see reference.contract."""
     shapes = check_forward_inputs(cell, params, x, h0, c0, isfinite=all_finite)
     T, B, I, H, G, _ = shapes
-    macs = T * B * G * H * (I + H)
-    if small_call(macs):  # no BLAS call: nothing to hold
-        return _forward(cell, params, x, h0, c0, training, shapes, 1)
-    with blas_threads(1):  # see the module's docstring: Threads
-        return _forward(cell, params, x, h0, c0, training, shapes, threads_for(macs))
+    with call_threads(T * B * G * H * (I + H)) as n_threads:
+        return _forward(cell, params, x, h0, c0, training, shapes, n_threads)
 
 
 def _forward(cell, params, x, h0, c0, training, shapes, n_threads):
@@ -355,11 +355,8 @@ def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
     """Backpropagation through time; returns the gradients of L given ∂L/∂hs, ∂L/∂h_n, ∂L/∂c_n."""
     shapes = check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, isfinite=all_finite)
     T, B, I, H, G, _ = shapes
-    macs = 2 * T * B * G * H * (I + H)
-    if small_call(macs):  # no BLAS call: nothing to hold
-        return _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, 1)
-    with blas_threads(1):  # see the module's docstring: Threads
-        return _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, threads_for(macs))
+    with call_threads(2 * T * B * G * H * (I + H)) as n_threads:
+        return _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, n_threads)
 
 
 def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, n_threads):
