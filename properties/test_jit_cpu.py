@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -397,16 +398,72 @@ def test_scratch_arrays_are_reused_per_thread_and_never_returned(cell, monkeypat
     assert workspace._local.arrays == {}
 
 
-def test_a_replaced_pools_thread_ids_are_forgotten():
-    """jit.cpu.pool never places a thread by an id it saw in a pool it has replaced: Linux
-    reuses the id of a thread that has ended, possibly for another process's thread."""
+def test_the_pool_places_only_its_own_live_threads():
+    """jit.cpu.pool never places a thread by an id that is not one of its running workers
+    (Linux reuses the id of a thread that has ended, possibly for another process's thread):
+    growing the pool keeps its workers, and each is registered once."""
     from jit.cpu import pool
 
     pool.run_in_parallel([(int, ())] * 2)
-    old = set(pool._workers)
-    assert old
-    pool.run_in_parallel([(int, ())] * (pool._pool_size + 2))  # more workers: a new pool
-    assert not old & set(pool._workers)
+    before = list(pool._workers)
+    pool.run_in_parallel([(int, ())] * (pool._pool_size + 2))  # one more worker than it had
+    assert pool._workers[:len(before)] == before
+    assert len(pool._workers) == len(set(pool._workers)) == pool._pool_size
+    if os.path.isdir("/proc/self/task"):
+        assert all(os.path.isdir(f"/proc/self/task/{tid}") for tid in pool._workers)
+
+
+def test_a_pieces_exception_reaches_the_caller_after_every_piece_has_ended():
+    """An exception in a worker's piece is raised by run_in_parallel once all pieces are done,
+    and the next run works: no worker is lost and no stale error is raised again."""
+    from jit.cpu import pool
+
+    ended = []
+
+    def fail():
+        raise KeyError("in a worker")
+
+    def slow():
+        time.sleep(0.05)
+        ended.append("slow")
+    with pytest.raises(KeyError, match="in a worker"):
+        pool.run_in_parallel([(ended.append, ("caller",)), (fail, ()), (slow, ())])
+    assert sorted(ended) == ["caller", "slow"]
+    ran = []
+    pool.run_in_parallel([(ran.append, (k,)) for k in range(3)])
+    assert sorted(ran) == [0, 1, 2]
+
+
+def test_workers_that_went_to_sleep_wake_for_the_next_run(monkeypatch):
+    """Idle workers stop spinning after WORKER_SPIN_TRIES and sleep; a run wakes them all."""
+    from jit.cpu import pool
+
+    monkeypatch.setattr(pool, "WORKER_SPIN_TRIES", 1000)
+    pool.run_in_parallel([(int, ())] * 3)  # the workers' next waits are short
+    deadline = time.monotonic() + 10
+    while pool._sleepers < pool._pool_size and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool._sleepers == pool._pool_size
+    ran = []
+    pool.run_in_parallel([(ran.append, (k,)) for k in range(3)])
+    assert sorted(ran) == [0, 1, 2]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_gets_a_pool_of_its_own():
+    """A child forked after the pool started has none of its threads: its parallel runs must
+    start new workers rather than wait for the parent's, forever."""
+    import multiprocessing
+
+    from jit.cpu import pool
+
+    pool.run_in_parallel([(int, ())] * 2)
+    child = multiprocessing.get_context("fork").Process(target=pool.run_in_parallel, args=([(int, ())] * 3,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
 
 
 def test_a_refused_placement_leaves_the_pool_working(monkeypatch):

@@ -1,4 +1,5 @@
-"""A step barrier for the time loops of threads that share one sequence (jit.cpu's unit split).
+"""Spin-waiting between threads, with no GIL: the step barrier of the time loops (jit.cpu's
+unit split) and the job handoff of jit.cpu.pool (wait_for_change, advance).
 
 When the threads of one call each own a slice of the hidden units, step t + 1 of every thread
 reads h_t of all units, so no thread may start it before all have finished step t. This is
@@ -55,6 +56,17 @@ def atomic_load(typingctx, counters, index):
 
 
 @njit(cache=True, nogil=True)
+def wait_until_at_least(counters, index, target):
+    """Spin until counters[index] ≥ target, yielding the core after every SPINS_BEFORE_YIELD tries."""
+    spins = 0
+    while atomic_load(counters, index) < target:
+        spins += 1
+        if spins >= SPINS_BEFORE_YIELD:
+            _sched_yield()
+            spins = 0
+
+
+@njit(cache=True, nogil=True)
 def wait_for_all(arrivals, n_threads, step):
     """Arrive at the barrier after ``step`` (0, 1, 2, ...) and wait for the other threads.
 
@@ -64,13 +76,43 @@ def wait_for_all(arrivals, n_threads, step):
     if n_threads <= 1:
         return
     atomic_add(arrivals, 0, 1)
-    everyone = n_threads * (step + 1)
-    spins = 0
-    while atomic_load(arrivals, 0) < everyone:
-        spins += 1
-        if spins >= SPINS_BEFORE_YIELD:
+    wait_until_at_least(arrivals, 0, n_threads * (step + 1))
+
+
+@njit(cache=True, nogil=True)
+def wait_for_change(counters, index, seen, max_tries, settle_tries):
+    """Spin until counters[index] ≠ seen, for at most ``max_tries`` reads (yielding the core
+    after every SPINS_BEFORE_YIELD); return the value last read (``seen`` if it never changed).
+
+    After a change, read ``settle_tries`` more times before returning: jit.cpu.pool's workers
+    wait here for a new job, and the caller that posted it still holds Python's GIL for a few
+    microseconds (see there).
+    """
+    value = atomic_load(counters, index)
+    tries = 0
+    while value == seen and tries < max_tries:
+        tries += 1
+        if tries % SPINS_BEFORE_YIELD == 0:
             _sched_yield()
-            spins = 0
+        value = atomic_load(counters, index)
+    if value != seen:
+        for _ in range(settle_tries):
+            atomic_load(counters, index)
+    return value
+
+
+@njit(cache=True, nogil=True)
+def arrive_then_wait_for_change(counters, arrive_index, index, seen, max_tries, settle_tries):
+    """counters[arrive_index] += 1, then wait_for_change(counters, index, seen, ...): in one
+    call, so the arrival is counted only once the calling thread has released the GIL."""
+    atomic_add(counters, arrive_index, 1)
+    return wait_for_change(counters, index, seen, max_tries, settle_tries)
+
+
+@njit(cache=True)
+def advance(counters, index):
+    """counters[index] += 1 atomically, holding the GIL; returns the new value."""
+    return atomic_add(counters, index, 1) + 1
 
 
 def new_arrivals():
