@@ -435,18 +435,30 @@ def test_a_pieces_exception_reaches_the_caller_after_every_piece_has_ended():
 
 
 def test_workers_that_went_to_sleep_wake_for_the_next_run(monkeypatch):
-    """Idle workers stop spinning after WORKER_SPIN_TRIES and sleep; a run wakes them all."""
+    """Idle workers stop spinning after WORKER_SPIN_TRIES and sleep; a run wakes them all.
+    Each run goes on a thread of its own, so that a wake-up that never comes fails the test
+    instead of hanging it."""
+    import threading
+
     from jit.cpu import pool
 
+    def run_all(n):
+        ran, finished = [], threading.Event()
+
+        def run():
+            pool.run_in_parallel([(ran.append, (k,)) for k in range(n)])
+            finished.set()
+        threading.Thread(target=run, daemon=True).start()
+        assert finished.wait(timeout=30), "sleeping workers were never woken"
+        assert sorted(ran) == list(range(n))
+
     monkeypatch.setattr(pool, "WORKER_SPIN_TRIES", 1000)
-    pool.run_in_parallel([(int, ())] * 3)  # the workers' next waits are short
+    run_all(pool._pool_size + 2)  # new workers too, which may sleep before the run's ticket
     deadline = time.monotonic() + 10
     while pool._sleepers < pool._pool_size and time.monotonic() < deadline:
         time.sleep(0.01)
     assert pool._sleepers == pool._pool_size
-    ran = []
-    pool.run_in_parallel([(ran.append, (k,)) for k in range(3)])
-    assert sorted(ran) == [0, 1, 2]
+    run_all(pool._pool_size + 1)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
