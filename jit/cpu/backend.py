@@ -103,7 +103,10 @@ def pool_threads() -> int:
 
 
 #: Work below this many multiply-adds stays on the calling thread: handing it to the pool
-#: costs about 70 µs (measured), the time of ~2M multiply-adds on one core.
+#: cost about 70 µs when this was set, the time of ~2M multiply-adds on one core; since the
+#: workers wait spinning (jit.cpu.pool), 13–30 µs while they spin and 60–160 µs once they
+#: have gone to sleep (two no-op pieces, measured 2026-11-27). Kept: the issue's small
+#: configs have one batch row, which the row split cannot share anyway.
 PARALLEL_MIN_MACS = 1 << 21
 
 
