@@ -16,7 +16,7 @@ on a lock, a future, or Python's GIL (a thread that waits for the GIL sleeps on 
   Numba call's argument handling takes ~2 µs);
 - a worker counts itself DONE from inside its next wait, after it has released the GIL; the
   caller waits for every worker's count spinning, with no GIL (jit.cpu.sync);
-- a worker that has seen no ticket for WORKER_SPIN_TRIES (~1.5 ms) sleeps on a condition,
+- a worker that has seen no ticket for WORKER_SPIN_TRIES (~1 ms) sleeps on a condition,
   and the next run wakes it: in a loop of calls the workers stay awake, and an idle program
   gets its core back.
 
@@ -43,10 +43,11 @@ import numpy as np
 
 from .sync import advance, arrive_then_wait_for_change, wait_for_change, wait_until_at_least
 
-#: Reads of TICKET before an idle worker sleeps: about 1.5 ms on the measured machine (2^20
-#: reads took 0.33 ms), longer than the Python work between the runs of one call or of
-#: back-to-back calls, and short next to what torch's or OpenBLAS's idle workers spin.
-WORKER_SPIN_TRIES = 1 << 22
+#: Reads of TICKET before an idle worker sleeps: about 1 ms on the measured machine (2^20 reads
+#: with their sched_yields took 1.1 ms; 2^22, 5 ms), longer than the Python work between the
+#: runs of one call or of back-to-back calls, and short next to what torch's idle OpenMP
+#: workers (8–10 ms) or OpenBLAS's (~0.1 s) spin.
+WORKER_SPIN_TRIES = 1 << 20
 #: Reads a worker makes after seeing a new ticket before it takes the GIL: ~5 µs (above).
 SETTLE_TRIES = 1 << 14
 
