@@ -12,8 +12,8 @@ shape as reference.backend, whose results it must reproduce. Each call:
 4. backward only: the weight, bias and input gradients as GEMMs on the stored da.
 
 Threads: one pool of numba.get_num_threads() threads (the caller plus workers, jit.cpu.pool,
-which keeps the workers off the caller's CPU) does all the parallel work of a call, and
-BLAS is held to one thread per caller for the whole call. Letting BLAS thread its GEMMs
+which hands them work spinning and keeps them off the caller's CPU) does all the parallel work
+of a call, and BLAS is held to one thread per caller for the whole call. Letting BLAS thread its GEMMs
 costs more than it gains: OpenBLAS's idle workers keep spinning for ~0.1 s after each
 threaded GEMM, and on a 2-core machine they took the cores from the time loop's threads
 (measured: M rnn_tanh forward 37 ms against 19 ms this way), or from whatever the caller
