@@ -406,9 +406,9 @@ def test_the_pool_places_only_its_own_live_threads():
 
     pool.run_in_parallel([(int, ())] * 2)
     before = list(pool._workers)
-    pool.run_in_parallel([(int, ())] * (pool._pool_size + 2))  # one more worker than it had
+    pool.run_in_parallel([(int, ())] * (pool.pool_size() + 2))  # one more worker than it had
     assert pool._workers[:len(before)] == before
-    assert len(pool._workers) == len(set(pool._workers)) == pool._pool_size
+    assert len(pool._workers) == len(set(pool._workers)) == pool.pool_size()
     if os.path.isdir("/proc/self/task"):
         assert all(os.path.isdir(f"/proc/self/task/{tid}") for tid in pool._workers)
 
@@ -453,12 +453,12 @@ def test_workers_that_went_to_sleep_wake_for_the_next_run(monkeypatch):
         assert sorted(ran) == list(range(n))
 
     monkeypatch.setattr(pool, "WORKER_SPIN_TRIES", 1000)
-    run_all(pool._pool_size + 2)  # new workers too, which may sleep before the run's ticket
+    run_all(pool.pool_size() + 2)  # new workers too, which may sleep before the run's ticket
     deadline = time.monotonic() + 10
-    while pool._sleepers < pool._pool_size and time.monotonic() < deadline:
+    while pool._sleepers < pool.pool_size() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert pool._sleepers == pool._pool_size
-    run_all(pool._pool_size + 1)
+    assert pool._sleepers == pool.pool_size()
+    run_all(pool.pool_size() + 1)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
@@ -490,7 +490,7 @@ def test_a_refused_placement_leaves_the_pool_working(monkeypatch):
     monkeypatch.setattr(pool, "caller_cpu", lambda: 0)
     monkeypatch.setattr(pool, "_wanted_mask", {0})  # so new workers try to place themselves too
     ran = []
-    n = pool._pool_size + 3  # more than the pool has: new workers start
+    n = pool.pool_size() + 3  # more than the pool has: new workers start
     pool.run_in_parallel([(ran.append, (k,)) for k in range(n)])
     assert sorted(ran) == list(range(n))
 

@@ -59,9 +59,8 @@ _state = np.zeros(16, np.int64)
 _run_lock = threading.Lock()  # one parallel run at a time
 _wake = threading.Condition()  # where workers that stopped spinning sleep
 _sleepers = 0
-_jobs = []  # per worker: its (function, args) of the current run, or None
+_jobs = []  # per worker: its (function, args) of the current run, or None; one entry per worker started
 _errors = []  # per worker: what its piece raised
-_pool_size = 0  # worker threads started (the caller is one more)
 _workers = []  # the workers' native thread ids
 _worker_masks = {}  # thread id → the CPUs it was last allowed
 _wanted_mask = None  # what keep_workers_off last asked for: a worker started later takes it too
@@ -69,9 +68,9 @@ _wanted_mask = None  # what keep_workers_off last asked for: a worker started la
 
 def _forget_workers_after_fork():
     # A forked child has none of its parent's threads: it starts a pool of its own.
-    global _state, _run_lock, _wake, _sleepers, _pool_size, _jobs, _errors, _workers, _worker_masks
+    global _state, _run_lock, _wake, _sleepers, _jobs, _errors, _workers, _worker_masks
     _state, _run_lock, _wake, _sleepers = np.zeros(16, np.int64), threading.Lock(), threading.Condition(), 0
-    _pool_size, _jobs, _errors, _workers, _worker_masks = 0, [], [], [], {}
+    _jobs, _errors, _workers, _worker_masks = [], [], [], {}
 
 
 if hasattr(os, "register_at_fork"):
@@ -163,15 +162,18 @@ def _work(k, seen):
         ran, job = True, None  # holds no arrays while idle
 
 
+def pool_size():
+    """Worker threads started so far (the caller of a run is one more)."""
+    return len(_jobs)
+
+
 def _grow(n_workers):
     """Start workers until there are n_workers (they wait for the next ticket)."""
-    global _pool_size
-    while _pool_size < n_workers:
+    while pool_size() < n_workers:
+        k = pool_size()
         _jobs.append(None)
         _errors.append(None)
-        threading.Thread(target=_work, args=(_pool_size, int(_state[TICKET])), name=f"jit.cpu-{_pool_size}",
-                         daemon=True).start()
-        _pool_size += 1
+        threading.Thread(target=_work, args=(k, int(_state[TICKET])), name=f"jit.cpu-{k}", daemon=True).start()
 
 
 def run_in_parallel(calls):
@@ -188,9 +190,9 @@ def run_in_parallel(calls):
     with _run_lock:
         _grow(len(calls) - 1)
         keep_workers_off(caller_cpu())
-        for k in range(_pool_size):
+        for k in range(pool_size()):
             _jobs[k] = calls[k + 1] if k + 1 < len(calls) else None
-        everyone = int(_state[DONE]) + _pool_size  # every worker counts itself done, idle ones too
+        everyone = int(_state[DONE]) + pool_size()  # every worker counts itself done, idle ones too
         advance(_state, TICKET)
         if _sleepers:
             with _wake:
@@ -201,7 +203,7 @@ def run_in_parallel(calls):
         finally:
             wait_until_at_least(_state, DONE, everyone)
             errors = [error for error in _errors if error is not None]
-            _errors[:] = [None] * _pool_size
-            _jobs[:] = [None] * _pool_size  # drop the arrays the pieces held
+            _errors[:] = [None] * pool_size()
+            _jobs[:] = [None] * pool_size()  # drop the arrays the pieces held
         if errors:
             raise errors[0]
