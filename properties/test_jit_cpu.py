@@ -314,6 +314,7 @@ def test_small_gemms_run_on_the_caller_without_blas(monkeypatch):
     for operand in (b, b_read_only):
         got = backend.matmul_rows(a, operand, 3)
         assert got.shape == (50, 37) and got.flags.c_contiguous
+        # One dot of K = 23 terms in another order: within 2·K·u·Σ|terms| ≤ K²·eps·max|a|·max|b|.
         np.testing.assert_allclose(got, a @ operand, rtol=0,
                                    atol=23 * 23 * np.finfo(float).eps * np.abs(a).max() * np.abs(b).max())
 
