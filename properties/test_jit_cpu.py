@@ -143,6 +143,40 @@ def test_panel_products_match_the_exact_product_and_write_nothing_else(dtype):
         assert_product_within(whole, a, w_t, exact_dtype, gamma, (rows, n + 9, K, "matmul"))
 
 
+#: Tiles (b0, b1, j0, j1) of a batch of 5 rows and H = 70 units: every row (one product for all
+#: steps) and a chunk of rows (one product per step); all units, a slice past one panel group
+#: (64 float32 or 32 float64 columns), and a slice narrower than one panel.
+PROJECTION_TILES = [(0, 5, 0, 70), (1, 4, 3, 70), (0, 5, 5, 12), (2, 3, 0, 41)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tile_projections_match_the_exact_product_and_write_nothing_else(dtype):
+    """jit.cpu.products.project_inputs: for a tile's rows and units, out[g, t·nb + b, u] is
+    x[t, b0 + b] · W_ih[g·H + j0 + u], within the same dot-product bound as
+    test_panel_products_match_the_exact_product_and_write_nothing_else (K = I terms), for
+    every step and gate; rows past T·nb and columns past the tile's panels keep their sentinel."""
+    from jit.cpu.products import panel_columns, project_inputs
+
+    rng = np.random.default_rng(11)
+    u = np.finfo(dtype).eps / 2
+    exact_dtype = np.float64 if dtype == np.float32 else np.longdouble
+    T, B, I, H, G = 3, 5, 37, 70, 4
+    gamma = I * u / (1 - I * u)
+    x = rng.uniform(-1, 1, (T, B, I)).astype(dtype)
+    w_ih = rng.uniform(-1, 1, (G * H, I)).astype(dtype)
+    for b0, b1, j0, j1 in PROJECTION_TILES:
+        nb, nj = b1 - b0, j1 - j0
+        columns = panel_columns(nj, dtype)
+        out = np.full((G, T * nb + 2, columns + 5), np.nan, dtype)
+        project_inputs(x, w_ih, H, b0, b1, j0, j1, out)
+        for g in range(G):
+            got = out[g, :T * nb, :nj].reshape(T, nb, nj)
+            for t in range(T):
+                assert_product_within(got[t], x[t, b0:b1], w_ih[g * H + j0:g * H + j1].T, exact_dtype, gamma,
+                                      (b0, b1, j0, j1, "gate", g, "step", t))
+        assert np.isnan(out[:, T * nb:]).all() and np.isnan(out[:, :, columns:]).all()
+
+
 def assert_product_within(got, a, b, exact_dtype, gamma, label):
     exact = a.astype(exact_dtype) @ b.astype(exact_dtype)
     bound = gamma * (np.abs(a).astype(exact_dtype) @ np.abs(b).astype(exact_dtype))
@@ -372,9 +406,9 @@ def test_pool_workers_are_kept_off_the_callers_cpu(monkeypatch):
 def test_scratch_arrays_are_reused_per_thread_and_never_returned(cell, monkeypatch):
     """jit.cpu.workspace: a call's temporaries (xw, da, da_h, h_{t−1}, r⊙h_{t−1}) are the same
     arrays in the next call of the same shapes, none of them is, or is a view of, anything a
-    call returns, another thread gets its own, and release() lets them go. (The GEMMs take
-    the BLAS path here, as in a call over PARALLEL_MIN_MACS: a small call's projection is a
-    new array from jit.cpu.products.matmul.)"""
+    call returns, another thread gets its own, and release() lets them go. (Backward's GEMMs
+    take the BLAS path here, as in a call over PARALLEL_MIN_MACS: a small call's are new
+    arrays from jit.cpu.products.matmul.)"""
     import threading
 
     from jit.cpu import workspace

@@ -4,16 +4,16 @@ This module is the backend (``name``, ``cells``, ``forward``, ``backward``); the
 shape as reference.backend, whose results it must reproduce. Each call:
 
 1. validates its arguments with reference.contract (before any computation);
-2. projects the inputs of all time steps at once: xw = x W_ihᵀ, one GEMM;
-3. runs one kernel for the whole time loop (jit.cpu.lstm / gru / rnn) per thread, on a
+2. runs one kernel for the whole time loop (jit.cpu.lstm / gru / rnn) per thread, on a
    tile of batch rows × hidden units: all units of a chunk of rows (rows are independent),
    or from H = 512 all rows of a slice of units, waiting for each other once per step
-   (see split_by_units); the kernels release the GIL;
-4. backward only: the weight, bias and input gradients as GEMMs on the stored da.
+   (see split_by_units); the kernels release the GIL. Forward, each kernel first projects
+   its tile's inputs of every step, x W_ihᵀ, as one product (jit.cpu.products.project_inputs);
+3. backward only: the weight, bias and input gradients as GEMMs on the stored da.
 
 Threads: one pool of numba.get_num_threads() threads (the caller plus workers, jit.cpu.pool,
 which hands them work spinning and keeps them off the caller's CPU) does all the parallel work
-of a call, and BLAS is held to one thread per caller for the whole call. Letting BLAS thread its GEMMs
+of a call. Forward makes no BLAS call; backward holds BLAS to one thread per caller for the whole call. Letting BLAS thread its GEMMs
 costs more than it gains: OpenBLAS's idle workers keep spinning for ~0.1 s after each
 threaded GEMM, and on a 2-core machine they took the cores from the time loop's threads
 (measured: M rnn_tanh forward 37 ms against 19 ms this way), or from whatever the caller
@@ -21,6 +21,12 @@ ran next (an S1 lstm call woke them for its 50×64×256 projection, and the torc
 after it took 4 ms instead of 0.4 ms). A small call (small_call) runs on the caller alone
 and makes no BLAS call: its GEMMs are jit.cpu.products' panel kernel, so it has no thread
 setting to hold.
+
+The input projection moved into the kernels (it was one BLAS GEMM on every thread before the
+time loop, then a second parallel run): each thread's tile needs only its own rows and units
+of xw, and in the kernel it costs no handoff, no BLAS thread setting, and no transposed copy
+of W_ih (measured, in-process A/B, 2026-11-27: lstm forward S1 0.85–0.90×, S2 0.91–0.96×,
+M level; rnn_tanh S2 0.85–0.87×, L1 and L2 level).
 
 The recurrent product inside the time loop is jit.cpu.products' register-tiled kernel on
 weights packed once per call, at every size (it is level with BLAS or faster, see there).
@@ -42,7 +48,7 @@ from reference.contract import CELLS, DTYPES, BackwardResult, ForwardResult, che
 from .gru import gru_backward_kernel, gru_classic_backward_kernel, gru_classic_forward_kernel, gru_forward_kernel
 from .lstm import lstm_backward_kernel, lstm_forward_kernel
 from .pool import run_in_parallel
-from .products import matmul
+from .products import matmul, panel_columns
 from .rnn import rnn_backward_kernel, rnn_forward_kernel
 from .sync import new_arrivals
 from .workspace import scratch
@@ -121,6 +127,12 @@ def small_call(macs: int) -> bool:
     return macs < PARALLEL_MIN_MACS
 
 
+def forward_threads(macs: int) -> int:
+    """The threads worth using for a forward call of ``macs`` multiply-adds (it makes no BLAS
+    call: see the module's docstring), 1 for a small call."""
+    return 1 if small_call(macs) else pool_threads()
+
+
 @contextmanager
 def call_threads(macs: int):
     """The threads worth using for a call of ``macs`` multiply-adds, with every BLAS held to one
@@ -143,14 +155,20 @@ def split(n: int, parts: int):
     return [(k * n // parts, (k + 1) * n // parts) for k in range(parts)]
 
 
-def run_on_row_chunks(kernel, *args, tiling: "Tiling"):
-    """Call ``kernel(*args, b0, b1)`` on the rows [b0, b1) of each tile (all units), in parallel.
+def run_on_row_chunks(kernel, *args, tiling: "Tiling", own=None):
+    """Call ``kernel(*args, b0, b1)`` on the rows [b0, b1) of each tile (all units), in parallel;
+    with ``own``, ``kernel(*args, own[k], b0, b1)`` for tile k (a scratch array per tile).
 
     For gru_classic's kernels, which take rows only (its tilings never split the units); the
     kernels write disjoint rows of their outputs. The other cells' take tiles: run_on_tiles.
     """
     assert not tiling.by_units
-    run_in_parallel([(kernel, (*args, b0, b1)) for b0, b1, _, _ in tiling.tiles])
+    run_in_parallel([(kernel, (*args, *_own_part(own, k), b0, b1)) for k, (b0, b1, _, _) in enumerate(tiling.tiles)])
+
+
+def _own_part(own, k):
+    """The arguments that only tile k gets: (own[k],), or none."""
+    return () if own is None else (own[k],)
 
 
 #: Hidden-unit slices are cut at multiples of this many units where H allows (one AVX2 vector
@@ -200,14 +218,24 @@ def tiling_for(cell: str, B: int, H: int, n_threads: int) -> Tiling:
     return Tiling([(b0, b1, 0, H) for b0, b1 in split(B, kernel_threads(B, n_threads))], False)
 
 
-def run_on_tiles(kernel, *args, tiling: Tiling):
-    """Call ``kernel(*args, arrivals, n_waiting, b0, b1, j0, j1)`` for each tile, in parallel.
+def run_on_tiles(kernel, *args, tiling: Tiling, own=None):
+    """Call ``kernel(*args, arrivals, n_waiting, b0, b1, j0, j1)`` for each tile, in parallel;
+    with ``own``, ``kernel(*args, own[k], arrivals, ...)`` for tile k (a scratch array per tile).
 
     Tiles that split the units share one barrier counter (jit.cpu.sync); tiles that split
     the rows never wait (n_waiting = 1).
     """
     arrivals, n_waiting = new_arrivals(), (len(tiling.tiles) if tiling.by_units else 1)
-    run_in_parallel([(kernel, (*args, arrivals, n_waiting, *tile)) for tile in tiling.tiles])
+    run_in_parallel([(kernel, (*args, *_own_part(own, k), arrivals, n_waiting, *tile))
+                     for k, tile in enumerate(tiling.tiles)])
+
+
+def projection_scratch(tiling: Tiling, T: int, G: int, dtype) -> np.ndarray:
+    """Every tile's input projection (jit.cpu.products.project_inputs' out): [k] for tile k,
+    (G, T·rows, columns), sized for the largest tile; one scratch array (jit.cpu.workspace)."""
+    rows = max(b1 - b0 for b0, b1, _, _ in tiling.tiles)
+    units = max(j1 - j0 for _, _, j0, j1 in tiling.tiles)
+    return scratch("xw", (len(tiling.tiles), G, T * rows, panel_columns(units, dtype)), dtype)
 
 
 def matmul_rows(a, b, n_threads: int, scratch_role=None):
@@ -243,12 +271,6 @@ def kernel_array(a: np.ndarray) -> np.ndarray:
     return np.array(a, order="C", copy=True)
 
 
-def project_inputs(x, w_ih, n_threads: int):
-    """xw (T, B, G·H) = x W_ihᵀ for every step at once: one GEMM. twin: reference.affine.affine."""
-    T, B, I = x.shape
-    return matmul_rows(x.reshape(T * B, I), w_ih.T, n_threads, "xw").reshape(T, B, w_ih.shape[0])
-
-
 @njit(cache=True, nogil=True, error_model="numpy")
 def _all_finite_values(flat):
     """No NaN or ±inf in the 1-D array ``flat``: v − v is 0 exactly when v is finite.
@@ -276,8 +298,7 @@ def forward(cell, params, x, h0, c0=None, *, training=True):
     """Run the cell over x (T, B, I) from h0 (and c0 for lstm); see reference.contract."""
     shapes = check_forward_inputs(cell, params, x, h0, c0, isfinite=all_finite)
     T, B, I, H, G, _ = shapes
-    with call_threads(T * B * G * H * (I + H)) as n_threads:
-        return _forward(cell, params, x, h0, c0, training, shapes, n_threads)
+    return _forward(cell, params, x, h0, c0, training, shapes, forward_threads(T * B * G * H * (I + H)))
 
 
 def _forward(cell, params, x, h0, c0, training, shapes, n_threads):
@@ -295,21 +316,21 @@ def _forward(cell, params, x, h0, c0, training, shapes, n_threads):
         if lstm:
             c_n[:] = c0
     else:
-        w_hh = kernel_array(params.w_hh)
+        xk, w_ih, w_hh = kernel_array(x), kernel_array(params.w_ih), kernel_array(params.w_hh)
         b_ih, b_hh, h0k = kernel_array(params.b_ih), kernel_array(params.b_hh), kernel_array(h0)
-        xw = project_inputs(x, params.w_ih, n_threads)
         tiling = tiling_for(cell, B, H, n_threads)
-        run = partial(run_on_tiles, tiling=tiling)
+        xw = projection_scratch(tiling, T, G, dtype)
+        run = partial(run_on_tiles, tiling=tiling, own=xw)
         if lstm:
-            run(lstm_forward_kernel, xw, w_hh, b_ih + b_hh, h0k, kernel_array(c0), training,
+            run(lstm_forward_kernel, xk, w_ih, w_hh, b_ih + b_hh, h0k, kernel_array(c0), training,
                 hs, cs, gates, h_n, c_n)
         elif cell == "gru":
-            run(gru_forward_kernel, xw, w_hh, b_ih, b_hh, h0k, training, hs, gates, hns, h_n)
+            run(gru_forward_kernel, xk, w_ih, w_hh, b_ih, b_hh, h0k, training, hs, gates, hns, h_n)
         elif cell == "gru_classic":
-            run_on_row_chunks(gru_classic_forward_kernel, xw, w_hh[:2 * H], w_hh[2 * H:], b_ih, b_hh, h0k,
-                              training, hs, gates, h_n, tiling=tiling)
+            run_on_row_chunks(gru_classic_forward_kernel, xk, w_ih, w_hh[:2 * H], w_hh[2 * H:], b_ih, b_hh, h0k,
+                              training, hs, gates, h_n, tiling=tiling, own=xw)
         else:
-            run(rnn_forward_kernel, xw, w_hh, b_ih + b_hh, h0k, cell == "rnn_relu", hs, h_n)
+            run(rnn_forward_kernel, xk, w_ih, w_hh, b_ih + b_hh, h0k, cell == "rnn_relu", hs, h_n)
             if training:
                 gates = hs.copy()  # for rnn_* the gate is the activation output itself
     if not training:

@@ -16,26 +16,28 @@ from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad, typed_like
 
 from .kernel_options import KERNEL_OPTIONS
 from .products import gate_outputs, gate_products, gate_units, pack_columns, pack_gate_rows, panel_product, \
-    product_output, store_gate_blocks
+    product_output, project_inputs, store_gate_blocks
 from .sync import wait_for_all
 
 
 @njit(**KERNEL_OPTIONS)
-def gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0, training, hs, gates, hns, h_n,
+def gru_forward_kernel(x, w_ih, w_hh, b_ih, b_hh, h0, training, hs, gates, hns, h_n, xw,
                        arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × units [j0, j1) of hs (T, B, H), h_n; with training also
-    of gates (T, B, 3H) and hns (T, B, H).
+    of gates (T, B, 3H) and hns (T, B, H). xw: the tile's scratch for its input projection
+    (jit.cpu.products.project_inputs).
 
     twin: reference.gru.gru_step_forward, looped over t. Threads that split the units wait
     for each other after each step (see jit.cpu.lstm.lstm_forward_kernel).
     """
-    T, B, _ = xw.shape
+    T, B, _ = x.shape
     H = h0.shape[1]
     nb, nj = b1 - b0, j1 - j0
-    h = np.empty((nb, nj), xw.dtype)
+    project_inputs(x, w_ih, H, b0, b1, j0, j1, xw)
+    h = np.empty((nb, nj), x.dtype)
     w_panels = pack_gate_rows(w_hh, H, j0, j1)
     a_h = gate_outputs(nb, w_panels)  # [g, :, :nj]: h W_hhᵀ for this step, gate block g; then r, z, n
-    hn_t = np.empty((nb, nj), xw.dtype)
+    hn_t = np.empty((nb, nj), x.dtype)
     # the r and z gates add both biases; n adds b_in outside r's product and b_hn inside
     bias_r = gate_units(b_ih, 0, H, j0, j1) + gate_units(b_hh, 0, H, j0, j1)
     bias_z = gate_units(b_ih, 1, H, j0, j1) + gate_units(b_hh, 1, H, j0, j1)
@@ -44,8 +46,8 @@ def gru_forward_kernel(xw, w_hh, b_ih, b_hh, h0, training, hs, gates, hns, h_n,
         h_prev = h0[b0:b1] if t == 0 else hs[t - 1, b0:b1]
         gate_products(h_prev, w_panels, a_h)
         for b in range(nb):
-            x = xw[t, b0 + b]
-            x_r, x_z, x_n = gate_units(x, 0, H, j0, j1), gate_units(x, 1, H, j0, j1), gate_units(x, 2, H, j0, j1)
+            row = t * nb + b
+            x_r, x_z, x_n = xw[0, row], xw[1, row], xw[2, row]
             a_r, a_z, a_n = a_h[0, b], a_h[1, b], a_h[2, b]
             h_prev_b, h_b, hn_b = h_prev[b, j0:j1], h[b], hn_t[b]
             for u in range(nj):
@@ -112,16 +114,18 @@ def gru_backward_kernel(w_hh, h0, hs, gates, hns, dhs, dh_n, da_x, da_h, dh0,
 
 
 @njit(**KERNEL_OPTIONS)
-def gru_classic_forward_kernel(xw, w_hrz, w_hn, b_ih, b_hh, h0, training, hs, gates,
-                               h_n, b0, b1):
+def gru_classic_forward_kernel(x, w_ih, w_hrz, w_hn, b_ih, b_hh, h0, training, hs, gates,
+                               h_n, xw, b0, b1):
     """Fill hs (T, B, H), h_n; with training also gates (T, B, 3H).
 
-    w_hrz (2H, H) and w_hn (H, H) are the r, z and n rows of W_hh.
+    w_hrz (2H, H) and w_hn (H, H) are the r, z and n rows of W_hh; xw: the rows' scratch for
+    their input projection (jit.cpu.products.project_inputs).
     twin: reference.gru.gru_classic_step_forward, looped over t.
     """
-    T, B, _ = xw.shape
+    T, B, _ = x.shape
     H = h0.shape[1]
     nb = b1 - b0
+    project_inputs(x, w_ih, H, b0, b1, 0, H, xw)
     h = h0[b0:b1].copy()
     rh = np.empty_like(h)  # r⊙h, the input of W_hn
     z_t = np.empty_like(h)
@@ -133,8 +137,8 @@ def gru_classic_forward_kernel(xw, w_hrz, w_hn, b_ih, b_hh, h0, training, hs, ga
         for b in range(nb):
             row = b0 + b
             for j in range(H):
-                r = sigmoid(xw[t, row, j] + b_ih[j] + a_rz[0, b, j] + b_hh[j])
-                z_t[b, j] = sigmoid(xw[t, row, H + j] + b_ih[H + j] + a_rz[1, b, j] + b_hh[H + j])
+                r = sigmoid(xw[0, t * nb + b, j] + b_ih[j] + a_rz[0, b, j] + b_hh[j])
+                z_t[b, j] = sigmoid(xw[1, t * nb + b, j] + b_ih[H + j] + a_rz[1, b, j] + b_hh[H + j])
                 rh[b, j] = r * h[b, j]
                 if training:
                     gates[t, row, j] = r
@@ -144,7 +148,7 @@ def gru_classic_forward_kernel(xw, w_hrz, w_hn, b_ih, b_hh, h0, training, hs, ga
             row = b0 + b
             for j in range(H):
                 z = z_t[b, j]
-                n = tanh(xw[t, row, 2 * H + j] + b_ih[2 * H + j] + a_n[b, j] + b_hh[2 * H + j])
+                n = tanh(xw[2, t * nb + b, j] + b_ih[2 * H + j] + a_n[b, j] + b_hh[2 * H + j])
                 h_next = z * h[b, j] + (typed_like(z, 1.0) - z) * n
                 h[b, j] = h_next
                 hs[t, row, j] = h_next

@@ -2,8 +2,9 @@
 
     i, f, o = σ(a_i, a_f, a_o);  g = tanh(a_g);  c' = f⊙c + i⊙g;  h' = o⊙tanh(c')
 
-The input projection xw = x W_ihᵀ (T, B, 4H) arrives precomputed as one GEMM, and the
-weight gradients leave as GEMMs on the stored da (see jit.cpu.backend). Each kernel call
+Forward, each thread first projects its tile's inputs of every step (x W_ihᵀ, one product:
+jit.cpu.products.project_inputs); backward's weight gradients leave as GEMMs on the stored
+da (see jit.cpu.backend). Each kernel call
 runs the whole time loop on one tile, batch rows [b0, b1) × hidden units [j0, j1), one call
 per thread (the kernels release the GIL). Tiles of different rows never wait for each other;
 tiles of different units (jit.cpu.backend.split_by_units) do, once per step, since each
@@ -23,25 +24,27 @@ from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad
 
 from .kernel_options import KERNEL_OPTIONS
 from .products import gate_outputs, gate_products, gate_units, pack_columns, pack_gate_rows, panel_product, \
-    product_output, store_gate_blocks
+    product_output, project_inputs, store_gate_blocks
 from .sync import wait_for_all
 
 
 @njit(**KERNEL_OPTIONS)
-def lstm_forward_kernel(xw, w_hh, bias, h0, c0, training, hs, cs, gates, h_n, c_n,
+def lstm_forward_kernel(x, w_ih, w_hh, bias, h0, c0, training, hs, cs, gates, h_n, c_n, xw,
                         arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × hidden units [j0, j1) of hs (T, B, H), h_n, c_n; with
     training also of cs (T, B, H) and gates (T, B, 4H).
 
-    twin: reference.lstm.lstm_step_forward, looped over t. bias = b_ih + b_hh (4H,).
+    twin: reference.lstm.lstm_step_forward, looped over t. bias = b_ih + b_hh (4H,); xw: the
+    tile's scratch for its input projection (jit.cpu.products.project_inputs).
     Step t reads h_{t-1} of every unit of its rows (hs[t − 1]); when the threads split the
     units (n_threads > 1), each waits for the others after each step (jit.cpu.sync).
     """
-    T, B, _ = xw.shape
+    T, B, _ = x.shape
     H = h0.shape[1]
     nb, nj = b1 - b0, j1 - j0
+    project_inputs(x, w_ih, H, b0, b1, j0, j1, xw)
     c = c0[b0:b1, j0:j1].copy()
-    h = np.empty((nb, nj), xw.dtype)
+    h = np.empty((nb, nj), x.dtype)
     w_panels = pack_gate_rows(w_hh, H, j0, j1)
     a_h = gate_outputs(nb, w_panels)  # [g, :, :nj]: h W_hhᵀ for this step, gate block g; then the gates
     bias_i, bias_f = gate_units(bias, 0, H, j0, j1), gate_units(bias, 1, H, j0, j1)
@@ -50,9 +53,8 @@ def lstm_forward_kernel(xw, w_hh, bias, h0, c0, training, hs, cs, gates, h_n, c_
         h_prev = h0[b0:b1] if t == 0 else hs[t - 1, b0:b1]
         gate_products(h_prev, w_panels, a_h)
         for b in range(nb):
-            x = xw[t, b0 + b]
-            x_i, x_f, x_g, x_o = gate_units(x, 0, H, j0, j1), gate_units(x, 1, H, j0, j1), \
-                gate_units(x, 2, H, j0, j1), gate_units(x, 3, H, j0, j1)
+            row = t * nb + b
+            x_i, x_f, x_g, x_o = xw[0, row], xw[1, row], xw[2, row], xw[3, row]
             a_i, a_f, a_g, a_o = a_h[0, b], a_h[1, b], a_h[2, b], a_h[3, b]
             c_b, h_b = c[b], h[b]
             for u in range(nj):

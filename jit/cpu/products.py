@@ -37,7 +37,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, register_jitable
 
 #: Bytes per SIMD vector (AVX2). AVX-512 machines might gain from 64 (not tried); narrower ones
 #: (NEON) get each vector split in two by LLVM. Lanes are independent, so results do not change.
@@ -116,10 +116,23 @@ def panel_tile(typingctx, a, r0, rows, panels, p0, n_panels, out):
     return signature, codegen
 
 
+@register_jitable
+def columns_per_panel(itemsize):
+    """W, the columns per panel, for elements of ``itemsize`` bytes (plain Python or compiled)."""
+    return PANEL_VECTORS * (VECTOR_BYTES // itemsize)
+
+
 @njit(cache=True, error_model="numpy")
 def panel_width(dtype_sample):
     """W, the columns per panel, for arrays of dtype_sample's dtype (an array)."""
-    return PANEL_VECTORS * (VECTOR_BYTES // dtype_sample.itemsize)
+    return columns_per_panel(dtype_sample.itemsize)
+
+
+def panel_columns(units: int, dtype) -> int:
+    """The columns of a product over ``units`` columns of B in ``dtype``: a whole number of panels
+    (what product_columns gives for such panels), for sizing an output before any packing."""
+    width = columns_per_panel(np.dtype(dtype).itemsize)
+    return -(-units // width) * width
 
 
 @njit(cache=True, error_model="numpy")
@@ -173,6 +186,16 @@ def panel_product(a, panels, out):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def pack_rows(w, r0, r1, panels):
+    """panels[p, k, c] = w[r0 + p·W + c, k]: B = (rows r0 … r1 − 1 of w)ᵀ packed, zero beyond r1."""
+    panels[:] = 0
+    W = panels.shape[2]
+    for u in range(r1 - r0):
+        for k in range(w.shape[1]):
+            panels[u // W, k, u % W] = w[r0 + u, k]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def pack_gate_rows(w, H, j0, j1):
     """Panels of each gate block's B_g = (rows g·H + j0 … g·H + j1 − 1 of w)ᵀ, for the forward
     product h @ W_hhᵀ of a tile's units: (G, panels, K, W) for w (G·H, K).
@@ -185,12 +208,9 @@ def pack_gate_rows(w, H, j0, j1):
     nj, K = j1 - j0, w.shape[1]
     W = panel_width(w)
     G = w.shape[0] // H
-    panels = np.zeros((G, -(-nj // W), K, W), w.dtype)
+    panels = np.empty((G, -(-nj // W), K, W), w.dtype)
     for gate in range(G):
-        for u in range(nj):
-            source = gate * H + j0 + u
-            for k in range(K):
-                panels[gate, u // W, k, u % W] = w[source, k]
+        pack_rows(w, gate * H + j0, gate * H + j1, panels[gate])
     return panels
 
 
@@ -243,6 +263,40 @@ def gate_products(a, gate_panels, out):
     """out[g, :, :nj] = a @ B_g for each gate block g (pack_gate_rows' panels, gate_outputs' out)."""
     for gate in range(gate_panels.shape[0]):
         panel_product(a, gate_panels[gate], out[gate])
+
+
+@njit(cache=True, error_model="numpy")
+def project_inputs(x, w_ih, H, b0, b1, j0, j1, out):
+    """The input projection of a tile, every step at once: out[g, t·nb + b, u] = x[t, b0 + b] ·
+    W_ih[g·H + j0 + u] for the tile's rows [b0, b1) and units [j0, j1) (nb = b1 − b0, u < j1 − j0).
+
+    out: (G, ≥ T·nb, ≥ panel_columns(j1 − j0)), gate block first as gate_outputs' arrays, so the
+    pointwise passes read a step's row of gate g as out[g, t·nb + b]. Each thread runs it for its
+    own tile before its time loop: it needs no other thread's work and no BLAS call.
+    W_ih is packed a group of PANEL_GROUP panels at a time into one small buffer, and every row
+    of every step runs over that group before the next is packed, as BLAS packs its blocks:
+    packed whole first instead (8 MiB per thread at L2), the packing cost as much as the
+    products of several steps and made lstm and gru L1, L2 forward 3–18% slower than BLAS.
+    When the tile has every batch row, x (T, B, I) is one matrix of T·B rows: one product per
+    group; otherwise one per step on the tile's rows (x[t, b0:b1]; the rows of different steps
+    are not one matrix).
+    twin: reference.affine.affine (x W_ihᵀ; the bias is added in the pointwise pass).
+    """
+    T, B, I = x.shape
+    nb, nj = b1 - b0, j1 - j0
+    W = panel_width(x)
+    group = np.empty((PANEL_GROUP, I, W), x.dtype)
+    for gate in range(w_ih.shape[0] // H):
+        for c0 in range(0, nj, PANEL_GROUP * W):
+            c1 = min(nj, c0 + PANEL_GROUP * W)
+            panels = group[:-(-(c1 - c0) // W)]
+            pack_rows(w_ih, gate * H + j0 + c0, gate * H + j0 + c1, panels)
+            columns = out[gate, :, c0:c0 + panels.shape[0] * W]
+            if nb == B:
+                panel_product(x.reshape(T * B, I), panels, columns)
+            else:
+                for t in range(T):
+                    panel_product(x[t, b0:b1], panels, columns[t * nb:(t + 1) * nb])
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -2,7 +2,7 @@
 
     h' = act(W_ih x + b_ih + W_hh h + b_hh),  act = tanh or relu (one kernel, chosen by ``relu``).
 
-Same layout as jit.cpu.lstm: xw = x W_ihᵀ arrives precomputed, one call per thread on a
+Same layout as jit.cpu.lstm: the tile's input projection first, one call per thread on a
 tile of rows × units, per step the recurrent product and one fused pointwise pass into
 scratch arrays (why: see jit.cpu.lstm); compile options: jit.cpu.kernel_options.
 """
@@ -12,20 +12,23 @@ from numba import njit
 from jit.gatemath import relu, relu_grad, tanh, tanh_grad
 
 from .kernel_options import KERNEL_OPTIONS
-from .products import gate_outputs, gate_units, pack_columns, pack_gate_rows, panel_product, product_output
+from .products import gate_outputs, gate_units, pack_columns, pack_gate_rows, panel_product, product_output, \
+    project_inputs
 from .sync import wait_for_all
 
 
 @njit(**KERNEL_OPTIONS)
-def rnn_forward_kernel(xw, w_hh, bias, h0, relu_activation, hs, h_n, arrivals, n_threads, b0, b1, j0, j1):
+def rnn_forward_kernel(x, w_ih, w_hh, bias, h0, relu_activation, hs, h_n, xw, arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × units [j0, j1) of hs (T, B, H) and h_n; for rnn_* hs
-    doubles as the gates. bias = b_ih + b_hh (H,).
+    doubles as the gates. bias = b_ih + b_hh (H,); xw: the tile's scratch for its input
+    projection (jit.cpu.products.project_inputs).
 
     twin: reference.rnn.rnn_step_forward, looped over t. Threads that split the units wait
     for each other after each step (see jit.cpu.lstm.lstm_forward_kernel).
     """
-    T, B, H = xw.shape
+    T, B, H = hs.shape
     nb, nj = b1 - b0, j1 - j0
+    project_inputs(x, w_ih, H, b0, b1, j0, j1, xw)
     w_panels = pack_gate_rows(w_hh, H, j0, j1)
     a_h = gate_outputs(nb, w_panels)[0]  # [:, :nj]: h W_hhᵀ for this step, the tile's units
     bias_units = gate_units(bias, 0, H, j0, j1)
@@ -33,7 +36,7 @@ def rnn_forward_kernel(xw, w_hh, bias, h0, relu_activation, hs, h_n, arrivals, n
         h_prev = h0[b0:b1] if t == 0 else hs[t - 1, b0:b1]
         panel_product(h_prev, w_panels[0], a_h)
         for b in range(nb):
-            x_b, a_b = gate_units(xw[t, b0 + b], 0, H, j0, j1), a_h[b]
+            x_b, a_b = xw[0, t * nb + b], a_h[b]
             for u in range(nj):
                 a = x_b[u] + bias_units[u] + a_b[u]
                 a_b[u] = relu(a) if relu_activation else tanh(a)
