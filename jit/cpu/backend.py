@@ -238,10 +238,9 @@ def projection_scratch(tiling: Tiling, T: int, G: int, dtype) -> np.ndarray:
     return scratch("xw", (len(tiling.tiles), G, T * rows, panel_columns(units, dtype)), dtype)
 
 
-def matmul_rows(a, b, n_threads: int, scratch_role=None):
+def matmul_rows(a, b, n_threads: int):
     """a @ b with the rows of the result shared among n_threads threads (BLAS on one each),
-    into a new array, or into the calling thread's scratch array ``scratch_role``
-    (jit.cpu.workspace) when one is named: for a result that never leaves the call.
+    into a new array.
 
     Each element is one BLAS product over the whole inner dimension, and the split depends
     only on the shapes and the thread count, so repeat calls give the same bits. (A different
@@ -252,7 +251,7 @@ def matmul_rows(a, b, n_threads: int, scratch_role=None):
     if a.shape[0] * a.shape[1] * b.shape[1] < PARALLEL_MIN_MACS:
         return matmul(kernel_array(a), kernel_array(b))
     shape, dtype = (a.shape[0], b.shape[1]), np.result_type(a, b)
-    out = np.empty(shape, dtype) if scratch_role is None else scratch(scratch_role, shape, dtype)
+    out = np.empty(shape, dtype)
     parts = max(1, min(n_threads, a.shape[0]))
     run_in_parallel([(np.matmul, (a[r0:r1], b, out[r0:r1])) for r0, r1 in split(a.shape[0], parts)])
     return out
