@@ -184,6 +184,23 @@ def assert_product_within(got, a, b, exact_dtype, gamma, label):
     assert (excess <= 0).all(), f"{label}: off by up to {float(excess.max()):.3g} beyond the rounding bound"
 
 
+@pytest.mark.parametrize("cell", reference.CELLS)
+@pytest.mark.parametrize("sharing", list(SHARINGS))
+def test_an_empty_batch_gives_empty_results(cell, sharing, monkeypatch):
+    """B = 0 (say, a filtered last batch) is a valid call, as for the reference: forward and
+    backward give arrays of the contract's shapes with no rows, and zero weight gradients, on
+    the caller alone and through the pool."""
+    for name, value in SHARINGS[sharing].items():
+        monkeypatch.setattr(backend, name, value)
+    T, B, I, H = 3, 0, 4, 5
+    problem = make_problem(cell, T, B, I, H, np.float32)
+    fwd, grads, _ = run_both(cell, problem)
+    assert fwd.hs.shape == (T, 0, H) and fwd.h_n.shape == (0, H)
+    assert grads.dx.shape == (T, 0, I) and grads.dh0.shape == (0, H)
+    for field in ("dw_ih", "dw_hh", "db_ih", "db_hh"):
+        assert np.array_equal(getattr(grads, field), np.zeros_like(getattr(problem[0], field[1:]))), field
+
+
 def test_panel_product_refuses_mismatched_shapes():
     from jit.cpu.products import pack_columns, panel_product
 

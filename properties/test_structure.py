@@ -2,8 +2,8 @@
 
 Batch rows are independent (permuting the batch permutes the results; a row run alone gives its
 row); T steps equal T1 steps then the rest from the carried state; T = 0 returns the initial state;
-the same call gives bit-identical results; inputs are never modified; the dtype in is the dtype
-out, and h_n, c_n are the last of hs, cs.
+B = 0 gives empty results; the same call gives bit-identical results; inputs are never modified;
+the dtype in is the dtype out, and h_n, c_n are the last of hs, cs.
 
 Where two computations of the same quantity may round differently (another batch size can
 change a BLAS kernel's summation order), each is within properties.asserts' bound of the exact
@@ -107,6 +107,27 @@ def test_zero_steps_return_the_initial_state(backend, cell, dtype, data):
     for field in ("dw_ih", "dw_hh", "db_ih", "db_hh"):
         np.testing.assert_array_equal(getattr(grads, field), np.zeros_like(getattr(problem.params, field[1:])),
                                       err_msg=f"{field} must be zero when T = 0")
+
+
+@given(data=st.data())
+def test_an_empty_batch_gives_empty_results(backend, cell, dtype, data):
+    """B = 0 (a batch filtered down to nothing) is a valid call: every per-row result has no rows,
+    the rest keeps its shape, and the weight gradients are zero (nothing was summed)."""
+    problem = data.draw(problems(backend, cell, dtype), label="problem")
+    empty = rows(problem, np.array([], dtype=np.intp))
+    whole, got = results(problem, backend), results(empty, backend)
+    context = problem.describe() + ", all rows dropped"
+    for field, full in whole.items():
+        if full is None:
+            assert got[field] is None, f"{field}: expected None as with every row; got {type(got[field]).__name__}; {context}"
+            continue
+        shape = list(np.shape(full))
+        if field in PER_ROW:
+            shape[PER_ROW[field]] = 0
+        assert np.shape(got[field]) == tuple(shape), \
+            f"{field}: shape {np.shape(got[field])}, expected {tuple(shape)}; {context}"
+        if field not in PER_ROW:  # the weight and bias gradients: sums over no rows
+            np.testing.assert_array_equal(np.asarray(got[field]), 0, err_msg=f"{field} must be zero for B = 0; {context}")
 
 
 @given(data=st.data())

@@ -156,9 +156,12 @@ def panel_product(a, panels, out):
     """
     nb, K = a.shape
     n_panels, panel_K, W = panels.shape
-    if panel_K != K or out.shape[0] < nb or out.shape[1] < n_panels * W or out.strides[1] != out.itemsize \
-            or W != panel_width(out):
+    if panel_K != K or out.shape[0] < nb or out.shape[1] < n_panels * W or W != panel_width(out):
         raise ValueError("panel_product: shapes of a, panels and out do not match")
+    if nb == 0:
+        return  # nothing to write; and NumPy gives an empty array's axes zero strides
+    if out.strides[1] != out.itemsize:
+        raise ValueError("panel_product: out's rows must be contiguous")
     six = nb - nb % 6
     four = six + 4 if nb - six >= 4 else six  # end of the four-row tile, if any
     two = four + 2 if nb - four >= 2 else four
