@@ -12,21 +12,21 @@ shape as reference.backend, whose results it must reproduce. Each call:
 3. backward only: the weight, bias and input gradients as GEMMs on the stored da.
 
 Threads: one pool of numba.get_num_threads() threads (the caller plus workers, jit.cpu.pool,
-which hands them work spinning and keeps them off the caller's CPU) does all the parallel work
-of a call. Forward makes no BLAS call; backward holds BLAS to one thread per caller for the whole call. Letting BLAS thread its GEMMs
-costs more than it gains: OpenBLAS's idle workers keep spinning for ~0.1 s after each
-threaded GEMM, and on a 2-core machine they took the cores from the time loop's threads
-(measured: M rnn_tanh forward 37 ms against 19 ms this way), or from whatever the caller
-ran next (an S1 lstm call woke them for its 50×64×256 projection, and the torch.nn call
-after it took 4 ms instead of 0.4 ms). A small call (small_call) runs on the caller alone
-and makes no BLAS call: its GEMMs are jit.cpu.products' panel kernel, so it has no thread
-setting to hold.
+which hands them work spinning and keeps them off the caller's CPU) does all the parallel
+work of a call. Forward makes no BLAS call; backward holds BLAS to one thread per caller for
+the whole call. Letting BLAS thread its GEMMs costs more than it gains: OpenBLAS's idle
+workers keep spinning for ~0.1 s after each threaded GEMM, and on a 2-core machine they took
+the cores from the time loop's threads (measured: M rnn_tanh forward 37 ms against 19 ms
+this way), or from whatever the caller ran next (an S1 lstm call woke them for its 50×64×256
+projection, and the torch.nn call after it took 4 ms instead of 0.4 ms). A small call
+(small_call) runs on the caller alone and makes no BLAS call: its GEMMs are
+jit.cpu.products' panel kernel, so it has no thread setting to hold.
 
 The input projection moved into the kernels (it was one BLAS GEMM on every thread before the
 time loop, then a second parallel run): each thread's tile needs only its own rows and units
 of xw, and in the kernel it costs no handoff, no BLAS thread setting, and no transposed copy
-of W_ih (measured, in-process A/B, 2026-11-27: lstm forward S1 0.85–0.90×, S2 0.91–0.96×,
-M level; rnn_tanh S2 0.85–0.87×, L1 and L2 level).
+of W_ih (measured, in-process A/B, median time, 2026-11-27: forward S1 0.84–0.94×, S2
+0.83–0.97×, M 0.94–1.00×, L1 and L2 level).
 
 The recurrent product inside the time loop is jit.cpu.products' register-tiled kernel on
 weights packed once per call, at every size (it is level with BLAS or faster, see there).

@@ -4,12 +4,12 @@
 
 Forward, each thread first projects its tile's inputs of every step (x W_ihᵀ, one product:
 jit.cpu.products.project_inputs); backward's weight gradients leave as GEMMs on the stored
-da (see jit.cpu.backend). Each kernel call
-runs the whole time loop on one tile, batch rows [b0, b1) × hidden units [j0, j1), one call
-per thread (the kernels release the GIL). Tiles of different rows never wait for each other;
-tiles of different units (jit.cpu.backend.split_by_units) do, once per step, since each
-step reads the previous h of every unit. Per step: the recurrent product (per gate block,
-the tile's rows of W_hh) and one fused pointwise pass.
+da (see jit.cpu.backend). Each kernel call runs the whole time loop on one tile, batch rows
+[b0, b1) × hidden units [j0, j1), one call per thread (the kernels release the GIL). Tiles
+of different rows never wait for each other; tiles of different units
+(jit.cpu.backend.split_by_units) do, once per step, since each step reads the previous h of
+every unit. Per step: the recurrent product (per gate block, the tile's rows of W_hh) and
+one fused pointwise pass.
 
 The pointwise passes write only the kernel's own scratch arrays, copied to the outputs
 after each step: with the outputs' stores inside, LLVM could not prove them independent

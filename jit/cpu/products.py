@@ -1,11 +1,13 @@
-"""The recurrent products of the time loops: a register-tiled kernel on packed weights.
+"""The products of the time loops: a register-tiled kernel on packed weights.
 
-Every step of every cell multiplies the batch rows of a thread's tile by that tile's part
-of a weight matrix: ``h @ W_hhᵀ`` forward, ``da @ W_hh`` backward. Both are ``a @ B`` here,
-with B's columns packed once per call into *panels*: panels[p, k, c] = B[k, p·W + c], W
-columns wide (two SIMD vectors: 16 float32 or 8 float64 for 32-byte AVX2 vectors), zero
-beyond B's last column. A panel's row k is contiguous, so a step reads each panel in
-order, and panel_tile keeps a tile of rows × panel columns in vector registers:
+Every step of every cell multiplies the batch rows of a thread's tile by that tile's part of
+a weight matrix: ``h @ W_hhᵀ`` forward, ``da @ W_hh`` backward; and before its time loop
+each forward kernel projects its tile's inputs, ``x @ W_ihᵀ`` (project_inputs). All are
+``a @ B`` here, with B's columns packed into *panels* (W_hh once per call, W_ih a few panels at
+a time): panels[p, k, c] = B[k, p·W + c], W columns wide (two SIMD vectors: 16 float32 or 8
+float64 for 32-byte AVX2 vectors), zero beyond B's last column. A panel's row k is
+contiguous, so a step reads each panel in order, and panel_tile keeps a tile of rows × panel
+columns in vector registers:
 
     per k:  x_r = a[r, k] broadcast to a vector    (one load per row)
             acc[r][v] += x_r · panels[p, k, v-th vector]   (one vector load per vector)
