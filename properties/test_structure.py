@@ -130,6 +130,43 @@ def test_an_empty_batch_gives_empty_results(backend, cell, dtype, data):
             np.testing.assert_array_equal(np.asarray(got[field]), 0, err_msg=f"{field} must be zero for B = 0; {context}")
 
 
+#: Memory layouts a caller's arrays may come in (NumPy views are all of them): the kernel must read
+#: values by their strides, never assume C order, and never write to an input.
+LAYOUTS = ("fortran", "strided", "read_only")
+
+
+def relaid(a, layout):
+    """The values of ``a`` in another memory layout: Fortran order, a view that skips every other
+    element of a larger array, or a read-only copy."""
+    if a is None:
+        return None
+    if layout == "fortran":
+        return np.asfortranarray(a)
+    if layout == "strided":
+        spaced = np.full(a.shape + (2,), np.nan, a.dtype)  # a NaN after every value: read it and it shows
+        view = spaced[..., 0]
+        view[...] = a
+        return view
+    frozen = np.array(a, copy=True)
+    frozen.flags.writeable = False
+    return frozen
+
+
+@given(data=st.data())
+def test_results_do_not_depend_on_the_inputs_memory_layout(backend, cell, dtype, data):
+    """Every input in Fortran order, as a strided view, or read-only gives the results of the same
+    values in C order, up to the rounding of another summation order (a BLAS may pick its kernel
+    by layout): the same 2× bound as the permutation property."""
+    problem = data.draw(problems(backend, cell, dtype, regimes=REGIMES), label="problem")
+    layout = data.draw(st.sampled_from(LAYOUTS), label="layout")
+    moved = replace(problem, params=type(problem.params)(*(relaid(a, layout) for a in problem.params)),
+                    x=relaid(problem.x, layout), h0=relaid(problem.h0, layout), c0=relaid(problem.c0, layout),
+                    dhs=relaid(problem.dhs, layout), dh_n=relaid(problem.dh_n, layout),
+                    dc_n=relaid(problem.dc_n, layout))
+    assert_fields_close(results(moved, backend), results(problem, backend), tolerances(problem),
+                        problem.describe() + f", every input {layout}")
+
+
 @given(data=st.data())
 def test_the_same_call_gives_bit_identical_results(backend, cell, dtype, data):
     problem = data.draw(problems(backend, cell, dtype), label="problem")

@@ -25,7 +25,8 @@ FAMILY_FILES = ["test_agreement.py", "test_structure.py", "test_robustness.py", 
 #: Where a mutant's bug shows first (the rest still run, in order, until a failure).
 FIRST_FAMILY = {"unstable_sigmoid": "test_robustness.py", "no_finite_check": "test_robustness.py",
                 "stale_h_n": "test_structure.py", "inplace_state": "test_structure.py",
-                "upcast_output": "test_structure.py"}
+                "upcast_output": "test_structure.py", "c_order_assumed": "test_structure.py",
+                "empty_batch_crash": "test_structure.py"}
 RUN_TIMEOUT_S = 300
 
 

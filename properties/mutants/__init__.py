@@ -24,6 +24,8 @@ MUTANTS = {
     "upcast_output": "float32 in, float64 out [structure, agreement]",
     "no_finite_check": "NaN and inf accepted instead of a ValueError [robustness]",
     "gru_reset_before_product": "gru computed as gru_classic, the reset gate before W_hn [agreement]",
+    "c_order_assumed": "x read from its buffer as if C-contiguous, ignoring its strides [structure]",
+    "empty_batch_crash": "B = 0 crashes: the kernel reads row 0 before its loop [structure]",
 }
 
 independent = IndependentCells()

@@ -94,6 +94,10 @@ class IndependentCells:
 
     def forward(self, cell, params, x, h0, c0=None, *, training=True):
         T, B, I, H, dtype = self._check(cell, params, x, h0, c0)
+        if self.bug == "c_order_assumed":  # a C kernel handed x's data pointer and nothing else
+            x = np.lib.stride_tricks.as_strided(x, x.shape, np.empty(x.shape, x.dtype).strides, writeable=False)
+        if self.bug == "empty_batch_crash":
+            x[:, 0]  # sizing its tiles from the first row: IndexError when B = 0
         work = np.float32 if self.bug == "downcast_float64" else dtype
         w_ih, w_hh, b_ih, b_hh = (np.asarray(getattr(params, p), work) for p in ("w_ih", "w_hh", "b_ih", "b_hh"))
         xw = x.astype(work) @ w_ih.T + b_ih  # (T, B, G·H): every step's input projection at once
