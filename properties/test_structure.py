@@ -186,6 +186,20 @@ def snapshot(problem, fwd=None):
 
 
 @given(data=st.data())
+def test_a_later_call_leaves_earlier_results_alone(backend, cell, dtype, data):
+    """A result belongs to the caller: another call of the same shapes (here on other inputs)
+    must not change it, as it would if a backend handed out a buffer it reuses."""
+    problem = data.draw(problems(backend, cell, dtype), label="problem")
+    first = results(problem, backend)
+    kept = {f: None if v is None else np.array(v, copy=True) for f, v in first.items()}
+    results(replace(problem, x=-problem.x, h0=-problem.h0), backend)  # same shapes, other values
+    for field, value in kept.items():
+        if value is not None:
+            np.testing.assert_array_equal(np.asarray(first[field]), value,
+                                          err_msg=f"{field} of a call changed during a later call; {problem.describe()}")
+
+
+@given(data=st.data())
 def test_inputs_are_not_modified(backend, cell, dtype, data):
     problem = data.draw(problems(backend, cell, dtype), label="problem")
     before = snapshot(problem)

@@ -26,7 +26,7 @@ FAMILY_FILES = ["test_agreement.py", "test_structure.py", "test_robustness.py", 
 FIRST_FAMILY = {"unstable_sigmoid": "test_robustness.py", "no_finite_check": "test_robustness.py",
                 "stale_h_n": "test_structure.py", "inplace_state": "test_structure.py",
                 "upcast_output": "test_structure.py", "c_order_assumed": "test_structure.py",
-                "empty_batch_crash": "test_structure.py"}
+                "empty_batch_crash": "test_structure.py", "reused_output_buffer": "test_structure.py"}
 RUN_TIMEOUT_S = 300
 
 

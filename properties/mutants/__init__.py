@@ -26,6 +26,7 @@ MUTANTS = {
     "gru_reset_before_product": "gru computed as gru_classic, the reset gate before W_hn [agreement]",
     "c_order_assumed": "x read from its buffer as if C-contiguous, ignoring its strides [structure]",
     "empty_batch_crash": "B = 0 crashes: the kernel reads row 0 before its loop [structure]",
+    "reused_output_buffer": "hs returned in a buffer the next call of the same shapes overwrites [structure]",
 }
 
 independent = IndependentCells()
