@@ -2,8 +2,9 @@
 
 Batch rows are independent (permuting the batch permutes the results; a row run alone gives its
 row); T steps equal T1 steps then the rest from the carried state; T = 0 returns the initial state;
-B = 0 gives empty results; the same call gives bit-identical results; inputs are never modified;
-the dtype in is the dtype out, and h_n, c_n are the last of hs, cs.
+B = 0 gives empty results; the same call gives bit-identical results; results do not depend on the
+inputs' memory layout; inputs are never modified, nor are earlier results by a later call; the dtype
+in is the dtype out, and h_n, c_n are the last of hs, cs.
 
 Where two computations of the same quantity may round differently (another batch size can
 change a BLAS kernel's summation order), each is within properties.asserts' bound of the exact
@@ -119,7 +120,8 @@ def test_an_empty_batch_gives_empty_results(backend, cell, dtype, data):
     context = problem.describe() + ", all rows dropped"
     for field, full in whole.items():
         if full is None:
-            assert got[field] is None, f"{field}: expected None as with every row; got {type(got[field]).__name__}; {context}"
+            assert got[field] is None, \
+                f"{field}: expected None as with every row; got {type(got[field]).__name__}; {context}"
             continue
         shape = list(np.shape(full))
         if field in PER_ROW:
@@ -127,7 +129,8 @@ def test_an_empty_batch_gives_empty_results(backend, cell, dtype, data):
         assert np.shape(got[field]) == tuple(shape), \
             f"{field}: shape {np.shape(got[field])}, expected {tuple(shape)}; {context}"
         if field not in PER_ROW:  # the weight and bias gradients: sums over no rows
-            np.testing.assert_array_equal(np.asarray(got[field]), 0, err_msg=f"{field} must be zero for B = 0; {context}")
+            np.testing.assert_array_equal(np.asarray(got[field]), 0,
+                                          err_msg=f"{field} must be zero for B = 0; {context}")
 
 
 #: Memory layouts a caller's arrays may come in (NumPy views are all of them): the kernel must read
@@ -195,8 +198,8 @@ def test_a_later_call_leaves_earlier_results_alone(backend, cell, dtype, data):
     results(replace(problem, x=-problem.x, h0=-problem.h0), backend)  # same shapes, other values
     for field, value in kept.items():
         if value is not None:
-            np.testing.assert_array_equal(np.asarray(first[field]), value,
-                                          err_msg=f"{field} of a call changed during a later call; {problem.describe()}")
+            np.testing.assert_array_equal(np.asarray(first[field]), value, err_msg=(
+                f"{field} of a call changed during a later call; {problem.describe()}"))
 
 
 @given(data=st.data())
