@@ -127,22 +127,23 @@ def small_call(macs: int) -> bool:
     return macs < PARALLEL_MIN_MACS
 
 
-def forward_threads(macs: int) -> int:
-    """The threads worth using for a forward call of ``macs`` multiply-adds (it makes no BLAS
-    call: see the module's docstring), 1 for a small call."""
+def threads_for(macs: int) -> int:
+    """The threads worth using for a call of ``macs`` multiply-adds: the pool's, or for a small
+    call just the caller. Forward needs nothing more (it makes no BLAS call); backward holds
+    BLAS as well: call_threads."""
     return 1 if small_call(macs) else pool_threads()
 
 
 @contextmanager
 def call_threads(macs: int):
-    """The threads worth using for a call of ``macs`` multiply-adds, with every BLAS held to one
-    thread per caller inside the block (see the module's docstring: Threads): the pool's, or
-    for a small call just the caller, which makes no BLAS call and so has nothing to hold."""
+    """threads_for(macs), with every BLAS held to one thread per caller inside the block (see
+    the module's docstring: Threads), except for a small call, which makes no BLAS call and so
+    has nothing to hold."""
     if small_call(macs):
-        yield 1
+        yield threads_for(macs)
         return
     with blas_threads(1):
-        yield pool_threads()
+        yield threads_for(macs)
 
 
 def kernel_threads(B: int, n_threads: int) -> int:
@@ -250,8 +251,7 @@ def matmul_rows(a, b, n_threads: int):
     """
     if a.shape[0] * a.shape[1] * b.shape[1] < PARALLEL_MIN_MACS:
         return matmul(kernel_array(a), kernel_array(b))
-    shape, dtype = (a.shape[0], b.shape[1]), np.result_type(a, b)
-    out = np.empty(shape, dtype)
+    out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
     parts = max(1, min(n_threads, a.shape[0]))
     run_in_parallel([(np.matmul, (a[r0:r1], b, out[r0:r1])) for r0, r1 in split(a.shape[0], parts)])
     return out
@@ -297,7 +297,7 @@ def forward(cell, params, x, h0, c0=None, *, training=True):
     """Run the cell over x (T, B, I) from h0 (and c0 for lstm); see reference.contract."""
     shapes = check_forward_inputs(cell, params, x, h0, c0, isfinite=all_finite)
     T, B, I, H, G, _ = shapes
-    return _forward(cell, params, x, h0, c0, training, shapes, forward_threads(T * B * G * H * (I + H)))
+    return _forward(cell, params, x, h0, c0, training, shapes, threads_for(T * B * G * H * (I + H)))
 
 
 def _forward(cell, params, x, h0, c0, training, shapes, n_threads):

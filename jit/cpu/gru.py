@@ -135,20 +135,20 @@ def gru_classic_forward_kernel(x, w_ih, w_hrz, w_hn, b_ih, b_hh, h0, training, h
     for t in range(T):
         gate_products(h, rz_panels, a_rz)
         for b in range(nb):
-            row = b0 + b
+            row, xw_row = b0 + b, t * nb + b  # the row in the outputs, and in the tile's projection
             for j in range(H):
-                r = sigmoid(xw[0, t * nb + b, j] + b_ih[j] + a_rz[0, b, j] + b_hh[j])
-                z_t[b, j] = sigmoid(xw[1, t * nb + b, j] + b_ih[H + j] + a_rz[1, b, j] + b_hh[H + j])
+                r = sigmoid(xw[0, xw_row, j] + b_ih[j] + a_rz[0, b, j] + b_hh[j])
+                z_t[b, j] = sigmoid(xw[1, xw_row, j] + b_ih[H + j] + a_rz[1, b, j] + b_hh[H + j])
                 rh[b, j] = r * h[b, j]
                 if training:
                     gates[t, row, j] = r
                     gates[t, row, H + j] = z_t[b, j]
         panel_product(rh, n_panels[0], a_n)
         for b in range(nb):
-            row = b0 + b
+            row, xw_row = b0 + b, t * nb + b
             for j in range(H):
                 z = z_t[b, j]
-                n = tanh(xw[2, t * nb + b, j] + b_ih[2 * H + j] + a_n[b, j] + b_hh[2 * H + j])
+                n = tanh(xw[2, xw_row, j] + b_ih[2 * H + j] + a_n[b, j] + b_hh[2 * H + j])
                 h_next = z * h[b, j] + (typed_like(z, 1.0) - z) * n
                 h[b, j] = h_next
                 hs[t, row, j] = h_next
