@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -229,7 +230,6 @@ def test_tilings_cover_every_row_and_unit_once():
 
 def test_the_step_barrier_holds_every_thread_until_all_arrive():
     """Three threads (on two cores) each write their step number, wait, and check the others'."""
-    import threading
 
     from numba import njit
 
@@ -353,6 +353,63 @@ def test_blas_runs_on_one_thread_per_caller_during_a_call_and_is_restored(parall
     assert blas_threads_now() == before
 
 
+def test_concurrent_calls_share_one_blas_hold(monkeypatch):
+    """Two threads' backward calls overlap: A enters BLAS's one-thread hold, then B, then A leaves
+    before B has made its BLAS calls. B's BLAS calls must still run on one thread, and afterwards
+    the setting must be the user's (2 here), not the 1 that A's hold had set when B entered.
+    Both calls give the bits of the same calls made one at a time.
+    The calls made alone come first, from this thread, and A and B are other threads: the hold
+    must also work from a thread other than the one that first set BLAS's threads (threadpoolctl
+    ignores such threads unless released; see jit.cpu.backend._set_blas_threads)."""
+    from threadpoolctl import threadpool_limits
+    monkeypatch.setattr(backend, "PARALLEL_MIN_MACS", 0)  # every call parallel, so backward uses BLAS
+    problems = {name: make_problem("lstm", 3, 4, 5, 6, np.float32, seed=seed) for seed, name in enumerate("AB")}
+    alone = {name: run_both("lstm", problem)[1] for name, problem in problems.items()}
+    blas_calls, blas_matmul, staged_backward = [], np.matmul, backend._backward
+
+    def recording_matmul(*args, **kwargs):
+        blas_calls.append(blas_threads_now())
+        return blas_matmul(*args, **kwargs)
+
+    both_inside, a_left = threading.Barrier(2, timeout=60), threading.Event()
+
+    def overlapping_backward(*args):  # runs inside the hold
+        both_inside.wait()
+        if threading.current_thread().name == "B":
+            assert a_left.wait(timeout=60)
+        return staged_backward(*args)
+
+    results, errors = {}, []
+
+    def call(name):
+        try:
+            params, x, h0, c0, dhs, dh_n, dc_n = problems[name]
+            fwd = backend.forward("lstm", params, x, h0, c0, training=True)
+            results[name] = backend.backward("lstm", params, x, h0, c0, fwd, dhs, dh_n, dc_n)
+            if name == "A":
+                a_left.set()
+        except BaseException as error:
+            errors.append(error)
+            both_inside.abort()
+            a_left.set()
+
+    monkeypatch.setattr(np, "matmul", recording_matmul)
+    monkeypatch.setattr(backend, "_backward", overlapping_backward)
+    with threadpool_limits(limits=2, user_api="blas"):
+        user_setting = blas_threads_now()
+        threads = [threading.Thread(target=call, args=(name,), name=name) for name in "AB"]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not errors, errors
+        assert blas_calls and all(n == [1] * len(user_setting) for n in blas_calls)
+        assert blas_threads_now() == user_setting
+    for name in "AB":
+        for got, expected in zip(results[name], alone[name]):
+            assert (got is None and expected is None) or np.array_equal(got, expected)
+
+
 def test_small_gemms_run_on_the_caller_without_blas(monkeypatch):
     """Under PARALLEL_MIN_MACS, matmul_rows multiplies with jit.cpu.products.matmul, whatever
     the operands' layout (a transposed view, a read-only array), within the same bound as
@@ -395,7 +452,6 @@ def test_pool_workers_are_kept_off_the_callers_cpu(monkeypatch):
     """Each worker runs its piece allowed every CPU of the caller's but the caller's current
     one (jit.cpu.pool: left alone, Linux stacked both threads of a call on one core); when
     the caller moves, the workers follow; where the caller's CPU is unknown, they stay put."""
-    import threading
 
     from jit.cpu import pool
 
@@ -426,7 +482,6 @@ def test_scratch_arrays_are_reused_per_thread_and_never_returned(cell, monkeypat
     call returns, another thread gets its own, and release() lets them go. (Backward's GEMMs
     take the BLAS path here, as in a call over PARALLEL_MIN_MACS: a small call's are new
     arrays from jit.cpu.products.matmul.)"""
-    import threading
 
     from jit.cpu import workspace
 
@@ -490,7 +545,6 @@ def test_workers_that_went_to_sleep_wake_for_the_next_run(monkeypatch):
     """Idle workers stop spinning after WORKER_SPIN_TRIES and sleep; a run wakes them all.
     Each run goes on a thread of its own, so that a wake-up that never comes fails the test
     instead of hanging it."""
-    import threading
 
     from jit.cpu import pool
 
@@ -551,7 +605,7 @@ def test_matmul_rows_is_repeatable_and_accurate():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((2000, 50)), rng.standard_normal((50, 23))  # over PARALLEL_MIN_MACS
     assert a.shape[0] * a.shape[1] * b.shape[1] >= backend.PARALLEL_MIN_MACS
-    with backend.blas_threads(1):
+    with backend.blas_on_one_thread():
         split = backend.matmul_rows(a, b, 3)
         again = backend.matmul_rows(a, b, 3)
     assert np.array_equal(split, again)

@@ -31,6 +31,7 @@ of W_ih (measured, in-process A/B, median time, 2026-11-27: forward S1 0.84–0.
 The recurrent product inside the time loop is jit.cpu.products' register-tiled kernel on
 weights packed once per call, at every size (it is level with BLAS or faster, see there).
 """
+import threading
 from contextlib import contextmanager
 from functools import partial
 from typing import NamedTuple
@@ -81,18 +82,57 @@ def _blas():
     return _blas_libraries
 
 
+_blas_hold = threading.Lock()
+_blas_holders = 0  # calls inside blas_on_one_thread now, from any thread
+_blas_saved = []  # each library's thread count from before the first of them entered
+
+
+def _set_blas_threads(library, n: int) -> None:
+    """library.set_num_threads(n), from whichever thread calls it.
+
+    threadpoolctl (3.8) lets only the first thread that ever sets a pthreads OpenBLAS's thread
+    count change it, and silently ignores every other thread (its threadpool_limits releases
+    that control when it ends). The hold below is shared by concurrent callers, so its first
+    and last holder can be different threads: release the control before and after each change
+    (the changes themselves are serialised by _blas_hold). Without it, after one call from the
+    main thread, calls from any other thread left BLAS threaded beside the pool (measured: a
+    1536² GEMM on 2 threads while the hold said 1).
+    """
+    release = getattr(library, "clear_controlling_thread", None)  # OpenBLAS's controller only
+    if release is not None:
+        release(force=True)
+    library.set_num_threads(n)
+    if release is not None:
+        release(force=True)
+
+
 @contextmanager
-def blas_threads(n: int):
-    """Hold every loaded BLAS to ``n`` threads inside the block (threadpoolctl's controllers)."""
+def blas_on_one_thread():
+    """Hold every loaded BLAS to one thread per caller inside the block (threadpoolctl's controllers).
+
+    BLAS's thread count is one setting for the whole process, so calls from several threads at
+    once share one hold: the first to enter saves each library's count and sets 1, the last to
+    leave restores it. (Each call saving and restoring its own, a call that entered while
+    another held BLAS saved that call's 1 as the user's setting; leaving last, it left BLAS on
+    one thread for good, and a call still inside after the first left ran BLAS threaded beside
+    the pool: test_concurrent_calls_share_one_blas_hold.)
+    """
+    global _blas_holders, _blas_saved
     libraries = _blas()
-    before = [lib.num_threads for lib in libraries]
-    for lib in libraries:
-        lib.set_num_threads(n)
+    with _blas_hold:
+        if _blas_holders == 0:
+            _blas_saved = [library.num_threads for library in libraries]
+            for library in libraries:
+                _set_blas_threads(library, 1)
+        _blas_holders += 1
     try:
         yield
     finally:
-        for lib, n_before in zip(libraries, before):
-            lib.set_num_threads(n_before)
+        with _blas_hold:
+            _blas_holders -= 1
+            if _blas_holders == 0:
+                for library, n_before in zip(libraries, _blas_saved):
+                    _set_blas_threads(library, n_before)
 
 
 def pool_threads() -> int:
@@ -120,7 +160,7 @@ def small_call(macs: int) -> bool:
     """Whether a call of ``macs`` multiply-adds runs on the caller alone, with no BLAS call.
 
     Every GEMM of such a call is smaller than the call, so matmul_rows runs it with
-    jit.cpu.products.matmul, and the call skips blas_threads, whose setting and restoring
+    jit.cpu.products.matmul, and the call skips blas_on_one_thread, whose setting and restoring
     of each BLAS's thread count cost 20 µs hot, 60 µs after an idle pause (measured, with
     all_finite's checks: S1 forward 0.70–0.85× the time, 2026-11-27).
     """
@@ -142,7 +182,7 @@ def call_threads(macs: int):
     if small_call(macs):
         yield threads_for(macs)
         return
-    with blas_threads(1):
+    with blas_on_one_thread():
         yield threads_for(macs)
 
 
