@@ -61,17 +61,27 @@ SYNC_EACH_LAUNCH = os.environ.get("CELLBENCH_CUDA_SYNC", "") not in ("", "0")
 SIMULATOR_SWITCH_INTERVAL_S = 5e-5
 
 
+#: The simulator runs one launch at a time: a simulated thread finds its threadIdx through state
+#: that a second launch from another host thread replaces (measured: two host threads launching
+#: at once failed with "'Thread' object has no attribute 'threadIdx'"). A GPU takes launches from
+#: any host thread, so only the simulator's launches take this lock; the host code around them,
+#: where a backend's shared scratch would mix two calls, still runs concurrently.
+_SIMULATED_LAUNCH_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
-def _simulator_switch_interval():
+def _simulated_launch():
+    """Under the simulator: one launch at a time, with the short switch interval; on a GPU: nothing."""
     if not SIMULATOR:
         yield
         return
-    previous = sys.getswitchinterval()
-    sys.setswitchinterval(SIMULATOR_SWITCH_INTERVAL_S)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(previous)
+    with _SIMULATED_LAUNCH_LOCK:
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(SIMULATOR_SWITCH_INTERVAL_S)
+        try:
+            yield
+        finally:
+            sys.setswitchinterval(previous)
 
 
 # The simulator's cuda.shared.array (FakeCUDAShared.array, numba-cuda 0.30) looks up the block's
@@ -135,7 +145,7 @@ def launch(kernel, grid, block, *args):
         if g > limit:
             raise LaunchError(f"jit.cuda: {name}: grid {grid} exceeds the {limit} blocks allowed along {axis}")
     try:
-        with _simulator_switch_interval():
+        with _simulated_launch():
             kernel[grid, block](*args)
         if SYNC_EACH_LAUNCH:
             cuda.synchronize()

@@ -27,6 +27,7 @@ MUTANTS = {
     "c_order_assumed": "x read from its buffer as if C-contiguous, ignoring its strides [structure]",
     "empty_batch_crash": "B = 0 crashes: the kernel reads row 0 before its loop [structure]",
     "reused_output_buffer": "hs returned in a buffer the next call of the same shapes overwrites [structure]",
+    "shared_state_buffer": "the state h kept in one buffer per backend, which calls from two threads share [structure]",
 }
 
 independent = IndependentCells()

@@ -30,7 +30,7 @@ class IndependentCells:
         self.name = name
         self.bug = bug
         self.cells = frozenset(GATES)
-        self._kept_outputs = {}  # reused_output_buffer: hs arrays kept by shape and dtype
+        self._kept_outputs = {}  # reused_output_buffer, shared_state_buffer: arrays kept by shape and dtype
 
     def __repr__(self):
         return f"IndependentCells(name={self.name!r}, bug={self.bug!r})"
@@ -103,6 +103,9 @@ class IndependentCells:
         w_ih, w_hh, b_ih, b_hh = (np.asarray(getattr(params, p), work) for p in ("w_ih", "w_hh", "b_ih", "b_hh"))
         xw = x.astype(work) @ w_ih.T + b_ih  # (T, B, G·H): every step's input projection at once
         h = h0 if self.bug == "inplace_state" else h0.astype(work)
+        if self.bug == "shared_state_buffer":  # a workspace kept per backend, not per call or thread
+            h = self._kept_outputs.setdefault(("state", h.shape, h.dtype), np.empty_like(h))
+            h[...] = h0
         c = c0.astype(work) if cell == "lstm" else None
         hs = np.empty((T, B, H), work)
         gates = np.empty((T, B, GATES[cell] * H), work)
@@ -117,8 +120,8 @@ class IndependentCells:
                 new_h[rows:], new_h[:, units:] = h[rows:], h[:, units:]
                 if c is not None:
                     new_c[rows:], new_c[:, units:] = c[rows:], c[:, units:]
-            if self.bug == "inplace_state":
-                h[...] = new_h  # writes into the caller's h0
+            if self.bug in ("inplace_state", "shared_state_buffer"):
+                h[...] = new_h  # writes into the caller's h0, or into the shared buffer
             else:
                 h = new_h
             c = new_c
