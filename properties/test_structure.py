@@ -208,6 +208,9 @@ def test_a_later_call_leaves_earlier_results_alone(backend, cell, dtype, data):
 #: Pairs of concurrent calls per example: thread interleaving is not drawn by Hypothesis, so a
 #: few rounds make a mix-up that needs a particular interleaving likely to show in every run.
 CONCURRENT_ROUNDS = 3
+#: How long a concurrent call may take before the property calls it stuck: the suite's problems
+#: take well under a second alone, and a few seconds on the CUDA simulator.
+CONCURRENT_CALL_LIMIT_S = 300
 
 
 def run_at_once(calls, switch_interval_s=1e-6):
@@ -228,13 +231,16 @@ def run_at_once(calls, switch_interval_s=1e-6):
     interval = sys.getswitchinterval()
     sys.setswitchinterval(switch_interval_s)
     try:
-        threads = [threading.Thread(target=run, args=(k,)) for k in range(len(calls))]
+        threads = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(len(calls))]
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join()
+            thread.join(timeout=CONCURRENT_CALL_LIMIT_S)
     finally:
         sys.setswitchinterval(interval)
+    stuck = [k for k, thread in enumerate(threads) if thread.is_alive()]
+    assert not stuck, (f"calls {stuck} did not end within {CONCURRENT_CALL_LIMIT_S} s while another thread "
+                       f"called the backend (alone, each ended): a deadlock between concurrent calls?")
     for ok, value in outcomes:
         if not ok:
             raise value
