@@ -315,6 +315,17 @@ def blas_threads_now():
     return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
 
+def record_blas_threads(monkeypatch):
+    """From now on every np.matmul appends the BLAS thread counts it runs with to the list returned."""
+    seen, blas_matmul = [], np.matmul
+
+    def recording_matmul(*args, **kwargs):
+        seen.append(blas_threads_now())
+        return blas_matmul(*args, **kwargs)
+    monkeypatch.setattr(np, "matmul", recording_matmul)
+    return seen
+
+
 def test_row_chunks_cover_the_batch_once():
     """Each chunk's kernel gets disjoint rows covering 0..B."""
     seen = []
@@ -331,17 +342,12 @@ def test_blas_runs_on_one_thread_per_caller_during_a_call_and_is_restored(parall
     alone. Either way the setting is the user's again afterwards."""
     monkeypatch.setattr(backend, "PARALLEL_MIN_MACS", 0 if parallel else 1 << 62)
     before = blas_threads_now()
-    blas_calls, pool_calls = [], []
-    blas_matmul, run_in_parallel = np.matmul, backend.run_in_parallel
-
-    def recording_matmul(*args, **kwargs):
-        blas_calls.append(blas_threads_now())
-        return blas_matmul(*args, **kwargs)
+    pool_calls, run_in_parallel = [], backend.run_in_parallel
 
     def recording_run(calls):
         pool_calls.append((len(calls), blas_threads_now()))
         run_in_parallel(calls)
-    monkeypatch.setattr(np, "matmul", recording_matmul)
+    blas_calls = record_blas_threads(monkeypatch)
     monkeypatch.setattr(backend, "run_in_parallel", recording_run)
     run_both("lstm", make_problem("lstm", 3, 4, 5, 6, np.float32))
     if parallel:
@@ -365,12 +371,7 @@ def test_concurrent_calls_share_one_blas_hold(monkeypatch):
     monkeypatch.setattr(backend, "PARALLEL_MIN_MACS", 0)  # every call parallel, so backward uses BLAS
     problems = {name: make_problem("lstm", 3, 4, 5, 6, np.float32, seed=seed) for seed, name in enumerate("AB")}
     alone = {name: run_both("lstm", problem)[1] for name, problem in problems.items()}
-    blas_calls, blas_matmul, staged_backward = [], np.matmul, backend._backward
-
-    def recording_matmul(*args, **kwargs):
-        blas_calls.append(blas_threads_now())
-        return blas_matmul(*args, **kwargs)
-
+    staged_backward = backend._backward
     both_inside, a_left = threading.Barrier(2, timeout=60), threading.Event()
 
     def overlapping_backward(*args):  # runs inside the hold
@@ -393,7 +394,7 @@ def test_concurrent_calls_share_one_blas_hold(monkeypatch):
             both_inside.abort()
             a_left.set()
 
-    monkeypatch.setattr(np, "matmul", recording_matmul)
+    blas_calls = record_blas_threads(monkeypatch)
     monkeypatch.setattr(backend, "_backward", overlapping_backward)
     with threadpool_limits(limits=2, user_api="blas"):
         user_setting = blas_threads_now()

@@ -191,6 +191,12 @@ def snapshot(problem, fwd=None):
     return {k: np.array(v, copy=True) for k, v in arrays.items() if v is not None}
 
 
+def other_values(problem: Problem) -> Problem:
+    """The same shapes with other values (x and h0 negated): a second call that a backend mixing
+    calls' memory would mix up with the first."""
+    return replace(problem, x=-problem.x, h0=-problem.h0)
+
+
 @given(data=st.data())
 def test_a_later_call_leaves_earlier_results_alone(backend, cell, dtype, data):
     """A result belongs to the caller: another call of the same shapes (here on other inputs)
@@ -198,7 +204,7 @@ def test_a_later_call_leaves_earlier_results_alone(backend, cell, dtype, data):
     problem = data.draw(problems(backend, cell, dtype), label="problem")
     first = results(problem, backend)
     kept = {f: None if v is None else np.array(v, copy=True) for f, v in first.items()}
-    results(replace(problem, x=-problem.x, h0=-problem.h0), backend)  # same shapes, other values
+    results(other_values(problem), backend)
     for field, value in kept.items():
         if value is not None:
             np.testing.assert_array_equal(np.asarray(first[field]), value, err_msg=(
@@ -255,7 +261,7 @@ def test_calls_from_two_threads_at_once_give_the_results_of_each_alone(backend, 
     calls use it). A backend that keeps a scratch array per backend rather than per call or
     per calling thread (a state, a workspace) mixes the two calls' numbers."""
     problem = data.draw(problems(backend, cell, dtype, regimes=REGIMES), label="problem")
-    other = replace(problem, x=-problem.x, h0=-problem.h0)
+    other = other_values(problem)
     alone = [results(p, backend) for p in (problem, other)]
     for round_ in range(CONCURRENT_ROUNDS):
         together = run_at_once([lambda p=p: results(p, backend) for p in (problem, other)])
