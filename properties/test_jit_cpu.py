@@ -359,6 +359,37 @@ def test_blas_runs_on_one_thread_per_caller_during_a_call_and_is_restored(parall
     assert blas_threads_now() == before
 
 
+def test_backward_whose_gemms_all_stay_under_the_threshold_leaves_blas_alone(monkeypatch):
+    """A backward call over PARALLEL_MIN_MACS as a whole, each of whose GEMMs is under it, runs
+    its time loop on the pool but makes no BLAS call, so it must not touch BLAS's thread setting
+    (holding it cost an S1 lstm backward 35–40 µs of 260). Its gradients are the bits of the
+    same call on the caller alone: only the rows' sharing differs, and each row's sums keep
+    their order."""
+    problem = make_problem("lstm", 3, 4, 5, 6, np.float32)
+    T, B, I, H, G = 3, 4, 5, 6, 4
+    largest_gemm, call = T * B * G * H * max(I, H), 2 * T * B * G * H * (I + H)
+    monkeypatch.setattr(backend, "PARALLEL_MIN_MACS", 1 << 62)
+    alone = run_both("lstm", problem)[1]
+    monkeypatch.setattr(backend, "PARALLEL_MIN_MACS", largest_gemm + 1)
+    assert backend.small_call(largest_gemm) and not backend.small_call(call)
+    settings, pool_calls, run_in_parallel = [], [], backend.run_in_parallel
+
+    def recording_run(calls):
+        pool_calls.append(len(calls))
+        run_in_parallel(calls)
+    monkeypatch.setattr(backend, "_set_blas_threads", lambda library, n: settings.append(n))
+    monkeypatch.setattr(backend, "run_in_parallel", recording_run)
+    blas_calls = record_blas_threads(monkeypatch)
+    params, x, h0, c0, dhs, dh_n, dc_n = problem
+    fwd = backend.forward("lstm", params, x, h0, c0, training=True)
+    pool_calls.clear()
+    grads = backend.backward("lstm", params, x, h0, c0, fwd, dhs, dh_n, dc_n)
+    assert settings == [] and blas_calls == []
+    assert max(pool_calls) == min(backend.pool_threads(), B)
+    for got, expected in zip(grads, alone):
+        assert np.array_equal(got, expected)
+
+
 def test_concurrent_calls_share_one_blas_hold(monkeypatch):
     """Two threads' backward calls overlap: A enters BLAS's one-thread hold, then B, then A leaves
     before B has made its BLAS calls. B's BLAS calls must still run on one thread, and afterwards
