@@ -444,13 +444,17 @@ def test_concurrent_calls_share_one_blas_hold(monkeypatch):
 
 def test_small_gemms_run_on_the_caller_without_blas(monkeypatch):
     """Under PARALLEL_MIN_MACS, matmul_rows multiplies with jit.cpu.products.matmul, whatever
-    the operands' layout (a transposed view, a read-only array), within the same bound as
-    test_matmul_rows_is_repeatable_and_accurate's: one dot of K terms in another order."""
+    the operands' layout (a transposed view, which for ``a`` the kernel reads in place; a
+    read-only array), within the same bound as test_matmul_rows_is_repeatable_and_accurate's:
+    one dot of K terms in another order. A transposed ``a`` gives the bits of its copy."""
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((50, 23)), rng.standard_normal((37, 23)).T  # b: a transposed view
+    a_transposed = np.ascontiguousarray(a.T).T  # the same values, F-contiguous
     b_read_only = np.array(b)
     b_read_only.flags.writeable = False
     monkeypatch.setattr(np, "matmul", None)  # any BLAS call would fail
+    assert backend.transposed_kernel_array(a_transposed)
+    assert np.array_equal(backend.matmul_rows(a_transposed, b, 3), backend.matmul_rows(a, b, 3))
     for operand in (b, b_read_only):
         got = backend.matmul_rows(a, operand, 3)
         assert got.shape == (50, 37) and got.flags.c_contiguous
