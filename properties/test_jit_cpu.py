@@ -139,6 +139,7 @@ def test_panel_products_match_the_exact_product_and_write_nothing_else(dtype):
         panel_product(a, panels, out)
         assert_product_within(out[:, :n], a, w_t[:, j0:j0 + n], exact_dtype, gamma, (rows, n, K, "columns"))
         assert np.isnan(out[:, panels.shape[0] * panels.shape[2]:]).all()
+        assert (panels.reshape(-1, K, panels.shape[2]).transpose(1, 0, 2).reshape(K, -1)[:, n:] == 0).all()  # padding
         whole = matmul(a, w_t)  # the small GEMMs' product: a new array of exactly (rows, n + 9)
         assert whole.shape == (rows, n + 9) and whole.flags.c_contiguous
         assert_product_within(whole, a, w_t, exact_dtype, gamma, (rows, n + 9, K, "matmul"))

