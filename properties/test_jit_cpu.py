@@ -213,6 +213,22 @@ def test_panel_product_refuses_mismatched_shapes():
         panel_product(np.ones((3, 5)), panels, np.empty((3, 20)))  # fewer columns than the panels'
 
 
+def test_pack_rows_refuses_what_its_vector_blocks_would_read_or_write_out_of_bounds():
+    """pack_rows' blocks read W rows × W/2 values of w and write whole panel rows unchecked, so
+    the shapes are checked once per call: K, the panel width, the rows, and contiguous rows."""
+    from jit.cpu.products import pack_rows
+
+    w, panels = np.ones((40, 8)), np.empty((2, 8, 8))  # float64: 8 columns per panel
+    pack_rows(w, 0, 16, panels)
+    for bad_w, r0, r1, bad_panels in ((np.ones((40, 9)), 0, 16, panels),  # K = 9 against 8
+                                      (w, 0, 16, np.empty((2, 8, 16))),  # not float64's panel width
+                                      (w, 30, 46, panels),  # rows past w's end
+                                      (np.ones((40, 16))[:, ::2], 0, 16, panels),  # w's rows strided
+                                      (w, 0, 16, np.empty((2, 8, 16))[:, :, ::2])):  # the panels' rows strided
+        with pytest.raises(ValueError, match="pack_rows"):
+            pack_rows(bad_w, r0, r1, bad_panels)
+
+
 def test_tilings_cover_every_row_and_unit_once():
     """Each thread's tile; together they cover rows × units exactly once, units cut at
     multiples of 8; by units from H = 512 on several threads, except gru_classic."""

@@ -190,14 +190,92 @@ def panel_product(a, panels, out):
                     panel_tile(a, two, 1, panels, p, 1, out)
 
 
+@intrinsic
+def transpose_block(typingctx, w, row0, k0, panels, p, c0):
+    """panels[p, k0 + i, c0 + j] = w[row0 + j, k0 + i] for i, j < n, the lanes of one SIMD vector:
+    an n × n block of w transposed in vector registers.
+
+    n rows of w are loaded as n vectors, and log2(n) rounds of interleaving (vector 2i takes
+    the low halves of vectors i and i + n/2 in turn, vector 2i + 1 the high halves) leave
+    vector i holding column i: the perfect-shuffle transpose. No bounds checks: pack_rows
+    calls it on whole blocks only, with w's rows contiguous.
+    """
+    if not (isinstance(w, types.Array) and isinstance(panels, types.Array) and w.dtype == panels.dtype
+            and isinstance(w.dtype, types.Float)):
+        return None
+    dtype = w.dtype
+    n = VECTOR_BYTES * 8 // dtype.bitwidth
+    signature = types.void(w, row0, k0, panels, p, c0)
+
+    def codegen(context, builder, sig, args):
+        w_value, row0_value, k0_value, panels_value, p_value, c0_value = args
+        w_array = context.make_array(w)(context, builder, w_value)
+        panels_array = context.make_array(panels)(context, builder, panels_value)
+        intp = context.get_value_type(types.intp)
+        row0_i, k0_i, p_i, c0_i = (context.cast(builder, args[i], sig.args[i], types.intp) for i in (1, 2, 4, 5))
+        vector = ir.VectorType(context.get_value_type(dtype), n)
+        align = dtype.bitwidth // 8
+
+        def vector_pointer(array_type, array, indices):
+            return builder.bitcast(cgutils.get_item_pointer(context, builder, array_type, array, indices),
+                                   vector.as_pointer())
+
+        def index(i):
+            return ir.Constant(intp, i)
+
+        vectors = [builder.load(vector_pointer(w, w_array, [builder.add(row0_i, index(j)), k0_i]), align=align)
+                   for j in range(n)]
+        half = n // 2
+        mask = ir.VectorType(ir.IntType(32), n)
+        low = ir.Constant(mask, [lane for i in range(half) for lane in (i, n + i)])
+        high = ir.Constant(mask, [lane for i in range(half, n) for lane in (i, n + i)])
+        for _ in range(n.bit_length() - 1):  # log2(n) rounds
+            interleaved = []
+            for i in range(half):
+                interleaved += [builder.shuffle_vector(vectors[i], vectors[i + half], low),
+                                builder.shuffle_vector(vectors[i], vectors[i + half], high)]
+            vectors = interleaved
+        for i, column in enumerate(vectors):
+            builder.store(column, vector_pointer(panels, panels_array, [p_i, builder.add(k0_i, index(i)), c0_i]),
+                          align=align)
+        return context.get_dummy_value()
+    return signature, codegen
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def pack_rows(w, r0, r1, panels):
-    """panels[p, k, c] = w[r0 + p·W + c, k]: B = (rows r0 … r1 − 1 of w)ᵀ packed, zero beyond r1."""
-    panels[:] = 0
-    W = panels.shape[2]
-    for u in range(r1 - r0):
-        for k in range(w.shape[1]):
-            panels[u // W, k, u % W] = w[r0 + u, k]
+    """panels[p, k, c] = w[r0 + p·W + c, k]: B = (rows r0 … r1 − 1 of w)ᵀ packed, zero beyond r1.
+
+    A panel of W whole rows goes as blocks of one vector's lanes square, each transposed in
+    registers (transpose_block); a panel past r1 and a last few k value by value. Value by
+    value throughout, the packing took 0.45 ns a value, 2–2.5× the blocks' time (measured,
+    float32: 512×128 weights' gate block 6.8 → 2.8 µs; float64 1.5×), which each forward
+    call pays for all of W_hh and W_ih on every thread.
+    """
+    P, K, W = panels.shape
+    if K != w.shape[1] or W != panel_width(w) or not 0 <= r0 <= r1 <= w.shape[0]:
+        raise ValueError("pack_rows: shapes of w, the rows and panels do not match")
+    if (K > 1 and w.strides[1] != w.itemsize) or (W > 1 and panels.strides[2] != panels.itemsize):
+        raise ValueError("pack_rows: w's rows and the panels' rows must be contiguous")
+    lanes = W // PANEL_VECTORS
+    K_whole = K - K % lanes
+    for p in range(P):
+        u0 = r0 + p * W
+        c1 = max(0, min(W, r1 - u0))  # rows of w in this panel
+        panel = panels[p]
+        if c1 == W:
+            for c0 in range(0, W, lanes):
+                for k0 in range(0, K_whole, lanes):
+                    transpose_block(w, u0 + c0, k0, panels, p, c0)
+            for k in range(K_whole, K):
+                for c in range(W):
+                    panel[k, c] = w[u0 + c, k]
+        else:
+            for k in range(K):
+                for c in range(c1):
+                    panel[k, c] = w[u0 + c, k]
+                for c in range(c1, W):
+                    panel[k, c] = 0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
