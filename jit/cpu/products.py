@@ -267,15 +267,22 @@ def pack_rows(w, r0, r1, panels):
             for c0 in range(0, W, lanes):
                 for k0 in range(0, K_whole, lanes):
                     transpose_block(w, u0 + c0, k0, panels, p, c0)
-            for k in range(K_whole, K):
-                for c in range(W):
-                    panel[k, c] = w[u0 + c, k]
+            copy_zero_padded(w[u0:u0 + W, K_whole:].T, panel[K_whole:])
         else:
-            for k in range(K):
-                for c in range(c1):
-                    panel[k, c] = w[u0 + c, k]
-                for c in range(c1, W):
-                    panel[k, c] = 0
+            copy_zero_padded(w[u0:u0 + c1].T, panel)
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def copy_zero_padded(block, panel):
+    """panel[k, c] = block[k, c] for c < block.shape[1], 0 beyond: the parts of a panel that
+    pack_rows' and pack_columns' whole-panel paths leave (a last panel past the weight's end;
+    pack_rows' last K % lanes rows), value by value."""
+    n = block.shape[1]
+    for k in range(panel.shape[0]):
+        for c in range(n):
+            panel[k, c] = block[k, c]
+        for c in range(n, panel.shape[1]):
+            panel[k, c] = 0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -319,12 +326,8 @@ def pack_columns(w, j0, j1):
                 source, dest = w[k, c0:c0 + W], panel[k]
                 for c in range(W):
                     dest[c] = source[c]
-        else:  # the last panel, past j1: zeros
-            for k in range(K):
-                for c in range(c1):
-                    panel[k, c] = w[k, c0 + c]
-                for c in range(c1, W):
-                    panel[k, c] = 0
+        else:  # the last panel, zeros past j1
+            copy_zero_padded(w[:, c0:j1], panel)
     return panels
 
 
