@@ -151,18 +151,21 @@ def test_panel_products_match_the_exact_product_and_write_nothing_else(dtype):
 PROJECTION_TILES = [(0, 5, 0, 70), (1, 4, 3, 70), (0, 5, 5, 12), (2, 3, 0, 41)]
 
 
+@pytest.mark.parametrize("G", [4, 1])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_tile_projections_match_the_exact_product_and_write_nothing_else(dtype):
+def test_tile_projections_match_the_exact_product_and_write_nothing_else(dtype, G):
     """jit.cpu.products.project_inputs: for a tile's rows and units, out[g, t·nb + b, u] is
     x[t, b0 + b] · W_ih[g·H + j0 + u], within the same dot-product bound as
     test_panel_products_match_the_exact_product_and_write_nothing_else (K = I terms), for
-    every step and gate; rows past T·nb and columns past the tile's panels keep their sentinel."""
+    every step and gate; rows past T·nb and columns past the tile's panels keep their sentinel.
+    G = 4 and 1 take both paths of a tile with some of the rows: its rows copied into one
+    matrix, and one product per step."""
     from jit.cpu.products import panel_columns, project_inputs
 
     rng = np.random.default_rng(11)
     u = np.finfo(dtype).eps / 2
     exact_dtype = np.float64 if dtype == np.float32 else np.longdouble
-    T, B, I, H, G = 3, 5, 37, 70, 4
+    T, B, I, H = 3, 5, 37, 70
     gamma = I * u / (1 - I * u)
     x = rng.uniform(-1, 1, (T, B, I)).astype(dtype)
     w_ih = rng.uniform(-1, 1, (G * H, I)).astype(dtype)
