@@ -70,8 +70,8 @@ SCALE_SHIFT = 64
 
 @intrinsic
 def _shifted_power_of_two_float32(typingctx, n):
-    """2^(n + SCALE_SHIFT) as float32 for an integer-valued float32 n in [−126 − SCALE_SHIFT, 127 − SCALE_SHIFT]:
-    the bits (n + 127 + SCALE_SHIFT) << 23.
+    """2^(n + SCALE_SHIFT) as float32 for an integer-valued float32 n with n + SCALE_SHIFT in
+    [−126, 127]: the bits (n + 127 + SCALE_SHIFT) << 23.
 
     Numba has no bit cast between a float and an int scalar; this one is plain LLVM
     (fptosi, add, shl, bitcast), which the loop vectoriser handles.

@@ -15,8 +15,8 @@ from numba import njit
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad, typed_like
 
 from .kernel_options import KERNEL_OPTIONS
-from .products import gate_outputs, gate_products, gate_units, pack_columns, pack_gate_rows, panel_product, \
-    product_output, project_inputs, store_gate_blocks
+from .products import add_rows, gate_outputs, gate_products, gate_units, pack_columns, pack_gate_rows, \
+    panel_product, product_output, project_inputs, store_gate_blocks, store_rows
 from .sync import wait_for_all
 
 
@@ -57,10 +57,10 @@ def gru_forward_kernel(x, w_ih, w_hh, b_ih, b_hh, h0, training, hs, gates, hns, 
                 n = tanh(x_n[u] + b_in[u] + r * hn)
                 h_b[u] = (typed_like(z, 1.0) - z) * n + z * h_prev_b[u]
                 a_r[u], a_z[u], a_n[u], hn_b[u] = r, z, n, hn
-        hs[t, b0:b1, j0:j1] = h
+        store_rows(h, hs[t], b0, j0, nj)
         if training:
-            hns[t, b0:b1, j0:j1] = hn_t
-            store_gate_blocks(a_h, H, j0, j1, gates[t, b0:b1])
+            store_rows(hn_t, hns[t], b0, j0, nj)
+            store_gate_blocks(a_h, H, j0, j1, gates[t], b0)
         wait_for_all(arrivals, n_threads, t)
     h_n[b0:b1, j0:j1] = hs[T - 1, b0:b1, j0:j1]
 
@@ -87,7 +87,7 @@ def gru_backward_kernel(w_hh, h0, hs, gates, hns, dhs, dh_n, da_x, da_h, dh0,
     for t in range(T - 1, -1, -1):
         if t < T - 1:
             panel_product(da_h[t + 1, b0:b1], w_panels, dh)
-            dh[:, :nj] += dh_direct
+            add_rows(dh_direct, dh, nj)
         for b in range(nb):
             row = b0 + b
             gates_row = gates[t, row]
@@ -105,9 +105,9 @@ def gru_backward_kernel(w_hh, h0, hs, gates, hns, dhs, dh_n, da_x, da_h, dh0,
                 da_n[u] = dn
                 dh_direct_b[u] = dh_total * z
                 dn_h_b[u] = dn * r
-        store_gate_blocks(dx_t, H, j0, j1, da_x[t, b0:b1])
-        store_gate_blocks(dx_t[:2], H, j0, j1, da_h[t, b0:b1])  # r and z: the same as da_x
-        da_h[t, b0:b1, 2 * H + j0:2 * H + j1] = dn_h
+        store_gate_blocks(dx_t, H, j0, j1, da_x[t], b0)
+        store_gate_blocks(dx_t[:2], H, j0, j1, da_h[t], b0)  # r and z: the same as da_x
+        store_rows(dn_h, da_h[t], b0, 2 * H + j0, nj)
         wait_for_all(arrivals, n_threads, T - 1 - t)
     panel_product(da_h[0, b0:b1], w_panels, dh)
     dh0[b0:b1, j0:j1] = dh[:, :nj] + dh_direct
@@ -198,5 +198,5 @@ def gru_classic_backward_kernel(w_hrz, w_hn, h0, hs, gates, dhs, dh_n, da, rhs, 
                 da[t, row, H + j] = da_rz[b, H + j]
                 da[t, row, 2 * H + j] = da_n[b, j]
         panel_product(da_rz, rz_panels, dh)
-        dh[:, :H] += dh_direct
+        add_rows(dh_direct, dh, H)
     dh0[b0:b1] = dh[:, :H]

@@ -23,8 +23,8 @@ from numba import njit
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad
 
 from .kernel_options import KERNEL_OPTIONS
-from .products import gate_outputs, gate_products, gate_units, pack_columns, pack_gate_rows, panel_product, \
-    product_output, project_inputs, store_gate_blocks
+from .products import gate_outputs, gate_products, gate_units, pack_columns, pack_gate_rows, \
+    panel_product, product_output, project_inputs, store_gate_blocks, store_rows
 from .sync import wait_for_all
 
 
@@ -66,10 +66,10 @@ def lstm_forward_kernel(x, w_ih, w_hh, bias, h0, c0, training, hs, cs, gates, h_
                 c_b[u] = c_next
                 h_b[u] = o * tanh(c_next)
                 a_i[u], a_f[u], a_g[u], a_o[u] = i, f, g, o
-        hs[t, b0:b1, j0:j1] = h
+        store_rows(h, hs[t], b0, j0, nj)
         if training:
-            cs[t, b0:b1, j0:j1] = c
-            store_gate_blocks(a_h, H, j0, j1, gates[t, b0:b1])
+            store_rows(c, cs[t], b0, j0, nj)
+            store_gate_blocks(a_h, H, j0, j1, gates[t], b0)
         wait_for_all(arrivals, n_threads, t)  # hs[t] complete before anyone's step t + 1
     h_n[b0:b1, j0:j1] = hs[T - 1, b0:b1, j0:j1]
     c_n[b0:b1, j0:j1] = c
@@ -116,7 +116,7 @@ def lstm_backward_kernel(w_hh, c0, cs, gates, dhs, dh_n, dc_n, da, dh0, dc0,
                 da_g[u] = dc_total * i * tanh_grad(g)
                 da_o[u] = dh_total * tanh_c * sigmoid_grad(o)
                 dc_b[u] = dc_total * f
-        store_gate_blocks(da_t, H, j0, j1, da[t, b0:b1])
+        store_gate_blocks(da_t, H, j0, j1, da[t], b0)
         wait_for_all(arrivals, n_threads, T - 1 - t)  # da[t] complete before anyone reads it
     panel_product(da[0, b0:b1], w_panels, dh)
     dh0[b0:b1, j0:j1] = dh[:, :nj]

@@ -12,8 +12,8 @@ from numba import njit
 from jit.gatemath import relu, relu_grad, tanh, tanh_grad
 
 from .kernel_options import KERNEL_OPTIONS
-from .products import gate_outputs, gate_units, pack_columns, pack_gate_rows, panel_product, product_output, \
-    project_inputs
+from .products import gate_outputs, gate_units, pack_columns, pack_gate_rows, panel_product, \
+    product_output, project_inputs, store_rows
 from .sync import wait_for_all
 
 
@@ -40,7 +40,7 @@ def rnn_forward_kernel(x, w_ih, w_hh, bias, h0, relu_activation, hs, h_n, xw, ar
             for u in range(nj):
                 a = x_b[u] + bias_units[u] + a_b[u]
                 a_b[u] = relu(a) if relu_activation else tanh(a)
-        hs[t, b0:b1, j0:j1] = a_h[:, :nj]
+        store_rows(a_h, hs[t], b0, j0, nj)
         wait_for_all(arrivals, n_threads, t)
     h_n[b0:b1, j0:j1] = hs[T - 1, b0:b1, j0:j1]
 
@@ -68,7 +68,7 @@ def rnn_backward_kernel(w_hh, hs, dhs, dh_n, relu_activation, da, dh0, arrivals,
             for u in range(nj):
                 act_grad = relu_grad(h_b[u]) if relu_activation else tanh_grad(h_b[u])
                 da_b[u] = (dh_b[u] + dhs_b[u]) * act_grad
-        da[t, b0:b1, j0:j1] = da_t
+        store_rows(da_t, da[t], b0, j0, nj)
         wait_for_all(arrivals, n_threads, T - 1 - t)
     panel_product(da[0, b0:b1], w_panels, dh)
     dh0[b0:b1, j0:j1] = dh[:, :nj]
