@@ -182,6 +182,35 @@ def test_tile_projections_match_the_exact_product_and_write_nothing_else(dtype, 
         assert np.isnan(out[:, T * nb:]).all() and np.isnan(out[:, :, columns:]).all()
 
 
+def test_row_stores_write_their_block_and_nothing_else():
+    """jit.cpu.products.store_rows puts source[:, :n] at (row0, column0) of dest and add_rows adds
+    source[:, :n] to dest[:, :n], every other value kept; a block that does not fit is refused
+    before anything is written (the kernels' per-step stores run without bounds checks)."""
+    from jit.cpu.products import add_rows, store_rows
+
+    rng = np.random.default_rng(5)
+    source = rng.standard_normal((3, 7)).astype(np.float32)
+    dest = np.full((6, 20), np.nan, np.float32)
+    store_rows(source, dest, 2, 9, 5)
+    expected = np.full_like(dest, np.nan)
+    expected[2:5, 9:14] = source[:, :5]
+    np.testing.assert_array_equal(dest, expected)
+    total = rng.standard_normal((4, 9)).astype(np.float32)
+    before = total.copy()
+    add_rows(source, total, 6)
+    before[:3, :6] += source[:, :6]
+    np.testing.assert_array_equal(total, before)
+    for row0, column0, n in ((4, 0, 5), (0, 16, 5), (0, 0, 8), (-1, 0, 5), (0, -1, 5)):
+        untouched = np.full((6, 20), np.nan, np.float32)
+        with pytest.raises(ValueError, match="store_rows"):
+            store_rows(source, untouched, row0, column0, n)
+        assert np.isnan(untouched).all()
+    with pytest.raises(ValueError, match="add_rows"):
+        add_rows(source, np.zeros((4, 5), np.float32), 6)
+    with pytest.raises(ValueError, match="add_rows"):
+        add_rows(source, np.zeros((2, 9), np.float32), 6)
+
+
 def assert_product_within(got, a, b, exact_dtype, gamma, label):
     exact = a.astype(exact_dtype) @ b.astype(exact_dtype)
     bound = gamma * (np.abs(a).astype(exact_dtype) @ np.abs(b).astype(exact_dtype))

@@ -446,6 +446,9 @@ def store_rows(source, dest, row0, column0, n):
     (8 rows × 4 × 128 per step, 50 steps): slice assignment, gates[t, b0:b1, a:b] = block,
     94 µs; a row loop over such slices 136 µs; this, 24 µs.
     """
+    if n > source.shape[1] or row0 < 0 or column0 < 0 or row0 + source.shape[0] > dest.shape[0] \
+            or column0 + n > dest.shape[1]:
+        raise ValueError("store_rows: source's rows do not fit dest at (row0, column0)")
     for r in range(source.shape[0]):
         # A slice of a row keeps its contiguity in Numba's types; indexed at column0 + c, the
         # index could be negative, and its wraparound check per value kept LLVM scalar
@@ -457,6 +460,8 @@ def store_rows(source, dest, row0, column0, n):
 @njit(cache=True, nogil=True, error_model="numpy")
 def add_rows(source, dest, n):
     """dest[r, :n] += source[r, :n] for every row r of source (why row by row: store_rows)."""
+    if n > source.shape[1] or n > dest.shape[1] or source.shape[0] > dest.shape[0]:
+        raise ValueError("add_rows: source's rows do not fit dest")
     for r in range(source.shape[0]):
         source_row, dest_row = source[r], dest[r]
         for c in range(n):
