@@ -386,7 +386,8 @@ def project_inputs(x, w_ih, H, b0, b1, j0, j1, out):
     one product per step on x[t, b0:b1]. At S2's 8 of 16 rows (float32, one core) the copy
     cost 7 µs and saved 40 for lstm's 512 columns (per step, each group paid 50 calls'
     overhead and 6 + 2-row tiles throughout), but nothing for rnn's 128 (measured forward, 2
-    threads, alternating processes: lstm 1.54 → 1.51 ms, gru 1.17 → 1.14, rnn 0.44 → 0.45).
+    threads, alternating processes, best of three pairs: lstm 1.53 → 1.50 ms, gru 1.15 → 1.14,
+    rnn 0.44 → 0.45).
     twin: reference.affine.affine (x W_ihᵀ; the bias is added in the pointwise pass).
     """
     T, B, I = x.shape
