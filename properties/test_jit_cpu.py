@@ -145,10 +145,11 @@ def test_panel_products_match_the_exact_product_and_write_nothing_else(dtype):
         assert_product_within(whole, a, w_t, exact_dtype, gamma, (rows, n + 9, K, "matmul"))
 
 
-#: Tiles (b0, b1, j0, j1) of a batch of 5 rows and H = 70 units: every row (one product for all
-#: steps) and a chunk of rows (one product per step); all units, a slice past one panel group
-#: (64 float32 or 32 float64 columns), and a slice narrower than one panel.
-PROJECTION_TILES = [(0, 5, 0, 70), (1, 4, 3, 70), (0, 5, 5, 12), (2, 3, 0, 41)]
+#: Tiles (b0, b1, j0, j1) of a batch of 5 rows and H = 70 units (I = 37): every row (x is one
+#: matrix) and a chunk of rows (copied into one, or one product per step); all units, a slice past
+#: one panel group (64 float32 or 32 float64 columns), and slices narrower than one panel, the
+#: last with fewer units than I.
+PROJECTION_TILES = [(0, 5, 0, 70), (1, 4, 3, 70), (0, 5, 5, 12), (2, 3, 0, 41), (1, 4, 5, 12)]
 
 
 @pytest.mark.parametrize("G", [4, 1])
@@ -158,8 +159,8 @@ def test_tile_projections_match_the_exact_product_and_write_nothing_else(dtype, 
     x[t, b0 + b] · W_ih[g·H + j0 + u], within the same dot-product bound as
     test_panel_products_match_the_exact_product_and_write_nothing_else (K = I terms), for
     every step and gate; rows past T·nb and columns past the tile's panels keep their sentinel.
-    G = 4 and 1 take both paths of a tile with some of the rows: its rows copied into one
-    matrix, and one product per step."""
+    A tile with some of the rows takes both paths: its rows copied into one matrix (G = 4,
+    I ≤ its units), and one product per step (G = 1, or fewer units than I: the last tile)."""
     from jit.cpu.products import panel_columns, project_inputs
 
     rng = np.random.default_rng(11)

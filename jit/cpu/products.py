@@ -383,18 +383,20 @@ def project_inputs(x, w_ih, H, b0, b1, j0, j1, out):
     When the tile has every batch row, x (T, B, I) is one matrix of T·B rows: one product per
     group. Otherwise the tile's rows x[:, b0:b1] are not one matrix: with several gate blocks
     (lstm, gru) they are copied into one, and one product per group runs on it; with one (rnn),
-    one product per step on x[t, b0:b1]. At S2's 8 of 16 rows (float32, one core) the copy
-    cost 7 µs and saved 40 for lstm's 512 columns (per step, each group paid 50 calls'
-    overhead and 6 + 2-row tiles throughout), but nothing for rnn's 128 (measured forward, 2
-    threads, alternating processes, best of three pairs: lstm 1.53 → 1.50 ms, gru 1.15 → 1.14,
-    rnn 0.44 → 0.45).
+    or when I > nj, one product per step on x[t, b0:b1]. (I ≤ nj keeps the copy no larger than
+    one gate block of out, so it adds at most a third of the tile's projection memory; a large
+    I over a narrow tile would have made it many times that.) At S2's 8 of 16 rows (float32,
+    one core) the copy cost 7 µs and saved 40 for lstm's 512 columns (per step, each group paid
+    50 calls' overhead and 6 + 2-row tiles throughout), but nothing for rnn's 128 (measured
+    forward, 2 threads, alternating processes, best of three pairs: lstm 1.53 → 1.50 ms, gru
+    1.15 → 1.14, rnn 0.44 → 0.45).
     twin: reference.affine.affine (x W_ihᵀ; the bias is added in the pointwise pass).
     """
     T, B, I = x.shape
     nb, nj = b1 - b0, j1 - j0
     G = w_ih.shape[0] // H
     W = panel_width(x)
-    per_step = nb != B and G == 1
+    per_step = nb != B and (G == 1 or I > nj)
     rows = x.reshape(T * B, I)  # the tile's rows when it has every batch row
     if nb != B and not per_step:
         rows = np.empty((T * nb, I), x.dtype)
