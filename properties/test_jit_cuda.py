@@ -175,6 +175,50 @@ def test_t_zero_gives_empty_hs_and_h0_back():
     assert not grads.dw_hh.any() and grads.dx.shape == (0, B, I)
 
 
+@pytest.fixture
+def empty_device_arrays_refuse_indexing(monkeypatch):
+    """Under the simulator, an empty device array refuses a[...] as on a GPU: numba-cuda 0.30.4 on
+    an H200 slices 4 bytes of the empty array's NULL pointer and raises "non-empty slice into empty
+    slice". On a GPU the real arrays already do; the simulator's are NumPy arrays and never did."""
+    if SIMULATOR:
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+        index = FakeCUDAArray.__getitem__
+
+        def index_as_on_a_gpu(self, item):
+            if self.size == 0:
+                raise RuntimeError("non-empty slice into empty slice")
+            return index(self, item)
+
+        monkeypatch.setattr(FakeCUDAArray, "__getitem__", index_as_on_a_gpu)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("empty", ["B", "H"])
+def test_no_rows_or_no_units_give_the_references_shapes_and_zero_weight_gradients(
+        cell, empty, empty_device_arrays_refuse_indexing):
+    """B = 0 or H = 0 with T > 0: every result has the reference's shape, the weight and bias
+    gradients are exactly zero (sums over nothing), and so is dx when there is no unit."""
+    p, x, h0, c0, dhs, dh_n, dc_n = inputs(cell, np.float64)
+    if empty == "B":
+        x, h0, dhs, dh_n = x[:, :0], h0[:0], dhs[:, :0], dh_n[:0]
+        c0, dc_n = (None, None) if c0 is None else (c0[:0], dc_n[:0])
+    else:
+        p = reference.Params(p.w_ih[:0], p.w_hh[:0, :0], p.b_ih[:0], p.b_hh[:0])
+        h0, dhs, dh_n = h0[:, :0], dhs[:, :, :0], dh_n[:, :0]
+        c0, dc_n = (None, None) if c0 is None else (c0[:, :0], dc_n[:, :0])
+    for training in (False, True):
+        got = cuda_backend.forward(cell, p, x, h0, c0, training=training)
+        want = reference.backend.forward(cell, p, x, h0, c0, training=training)
+        for field, a in want._asdict().items():
+            assert np.shape(getattr(got, field)) == np.shape(a), f"forward {field}, training={training}"
+    grads = cuda_backend.backward(cell, p, x, h0, c0, got, dhs, dh_n, dc_n)
+    want = reference.backend.backward(cell, p, x, h0, c0, want, dhs, dh_n, dc_n)
+    for field, a in want._asdict().items():
+        assert np.shape(getattr(grads, field)) == np.shape(a), f"backward {field}"
+        if a is not None:
+            np.testing.assert_array_equal(getattr(grads, field), a, err_msg=f"backward {field}")
+
+
 def test_launch_refuses_impossible_configs_and_skips_empty_grids():
     k = kernels_for(np.float64)
     dst = cuda.device_array((2, 2), np.float64)

@@ -66,6 +66,11 @@ def chosen_cells():
 # ----- measuring (pytest-benchmark) ----------------------------------------------------------
 
 def _torch_cuda():
+    """torch, if it has a GPU that jit.cuda shares; None under the simulator (its arrays are NumPy's:
+    no views of torch's device tensors, and a simulated run shows no timings anyway)."""
+    from jit.cuda.launch import SIMULATOR
+    if SIMULATOR:
+        return None
     try:
         import torch
     except ImportError:

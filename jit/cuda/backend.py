@@ -161,6 +161,36 @@ def _as_2d(a3):
     return a3.reshape(T * B, N)
 
 
+# ----- no rows or no units: every per-step array is empty ------------------------------------
+# Handled apart, before any kernel, because a real GPU cannot index an empty device array:
+# numba-cuda (0.30.4, seen on an H200) slices 4 bytes of its NULL pointer for a[t] and raises
+# "non-empty slice into empty slice". The simulator's arrays are NumPy's and do not show it.
+
+def _empty(shape, dtype):
+    return cuda.device_array(shape, dtype)
+
+
+def _zeros_from_host(shape, dtype):
+    return cuda.to_device(np.zeros(shape, dtype))
+
+
+def _forward_without_rows_or_units(cell, T, B, H, G, dtype, training):
+    """forward when B = 0 or H = 0: each result has its shape and no elements."""
+    lstm = cell == "lstm"
+    return ForwardResult(_empty((T, B, H), dtype), _empty((B, H), dtype), _empty((B, H), dtype) if lstm else None,
+                         _empty((T, B, H), dtype) if lstm and training else None,
+                         _empty((T, B, G * H), dtype) if training else None)
+
+
+def _backward_without_rows_or_units(cell, T, B, I, H, G, dtype):
+    """backward when B = 0 or H = 0: the weight and bias gradients are sums over no row or of no
+    unit, and dx = ∂L/∂a · W_ih a sum over no gate row: all zeros; dh0 and dc0 have no elements."""
+    return BackwardResult(_zeros_from_host((T, B, I), dtype), _empty((B, H), dtype),
+                          _empty((B, H), dtype) if cell == "lstm" else None,
+                          _zeros_from_host((G * H, I), dtype), _zeros_from_host((G * H, H), dtype),
+                          _zeros_from_host((G * H,), dtype), _zeros_from_host((G * H,), dtype))
+
+
 # ----- forward -------------------------------------------------------------------------------
 
 def forward(cell, params, x, h0, c0=None, *, training=True):
@@ -169,6 +199,9 @@ def forward(cell, params, x, h0, c0=None, *, training=True):
     params = _params_view(params)
     x, h0, c0 = _device_view(x), _device_view(h0), _device_view(c0)
     T, B, I, H, G, dtype = _validate(check_forward_inputs, cell, params, (x, h0, c0))
+    if B == 0 or H == 0:
+        result = _forward_without_rows_or_units(cell, T, B, H, G, dtype, training)
+        return result if on_device else _to_host(result)
     k = kernels_for(dtype)
     w_ih, w_hh, b_ih, b_hh = (_to_device(getattr(params, p)) for p in PARAM_NAMES)
     x, h0, c0 = _to_device(x), _to_device(h0), _to_device(c0)
@@ -227,6 +260,9 @@ def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
     if hasattr(fwd, "hs") and hasattr(fwd, "gates"):  # else the contract's check reports what is missing
         fwd = SimpleNamespace(**{a: _device_view(getattr(fwd, a, None)) for a in ("hs", "gates", "cs")})
     T, B, I, H, G, dtype = _validate(check_backward_inputs, cell, params, (x, h0, c0, fwd, dhs, dh_n, dc_n))
+    if B == 0 or H == 0:
+        result = _backward_without_rows_or_units(cell, T, B, I, H, G, dtype)
+        return result if on_device else _to_host(result)
     k = kernels_for(dtype)
     w_ih, w_hh, b_ih, b_hh = (_to_device(getattr(params, p)) for p in PARAM_NAMES)
     x, h0, c0, dhs, dh_n, dc_n = (_to_device(a) for a in (x, h0, c0, dhs, dh_n, dc_n))
