@@ -297,6 +297,18 @@ def test_gpu_bench_dry_run_under_the_simulator_writes_json_and_a_report_without_
     assert " ms" not in report and "ratio" not in report
 
 
+def test_gpu_profile_counts_the_launches_of_a_call_and_times_only_on_a_gpu(tmp_path):
+    """reports.gpu_bench profile on the tiny config: launches per call counted (lstm, T = 3: seven
+    finiteness checks, the projection, a step kernel per step and the copies of h_n and c_n in
+    inference); times and the cProfile only off the simulator."""
+    from reports.gpu_bench import profile_calls
+    summary = profile_calls(tmp_path, "tiny")
+    text = (tmp_path / "profile.txt").read_text()
+    assert summary in text and "inference: 13 kernel launches per call" in text
+    assert "training:" in text
+    assert (" ms per call" in text and "cProfile" in text) != SIMULATOR
+
+
 def test_gpu_report_ratios_and_targets_from_a_synthetic_result(tmp_path):
     """ratio = jit.cuda / cuDNN fp32 per case; met when ≤ 1.5 (inference) or ≤ 2 (training)."""
     import json

@@ -211,6 +211,71 @@ def test_gpu(benchmark, backend, cell, cfg, mode):
     benchmark(call)
 
 
+# ----- where a jit.cuda call's time goes ------------------------------------------------------
+
+def profile_calls(out_dir, config_kind=None, cell="lstm", calls=10):
+    """Write OUT/profile.txt: for one cell at the first config, per mode, the kernel launches of one
+    jit.cuda call and (on a GPU) its wall time, cuDNN's, and the Python functions that take the host's
+    time (cProfile, by own time). The benchmark shows jit.cuda's time barely growing with the work; this
+    says whether a call is bound by launches on the host. Returns the text's summary lines."""
+    import cProfile
+    import io
+    import pstats
+    import time
+
+    import jit.cuda.backend as cuda_backend
+    from jit.cuda.launch import SIMULATOR
+
+    name, T, B, I, H = configs(config_kind)[0]
+    case = Case(cell, T, B, I, H)
+    launches = 0
+    launch = cuda_backend.launch
+
+    def counted_launch(*args):
+        nonlocal launches
+        launches += 1
+        return launch(*args)
+
+    summary = [f"{cell} {name} (T={T}, B={B}, I={I}, H={H}) on {_device_name()}, {calls} calls per figure"]
+    details = []
+    cuda_backend.launch = counted_launch
+    try:
+        for mode in MODES:
+            call = case.jit_cuda_call(mode)
+            call()  # compiles, and warms the allocator
+            launches, start = 0, time.perf_counter()
+            for _ in range(calls):
+                call()
+            wall, per_call = (time.perf_counter() - start) / calls, launches / calls
+            if SIMULATOR:  # simulated timings are never shown
+                summary.append(f"{mode}: {per_call:.0f} kernel launches per call (CUDA simulator: no timings)")
+                continue
+            line = f"{mode}: {per_call:.0f} kernel launches per call, {wall * 1e3:.2f} ms per call " \
+                   f"({wall / per_call * 1e6:.0f} µs per launch, all host and device time included)"
+            if case.torch is not None:
+                peer = case.torch_call(mode, tf32=False)
+                peer()
+                start = time.perf_counter()
+                for _ in range(calls):
+                    peer()
+                line += f"; cuDNN fp32 {(time.perf_counter() - start) / calls * 1e3:.2f} ms"
+            summary.append(line)
+            profiler = cProfile.Profile()
+            profiler.enable()
+            for _ in range(calls):
+                call()
+            profiler.disable()
+            text = io.StringIO()
+            pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+            details += [f"== {mode}: cProfile of {calls} calls, 25 functions with the most own time", text.getvalue()]
+    finally:
+        cuda_backend.launch = launch
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "profile.txt").write_text("\n".join(summary + [""] + details) + "\n")
+    return "\n".join(summary)
+
+
 # ----- summarizing ---------------------------------------------------------------------------
 
 def load_results(path):
@@ -320,7 +385,14 @@ def main(argv=None):
     s.add_argument("results", help="pytest-benchmark JSON written by `pytest reports/gpu_bench.py`")
     s.add_argument("--out", required=True, help="folder for gpu_report.md")
     s.add_argument("--properties-junit", default=None, help="junit XML of the property suite run")
+    pr = sub.add_parser("profile", help="write OUT/profile.txt: launches, time per call and cProfile of jit.cuda calls")
+    pr.add_argument("--out", required=True, help="folder for profile.txt")
+    pr.add_argument("--configs", default=None, choices=["deepbench", "tiny"],
+                    help="config kind (default: CELLBENCH_GPU_CONFIGS or deepbench); its first config is used")
     args = parser.parse_args(argv)
+    if args.command == "profile":
+        print(profile_calls(args.out, args.configs))
+        return 0
     try:
         print(write_report(args.results, args.out, args.properties_junit))
     except (OSError, ValueError, KeyError) as exc:

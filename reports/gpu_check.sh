@@ -3,15 +3,17 @@
 #   1. the GPU benchmark: jit.cuda vs torch cuDNN nn.RNN/LSTM/GRU, fp32 with TF32 off plus torch's
 #      default TF32 row, T=25, I=H in 512/1024/2048, B in 16/32/64, lstm/gru/rnn_tanh, forward and
 #      forward+backward, on device arrays (reports/gpu_bench.py);
-#   2. the property suite against jit.cuda on the device (NUMBA_ENABLE_CUDASIM=0, never the simulator),
+#   2. OUTDIR/profile.txt: kernel launches per jit.cuda call, its time per call beside cuDNN's, and
+#      a cProfile of the host side (reports.gpu_bench profile; capped at 40 s);
+#   3. the property suite against jit.cuda on the device (NUMBA_ENABLE_CUDASIM=0, never the simulator),
 #      one line per test in its log, so a run cut short by its timeout still says what passed; a test
 #      that runs past 90 s gets every thread's stack dumped into the log (pytest's faulthandler_timeout).
 #      The benchmark goes first: pytest-benchmark writes its JSON only at the end, so a phase killed
 #      by its timeout loses its numbers, while the suite's log keeps what it reached.
-#   3. OUTDIR/gpu_report.md from the benchmark JSON, and a short summary table printed last.
+#   4. OUTDIR/gpu_report.md from the benchmark JSON, and a short summary table printed last.
 # Usage: reports/gpu_check.sh OUTDIR        (then commit OUTDIR under reports/ and quote it in the README)
 # Needs only numba-cuda, numpy, pandas, pytest, hypothesis, pytest-benchmark and torch (no network).
-# Budget: under 8 minutes: the two phases are capped at 120 s + 330 s (override with BENCH_TIMEOUT_S,
+# Budget: under 8 minutes: the three phases are capped at 90 s + 40 s + 330 s (override with BENCH_TIMEOUT_S,
 # PROPERTY_TIMEOUT_S); the device check and the report take seconds. Timed on an H200 (2026-11-27):
 # the benchmark 62 s; the suite reached 180 of its 246 tests in 210 s (reports/measurements/gpu_check-*).
 set -uo pipefail
@@ -29,7 +31,7 @@ export NUMBA_ENABLE_CUDASIM=0          # the real device, whatever the environme
 export CELLBENCH_BACKEND=jit.cuda:backend
 export PYTHONDONTWRITEBYTECODE=1
 export NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0   # small grids are the point of some property examples
-BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-120}
+BENCH_TIMEOUT_S=${BENCH_TIMEOUT_S:-90}
 PROPERTY_TIMEOUT_S=${PROPERTY_TIMEOUT_S:-330}
 
 echo "== device"
@@ -70,6 +72,10 @@ timeout "$BENCH_TIMEOUT_S" python -m pytest reports/gpu_bench.py -q -p no:cachep
 BENCH_RC=$?
 tail -n 3 "$OUT/gpu_bench.log"
 
+echo "== where a jit.cuda call's time goes (file: $OUT/profile.txt)"
+timeout 40 python -m reports.gpu_bench profile --out "$OUT"
+PROFILE_RC=$?
+
 echo "== property suite against jit.cuda on the device (log: $OUT/properties.log)"
 timeout "$PROPERTY_TIMEOUT_S" python -m pytest properties -v -p no:cacheprovider -m "not suite_power" \
     -o faulthandler_timeout=90 \
@@ -79,7 +85,7 @@ PROPERTY_RC=$?
 tail -n 3 "$OUT/properties.log"
 
 echo "== summary (report: $OUT/gpu_report.md)"
-echo "property suite exit status $PROPERTY_RC, benchmark $BENCH_RC (0 = fine, 124 = timeout)"
+echo "property suite exit status $PROPERTY_RC, benchmark $BENCH_RC, profile $PROFILE_RC (0 = fine, 124 = timeout)"
 SUMMARY_RC=1
 if [ -s "$OUT/gpu_bench.json" ]; then
     python -m reports.gpu_bench summarize "$OUT/gpu_bench.json" --out "$OUT" \
@@ -88,4 +94,4 @@ if [ -s "$OUT/gpu_bench.json" ]; then
 else
     echo "no benchmark JSON (benchmark exit status $BENCH_RC; 124 means it hit its ${BENCH_TIMEOUT_S}s timeout)"
 fi
-[ "$PROPERTY_RC" -eq 0 ] && [ "$BENCH_RC" -eq 0 ] && [ "$SUMMARY_RC" -eq 0 ]
+[ "$PROPERTY_RC" -eq 0 ] && [ "$BENCH_RC" -eq 0 ] && [ "$PROFILE_RC" -eq 0 ] && [ "$SUMMARY_RC" -eq 0 ]
