@@ -124,6 +124,30 @@ def test_every_cell_matches_the_reference_across_tiles(cell, dtype):
             assert_close(f"backward.{field}", getattr(grads, field), getattr(ref_grads, field), dtype)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
+def test_persistent_lstm_forward_gives_the_per_step_kernels_bits(dtype, training, monkeypatch):
+    """kernels.lstm_forward_persistent runs lstm_step_tile, the per-step kernel's own body, over
+    every tile and step of one launch: the same operations in the same order, so every result is
+    bit for bit the per-step path's (sizes past every tile; under the simulator its one block walks
+    all tiles, on a GPU the blocks synchronize across steps), and so is backward from it."""
+    p, x, h0, c0, dhs, dh_n, dc_n = inputs("lstm", dtype, seed=3)
+    monkeypatch.setattr(cuda_backend, "persistent_lstm_forward", False)
+    per_step = cuda_backend.forward("lstm", p, x, h0, c0, training=training)
+    monkeypatch.setattr(cuda_backend, "persistent_lstm_forward", True)
+    persistent = cuda_backend.forward("lstm", p, x, h0, c0, training=training)
+    for field in per_step._fields:
+        want, got = getattr(per_step, field), getattr(persistent, field)
+        assert (got is None) == (want is None), field
+        if want is not None:
+            np.testing.assert_array_equal(got, want, err_msg=field)
+    if training:
+        want = cuda_backend.backward("lstm", p, x, h0, c0, per_step, dhs, dh_n, dc_n)
+        got = cuda_backend.backward("lstm", p, x, h0, c0, persistent, dhs, dh_n, dc_n)
+        for field in want._fields:
+            np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru_classic"])
 def test_device_arrays_in_give_device_arrays_out(cell):
     dtype = np.float32
@@ -298,14 +322,17 @@ def test_gpu_bench_dry_run_under_the_simulator_writes_json_and_a_report_without_
 
 
 def test_gpu_profile_counts_the_launches_of_a_call_and_times_only_on_a_gpu(tmp_path):
-    """reports.gpu_bench profile on the tiny config: launches per call counted (lstm, T = 3: seven
-    finiteness checks, the projection, a step kernel per step and the copies of h_n and c_n in
-    inference); times and the cProfile only off the simulator."""
+    """reports.gpu_bench profile on the tiny config: launches per call counted. lstm inference at
+    T = 3: seven finiteness checks, the projection, then a step kernel per step (3) or the copies of
+    h0 and c0 and one persistent launch (3), then the copies of h_n and c_n: 13 either way; times
+    and the cProfile only off the simulator."""
     from reports.gpu_bench import profile_calls
     summary = profile_calls(tmp_path, "tiny")
     text = (tmp_path / "profile.txt").read_text()
-    assert summary in text and "inference: 13 kernel launches per call" in text
-    assert "training:" in text
+    assert summary in text
+    assert "per-step inference: 13 kernel launches per call" in text
+    assert "persistent forward inference: 13 kernel launches per call" in text
+    assert "per-step training:" in text and "persistent forward training:" in text
     assert (" ms per call" in text and "cProfile" in text) != SIMULATOR
 
 

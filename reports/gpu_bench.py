@@ -216,8 +216,9 @@ def test_gpu(benchmark, backend, cell, cfg, mode):
 def profile_calls(out_dir, config_kind=None, cell="lstm", calls=10):
     """Write OUT/profile.txt: for one cell at the first config, per mode, the kernel launches of one
     jit.cuda call and (on a GPU) its wall time, cuDNN's, and the Python functions that take the host's
-    time (cProfile, by own time). The benchmark shows jit.cuda's time barely growing with the work; this
-    says whether a call is bound by launches on the host. Returns the text's summary lines."""
+    time (cProfile, by own time); for lstm also with the forward as one persistent launch. The
+    benchmark shows jit.cuda's time barely growing with the work; this says whether a call is bound
+    by launches on the host, and what one launch instead of T buys. Returns the summary lines."""
     import cProfile
     import io
     import pstats
@@ -238,38 +239,50 @@ def profile_calls(out_dir, config_kind=None, cell="lstm", calls=10):
 
     summary = [f"{cell} {name} (T={T}, B={B}, I={I}, H={H}) on {_device_name()}, {calls} calls per figure"]
     details = []
+    # lstm also as one cooperative launch over all steps (jit.cuda.backend.persistent_lstm_forward).
+    variants = [("per-step", False)] + ([("persistent forward", True)] if cell == "lstm" else [])
+    default = cuda_backend.persistent_lstm_forward
     cuda_backend.launch = counted_launch
     try:
-        for mode in MODES:
-            call = case.jit_cuda_call(mode)
-            call()  # compiles, and warms the allocator
-            launches, start = 0, time.perf_counter()
-            for _ in range(calls):
-                call()
-            wall, per_call = (time.perf_counter() - start) / calls, launches / calls
-            if SIMULATOR:  # simulated timings are never shown
-                summary.append(f"{mode}: {per_call:.0f} kernel launches per call (CUDA simulator: no timings)")
-                continue
-            line = f"{mode}: {per_call:.0f} kernel launches per call, {wall * 1e3:.2f} ms per call " \
-                   f"({wall / per_call * 1e6:.0f} µs per launch, all host and device time included)"
-            if case.torch is not None:
-                peer = case.torch_call(mode, tf32=False)
-                peer()
-                start = time.perf_counter()
+        for variant, persistent in variants:
+            cuda_backend.persistent_lstm_forward = persistent
+            for mode in MODES:
+                call = case.jit_cuda_call(mode)
+                try:
+                    call()  # compiles, and warms the allocator
+                except Exception as exc:  # e.g. a cooperative launch this GPU refuses: say so, go on
+                    summary.append(f"{variant} {mode}: failed: {type(exc).__name__}: {exc}")
+                    continue
+                launches, start = 0, time.perf_counter()
                 for _ in range(calls):
+                    call()
+                wall, per_call = (time.perf_counter() - start) / calls, launches / calls
+                label = f"{variant} {mode}"
+                if SIMULATOR:  # simulated timings are never shown
+                    summary.append(f"{label}: {per_call:.0f} kernel launches per call (CUDA simulator: no timings)")
+                    continue
+                line = f"{label}: {per_call:.0f} kernel launches per call, {wall * 1e3:.2f} ms per call " \
+                       f"({wall / per_call * 1e6:.0f} µs per launch, all host and device time included)"
+                if case.torch is not None:
+                    peer = case.torch_call(mode, tf32=False)
                     peer()
-                line += f"; cuDNN fp32 {(time.perf_counter() - start) / calls * 1e3:.2f} ms"
-            summary.append(line)
-            profiler = cProfile.Profile()
-            profiler.enable()
-            for _ in range(calls):
-                call()
-            profiler.disable()
-            text = io.StringIO()
-            pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
-            details += [f"== {mode}: cProfile of {calls} calls, 25 functions with the most own time", text.getvalue()]
+                    start = time.perf_counter()
+                    for _ in range(calls):
+                        peer()
+                    line += f"; cuDNN fp32 {(time.perf_counter() - start) / calls * 1e3:.2f} ms"
+                summary.append(line)
+                profiler = cProfile.Profile()
+                profiler.enable()
+                for _ in range(calls):
+                    call()
+                profiler.disable()
+                text = io.StringIO()
+                pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(20)
+                details += [f"== {label}: cProfile of {calls} calls, 20 functions with the most own time",
+                            text.getvalue()]
     finally:
         cuda_backend.launch = launch
+        cuda_backend.persistent_lstm_forward = default
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "profile.txt").write_text("\n".join(summary + [""] + details) + "\n")

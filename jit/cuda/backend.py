@@ -14,6 +14,7 @@ then one fused kernel per step (two for gru_classic). Backward rebuilds h_{t−1
 t with one copy, runs one fused kernel per step (two for gru_classic), then the weight
 gradients and dx as matmuls over all T·B rows at once.
 """
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -23,7 +24,7 @@ from reference.contract import (CELLS, PARAM_NAMES, BackwardResult, ForwardResul
                                 check_forward_inputs)
 
 from .kernels import kernels_for
-from .launch import SIMULATOR, TILES, blocks, launch, synchronize
+from .launch import SIMULATOR, TILES, blocks, cooperative_grid_limit, launch, synchronize
 
 name = "jit.cuda"
 cells = frozenset(CELLS)
@@ -42,6 +43,11 @@ max_test_examples = 8 if SIMULATOR else None
 #: True when the kernels run on the CUDA simulator: results are exact, timings mean nothing
 #: (reports.backends leaves such a backend out of every benchmark).
 simulated = SIMULATOR
+
+#: lstm forward as one cooperative launch over all steps (kernels.lstm_forward_persistent) instead
+#: of one launch per step. Off by default until a GPU run measures it: the per-step path is the one
+#: checked on a GPU (an H200). Set by CELLBENCH_CUDA_PERSISTENT=1, or assign it.
+persistent_lstm_forward = os.environ.get("CELLBENCH_CUDA_PERSISTENT", "") not in ("", "0")
 
 if SIMULATOR:
     from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as _DeviceArray
@@ -212,6 +218,11 @@ def forward(cell, params, x, h0, c0=None, *, training=True):
     _matmul(k, x.reshape(T * B, I) if x.is_c_contiguous() else _to_device(x.copy_to_host()).reshape(T * B, I),
             w_ih, _as_2d(xw), trans_b=True, bias=b_ih)
 
+    if lstm and persistent_lstm_forward and T:
+        result = _lstm_forward_persistent(k, xw, h0, c0, w_hh, b_hh, training)
+        synchronize("forward('lstm')")
+        return result if on_device else _to_host(result)
+
     hs = cuda.device_array((T, B, H), dtype)
     cs = cuda.device_array((T, B, H), dtype) if lstm and training else None
     gates = cuda.device_array((T, B, G * H), dtype) if training else None
@@ -243,6 +254,27 @@ def forward(cell, params, x, h0, c0=None, *, training=True):
     synchronize(f"forward({cell!r})")
     result = ForwardResult(hs, h_n, c_n, cs, gates)
     return result if on_device else _to_host(result)
+
+
+def _lstm_forward_persistent(k, xw, h0, c0, w_hh, b_hh, training):
+    """lstm's recurrence as one cooperative launch (kernels.lstm_forward_persistent): h0 and c0 are
+    copied into the first slots of the state arrays it steps through; hs and cs are views past them."""
+    T, B, GH = xw.shape
+    H = GH // 4
+    dtype = k.dtype
+    hs_ext = cuda.device_array((T + 1, B, H), dtype)
+    c_ext = cuda.device_array((T + 1 if training else 2, B, H), dtype)
+    gates = cuda.device_array((T if training else 1, B, GH), dtype)
+    _launch_1d(k.copy2d, B * H, h0, hs_ext[0])
+    _launch_1d(k.copy2d, B * H, c0, c_ext[0])
+    args = (xw, hs_ext, c_ext, w_hh, b_hh, gates)
+    block = (TILES.units, TILES.rows)
+    tiles = blocks(H, TILES.units) * blocks(B, TILES.rows)
+    grid = min(tiles, cooperative_grid_limit(k.lstm_forward_persistent, block, *args))
+    launch(k.lstm_forward_persistent, (grid,), block, *args)
+    h_n = _copy(k, hs_ext[T])
+    c_n = _copy(k, c_ext[T % c_ext.shape[0]])
+    return ForwardResult(hs_ext[1:], h_n, c_n, c_ext[1:] if training else None, gates if training else None)
 
 
 def _to_host(result):

@@ -13,6 +13,10 @@ Design (issue 5):
   (``gate_products``), so the gates' pointwise update follows in registers without another
   pass over memory. gru_classic needs r before W_hn (r⊙h), a dependency across hidden
   units, so its step is two kernels (r, z; then n).
+- lstm's forward also as one cooperative launch over all steps (``lstm_forward_persistent``,
+  off by default: jit.cuda.backend.persistent_lstm_forward): the blocks share each step's
+  tiles and the grid synchronizes between steps; the step body (``lstm_step_tile``) is the
+  per-step kernel's own, so both give the same bits.
 - a backward step kernel per cell, built the same way with the pointwise part moved to the
   front: while loading a tile of ∂L/∂a (the operand of the product ∂L/∂h = ∂L/∂a · W_hh), each
   block computes it from ∂L/∂h, ∂L/∂c and the stored gates; blocks of the first column tile
@@ -175,8 +179,9 @@ def kernels_for(dtype) -> SimpleNamespace:
     # ----- forward: the recurrent product of all gate rows of a block's hidden units ------
 
     @cuda.jit(device=True)
-    def gate_products(hin, w, row0, acc, h_tile, w_tile):
-        """acc[g] += Σ_k hin[b, k]·w[row0 + g·H + j, k], for g < w_tile.shape[0], this thread's (b, j).
+    def gate_products(hin, w, row0, acc, h_tile, w_tile, j0, b0):
+        """acc[g] += Σ_k hin[b, k]·w[row0 + g·H + j, k], for g < w_tile.shape[0], this thread's
+        (b, j) = (b0 + threadIdx.y, j0 + threadIdx.x) in the tile of units j0… and rows b0….
 
         Twin of the W_hh h products in reference.affine.affine. Every thread of the block must
         call it (they load the shared tiles together), in bounds or not; hin is (B, H).
@@ -187,8 +192,6 @@ def kernels_for(dtype) -> SimpleNamespace:
         tx = cuda.threadIdx.x
         ty = cuda.threadIdx.y
         tid = ty * UNITS + tx
-        b0 = cuda.blockIdx.y * ROWS
-        j0 = cuda.blockIdx.x * UNITS
         for k0 in range(0, H, DEPTH):
             for e in range(tid, ROWS * DEPTH, STEP_THREADS):
                 rr = e // DEPTH
@@ -227,28 +230,26 @@ def kernels_for(dtype) -> SimpleNamespace:
         acc[0] = DT(0.0)
         if inside:
             acc[0] = xw_t[b, j] + b_hh[j]
-        gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile)
+        gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile, cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS)
         if inside:
             h = relu(acc[0]) if use_relu else tanh(acc[0])
             h_next[b, j] = h
             gates_t[b, j] = h
 
-    @cuda.jit
-    def lstm_step_forward(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t):
-        """Twin of reference.lstm.lstm_step_forward: a = xw + b_hh + W_hh h; i, f, g, o; c'; h'."""
-        h_tile = cuda.shared.array((ROWS, DEPTH), DT)
-        w_tile = cuda.shared.array((4, UNITS, DEPTH_PADDED), DT)
-        acc = cuda.local.array(4, DT)
+    @cuda.jit(device=True)
+    def lstm_step_tile(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t, j0, b0, h_tile, w_tile, acc):
+        """Twin of reference.lstm.lstm_step_forward on the tile of units j0… and rows b0…:
+        a = xw + b_hh + W_hh h; i, f, g, o; c'; h'. Every thread of the block calls it."""
         B = h_prev.shape[0]
         H = h_prev.shape[1]
-        j = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
-        b = cuda.blockIdx.y * ROWS + cuda.threadIdx.y
+        j = j0 + cuda.threadIdx.x
+        b = b0 + cuda.threadIdx.y
         inside = b < B and j < H
         for g in range(4):
             acc[g] = DT(0.0)
             if inside:
                 acc[g] = xw_t[b, g * H + j] + b_hh[g * H + j]
-        gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile)
+        gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile, j0, b0)
         if inside:
             i = sigmoid(acc[0])
             f = sigmoid(acc[1])
@@ -261,6 +262,45 @@ def kernels_for(dtype) -> SimpleNamespace:
             gates_t[b, H + j] = f
             gates_t[b, 2 * H + j] = g
             gates_t[b, 3 * H + j] = o
+
+    @cuda.jit
+    def lstm_step_forward(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t):
+        """One step of reference.lstm.lstm_step_forward: lstm_step_tile on this block's tile."""
+        h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+        w_tile = cuda.shared.array((4, UNITS, DEPTH_PADDED), DT)
+        acc = cuda.local.array(4, DT)
+        lstm_step_tile(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t,
+                       cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
+
+    @cuda.jit
+    def lstm_forward_persistent(xw, hs_ext, c_ext, w_hh, b_hh, gates):
+        """Every step of reference.lstm.lstm_forward in one cooperative launch: a 1-D grid of
+        blocks shares the (units × rows) tiles of a step, and the grid synchronizes between steps
+        (step t + 1 reads all of h_t). One launch instead of T: a call of the per-step kernels
+        is bound by their launches on the host (see the README's H200 run).
+
+        hs_ext (T + 1, B, H) holds h0 then h_1 … h_T; c_ext holds c0 then the cell states,
+        T + 1 of them (training) or two in turn (inference); gates (T, B, 4H) or one step's
+        scratch (1, B, 4H).
+        """
+        h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+        w_tile = cuda.shared.array((4, UNITS, DEPTH_PADDED), DT)
+        acc = cuda.local.array(4, DT)
+        grid = cuda.cg.this_grid()
+        T = xw.shape[0]
+        B = hs_ext.shape[1]
+        H = hs_ext.shape[2]
+        unit_tiles = (H + UNITS - 1) // UNITS
+        tiles = unit_tiles * ((B + ROWS - 1) // ROWS)
+        n_c = c_ext.shape[0]
+        n_g = gates.shape[0]
+        for t in range(T):
+            for tile in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
+                row_tile = tile // unit_tiles
+                lstm_step_tile(xw[t], hs_ext[t], c_ext[t % n_c], w_hh, b_hh, hs_ext[t + 1], c_ext[(t + 1) % n_c],
+                               gates[t % n_g], (tile - row_tile * unit_tiles) * UNITS, row_tile * ROWS,
+                               h_tile, w_tile, acc)
+            grid.sync()
 
     @cuda.jit
     def gru_step_forward(xw_t, h_prev, w_hh, b_hh, h_next, gates_t):
@@ -279,7 +319,7 @@ def kernels_for(dtype) -> SimpleNamespace:
             acc[0] = xw_t[b, j] + b_hh[j]
             acc[1] = xw_t[b, H + j] + b_hh[H + j]
             acc[2] = b_hh[2 * H + j]  # W_hn h + b_hn stays apart: r scales it
-        gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile)
+        gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile, cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS)
         if inside:
             r = sigmoid(acc[0])
             z = sigmoid(acc[1])
@@ -304,7 +344,7 @@ def kernels_for(dtype) -> SimpleNamespace:
             acc[g] = DT(0.0)
             if inside:
                 acc[g] = xw_t[b, g * H + j] + b_hh[g * H + j]
-        gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile)
+        gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile, cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS)
         if inside:
             r = sigmoid(acc[0])
             gates_t[b, j] = r
@@ -325,7 +365,7 @@ def kernels_for(dtype) -> SimpleNamespace:
         acc[0] = DT(0.0)
         if inside:
             acc[0] = xw_t[b, 2 * H + j] + b_hh[2 * H + j]
-        gate_products(rh, w_hh, 2 * H, acc, h_tile, w_tile)
+        gate_products(rh, w_hh, 2 * H, acc, h_tile, w_tile, cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS)
         if inside:
             n = tanh(acc[0])
             z = gates_t[b, H + j]
@@ -597,6 +637,7 @@ def kernels_for(dtype) -> SimpleNamespace:
         dtype=np.dtype(DT), matmul=matmul, column_sums=column_sums, copy2d=copy2d, add2d=add2d, fill2d=fill2d,
         count_nonfinite=count_nonfinite,
         rnn_step_forward=rnn_step_forward, lstm_step_forward=lstm_step_forward, gru_step_forward=gru_step_forward,
+        lstm_forward_persistent=lstm_forward_persistent,
         gru_classic_step_forward_rz=gru_classic_step_forward_rz,
         gru_classic_step_forward_n=gru_classic_step_forward_n,
         rnn_step_backward=rnn_step_backward, lstm_step_backward=lstm_step_backward,

@@ -155,6 +155,16 @@ def launch(kernel, grid, block, *args):
         raise LaunchError(f"jit.cuda: {name} with grid {grid}, block {block} failed: {exc}") from exc
 
 
+def cooperative_grid_limit(kernel, block, *args) -> int:
+    """The most blocks of ``kernel`` (a grid-synchronizing one) that a cooperative launch with
+    these arguments and this block may have: all of them must be resident on the GPU at once.
+    The simulator runs a cooperative grid of one block only."""
+    if SIMULATOR:  # any signature's overload answers 1
+        return kernel.overloads[None].max_cooperative_grid_blocks(block)
+    from numba import typeof
+    return kernel.compile(tuple(typeof(a) for a in args)).max_cooperative_grid_blocks(block)
+
+
 def synchronize(where: str):
     """Wait for the device and report an asynchronous kernel fault against the call that made it."""
     try:

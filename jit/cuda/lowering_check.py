@@ -21,13 +21,14 @@ from numba.cuda import config as cuda_config
 
 def kernel_signatures(nb):
     """Each kernel's argument types for one float type, with contiguous arrays as forward/backward pass them."""
-    A2, A1, flag = nb[:, ::1], nb[::1], nt.boolean
+    A3, A2, A1, flag = nb[:, :, ::1], nb[:, ::1], nb[::1], nt.boolean
     return {
         "matmul": (A2, A2, A2, A1, flag, flag, flag),
         "column_sums": (A2, A1), "copy2d": (A2, A2), "add2d": (A2, A2, A2), "fill2d": (A2, nb),
         "count_nonfinite": (A1, nt.int64[::1], nt.int64),
         "rnn_step_forward": (A2, A2, A2, A1, flag, A2, A2),
         "lstm_step_forward": (A2, A2, A2, A2, A1, A2, A2, A2),
+        "lstm_forward_persistent": (A3, A3, A3, A2, A1, A3),
         "gru_step_forward": (A2, A2, A2, A1, A2, A2),
         "gru_classic_step_forward_rz": (A2, A2, A2, A1, A2, A2),
         "gru_classic_step_forward_n": (A2, A2, A2, A2, A1, A2, A2),
