@@ -126,26 +126,29 @@ def test_every_cell_matches_the_reference_across_tiles(cell, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
-def test_persistent_lstm_forward_gives_the_per_step_kernels_bits(dtype, training, monkeypatch):
-    """kernels.lstm_forward_persistent runs lstm_step_tile, the per-step kernel's own body, over
-    every tile and step of one launch: the same operations in the same order, so every result is
-    bit for bit the per-step path's (sizes past every tile; under the simulator its one block walks
-    all tiles, on a GPU the blocks synchronize across steps), and so is backward from it."""
+def test_persistent_lstm_gives_the_per_step_kernels_bits(dtype, training, monkeypatch):
+    """kernels.lstm_forward_persistent and lstm_backward_persistent run the per-step kernels' own
+    bodies (lstm_step_tile, lstm_step_backward_tile) over every tile and step of one launch: the
+    same operations in the same order, so every result is bit for bit the per-step path's (sizes
+    past every tile; under the simulator its one block walks all tiles, on a GPU the blocks
+    synchronize between steps)."""
     p, x, h0, c0, dhs, dh_n, dc_n = inputs("lstm", dtype, seed=3)
-    monkeypatch.setattr(cuda_backend, "persistent_lstm_forward", False)
-    per_step = cuda_backend.forward("lstm", p, x, h0, c0, training=training)
-    monkeypatch.setattr(cuda_backend, "persistent_lstm_forward", True)
-    persistent = cuda_backend.forward("lstm", p, x, h0, c0, training=training)
-    for field in per_step._fields:
-        want, got = getattr(per_step, field), getattr(persistent, field)
-        assert (got is None) == (want is None), field
-        if want is not None:
-            np.testing.assert_array_equal(got, want, err_msg=field)
-    if training:
-        want = cuda_backend.backward("lstm", p, x, h0, c0, per_step, dhs, dh_n, dc_n)
-        got = cuda_backend.backward("lstm", p, x, h0, c0, persistent, dhs, dh_n, dc_n)
+    results = {}
+    for persistent in (False, True):
+        monkeypatch.setattr(cuda_backend, "persistent_lstm", persistent)
+        fwd = cuda_backend.forward("lstm", p, x, h0, c0, training=training)
+        grads = cuda_backend.backward("lstm", p, x, h0, c0, fwd, dhs, dh_n, dc_n) if training else None
+        # ∂L/∂c_T absent too: the backward's zero start for the cell-state gradient
+        no_dc = cuda_backend.backward("lstm", p, x, h0, c0, fwd, dhs, dh_n, None) if training else None
+        results[persistent] = (fwd, grads, no_dc)
+    for want, got in zip(results[False], results[True]):
+        if want is None:
+            continue
         for field in want._fields:
-            np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
+            w, g = getattr(want, field), getattr(got, field)
+            assert (g is None) == (w is None), field
+            if w is not None:
+                np.testing.assert_array_equal(g, w, err_msg=field)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru_classic"])
@@ -331,8 +334,8 @@ def test_gpu_profile_counts_the_launches_of_a_call_and_times_only_on_a_gpu(tmp_p
     text = (tmp_path / "profile.txt").read_text()
     assert summary in text
     assert "per-step inference: 13 kernel launches per call" in text
-    assert "persistent forward inference: 13 kernel launches per call" in text
-    assert "per-step training:" in text and "persistent forward training:" in text
+    assert "persistent inference: 13 kernel launches per call" in text
+    assert "per-step training:" in text and "persistent training:" in text
     assert (" ms per call" in text and "cProfile" in text) != SIMULATOR
 
 

@@ -216,7 +216,7 @@ def test_gpu(benchmark, backend, cell, cfg, mode):
 def profile_calls(out_dir, config_kind=None, cell="lstm", calls=10):
     """Write OUT/profile.txt: for one cell at the first config, per mode, the kernel launches of one
     jit.cuda call and (on a GPU) its wall time, cuDNN's, and the Python functions that take the host's
-    time (cProfile, by own time); for lstm also with the forward as one persistent launch. The
+    time (cProfile, by own time); for lstm also with each time loop as one persistent launch. The
     benchmark shows jit.cuda's time barely growing with the work; this says whether a call is bound
     by launches on the host, and what one launch instead of T buys. Returns the summary lines."""
     import cProfile
@@ -239,13 +239,13 @@ def profile_calls(out_dir, config_kind=None, cell="lstm", calls=10):
 
     summary = [f"{cell} {name} (T={T}, B={B}, I={I}, H={H}) on {_device_name()}, {calls} calls per figure"]
     details = []
-    # lstm also as one cooperative launch over all steps (jit.cuda.backend.persistent_lstm_forward).
-    variants = [("per-step", False)] + ([("persistent forward", True)] if cell == "lstm" else [])
-    default = cuda_backend.persistent_lstm_forward
+    # lstm also with each time loop as one cooperative launch (jit.cuda.backend.persistent_lstm).
+    variants = [("per-step", False)] + ([("persistent", True)] if cell == "lstm" else [])
+    default = cuda_backend.persistent_lstm
     cuda_backend.launch = counted_launch
     try:
         for variant, persistent in variants:
-            cuda_backend.persistent_lstm_forward = persistent
+            cuda_backend.persistent_lstm = persistent
             for mode in MODES:
                 call = case.jit_cuda_call(mode)
                 try:
@@ -282,7 +282,7 @@ def profile_calls(out_dir, config_kind=None, cell="lstm", calls=10):
                             text.getvalue()]
     finally:
         cuda_backend.launch = launch
-        cuda_backend.persistent_lstm_forward = default
+        cuda_backend.persistent_lstm = default
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "profile.txt").write_text("\n".join(summary + [""] + details) + "\n")

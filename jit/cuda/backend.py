@@ -44,10 +44,11 @@ max_test_examples = 8 if SIMULATOR else None
 #: (reports.backends leaves such a backend out of every benchmark).
 simulated = SIMULATOR
 
-#: lstm forward as one cooperative launch over all steps (kernels.lstm_forward_persistent) instead
-#: of one launch per step. Off by default until a GPU run measures it: the per-step path is the one
-#: checked on a GPU (an H200). Set by CELLBENCH_CUDA_PERSISTENT=1, or assign it.
-persistent_lstm_forward = os.environ.get("CELLBENCH_CUDA_PERSISTENT", "") not in ("", "0")
+#: lstm's time loops, forward and backward, each as one cooperative launch over all steps
+#: (kernels.lstm_forward_persistent, lstm_backward_persistent) instead of one launch per step.
+#: Off by default until a GPU run measures it: the per-step path is the one checked on a GPU (an
+#: H200). Set by CELLBENCH_CUDA_PERSISTENT=1, or assign it.
+persistent_lstm = os.environ.get("CELLBENCH_CUDA_PERSISTENT", "") not in ("", "0")
 
 if SIMULATOR:
     from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as _DeviceArray
@@ -218,7 +219,7 @@ def forward(cell, params, x, h0, c0=None, *, training=True):
     _matmul(k, x.reshape(T * B, I) if x.is_c_contiguous() else _to_device(x.copy_to_host()).reshape(T * B, I),
             w_ih, _as_2d(xw), trans_b=True, bias=b_ih)
 
-    if lstm and persistent_lstm_forward and T:
+    if lstm and persistent_lstm and T:
         result = _lstm_forward_persistent(k, xw, h0, c0, w_hh, b_hh, training)
         synchronize("forward('lstm')")
         return result if on_device else _to_host(result)
@@ -277,6 +278,26 @@ def _lstm_forward_persistent(k, xw, h0, c0, w_hh, b_hh, training):
     return ForwardResult(hs_ext[1:], h_n, c_n, c_ext[1:] if training else None, gates if training else None)
 
 
+def _lstm_backward_persistent(k, dh_n, dc_n, dhs, gates, cs, c0, w_hh, da_x):
+    """lstm's BPTT time loop as one cooperative launch (kernels.lstm_backward_persistent); returns
+    ∂L/∂h0 and ∂L/∂c0, the slot of their pairs that the last step wrote."""
+    T, B, H = cs.shape
+    dtype = k.dtype
+    dh_pair = cuda.device_array((2, B, H), dtype)
+    dc_pair = cuda.device_array((2, B, H), dtype)
+    _launch_1d(k.add2d, B * H, dh_n, dhs[T - 1], dh_pair[0])
+    if dc_n is not None:
+        _launch_1d(k.copy2d, B * H, dc_n, dc_pair[0])
+    else:
+        _launch_1d(k.fill2d, B * H, dc_pair[0], dtype.type(0))
+    args = (dh_pair, dc_pair, gates, cs, c0, w_hh, dhs, da_x)
+    block = (TILES.units, TILES.rows)
+    tiles = blocks(H, TILES.units) * blocks(B, TILES.rows)
+    grid = min(tiles, cooperative_grid_limit(k.lstm_backward_persistent, block, *args))
+    launch(k.lstm_backward_persistent, (grid,), block, *args)
+    return dh_pair[T % 2], dc_pair[T % 2]
+
+
 def _to_host(result):
     return type(result)(*(None if a is None else a.copy_to_host() for a in result))
 
@@ -321,38 +342,41 @@ def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
         rh_all = cuda.device_array((T, B, H), dtype)  # r⊙h_{t−1}, the input of W_hn
         d_rh = cuda.device_array((B, H), dtype)
 
-    dh = cuda.device_array((B, H), dtype)  # ∂L/∂h_t, in full: from the loss and from step t+1
-    if T:
-        _launch_1d(k.add2d, B * H, dh_n, dhs[T - 1], dh)
+    if lstm and persistent_lstm and T:
+        dh, dc = _lstm_backward_persistent(k, dh_n, dc_n, dhs, gates, cs, c0, w_hh, da_x)
     else:
-        _launch_1d(k.copy2d, B * H, dh_n, dh)
-    dh_next_buffer = cuda.device_array((B, H), dtype)
-    if lstm:
-        dc = _copy(k, dc_n) if dc_n is not None else _zeros(k, (B, H))
-        dc_next_buffer = cuda.device_array((B, H), dtype)
+        dh = cuda.device_array((B, H), dtype)  # ∂L/∂h_t, in full: from the loss and from step t+1
+        if T:
+            _launch_1d(k.add2d, B * H, dh_n, dhs[T - 1], dh)
+        else:
+            _launch_1d(k.copy2d, B * H, dh_n, dh)
+        dh_next_buffer = cuda.device_array((B, H), dtype)
+        if lstm:
+            dc = _copy(k, dc_n) if dc_n is not None else _zeros(k, (B, H))
+            dc_next_buffer = cuda.device_array((B, H), dtype)
 
-    for t in reversed(range(T)):
-        h_prev = h_prev_all[t]
-        dhs_prev = dhs[t - 1] if t else dhs[0]
-        use_dhs_prev = t > 0  # h_{t−1} also feeds the loss directly, unless it is h0
-        dh_prev = dh_next_buffer
-        if cell in ("rnn_tanh", "rnn_relu"):
-            launch(k.rnn_step_backward, grid, block, dh, gates[t], w_hh, cell == "rnn_relu", dhs_prev,
-                   use_dhs_prev, da_x[t], dh_prev)
-        elif lstm:
-            c_prev = cs[t - 1] if t else c0
-            launch(k.lstm_step_backward, grid, block, dh, dc, gates[t], c_prev, cs[t], w_hh, dhs_prev,
-                   use_dhs_prev, da_x[t], dh_prev, dc_next_buffer)
-            dc, dc_next_buffer = dc_next_buffer, dc
-        elif cell == "gru":
-            launch(k.gru_step_backward, grid, block, dh, gates[t], h_prev, hn_all[t], w_hh, dhs_prev,
-                   use_dhs_prev, da_x[t], da_h[t], dh_prev)
-        else:  # gru_classic: ∂L/∂(r⊙h) for all units must exist before the r rows' da
-            launch(k.gru_classic_step_backward_n, grid, block, dh, gates[t], h_prev, w_hh, da_x[t], da_h[t],
-                   d_rh, rh_all[t])
-            launch(k.gru_classic_step_backward_rz, grid, block, dh, gates[t], h_prev, d_rh, w_hh, dhs_prev,
-                   use_dhs_prev, da_x[t], da_h[t], dh_prev)
-        dh, dh_next_buffer = dh_prev, dh
+        for t in reversed(range(T)):
+            h_prev = h_prev_all[t]
+            dhs_prev = dhs[t - 1] if t else dhs[0]
+            use_dhs_prev = t > 0  # h_{t−1} also feeds the loss directly, unless it is h0
+            dh_prev = dh_next_buffer
+            if cell in ("rnn_tanh", "rnn_relu"):
+                launch(k.rnn_step_backward, grid, block, dh, gates[t], w_hh, cell == "rnn_relu", dhs_prev,
+                       use_dhs_prev, da_x[t], dh_prev)
+            elif lstm:
+                c_prev = cs[t - 1] if t else c0
+                launch(k.lstm_step_backward, grid, block, dh, dc, gates[t], c_prev, cs[t], w_hh, dhs_prev,
+                       use_dhs_prev, da_x[t], dh_prev, dc_next_buffer)
+                dc, dc_next_buffer = dc_next_buffer, dc
+            elif cell == "gru":
+                launch(k.gru_step_backward, grid, block, dh, gates[t], h_prev, hn_all[t], w_hh, dhs_prev,
+                       use_dhs_prev, da_x[t], da_h[t], dh_prev)
+            else:  # gru_classic: ∂L/∂(r⊙h) for all units must exist before the r rows' da
+                launch(k.gru_classic_step_backward_n, grid, block, dh, gates[t], h_prev, w_hh, da_x[t], da_h[t],
+                       d_rh, rh_all[t])
+                launch(k.gru_classic_step_backward_rz, grid, block, dh, gates[t], h_prev, d_rh, w_hh, dhs_prev,
+                       use_dhs_prev, da_x[t], da_h[t], dh_prev)
+            dh, dh_next_buffer = dh_prev, dh
 
     # Weight gradients and dx over all T·B rows at once (twin of the sums over t in reference.backend).
     da_x2, da_h2 = _as_2d(da_x), _as_2d(da_h)

@@ -13,10 +13,11 @@ Design (issue 5):
   (``gate_products``), so the gates' pointwise update follows in registers without another
   pass over memory. gru_classic needs r before W_hn (r⊙h), a dependency across hidden
   units, so its step is two kernels (r, z; then n).
-- lstm's forward also as one cooperative launch over all steps (``lstm_forward_persistent``,
-  off by default: jit.cuda.backend.persistent_lstm_forward): the blocks share each step's
-  tiles and the grid synchronizes between steps; the step body (``lstm_step_tile``) is the
-  per-step kernel's own, so both give the same bits.
+- lstm's time loops also as one cooperative launch each (``lstm_forward_persistent``,
+  ``lstm_backward_persistent``; off by default: jit.cuda.backend.persistent_lstm): the blocks
+  share each step's tiles and the grid synchronizes between steps; the step bodies
+  (``lstm_step_tile``, ``lstm_step_backward_tile``) are the per-step kernels' own, so both
+  paths give the same bits.
 - a backward step kernel per cell, built the same way with the pointwise part moved to the
   front: while loading a tile of ∂L/∂a (the operand of the product ∂L/∂h = ∂L/∂a · W_hh), each
   block computes it from ∂L/∂h, ∂L/∂c and the stored gates; blocks of the first column tile
@@ -375,10 +376,9 @@ def kernels_for(dtype) -> SimpleNamespace:
     # ----- backward: ∂L/∂h_{t−1} = ∂L/∂a · W_hh with ∂L/∂a computed while its tile loads --------
 
     @cuda.jit(device=True)
-    def load_weight_rows(w, row0, r0, n_rows, w_tile):
-        """w_tile[q, u] = w[row0 + r0 + q, k0 + u] (zero outside n_rows rows or H columns), k0 = this block's columns."""
+    def load_weight_rows(w, row0, r0, n_rows, w_tile, k0):
+        """w_tile[q, u] = w[row0 + r0 + q, k0 + u] (zero outside n_rows rows or H columns), k0 = the tile's first column."""
         H = w.shape[1]
-        k0 = cuda.blockIdx.x * UNITS
         tid = cuda.threadIdx.y * UNITS + cuda.threadIdx.x
         for e in range(tid, DEPTH * UNITS, STEP_THREADS):
             q = e // UNITS
@@ -425,7 +425,7 @@ def kernels_for(dtype) -> SimpleNamespace:
                     if store:
                         da_t[b0 + rr, r0 + q] = v
                 da_tile[rr, q] = v
-            load_weight_rows(w_hh, 0, r0, H, w_tile)
+            load_weight_rows(w_hh, 0, r0, H, w_tile, cuda.blockIdx.x * UNITS)
             cuda.syncthreads()
             acc = rows_times_weights(acc, da_tile, w_tile)
             cuda.syncthreads()
@@ -455,19 +455,19 @@ def kernels_for(dtype) -> SimpleNamespace:
             return dc_total * c_prev[b, j] * sigmoid_grad(gates_t[b, H + j])
         return dc_total * gates_t[b, j] * tanh_grad(gates_t[b, 2 * H + j])
 
-    @cuda.jit
-    def lstm_step_backward(dh, dc, gates_t, c_prev, c_t, w_hh, dhs_prev, use_dhs_prev, da_t, dh_prev, dc_prev):
-        """Twin of reference.lstm.lstm_step_backward: da (4 gate rows per unit), da W_hh, ∂L/∂c_{t−1} = f⊙∂L/∂c_t."""
-        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
-        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+    @cuda.jit(device=True)
+    def lstm_step_backward_tile(dh, dc, gates_t, c_prev, c_t, w_hh, dhs_prev, use_dhs_prev, da_t, dh_prev, dc_prev,
+                                k0, b0, da_tile, w_tile):
+        """Twin of reference.lstm.lstm_step_backward on the tile of columns k0… and rows b0…: da
+        (4 gate rows per unit), da W_hh, ∂L/∂c_{t−1} = f⊙∂L/∂c_t. Tiles of the first columns store da.
+        Every thread of the block calls it."""
         B = dh.shape[0]
         H = dh.shape[1]
         n_rows = 4 * H
         tid = cuda.threadIdx.y * UNITS + cuda.threadIdx.x
-        b0 = cuda.blockIdx.y * ROWS
-        k = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
+        k = k0 + cuda.threadIdx.x
         b = b0 + cuda.threadIdx.y
-        store = cuda.blockIdx.x == 0
+        store = k0 == 0
         acc = DT(0.0)
         for r0 in range(0, n_rows, DEPTH):
             for e in range(tid, ROWS * DEPTH, STEP_THREADS):
@@ -479,7 +479,7 @@ def kernels_for(dtype) -> SimpleNamespace:
                     if store:
                         da_t[b0 + rr, r0 + q] = v
                 da_tile[rr, q] = v
-            load_weight_rows(w_hh, 0, r0, n_rows, w_tile)
+            load_weight_rows(w_hh, 0, r0, n_rows, w_tile, k0)
             cuda.syncthreads()
             acc = rows_times_weights(acc, da_tile, w_tile)
             cuda.syncthreads()
@@ -488,6 +488,46 @@ def kernels_for(dtype) -> SimpleNamespace:
                 acc += dhs_prev[b, k]
             dh_prev[b, k] = acc
             dc_prev[b, k] = lstm_dc_total(b, k, dh, dc, gates_t, c_t) * gates_t[b, H + k]
+
+    @cuda.jit
+    def lstm_step_backward(dh, dc, gates_t, c_prev, c_t, w_hh, dhs_prev, use_dhs_prev, da_t, dh_prev, dc_prev):
+        """One step of reference.lstm.lstm_step_backward: lstm_step_backward_tile on this block's tile."""
+        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
+        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+        lstm_step_backward_tile(dh, dc, gates_t, c_prev, c_t, w_hh, dhs_prev, use_dhs_prev, da_t, dh_prev, dc_prev,
+                                cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
+
+    @cuda.jit
+    def lstm_backward_persistent(dh_pair, dc_pair, gates, cs, c0, w_hh, dhs, da):
+        """Every step of lstm's BPTT (reference.lstm.lstm_backward's time loop) in one cooperative
+        launch, like lstm_forward_persistent: the blocks share each step's tiles, the grid
+        synchronizes between steps. ∂L/∂h and ∂L/∂c of the step being undone are in slot
+        s % 2 of dh_pair and dc_pair (s = T − 1 − t), those of the step before go to the other
+        slot; the caller puts the last step's in slot 0 and reads h0's and c0's from slot T % 2.
+        """
+        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
+        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+        grid = cuda.cg.this_grid()
+        T = gates.shape[0]
+        B = dh_pair.shape[1]
+        H = dh_pair.shape[2]
+        unit_tiles = (H + UNITS - 1) // UNITS
+        tiles = unit_tiles * ((B + ROWS - 1) // ROWS)
+        for s in range(T):
+            t = T - 1 - s
+            now = s % 2
+            before = 1 - now
+            for tile in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
+                row_tile = tile // unit_tiles
+                k0 = (tile - row_tile * unit_tiles) * UNITS
+                b0 = row_tile * ROWS
+                if t > 0:  # h_{t−1} also feeds the loss directly, unless it is h0
+                    lstm_step_backward_tile(dh_pair[now], dc_pair[now], gates[t], cs[t - 1], cs[t], w_hh, dhs[t - 1],
+                                            True, da[t], dh_pair[before], dc_pair[before], k0, b0, da_tile, w_tile)
+                else:
+                    lstm_step_backward_tile(dh_pair[now], dc_pair[now], gates[t], c0, cs[t], w_hh, dhs[0],
+                                            False, da[t], dh_pair[before], dc_pair[before], k0, b0, da_tile, w_tile)
+            grid.sync()
 
     @cuda.jit(device=True)
     def gru_da(b, r, dh, gates_t, h_prev, hn_t, da_x_t, da_h_t, store):
@@ -541,7 +581,7 @@ def kernels_for(dtype) -> SimpleNamespace:
                 if b0 + rr < B and r0 + q < n_rows:
                     v = gru_da(b0 + rr, r0 + q, dh, gates_t, h_prev, hn_t, da_x_t, da_h_t, store)
                 da_tile[rr, q] = v
-            load_weight_rows(w_hh, 0, r0, n_rows, w_tile)
+            load_weight_rows(w_hh, 0, r0, n_rows, w_tile, cuda.blockIdx.x * UNITS)
             cuda.syncthreads()
             acc = rows_times_weights(acc, da_tile, w_tile)
             cuda.syncthreads()
@@ -580,7 +620,7 @@ def kernels_for(dtype) -> SimpleNamespace:
                         da_x_t[bb, 2 * H + j] = v
                         da_h_t[bb, 2 * H + j] = v
                 da_tile[rr, q] = v
-            load_weight_rows(w_hh, 2 * H, r0, H, w_tile)
+            load_weight_rows(w_hh, 2 * H, r0, H, w_tile, cuda.blockIdx.x * UNITS)
             cuda.syncthreads()
             acc = rows_times_weights(acc, da_tile, w_tile)
             cuda.syncthreads()
@@ -623,7 +663,7 @@ def kernels_for(dtype) -> SimpleNamespace:
                         da_x_t[b0 + rr, r0 + q] = v
                         da_h_t[b0 + rr, r0 + q] = v
                 da_tile[rr, q] = v
-            load_weight_rows(w_hh, 0, r0, n_rows, w_tile)
+            load_weight_rows(w_hh, 0, r0, n_rows, w_tile, cuda.blockIdx.x * UNITS)
             cuda.syncthreads()
             acc = rows_times_weights(acc, da_tile, w_tile)
             cuda.syncthreads()
@@ -637,7 +677,7 @@ def kernels_for(dtype) -> SimpleNamespace:
         dtype=np.dtype(DT), matmul=matmul, column_sums=column_sums, copy2d=copy2d, add2d=add2d, fill2d=fill2d,
         count_nonfinite=count_nonfinite,
         rnn_step_forward=rnn_step_forward, lstm_step_forward=lstm_step_forward, gru_step_forward=gru_step_forward,
-        lstm_forward_persistent=lstm_forward_persistent,
+        lstm_forward_persistent=lstm_forward_persistent, lstm_backward_persistent=lstm_backward_persistent,
         gru_classic_step_forward_rz=gru_classic_step_forward_rz,
         gru_classic_step_forward_n=gru_classic_step_forward_n,
         rnn_step_backward=rnn_step_backward, lstm_step_backward=lstm_step_backward,

@@ -34,6 +34,7 @@ def kernel_signatures(nb):
         "gru_classic_step_forward_n": (A2, A2, A2, A2, A1, A2, A2),
         "rnn_step_backward": (A2, A2, A2, flag, A2, flag, A2, A2),
         "lstm_step_backward": (A2, A2, A2, A2, A2, A2, A2, flag, A2, A2, A2),
+        "lstm_backward_persistent": (A3, A3, A3, A3, A2, A2, A3, A3),
         "gru_step_backward": (A2, A2, A2, A2, A2, A2, flag, A2, A2, A2),
         "gru_classic_step_backward_n": (A2,) * 8,
         "gru_classic_step_backward_rz": (A2, A2, A2, A2, A2, A2, flag, A2, A2, A2),
