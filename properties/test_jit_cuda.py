@@ -340,27 +340,33 @@ def test_gpu_profile_counts_the_launches_of_a_call_and_times_only_on_a_gpu(tmp_p
 
 
 def test_gpu_report_ratios_and_targets_from_a_synthetic_result(tmp_path):
-    """ratio = jit.cuda / cuDNN fp32 per case; met when ≤ 1.5 (inference) or ≤ 2 (training)."""
+    """ratio = jit.cuda / cuDNN fp32 per case, and the persistent variant's beside it; met when
+    ≤ 1.5 (inference) or ≤ 2 (training)."""
     import json
 
     from reports.gpu_bench import comparison, load_results, short_summary, write_report
     medians = {("jit.cuda", "inference"): 3.0, ("torch.cudnn", "inference"): 2.0,
                ("torch.cudnn.tf32", "inference"): 1.0, ("jit.cuda", "training"): 5.0,
-               ("torch.cudnn", "training"): 2.0, ("torch.cudnn.tf32", "training"): 1.5}
+               ("torch.cudnn", "training"): 2.0, ("torch.cudnn.tf32", "training"): 1.5,
+               ("jit.cuda.persistent", "inference"): 2.4, ("jit.cuda.persistent", "training"): 4.5}
     benchmarks = [{"name": f"{b}-{m}", "stats": {"median": t},
                    "extra_info": {"backend": b, "cell": "lstm", "config": "DB-H512-B16", "mode": m, "T": 25, "B": 16,
                                   "I": 512, "H": 512, "flops": 1e9, "device": "Test GPU",
-                                  "max_abs_diff_vs_cudnn": 1e-6 if b == "jit.cuda" else float("nan")}}
+                                  "max_abs_diff_vs_cudnn": 1e-6 if b.startswith("jit") else float("nan")}}
                   for (b, m), t in medians.items()]
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"benchmarks": benchmarks}))
     table = comparison(load_results(path)).set_index("mode")
     assert table.loc["inference", "ratio vs cuDNN fp32"] == 1.5 and table.loc["inference", "met"] == "yes"
     assert table.loc["training", "ratio vs cuDNN fp32"] == 2.5 and table.loc["training", "met"] == "no"
+    assert table.loc["inference", "persistent ratio vs cuDNN fp32"] == 1.2
+    assert table.loc["inference", "persistent met"] == "yes" and table.loc["training", "persistent met"] == "no"
     summary = short_summary(table.reset_index()).set_index("mode")
     assert summary.loc["training", "met"] == "0/1"
+    persistent = short_summary(table.reset_index(), "persistent ").set_index("mode")
+    assert persistent.loc["inference", "met"] == "1/1" and persistent.loc["training", "worst ratio"] == 2.25
     text = write_report(path, tmp_path)
-    assert "Test GPU" in text and "0/1" in text
+    assert "Test GPU" in text and "0/1" in text and "jit.cuda.persistent" in text
 
 
 def test_every_kernel_lowers_for_the_real_cuda_target_with_float32_kept_float32():

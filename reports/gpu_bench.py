@@ -36,7 +36,9 @@ from reports.matrix import flops
 
 CELLS = ("lstm", "gru", "rnn_tanh")
 MODES = ("inference", "training")
-BACKENDS = ("jit.cuda", "torch.cudnn", "torch.cudnn.tf32")
+BACKENDS = ("jit.cuda", "jit.cuda.persistent", "torch.cudnn", "torch.cudnn.tf32")
+#: jit.cuda with each time loop as one cooperative launch (jit.cuda.backend.persistent_lstm): lstm only.
+PERSISTENT_CELLS = ("lstm",)
 #: The issue's targets: jit.cuda's time at most this multiple of cuDNN fp32 (TF32 off).
 TARGET_RATIO = {"inference": 1.5, "training": 2.0}
 SIMULATOR_DEVICE = "CUDA simulator"
@@ -114,7 +116,7 @@ class Case:
         self.dhs = rng.standard_normal((T, B, H), dtype=np.float32)
         self.torch = _torch_cuda()
 
-    def jit_cuda_call(self, mode):
+    def jit_cuda_call(self, mode, persistent=False):
         from numba import cuda
 
         import jit.cuda
@@ -129,9 +131,11 @@ class Case:
         cell = self.cell
 
         def inference():
+            backend.persistent_lstm = persistent
             return backend.forward(cell, p, x, h0, c0, training=False).hs, None
 
         def training():
+            backend.persistent_lstm = persistent
             fwd = backend.forward(cell, p, x, h0, c0, training=True)
             return fwd.hs, backend.backward(cell, p, x, h0, c0, fwd, dhs, dh_n).dw_hh
 
@@ -181,7 +185,8 @@ def case_for(cell, T, B, I, H):
 
 def _cases():
     return [(backend, cell, cfg, mode) for cfg in configs() for cell in chosen_cells()
-            for mode in MODES for backend in BACKENDS]
+            for mode in MODES for backend in BACKENDS
+            if backend != "jit.cuda.persistent" or cell in PERSISTENT_CELLS]
 
 
 @pytest.mark.parametrize("backend,cell,cfg,mode", _cases(),
@@ -193,13 +198,13 @@ def test_gpu(benchmark, backend, cell, cfg, mode):
     case = case_for(cell, T, B, I, H)
     if backend.startswith("torch") and case.torch is None:
         pytest.skip("torch with CUDA is not available here: no cuDNN rows")
-    if backend == "jit.cuda":
-        call = case.jit_cuda_call(mode)
+    if backend.startswith("jit.cuda"):
+        call = case.jit_cuda_call(mode, persistent=backend == "jit.cuda.persistent")
     else:
         call = case.torch_call(mode, tf32=backend.endswith("tf32"))
     first = call()  # compiles jit.cuda's kernels on the first case, warms cuDNN's plans
     diff = float("nan")
-    if backend == "jit.cuda" and case.torch is not None:
+    if backend.startswith("jit.cuda") and case.torch is not None:
         want = case.torch_call(mode, tf32=False)()
         diff = max(float(np.abs(_host(g) - _host(w)).max()) for g, w in zip(first, want) if g is not None)
     benchmark.group = f"{cell}-{name}-{mode}"
@@ -247,7 +252,7 @@ def profile_calls(out_dir, config_kind=None, cell="lstm", calls=10):
         for variant, persistent in variants:
             cuda_backend.persistent_lstm = persistent
             for mode in MODES:
-                call = case.jit_cuda_call(mode)
+                call = case.jit_cuda_call(mode, persistent)
                 try:
                     call()  # compiles, and warms the allocator
                 except Exception as exc:  # e.g. a cooperative launch this GPU refuses: say so, go on
@@ -304,6 +309,10 @@ def load_results(path):
     return rows.rename(columns={"stats.median": "median_s"})
 
 
+#: (backend, column prefix) of each jit.cuda variant in the comparison.
+JIT_VARIANTS = (("jit.cuda", ""), ("jit.cuda.persistent", "persistent "))
+
+
 def comparison(rows):
     """Per cell × config × mode: each backend's median (ms), jit.cuda / cuDNN fp32, the target, met?"""
     import pandas as pd
@@ -316,24 +325,34 @@ def comparison(rows):
     flop = rows.drop_duplicates(["cell", "config", "mode"]).set_index(["cell", "config", "mode"])["flops"]
     if "jit.cuda" in table:
         out["jit.cuda GFLOP/s"] = flop / table["jit.cuda"] / 1e9
-    if "jit.cuda" in table and "torch.cudnn" in table:
-        out["ratio vs cuDNN fp32"] = table["jit.cuda"] / table["torch.cudnn"]
+    if "torch.cudnn" in table:
         out["target"] = [TARGET_RATIO[m] for m in out.index.get_level_values("mode")]
-        out["met"] = ["yes" if r <= t else "no" for r, t in zip(out["ratio vs cuDNN fp32"], out["target"])]
+    for variant, prefix in JIT_VARIANTS:
+        if variant in table and "torch.cudnn" in table:
+            ratio = table[variant] / table["torch.cudnn"]
+            out[f"{prefix}ratio vs cuDNN fp32"] = ratio
+            # empty where the variant was not measured (persistent: lstm only)
+            out[f"{prefix}met"] = ["" if r != r else "yes" if r <= t else "no" for r, t in zip(ratio, out["target"])]
     if "max_abs_diff_vs_cudnn" in rows:
-        jit_rows = rows[rows["backend"] == "jit.cuda"].set_index(["cell", "config", "mode"])
-        out["max |jit − cuDNN|"] = jit_rows["max_abs_diff_vs_cudnn"]
+        for variant, prefix in JIT_VARIANTS:
+            jit_rows = rows[rows["backend"] == variant].set_index(["cell", "config", "mode"])
+            if not jit_rows.empty:
+                out[f"{prefix}max |jit − cuDNN|"] = jit_rows["max_abs_diff_vs_cudnn"]
     return out.reset_index()
 
 
-def short_summary(table):
-    """Per cell × mode: configs meeting the target, the worst and the geometric-mean ratio to cuDNN fp32."""
+def short_summary(table, prefix=""):
+    """Per cell × mode: configs meeting the target, the worst and the geometric-mean ratio to cuDNN
+    fp32, of jit.cuda (prefix "") or of its persistent variant (prefix "persistent ")."""
     import pandas as pd
-    if "ratio vs cuDNN fp32" not in table:
+    column = f"{prefix}ratio vs cuDNN fp32"
+    if column not in table:
         return None
     records = []
     for (cell, mode), group in table.groupby(["cell", "mode"], sort=False):
-        ratio = group["ratio vs cuDNN fp32"]
+        ratio = group[column].dropna()
+        if ratio.empty:
+            continue
         target = TARGET_RATIO[mode]
         records.append({"cell": cell, "mode": mode, "target": target, "met": f"{int((ratio <= target).sum())}/{len(ratio)}",
                         "worst ratio": ratio.max(), "geomean ratio": float(np.exp(np.log(ratio).mean()))})
@@ -372,22 +391,27 @@ def write_report(results_path, out_dir, properties_junit=None):
     if simulated:
         # Simulator timings measure Python threads, not a GPU: never shown, never quoted.
         lines += ["**CUDA simulator run: this checks the machinery only; timings are not shown.**", ""]
-        table = table[[c for c in table.columns if not (c.endswith(" ms") or c.startswith(("ratio", "jit.cuda G",
-                                                                                             "target", "met")))]]
-        summary = None
+        hidden = ("ratio", "persistent ratio", "jit.cuda G", "target", "met", "persistent met")
+        table = table[[c for c in table.columns if not (c.endswith(" ms") or c.startswith(hidden))]]
+        summary = persistent = None
     else:
-        summary = short_summary(table)
+        summary, persistent = short_summary(table), short_summary(table, "persistent ")
         lines += ["fp32, T = 25, I = H; times are pytest-benchmark medians of whole calls ending in a "
                   "synchronize; targets: forward ≤ 1.5×, forward + backward ≤ 2× cuDNN fp32 (TF32 off).", ""]
     lines += [table.to_markdown(index=False, floatfmt=".3g"), ""]
     if summary is not None:
         lines += ["## Summary", "", summary.to_markdown(index=False, floatfmt=".3g"), ""]
+    if persistent is not None:
+        lines += ["## Summary with each lstm time loop as one cooperative launch (jit.cuda.persistent)", "",
+                  persistent.to_markdown(index=False, floatfmt=".3g"), ""]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_report.md").write_text("\n".join(lines))
     text = [f"device: {', '.join(devices)}", props]
     text.append("CUDA simulator: timings not shown" if simulated else
                 (summary.to_markdown(index=False, floatfmt=".3g") if summary is not None else "no cuDNN rows"))
+    if persistent is not None:
+        text += ["jit.cuda.persistent:", persistent.to_markdown(index=False, floatfmt=".3g")]
     return "\n".join(text)
 
 

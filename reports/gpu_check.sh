@@ -2,7 +2,8 @@
 # The real-GPU check of jit.cuda (issue 5), for a person with an NVIDIA GPU:
 #   1. the GPU benchmark: jit.cuda vs torch cuDNN nn.RNN/LSTM/GRU, fp32 with TF32 off plus torch's
 #      default TF32 row, T=25, I=H in 512/1024/2048, B in 16/32/64, lstm/gru/rnn_tanh, forward and
-#      forward+backward, on device arrays (reports/gpu_bench.py);
+#      forward+backward, on device arrays, and for lstm jit.cuda.persistent (each time loop as one
+#      cooperative launch) (reports/gpu_bench.py);
 #   2. OUTDIR/profile.txt: kernel launches per jit.cuda call, its time per call beside cuDNN's, and
 #      a cProfile of the host side (reports.gpu_bench profile; capped at 40 s);
 #   3. the property suite against jit.cuda on the device (NUMBA_ENABLE_CUDASIM=0, never the simulator),
