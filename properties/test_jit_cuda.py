@@ -124,22 +124,22 @@ def test_every_cell_matches_the_reference_across_tiles(cell, dtype):
             assert_close(f"backward.{field}", getattr(grads, field), getattr(ref_grads, field), dtype)
 
 
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
-def test_persistent_lstm_gives_the_per_step_kernels_bits(dtype, training, monkeypatch):
-    """kernels.lstm_forward_persistent and lstm_backward_persistent run the per-step kernels' own
-    bodies (lstm_step_tile, lstm_step_backward_tile) over every tile and step of one launch: the
-    same operations in the same order, so every result is bit for bit the per-step path's (sizes
-    past every tile; under the simulator its one block walks all tiles, on a GPU the blocks
-    synchronize between steps)."""
-    p, x, h0, c0, dhs, dh_n, dc_n = inputs("lstm", dtype, seed=3)
+def test_persistent_time_loops_give_the_per_step_kernels_bits(cell, dtype, training, monkeypatch):
+    """kernels.*_forward_persistent and *_backward_persistent run the per-step kernels' own bodies
+    (the *_tile device functions) over every tile and step of one launch: the same operations in the
+    same order, so every result is bit for bit the per-step path's (sizes past every tile; under
+    the simulator its one block walks all tiles, on a GPU the blocks synchronize between steps)."""
+    p, x, h0, c0, dhs, dh_n, dc_n = inputs(cell, dtype, seed=3)
     results = {}
     for persistent in (False, True):
-        monkeypatch.setattr(cuda_backend, "persistent_lstm", persistent)
-        fwd = cuda_backend.forward("lstm", p, x, h0, c0, training=training)
-        grads = cuda_backend.backward("lstm", p, x, h0, c0, fwd, dhs, dh_n, dc_n) if training else None
-        # ∂L/∂c_T absent too: the backward's zero start for the cell-state gradient
-        no_dc = cuda_backend.backward("lstm", p, x, h0, c0, fwd, dhs, dh_n, None) if training else None
+        monkeypatch.setattr(cuda_backend, "persistent", persistent)
+        fwd = cuda_backend.forward(cell, p, x, h0, c0, training=training)
+        grads = cuda_backend.backward(cell, p, x, h0, c0, fwd, dhs, dh_n, dc_n) if training else None
+        # lstm without ∂L/∂c_T too: the backward's zero start for the cell-state gradient
+        no_dc = cuda_backend.backward(cell, p, x, h0, c0, fwd, dhs, dh_n, None) if training and c0 is not None else None
         results[persistent] = (fwd, grads, no_dc)
     for want, got in zip(results[False], results[True]):
         if want is None:

@@ -37,8 +37,6 @@ from reports.matrix import flops
 CELLS = ("lstm", "gru", "rnn_tanh")
 MODES = ("inference", "training")
 BACKENDS = ("jit.cuda", "jit.cuda.persistent", "torch.cudnn", "torch.cudnn.tf32")
-#: jit.cuda with each time loop as one cooperative launch (jit.cuda.backend.persistent_lstm): lstm only.
-PERSISTENT_CELLS = ("lstm",)
 #: The issue's targets: jit.cuda's time at most this multiple of cuDNN fp32 (TF32 off).
 TARGET_RATIO = {"inference": 1.5, "training": 2.0}
 SIMULATOR_DEVICE = "CUDA simulator"
@@ -131,11 +129,11 @@ class Case:
         cell = self.cell
 
         def inference():
-            backend.persistent_lstm = persistent
+            backend.persistent = persistent
             return backend.forward(cell, p, x, h0, c0, training=False).hs, None
 
         def training():
-            backend.persistent_lstm = persistent
+            backend.persistent = persistent
             fwd = backend.forward(cell, p, x, h0, c0, training=True)
             return fwd.hs, backend.backward(cell, p, x, h0, c0, fwd, dhs, dh_n).dw_hh
 
@@ -185,8 +183,7 @@ def case_for(cell, T, B, I, H):
 
 def _cases():
     return [(backend, cell, cfg, mode) for cfg in configs() for cell in chosen_cells()
-            for mode in MODES for backend in BACKENDS
-            if backend != "jit.cuda.persistent" or cell in PERSISTENT_CELLS]
+            for mode in MODES for backend in BACKENDS]
 
 
 @pytest.mark.parametrize("backend,cell,cfg,mode", _cases(),
@@ -221,7 +218,7 @@ def test_gpu(benchmark, backend, cell, cfg, mode):
 def profile_calls(out_dir, config_kind=None, cell="lstm", calls=10):
     """Write OUT/profile.txt: for one cell at the first config, per mode, the kernel launches of one
     jit.cuda call and (on a GPU) its wall time, cuDNN's, and the Python functions that take the host's
-    time (cProfile, by own time); for lstm also with each time loop as one persistent launch. The
+    time (cProfile, by own time), also with each time loop as one persistent launch. The
     benchmark shows jit.cuda's time barely growing with the work; this says whether a call is bound
     by launches on the host, and what one launch instead of T buys. Returns the summary lines."""
     import cProfile
@@ -244,13 +241,13 @@ def profile_calls(out_dir, config_kind=None, cell="lstm", calls=10):
 
     summary = [f"{cell} {name} (T={T}, B={B}, I={I}, H={H}) on {_device_name()}, {calls} calls per figure"]
     details = []
-    # lstm also with each time loop as one cooperative launch (jit.cuda.backend.persistent_lstm).
-    variants = [("per-step", False)] + ([("persistent", True)] if cell == "lstm" else [])
-    default = cuda_backend.persistent_lstm
+    # and with each time loop as one cooperative launch (jit.cuda.backend.persistent)
+    variants = [("per-step", False), ("persistent", True)]
+    default = cuda_backend.persistent
     cuda_backend.launch = counted_launch
     try:
         for variant, persistent in variants:
-            cuda_backend.persistent_lstm = persistent
+            cuda_backend.persistent = persistent
             for mode in MODES:
                 call = case.jit_cuda_call(mode, persistent)
                 try:
@@ -287,7 +284,7 @@ def profile_calls(out_dir, config_kind=None, cell="lstm", calls=10):
                             text.getvalue()]
     finally:
         cuda_backend.launch = launch
-        cuda_backend.persistent_lstm = default
+        cuda_backend.persistent = default
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "profile.txt").write_text("\n".join(summary + [""] + details) + "\n")
@@ -331,7 +328,7 @@ def comparison(rows):
         if variant in table and "torch.cudnn" in table:
             ratio = table[variant] / table["torch.cudnn"]
             out[f"{prefix}ratio vs cuDNN fp32"] = ratio
-            # empty where the variant was not measured (persistent: lstm only)
+            # empty where the variant was not measured
             out[f"{prefix}met"] = ["" if r != r else "yes" if r <= t else "no" for r, t in zip(ratio, out["target"])]
     if "max_abs_diff_vs_cudnn" in rows:
         for variant, prefix in JIT_VARIANTS:
@@ -402,7 +399,7 @@ def write_report(results_path, out_dir, properties_junit=None):
     if summary is not None:
         lines += ["## Summary", "", summary.to_markdown(index=False, floatfmt=".3g"), ""]
     if persistent is not None:
-        lines += ["## Summary with each lstm time loop as one cooperative launch (jit.cuda.persistent)", "",
+        lines += ["## Summary with each time loop as one cooperative launch (jit.cuda.persistent)", "",
                   persistent.to_markdown(index=False, floatfmt=".3g"), ""]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

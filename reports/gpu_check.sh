@@ -2,7 +2,7 @@
 # The real-GPU check of jit.cuda (issue 5), for a person with an NVIDIA GPU:
 #   1. the GPU benchmark: jit.cuda vs torch cuDNN nn.RNN/LSTM/GRU, fp32 with TF32 off plus torch's
 #      default TF32 row, T=25, I=H in 512/1024/2048, B in 16/32/64, lstm/gru/rnn_tanh, forward and
-#      forward+backward, on device arrays, and for lstm jit.cuda.persistent (each time loop as one
+#      forward+backward, on device arrays, also as jit.cuda.persistent (each time loop as one
 #      cooperative launch) (reports/gpu_bench.py);
 #   2. OUTDIR/profile.txt: kernel launches per jit.cuda call, its time per call beside cuDNN's, and
 #      a cProfile of the host side (reports.gpu_bench profile; capped at 40 s);
@@ -61,7 +61,9 @@ try:
     one_kernel[1, 1](probe)
     assert probe.copy_to_host()[0] == 1.0
 except Exception as exc:
-    sys.exit(f"numba.cuda cannot compile and run a kernel here: {type(exc).__name__}: {exc}")
+    hint = (f"; numba-cuda needs numpy < 2.5 (this is {numpy.__version__}): put a numpy 2.4 on PYTHONPATH"
+            if "row_stack" in str(exc) else "")
+    sys.exit(f"numba.cuda cannot compile and run a kernel here: {type(exc).__name__}: {exc}{hint}")
 open(sys.argv[1], "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

@@ -44,11 +44,11 @@ max_test_examples = 8 if SIMULATOR else None
 #: (reports.backends leaves such a backend out of every benchmark).
 simulated = SIMULATOR
 
-#: lstm's time loops, forward and backward, each as one cooperative launch over all steps
-#: (kernels.lstm_forward_persistent, lstm_backward_persistent) instead of one launch per step.
+#: Each time loop, forward and backward, as one cooperative launch over all steps
+#: (kernels.*_forward_persistent, *_backward_persistent) instead of one launch per step.
 #: Off by default until a GPU run measures it: the per-step path is the one checked on a GPU (an
 #: H200). Set by CELLBENCH_CUDA_PERSISTENT=1, or assign it.
-persistent_lstm = os.environ.get("CELLBENCH_CUDA_PERSISTENT", "") not in ("", "0")
+persistent = os.environ.get("CELLBENCH_CUDA_PERSISTENT", "") not in ("", "0")
 
 if SIMULATOR:
     from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as _DeviceArray
@@ -219,9 +219,9 @@ def forward(cell, params, x, h0, c0=None, *, training=True):
     _matmul(k, x.reshape(T * B, I) if x.is_c_contiguous() else _to_device(x.copy_to_host()).reshape(T * B, I),
             w_ih, _as_2d(xw), trans_b=True, bias=b_ih)
 
-    if lstm and persistent_lstm and T:
-        result = _lstm_forward_persistent(k, xw, h0, c0, w_hh, b_hh, training)
-        synchronize("forward('lstm')")
+    if persistent and T:
+        result = _forward_persistent(cell, k, xw, h0, c0, w_hh, b_hh, training)
+        synchronize(f"forward({cell!r})")
         return result if on_device else _to_host(result)
 
     hs = cuda.device_array((T, B, H), dtype)
@@ -257,45 +257,68 @@ def forward(cell, params, x, h0, c0=None, *, training=True):
     return result if on_device else _to_host(result)
 
 
-def _lstm_forward_persistent(k, xw, h0, c0, w_hh, b_hh, training):
-    """lstm's recurrence as one cooperative launch (kernels.lstm_forward_persistent): h0 and c0 are
-    copied into the first slots of the state arrays it steps through; hs and cs are views past them."""
+def _cooperative_launch(kernel, B, H, *args):
+    """Launch a persistent kernel on a 1-D grid: a block per (units × rows) tile of a step, or as
+    many as can be resident at once (a cooperative launch needs them all resident); the kernel
+    walks the remaining tiles itself."""
+    block = (TILES.units, TILES.rows)
+    tiles = blocks(H, TILES.units) * blocks(B, TILES.rows)
+    launch(kernel, (min(tiles, cooperative_grid_limit(kernel, block, *args)),), block, *args)
+
+
+def _forward_persistent(cell, k, xw, h0, c0, w_hh, b_hh, training):
+    """The time loop as one cooperative launch (kernels.*_forward_persistent): h0 (and c0) are copied
+    into the first slot of the state arrays it steps through; hs (and cs) are views past them."""
     T, B, GH = xw.shape
-    H = GH // 4
+    H = w_hh.shape[1]
     dtype = k.dtype
     hs_ext = cuda.device_array((T + 1, B, H), dtype)
-    c_ext = cuda.device_array((T + 1 if training else 2, B, H), dtype)
-    gates = cuda.device_array((T if training else 1, B, GH), dtype)
     _launch_1d(k.copy2d, B * H, h0, hs_ext[0])
-    _launch_1d(k.copy2d, B * H, c0, c_ext[0])
-    args = (xw, hs_ext, c_ext, w_hh, b_hh, gates)
-    block = (TILES.units, TILES.rows)
-    tiles = blocks(H, TILES.units) * blocks(B, TILES.rows)
-    grid = min(tiles, cooperative_grid_limit(k.lstm_forward_persistent, block, *args))
-    launch(k.lstm_forward_persistent, (grid,), block, *args)
+    gates = cuda.device_array((T if training else 1, B, GH), dtype)  # inference: one step's scratch
+    c_ext = None
+    if cell == "lstm":  # cell states: all T + 1 (training), or two in turn
+        c_ext = cuda.device_array((T + 1 if training else 2, B, H), dtype)
+        _launch_1d(k.copy2d, B * H, c0, c_ext[0])
+        _cooperative_launch(k.lstm_forward_persistent, B, H, xw, hs_ext, c_ext, w_hh, b_hh, gates)
+    elif cell in ("rnn_tanh", "rnn_relu"):
+        _cooperative_launch(k.rnn_forward_persistent, B, H, xw, hs_ext, w_hh, b_hh, cell == "rnn_relu", gates)
+    elif cell == "gru":
+        _cooperative_launch(k.gru_forward_persistent, B, H, xw, hs_ext, w_hh, b_hh, gates)
+    else:
+        rh = cuda.device_array((B, H), dtype)
+        _cooperative_launch(k.gru_classic_forward_persistent, B, H, xw, hs_ext, w_hh, b_hh, gates, rh)
     h_n = _copy(k, hs_ext[T])
-    c_n = _copy(k, c_ext[T % c_ext.shape[0]])
-    return ForwardResult(hs_ext[1:], h_n, c_n, c_ext[1:] if training else None, gates if training else None)
+    c_n = _copy(k, c_ext[T % c_ext.shape[0]]) if c_ext is not None else None
+    cs = c_ext[1:] if c_ext is not None and training else None
+    return ForwardResult(hs_ext[1:], h_n, c_n, cs, gates if training else None)
 
 
-def _lstm_backward_persistent(k, dh_n, dc_n, dhs, gates, cs, c0, w_hh, da_x):
-    """lstm's BPTT time loop as one cooperative launch (kernels.lstm_backward_persistent); returns
-    ∂L/∂h0 and ∂L/∂c0, the slot of their pairs that the last step wrote."""
-    T, B, H = cs.shape
+def _backward_persistent(cell, k, dh_n, dc_n, dhs, gates, w_hh, da_x, da_h, *, cs=None, c0=None, h_prev_all=None,
+                         hn_all=None, d_rh=None, rh_all=None):
+    """BPTT's time loop as one cooperative launch (kernels.*_backward_persistent); returns ∂L/∂h0
+    and (lstm) ∂L/∂c0: the slot of their pairs that the last step wrote."""
+    T, B, _ = gates.shape
+    H = w_hh.shape[1]
     dtype = k.dtype
     dh_pair = cuda.device_array((2, B, H), dtype)
-    dc_pair = cuda.device_array((2, B, H), dtype)
     _launch_1d(k.add2d, B * H, dh_n, dhs[T - 1], dh_pair[0])
-    if dc_n is not None:
-        _launch_1d(k.copy2d, B * H, dc_n, dc_pair[0])
+    if cell == "lstm":
+        dc_pair = cuda.device_array((2, B, H), dtype)
+        if dc_n is not None:
+            _launch_1d(k.copy2d, B * H, dc_n, dc_pair[0])
+        else:
+            _launch_1d(k.fill2d, B * H, dc_pair[0], dtype.type(0))
+        _cooperative_launch(k.lstm_backward_persistent, B, H, dh_pair, dc_pair, gates, cs, c0, w_hh, dhs, da_x)
+        return dh_pair[T % 2], dc_pair[T % 2]
+    if cell in ("rnn_tanh", "rnn_relu"):
+        _cooperative_launch(k.rnn_backward_persistent, B, H, dh_pair, gates, w_hh, cell == "rnn_relu", dhs, da_x)
+    elif cell == "gru":
+        _cooperative_launch(k.gru_backward_persistent, B, H, dh_pair, gates, h_prev_all, hn_all, w_hh, dhs, da_x,
+                            da_h)
     else:
-        _launch_1d(k.fill2d, B * H, dc_pair[0], dtype.type(0))
-    args = (dh_pair, dc_pair, gates, cs, c0, w_hh, dhs, da_x)
-    block = (TILES.units, TILES.rows)
-    tiles = blocks(H, TILES.units) * blocks(B, TILES.rows)
-    grid = min(tiles, cooperative_grid_limit(k.lstm_backward_persistent, block, *args))
-    launch(k.lstm_backward_persistent, (grid,), block, *args)
-    return dh_pair[T % 2], dc_pair[T % 2]
+        _cooperative_launch(k.gru_classic_backward_persistent, B, H, dh_pair, gates, h_prev_all, d_rh, rh_all, w_hh,
+                            dhs, da_x, da_h)
+    return dh_pair[T % 2], None
 
 
 def _to_host(result):
@@ -342,8 +365,11 @@ def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
         rh_all = cuda.device_array((T, B, H), dtype)  # r⊙h_{t−1}, the input of W_hn
         d_rh = cuda.device_array((B, H), dtype)
 
-    if lstm and persistent_lstm and T:
-        dh, dc = _lstm_backward_persistent(k, dh_n, dc_n, dhs, gates, cs, c0, w_hh, da_x)
+    if persistent and T:
+        dh, dc = _backward_persistent(cell, k, dh_n, dc_n, dhs, gates, w_hh, da_x, da_h, cs=cs, c0=c0,
+                                      h_prev_all=h_prev_all, hn_all=hn_all if cell == "gru" else None,
+                                      d_rh=d_rh if cell == "gru_classic" else None,
+                                      rh_all=rh_all if cell == "gru_classic" else None)
     else:
         dh = cuda.device_array((B, H), dtype)  # ∂L/∂h_t, in full: from the loss and from step t+1
         if T:

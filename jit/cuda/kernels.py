@@ -13,22 +13,23 @@ Design (issue 5):
   (``gate_products``), so the gates' pointwise update follows in registers without another
   pass over memory. gru_classic needs r before W_hn (r⊙h), a dependency across hidden
   units, so its step is two kernels (r, z; then n).
-- lstm's time loops also as one cooperative launch each (``lstm_forward_persistent``,
-  ``lstm_backward_persistent``; off by default: jit.cuda.backend.persistent_lstm): the blocks
-  share each step's tiles and the grid synchronizes between steps; the step bodies
-  (``lstm_step_tile``, ``lstm_step_backward_tile``) are the per-step kernels' own, so both
-  paths give the same bits.
 - a backward step kernel per cell, built the same way with the pointwise part moved to the
   front: while loading a tile of ∂L/∂a (the operand of the product ∂L/∂h = ∂L/∂a · W_hh), each
   block computes it from ∂L/∂h, ∂L/∂c and the stored gates; blocks of the first column tile
   also store it for the weight gradients. The product's epilogue adds what h_{t−1} receives
   directly (dhs[t−1], z⊙dh for the GRUs) and, for lstm, ∂L/∂c_{t−1}.
+- every time loop also as one cooperative launch (``*_forward_persistent``,
+  ``*_backward_persistent``; off by default: jit.cuda.backend.persistent): a 1-D grid of
+  blocks walks each step's tiles and synchronizes between steps. The step bodies are device
+  functions (``*_tile``) that the per-step kernels call with their block's tile, so both
+  paths give the same bits.
 
 Shared and local arrays need a compile-time dtype, so ``kernels_for(dtype)`` builds the set
 for float32 or float64 (all arithmetic then stays in that dtype: constants are ``DT(1.0)``,
 never a bare Python literal, which would promote float32 math to float64). Scalar gate math
 comes from jit.gatemath, shared with jit.cpu. No warp-level operation is used, so every
-kernel runs unchanged under the CUDA simulator.
+kernel runs unchanged under the CUDA simulator (the persistent ones with a grid of one block,
+the simulator's limit for a grid synchronization, which then walks every tile itself).
 """
 import math
 from functools import lru_cache
@@ -217,28 +218,70 @@ def kernels_for(dtype) -> SimpleNamespace:
                 acc[g] = s
             cuda.syncthreads()
 
-    @cuda.jit
-    def rnn_step_forward(xw_t, h_prev, w_hh, b_hh, use_relu, h_next, gates_t):
-        """h' = act(xw + b_hh + W_hh h); twin of reference.rnn.rnn_step_forward. gates_t gets h' too."""
-        h_tile = cuda.shared.array((ROWS, DEPTH), DT)
-        w_tile = cuda.shared.array((1, UNITS, DEPTH_PADDED), DT)
-        acc = cuda.local.array(1, DT)
+    # The persistent kernels (one cooperative launch for a whole time loop) walk a step's tiles
+    # with a 1-D grid: tile number q is the tile of units (or columns) j0… and rows b0….
+
+    @cuda.jit(device=True)
+    def step_tiles(B, H):
+        """How many (units × rows) tiles a step of B rows and H units has."""
+        return ((H + UNITS - 1) // UNITS) * ((B + ROWS - 1) // ROWS)
+
+    @cuda.jit(device=True)
+    def tile_origin(q, H):
+        """(j0, b0), the first unit and first row of tile q (units vary fastest)."""
+        unit_tiles = (H + UNITS - 1) // UNITS
+        row_tile = q // unit_tiles
+        return (q - row_tile * unit_tiles) * UNITS, row_tile * ROWS
+
+    @cuda.jit(device=True)
+    def rnn_step_forward_tile(xw_t, h_prev, w_hh, b_hh, use_relu, h_next, gates_t, j0, b0, h_tile, w_tile, acc):
+        """h' = act(xw + b_hh + W_hh h); twin of reference.rnn.rnn_step_forward. gates_t gets h' too.
+
+        On the tile of units j0… and rows b0…; every thread of the block calls it."""
         B = h_prev.shape[0]
         H = h_prev.shape[1]
-        j = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
-        b = cuda.blockIdx.y * ROWS + cuda.threadIdx.y
+        j = j0 + cuda.threadIdx.x
+        b = b0 + cuda.threadIdx.y
         inside = b < B and j < H
         acc[0] = DT(0.0)
         if inside:
             acc[0] = xw_t[b, j] + b_hh[j]
-        gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile, cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS)
+        gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile, j0, b0)
         if inside:
             h = relu(acc[0]) if use_relu else tanh(acc[0])
             h_next[b, j] = h
             gates_t[b, j] = h
 
+    @cuda.jit
+    def rnn_step_forward(xw_t, h_prev, w_hh, b_hh, use_relu, h_next, gates_t):
+        """One step: rnn_step_forward_tile on this block's tile."""
+        h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+        w_tile = cuda.shared.array((1, UNITS, DEPTH_PADDED), DT)
+        acc = cuda.local.array(1, DT)
+        rnn_step_forward_tile(xw_t, h_prev, w_hh, b_hh, use_relu, h_next, gates_t, cuda.blockIdx.x * UNITS,
+                              cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
+
+    @cuda.jit
+    def rnn_forward_persistent(xw, hs_ext, w_hh, b_hh, use_relu, gates):
+        """Every step of reference.backend.forward for rnn (rnn_step_forward) in one cooperative launch (see
+        lstm_forward_persistent): hs_ext (T + 1, B, H) holds h0 then h_1 … h_T; gates (T, B, H), or one
+        step's scratch (1, B, H) in inference."""
+        h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+        w_tile = cuda.shared.array((1, UNITS, DEPTH_PADDED), DT)
+        acc = cuda.local.array(1, DT)
+        grid = cuda.cg.this_grid()
+        H = hs_ext.shape[2]
+        n_g = gates.shape[0]
+        for t in range(xw.shape[0]):
+            for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
+                j0, b0 = tile_origin(q, H)
+                rnn_step_forward_tile(xw[t], hs_ext[t], w_hh, b_hh, use_relu, hs_ext[t + 1], gates[t % n_g], j0, b0,
+                                      h_tile, w_tile, acc)
+            grid.sync()
+
     @cuda.jit(device=True)
-    def lstm_step_tile(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t, j0, b0, h_tile, w_tile, acc):
+    def lstm_step_forward_tile(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t, j0, b0, h_tile, w_tile,
+                               acc):
         """Twin of reference.lstm.lstm_step_forward on the tile of units j0… and rows b0…:
         a = xw + b_hh + W_hh h; i, f, g, o; c'; h'. Every thread of the block calls it."""
         B = h_prev.shape[0]
@@ -266,53 +309,45 @@ def kernels_for(dtype) -> SimpleNamespace:
 
     @cuda.jit
     def lstm_step_forward(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t):
-        """One step of reference.lstm.lstm_step_forward: lstm_step_tile on this block's tile."""
+        """One step of reference.lstm.lstm_step_forward: lstm_step_forward_tile on this block's tile."""
         h_tile = cuda.shared.array((ROWS, DEPTH), DT)
         w_tile = cuda.shared.array((4, UNITS, DEPTH_PADDED), DT)
         acc = cuda.local.array(4, DT)
-        lstm_step_tile(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t,
+        lstm_step_forward_tile(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t,
                        cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
 
     @cuda.jit
     def lstm_forward_persistent(xw, hs_ext, c_ext, w_hh, b_hh, gates):
-        """Every step of reference.lstm.lstm_forward in one cooperative launch: a 1-D grid of
-        blocks shares the (units × rows) tiles of a step, and the grid synchronizes between steps
-        (step t + 1 reads all of h_t). One launch instead of T: a call of the per-step kernels
-        is bound by their launches on the host (see the README's H200 run).
+        """Every step of reference.backend.forward for lstm (lstm_step_forward) in one cooperative launch: a
+        1-D grid of blocks shares the (units × rows) tiles of a step, and the grid synchronizes between
+        steps (step t + 1 reads all of h_t). One launch instead of T: a call of the per-step kernels is
+        bound by their launches on the host (see the README's H200 run).
 
-        hs_ext (T + 1, B, H) holds h0 then h_1 … h_T; c_ext holds c0 then the cell states,
-        T + 1 of them (training) or two in turn (inference); gates (T, B, 4H) or one step's
-        scratch (1, B, 4H).
-        """
+        hs_ext (T + 1, B, H) holds h0 then h_1 … h_T; c_ext holds c0 then the cell states, T + 1 of them
+        (training) or two in turn (inference); gates (T, B, 4H) or one step's scratch (1, B, 4H)."""
         h_tile = cuda.shared.array((ROWS, DEPTH), DT)
         w_tile = cuda.shared.array((4, UNITS, DEPTH_PADDED), DT)
         acc = cuda.local.array(4, DT)
         grid = cuda.cg.this_grid()
-        T = xw.shape[0]
-        B = hs_ext.shape[1]
         H = hs_ext.shape[2]
-        unit_tiles = (H + UNITS - 1) // UNITS
-        tiles = unit_tiles * ((B + ROWS - 1) // ROWS)
         n_c = c_ext.shape[0]
         n_g = gates.shape[0]
-        for t in range(T):
-            for tile in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
-                row_tile = tile // unit_tiles
-                lstm_step_tile(xw[t], hs_ext[t], c_ext[t % n_c], w_hh, b_hh, hs_ext[t + 1], c_ext[(t + 1) % n_c],
-                               gates[t % n_g], (tile - row_tile * unit_tiles) * UNITS, row_tile * ROWS,
-                               h_tile, w_tile, acc)
+        for t in range(xw.shape[0]):
+            for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
+                j0, b0 = tile_origin(q, H)
+                lstm_step_forward_tile(xw[t], hs_ext[t], c_ext[t % n_c], w_hh, b_hh, hs_ext[t + 1],
+                                       c_ext[(t + 1) % n_c], gates[t % n_g], j0, b0, h_tile, w_tile, acc)
             grid.sync()
 
-    @cuda.jit
-    def gru_step_forward(xw_t, h_prev, w_hh, b_hh, h_next, gates_t):
-        """Twin of reference.gru.gru_step_forward: r, z from both products; n = tanh(xw_n + r⊙(W_hn h + b_hn))."""
-        h_tile = cuda.shared.array((ROWS, DEPTH), DT)
-        w_tile = cuda.shared.array((3, UNITS, DEPTH_PADDED), DT)
-        acc = cuda.local.array(3, DT)
+    @cuda.jit(device=True)
+    def gru_step_forward_tile(xw_t, h_prev, w_hh, b_hh, h_next, gates_t, j0, b0, h_tile, w_tile, acc):
+        """Twin of reference.gru.gru_step_forward: r, z from both products; n = tanh(xw_n + r⊙(W_hn h + b_hn)).
+
+        On the tile of units j0… and rows b0…; every thread of the block calls it."""
         B = h_prev.shape[0]
         H = h_prev.shape[1]
-        j = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
-        b = cuda.blockIdx.y * ROWS + cuda.threadIdx.y
+        j = j0 + cuda.threadIdx.x
+        b = b0 + cuda.threadIdx.y
         inside = b < B and j < H
         for g in range(3):
             acc[g] = DT(0.0)
@@ -320,7 +355,7 @@ def kernels_for(dtype) -> SimpleNamespace:
             acc[0] = xw_t[b, j] + b_hh[j]
             acc[1] = xw_t[b, H + j] + b_hh[H + j]
             acc[2] = b_hh[2 * H + j]  # W_hn h + b_hn stays apart: r scales it
-        gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile, cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS)
+        gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile, j0, b0)
         if inside:
             r = sigmoid(acc[0])
             z = sigmoid(acc[1])
@@ -331,21 +366,47 @@ def kernels_for(dtype) -> SimpleNamespace:
             gates_t[b, 2 * H + j] = n
 
     @cuda.jit
-    def gru_classic_step_forward_rz(xw_t, h_prev, w_hh, b_hh, gates_t, rh):
-        """First half of reference.gru.gru_classic_step_forward: r, z, and r⊙h for W_hn."""
+    def gru_step_forward(xw_t, h_prev, w_hh, b_hh, h_next, gates_t):
+        """One step: gru_step_forward_tile on this block's tile."""
         h_tile = cuda.shared.array((ROWS, DEPTH), DT)
-        w_tile = cuda.shared.array((2, UNITS, DEPTH_PADDED), DT)
-        acc = cuda.local.array(2, DT)
+        w_tile = cuda.shared.array((3, UNITS, DEPTH_PADDED), DT)
+        acc = cuda.local.array(3, DT)
+        gru_step_forward_tile(xw_t, h_prev, w_hh, b_hh, h_next, gates_t, cuda.blockIdx.x * UNITS,
+                              cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
+
+    @cuda.jit
+    def gru_forward_persistent(xw, hs_ext, w_hh, b_hh, gates):
+        """Every step of reference.backend.forward for gru (gru_step_forward) in one cooperative launch (see
+        lstm_forward_persistent): hs_ext (T + 1, B, H) holds h0 then h_1 … h_T; gates (T, B, 3H), or one
+        step's scratch (1, B, 3H) in inference."""
+        h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+        w_tile = cuda.shared.array((3, UNITS, DEPTH_PADDED), DT)
+        acc = cuda.local.array(3, DT)
+        grid = cuda.cg.this_grid()
+        H = hs_ext.shape[2]
+        n_g = gates.shape[0]
+        for t in range(xw.shape[0]):
+            for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
+                j0, b0 = tile_origin(q, H)
+                gru_step_forward_tile(xw[t], hs_ext[t], w_hh, b_hh, hs_ext[t + 1], gates[t % n_g], j0, b0,
+                                      h_tile, w_tile, acc)
+            grid.sync()
+
+    @cuda.jit(device=True)
+    def gru_classic_step_forward_rz_tile(xw_t, h_prev, w_hh, b_hh, gates_t, rh, j0, b0, h_tile, w_tile, acc):
+        """First half of reference.gru.gru_classic_step_forward: r, z, and r⊙h for W_hn.
+
+        On the tile of units j0… and rows b0…; every thread of the block calls it."""
         B = h_prev.shape[0]
         H = h_prev.shape[1]
-        j = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
-        b = cuda.blockIdx.y * ROWS + cuda.threadIdx.y
+        j = j0 + cuda.threadIdx.x
+        b = b0 + cuda.threadIdx.y
         inside = b < B and j < H
         for g in range(2):
             acc[g] = DT(0.0)
             if inside:
                 acc[g] = xw_t[b, g * H + j] + b_hh[g * H + j]
-        gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile, cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS)
+        gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile, j0, b0)
         if inside:
             r = sigmoid(acc[0])
             gates_t[b, j] = r
@@ -353,31 +414,75 @@ def kernels_for(dtype) -> SimpleNamespace:
             rh[b, j] = r * h_prev[b, j]
 
     @cuda.jit
-    def gru_classic_step_forward_n(xw_t, h_prev, rh, w_hh, b_hh, h_next, gates_t):
-        """Second half of reference.gru.gru_classic_step_forward: n = tanh(xw_n + W_hn(r⊙h) + b_hn), h'."""
+    def gru_classic_step_forward_rz(xw_t, h_prev, w_hh, b_hh, gates_t, rh):
+        """One step: gru_classic_step_forward_rz_tile on this block's tile."""
         h_tile = cuda.shared.array((ROWS, DEPTH), DT)
-        w_tile = cuda.shared.array((1, UNITS, DEPTH_PADDED), DT)
-        acc = cuda.local.array(1, DT)
+        w_tile = cuda.shared.array((2, UNITS, DEPTH_PADDED), DT)
+        acc = cuda.local.array(2, DT)
+        gru_classic_step_forward_rz_tile(xw_t, h_prev, w_hh, b_hh, gates_t, rh, cuda.blockIdx.x * UNITS,
+                                         cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
+
+    @cuda.jit(device=True)
+    def gru_classic_step_forward_n_tile(xw_t, h_prev, rh, w_hh, b_hh, h_next, gates_t, j0, b0, h_tile, w_tile, acc):
+        """Second half of reference.gru.gru_classic_step_forward: n = tanh(xw_n + W_hn(r⊙h) + b_hn), h'.
+
+        On the tile of units j0… and rows b0…; every thread of the block calls it."""
         B = h_prev.shape[0]
         H = h_prev.shape[1]
-        j = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
-        b = cuda.blockIdx.y * ROWS + cuda.threadIdx.y
+        j = j0 + cuda.threadIdx.x
+        b = b0 + cuda.threadIdx.y
         inside = b < B and j < H
         acc[0] = DT(0.0)
         if inside:
             acc[0] = xw_t[b, 2 * H + j] + b_hh[2 * H + j]
-        gate_products(rh, w_hh, 2 * H, acc, h_tile, w_tile, cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS)
+        gate_products(rh, w_hh, 2 * H, acc, h_tile, w_tile, j0, b0)
         if inside:
             n = tanh(acc[0])
             z = gates_t[b, H + j]
             h_next[b, j] = (DT(1.0) - z) * n + z * h_prev[b, j]
             gates_t[b, 2 * H + j] = n
 
+    @cuda.jit
+    def gru_classic_forward_persistent(xw, hs_ext, w_hh, b_hh, gates, rh):
+        """Every step of reference.backend.forward for gru_classic (gru_classic_step_forward) in one
+        cooperative launch (see lstm_forward_persistent): hs_ext (T + 1, B, H) holds h0 then h_1 … h_T;
+        gates (T, B, 3H), or one step's scratch (1, B, 3H) in inference. Two grid synchronizations a step:
+        r⊙h of every unit before W_hn (r⊙h)."""
+        h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+        rz_tile = cuda.shared.array((2, UNITS, DEPTH_PADDED), DT)
+        n_tile = cuda.shared.array((1, UNITS, DEPTH_PADDED), DT)
+        acc = cuda.local.array(2, DT)
+        grid = cuda.cg.this_grid()
+        H = hs_ext.shape[2]
+        tiles = step_tiles(hs_ext.shape[1], H)
+        n_g = gates.shape[0]
+        for t in range(xw.shape[0]):
+            for q in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
+                j0, b0 = tile_origin(q, H)
+                gru_classic_step_forward_rz_tile(xw[t], hs_ext[t], w_hh, b_hh, gates[t % n_g], rh, j0, b0,
+                                                 h_tile, rz_tile, acc)
+            grid.sync()
+            for q in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
+                j0, b0 = tile_origin(q, H)
+                gru_classic_step_forward_n_tile(xw[t], hs_ext[t], rh, w_hh, b_hh, hs_ext[t + 1], gates[t % n_g], j0, b0,
+                                                h_tile, n_tile, acc)
+            grid.sync()
+
     # ----- backward: ∂L/∂h_{t−1} = ∂L/∂a · W_hh with ∂L/∂a computed while its tile loads --------
+
+    @cuda.jit
+    def gru_classic_step_forward_n(xw_t, h_prev, rh, w_hh, b_hh, h_next, gates_t):
+        """One step: gru_classic_step_forward_n_tile on this block's tile."""
+        h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+        w_tile = cuda.shared.array((1, UNITS, DEPTH_PADDED), DT)
+        acc = cuda.local.array(1, DT)
+        gru_classic_step_forward_n_tile(xw_t, h_prev, rh, w_hh, b_hh, h_next, gates_t, cuda.blockIdx.x * UNITS,
+                                        cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
 
     @cuda.jit(device=True)
     def load_weight_rows(w, row0, r0, n_rows, w_tile, k0):
-        """w_tile[q, u] = w[row0 + r0 + q, k0 + u] (zero outside n_rows rows or H columns), k0 = the tile's first column."""
+        """w_tile[q, u] = w[row0 + r0 + q, k0 + u] (zero outside n_rows rows or H columns), k0 = the
+        tile's first column."""
         H = w.shape[1]
         tid = cuda.threadIdx.y * UNITS + cuda.threadIdx.x
         for e in range(tid, DEPTH * UNITS, STEP_THREADS):
@@ -402,18 +507,18 @@ def kernels_for(dtype) -> SimpleNamespace:
         """∂L/∂a = ∂L/∂h'·act'(a), from the output h'; twin of reference.rnn.rnn_step_backward's da."""
         return dh[b, j] * (relu_grad(h_t[b, j]) if use_relu else tanh_grad(h_t[b, j]))
 
-    @cuda.jit
-    def rnn_step_backward(dh, h_t, w_hh, use_relu, dhs_prev, use_dhs_prev, da_t, dh_prev):
-        """Twin of reference.rnn.rnn_step_backward: da, then ∂L/∂h_{t−1} = da W_hh (+ dhs[t−1])."""
-        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
-        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+    @cuda.jit(device=True)
+    def rnn_step_backward_tile(dh, h_t, w_hh, use_relu, dhs_prev, use_dhs_prev, da_t, dh_prev, k0, b0, da_tile,
+                               w_tile):
+        """Twin of reference.rnn.rnn_step_backward: da, then ∂L/∂h_{t−1} = da W_hh (+ dhs[t−1]).
+
+        On the tile of columns k0… and rows b0…; every thread of the block calls it."""
         B = dh.shape[0]
         H = dh.shape[1]
         tid = cuda.threadIdx.y * UNITS + cuda.threadIdx.x
-        b0 = cuda.blockIdx.y * ROWS
-        k = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
+        k = k0 + cuda.threadIdx.x
         b = b0 + cuda.threadIdx.y
-        store = cuda.blockIdx.x == 0
+        store = k0 == 0
         acc = DT(0.0)
         for r0 in range(0, H, DEPTH):
             for e in range(tid, ROWS * DEPTH, STEP_THREADS):
@@ -425,7 +530,7 @@ def kernels_for(dtype) -> SimpleNamespace:
                     if store:
                         da_t[b0 + rr, r0 + q] = v
                 da_tile[rr, q] = v
-            load_weight_rows(w_hh, 0, r0, H, w_tile, cuda.blockIdx.x * UNITS)
+            load_weight_rows(w_hh, 0, r0, H, w_tile, k0)
             cuda.syncthreads()
             acc = rows_times_weights(acc, da_tile, w_tile)
             cuda.syncthreads()
@@ -433,6 +538,32 @@ def kernels_for(dtype) -> SimpleNamespace:
             if use_dhs_prev:
                 acc += dhs_prev[b, k]
             dh_prev[b, k] = acc
+
+    @cuda.jit
+    def rnn_step_backward(dh, h_t, w_hh, use_relu, dhs_prev, use_dhs_prev, da_t, dh_prev):
+        """One step: rnn_step_backward_tile on this block's tile."""
+        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
+        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+        rnn_step_backward_tile(dh, h_t, w_hh, use_relu, dhs_prev, use_dhs_prev, da_t, dh_prev,
+                               cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
+
+    @cuda.jit
+    def rnn_backward_persistent(dh_pair, gates, w_hh, use_relu, dhs, da):
+        """Every step of reference.backend.backward's time loop for rnn (rnn_step_backward) in one cooperative
+        launch (see lstm_backward_persistent): ∂L/∂h of the step being undone is in slot s % 2 of dh_pair (s
+        = T − 1 − t), that of the step before goes to the other slot."""
+        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
+        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+        grid = cuda.cg.this_grid()
+        T = gates.shape[0]
+        H = dh_pair.shape[2]
+        for s in range(T):
+            t = T - 1 - s
+            for q in range(cuda.blockIdx.x, step_tiles(dh_pair.shape[1], H), cuda.gridDim.x):
+                k0, b0 = tile_origin(q, H)
+                rnn_step_backward_tile(dh_pair[s % 2], gates[t], w_hh, use_relu, dhs[max(t - 1, 0)], t > 0, da[t],
+                                       dh_pair[1 - s % 2], k0, b0, da_tile, w_tile)
+            grid.sync()
 
     @cuda.jit(device=True)
     def lstm_dc_total(b, j, dh, dc, gates_t, c_t):
@@ -499,28 +630,22 @@ def kernels_for(dtype) -> SimpleNamespace:
 
     @cuda.jit
     def lstm_backward_persistent(dh_pair, dc_pair, gates, cs, c0, w_hh, dhs, da):
-        """Every step of lstm's BPTT (reference.lstm.lstm_backward's time loop) in one cooperative
-        launch, like lstm_forward_persistent: the blocks share each step's tiles, the grid
-        synchronizes between steps. ∂L/∂h and ∂L/∂c of the step being undone are in slot
-        s % 2 of dh_pair and dc_pair (s = T − 1 − t), those of the step before go to the other
-        slot; the caller puts the last step's in slot 0 and reads h0's and c0's from slot T % 2.
-        """
+        """Every step of reference.backend.backward's time loop for lstm (lstm_step_backward) in one
+        cooperative launch, like lstm_forward_persistent: the blocks share each step's tiles, the grid
+        synchronizes between steps. ∂L/∂h and ∂L/∂c of the step being undone are in slot s % 2 of dh_pair
+        and dc_pair (s = T − 1 − t), those of the step before go to the other slot; the caller puts the last
+        step's in slot 0 and reads h0's and c0's from slot T % 2."""
         da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
         w_tile = cuda.shared.array((DEPTH, UNITS), DT)
         grid = cuda.cg.this_grid()
         T = gates.shape[0]
-        B = dh_pair.shape[1]
         H = dh_pair.shape[2]
-        unit_tiles = (H + UNITS - 1) // UNITS
-        tiles = unit_tiles * ((B + ROWS - 1) // ROWS)
         for s in range(T):
             t = T - 1 - s
             now = s % 2
             before = 1 - now
-            for tile in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
-                row_tile = tile // unit_tiles
-                k0 = (tile - row_tile * unit_tiles) * UNITS
-                b0 = row_tile * ROWS
+            for q in range(cuda.blockIdx.x, step_tiles(dh_pair.shape[1], H), cuda.gridDim.x):
+                k0, b0 = tile_origin(q, H)
                 if t > 0:  # h_{t−1} also feeds the loss directly, unless it is h0
                     lstm_step_backward_tile(dh_pair[now], dc_pair[now], gates[t], cs[t - 1], cs[t], w_hh, dhs[t - 1],
                                             True, da[t], dh_pair[before], dc_pair[before], k0, b0, da_tile, w_tile)
@@ -559,19 +684,19 @@ def kernels_for(dtype) -> SimpleNamespace:
             da_h_t[b, r] = da_n * reset
         return da_n * reset  # r scales W_hn h + b_hn
 
-    @cuda.jit
-    def gru_step_backward(dh, gates_t, h_prev, hn_t, w_hh, dhs_prev, use_dhs_prev, da_x_t, da_h_t, dh_prev):
-        """Twin of reference.gru.gru_step_backward: ∂L/∂h_{t−1} = z⊙dh + da_h W_hh (+ dhs[t−1])."""
-        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
-        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+    @cuda.jit(device=True)
+    def gru_step_backward_tile(dh, gates_t, h_prev, hn_t, w_hh, dhs_prev, use_dhs_prev, da_x_t, da_h_t, dh_prev, k0,
+                               b0, da_tile, w_tile):
+        """Twin of reference.gru.gru_step_backward: ∂L/∂h_{t−1} = z⊙dh + da_h W_hh (+ dhs[t−1]).
+
+        On the tile of columns k0… and rows b0…; every thread of the block calls it."""
         B = dh.shape[0]
         H = dh.shape[1]
         n_rows = 3 * H
         tid = cuda.threadIdx.y * UNITS + cuda.threadIdx.x
-        b0 = cuda.blockIdx.y * ROWS
-        k = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
+        k = k0 + cuda.threadIdx.x
         b = b0 + cuda.threadIdx.y
-        store = cuda.blockIdx.x == 0
+        store = k0 == 0
         acc = DT(0.0)
         for r0 in range(0, n_rows, DEPTH):
             for e in range(tid, ROWS * DEPTH, STEP_THREADS):
@@ -581,7 +706,7 @@ def kernels_for(dtype) -> SimpleNamespace:
                 if b0 + rr < B and r0 + q < n_rows:
                     v = gru_da(b0 + rr, r0 + q, dh, gates_t, h_prev, hn_t, da_x_t, da_h_t, store)
                 da_tile[rr, q] = v
-            load_weight_rows(w_hh, 0, r0, n_rows, w_tile, cuda.blockIdx.x * UNITS)
+            load_weight_rows(w_hh, 0, r0, n_rows, w_tile, k0)
             cuda.syncthreads()
             acc = rows_times_weights(acc, da_tile, w_tile)
             cuda.syncthreads()
@@ -592,20 +717,45 @@ def kernels_for(dtype) -> SimpleNamespace:
             dh_prev[b, k] = acc
 
     @cuda.jit
-    def gru_classic_step_backward_n(dh, gates_t, h_prev, w_hh, da_x_t, da_h_t, d_rh, rh_t):
+    def gru_step_backward(dh, gates_t, h_prev, hn_t, w_hh, dhs_prev, use_dhs_prev, da_x_t, da_h_t, dh_prev):
+        """One step: gru_step_backward_tile on this block's tile."""
+        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
+        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+        gru_step_backward_tile(dh, gates_t, h_prev, hn_t, w_hh, dhs_prev, use_dhs_prev, da_x_t, da_h_t, dh_prev,
+                               cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
+
+    @cuda.jit
+    def gru_backward_persistent(dh_pair, gates, h_prev_all, hn_all, w_hh, dhs, da_x, da_h):
+        """Every step of reference.backend.backward's time loop for gru (gru_step_backward) in one cooperative
+        launch (see lstm_backward_persistent): ∂L/∂h of the step being undone is in slot s % 2 of dh_pair (s
+        = T − 1 − t), that of the step before goes to the other slot."""
+        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
+        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+        grid = cuda.cg.this_grid()
+        T = gates.shape[0]
+        H = dh_pair.shape[2]
+        for s in range(T):
+            t = T - 1 - s
+            for q in range(cuda.blockIdx.x, step_tiles(dh_pair.shape[1], H), cuda.gridDim.x):
+                k0, b0 = tile_origin(q, H)
+                gru_step_backward_tile(dh_pair[s % 2], gates[t], h_prev_all[t], hn_all[t], w_hh, dhs[max(t - 1, 0)],
+                                       t > 0, da_x[t], da_h[t], dh_pair[1 - s % 2], k0, b0, da_tile, w_tile)
+            grid.sync()
+
+    @cuda.jit(device=True)
+    def gru_classic_step_backward_n_tile(dh, gates_t, h_prev, w_hh, da_x_t, da_h_t, d_rh, rh_t, k0, b0, da_tile,
+                                         w_tile):
         """First half of reference.gru.gru_classic_step_backward: da_n, then ∂L/∂(r⊙h) = da_n W_hn.
 
         Also stores r⊙h of this step, the input of W_hn, for ∂L/∂W_hn after the time loop.
-        """
-        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
-        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+
+        On the tile of columns k0… and rows b0…; every thread of the block calls it."""
         B = dh.shape[0]
         H = dh.shape[1]
         tid = cuda.threadIdx.y * UNITS + cuda.threadIdx.x
-        b0 = cuda.blockIdx.y * ROWS
-        k = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
+        k = k0 + cuda.threadIdx.x
         b = b0 + cuda.threadIdx.y
-        store = cuda.blockIdx.x == 0
+        store = k0 == 0
         acc = DT(0.0)
         for r0 in range(0, H, DEPTH):
             for e in range(tid, ROWS * DEPTH, STEP_THREADS):
@@ -620,13 +770,21 @@ def kernels_for(dtype) -> SimpleNamespace:
                         da_x_t[bb, 2 * H + j] = v
                         da_h_t[bb, 2 * H + j] = v
                 da_tile[rr, q] = v
-            load_weight_rows(w_hh, 2 * H, r0, H, w_tile, cuda.blockIdx.x * UNITS)
+            load_weight_rows(w_hh, 2 * H, r0, H, w_tile, k0)
             cuda.syncthreads()
             acc = rows_times_weights(acc, da_tile, w_tile)
             cuda.syncthreads()
         if b < B and k < H:
             d_rh[b, k] = acc
             rh_t[b, k] = gates_t[b, k] * h_prev[b, k]
+
+    @cuda.jit
+    def gru_classic_step_backward_n(dh, gates_t, h_prev, w_hh, da_x_t, da_h_t, d_rh, rh_t):
+        """One step: gru_classic_step_backward_n_tile on this block's tile."""
+        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
+        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+        gru_classic_step_backward_n_tile(dh, gates_t, h_prev, w_hh, da_x_t, da_h_t, d_rh, rh_t,
+                                         cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
     @cuda.jit(device=True)
     def gru_classic_da_rz(b, r, dh, gates_t, h_prev, d_rh):
@@ -637,20 +795,19 @@ def kernels_for(dtype) -> SimpleNamespace:
         j = r - H
         return dh[b, j] * (h_prev[b, j] - gates_t[b, 2 * H + j]) * sigmoid_grad(gates_t[b, r])
 
-    @cuda.jit
-    def gru_classic_step_backward_rz(dh, gates_t, h_prev, d_rh, w_hh, dhs_prev, use_dhs_prev, da_x_t, da_h_t,
-                                     dh_prev):
-        """Second half of reference.gru.gru_classic_step_backward: ∂L/∂h_{t−1} = z⊙dh + r⊙∂L/∂(r⊙h) + da_rz W_hrz."""
-        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
-        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+    @cuda.jit(device=True)
+    def gru_classic_step_backward_rz_tile(dh, gates_t, h_prev, d_rh, w_hh, dhs_prev, use_dhs_prev, da_x_t, da_h_t,
+                                          dh_prev, k0, b0, da_tile, w_tile):
+        """Second half of reference.gru.gru_classic_step_backward: ∂L/∂h_{t−1} = z⊙dh + r⊙∂L/∂(r⊙h) + da_rz W_hrz.
+
+        On the tile of columns k0… and rows b0…; every thread of the block calls it."""
         B = dh.shape[0]
         H = dh.shape[1]
         n_rows = 2 * H
         tid = cuda.threadIdx.y * UNITS + cuda.threadIdx.x
-        b0 = cuda.blockIdx.y * ROWS
-        k = cuda.blockIdx.x * UNITS + cuda.threadIdx.x
+        k = k0 + cuda.threadIdx.x
         b = b0 + cuda.threadIdx.y
-        store = cuda.blockIdx.x == 0
+        store = k0 == 0
         acc = DT(0.0)
         for r0 in range(0, n_rows, DEPTH):
             for e in range(tid, ROWS * DEPTH, STEP_THREADS):
@@ -663,7 +820,7 @@ def kernels_for(dtype) -> SimpleNamespace:
                         da_x_t[b0 + rr, r0 + q] = v
                         da_h_t[b0 + rr, r0 + q] = v
                 da_tile[rr, q] = v
-            load_weight_rows(w_hh, 0, r0, n_rows, w_tile, cuda.blockIdx.x * UNITS)
+            load_weight_rows(w_hh, 0, r0, n_rows, w_tile, k0)
             cuda.syncthreads()
             acc = rows_times_weights(acc, da_tile, w_tile)
             cuda.syncthreads()
@@ -673,11 +830,50 @@ def kernels_for(dtype) -> SimpleNamespace:
                 acc += dhs_prev[b, k]
             dh_prev[b, k] = acc
 
+    @cuda.jit
+    def gru_classic_step_backward_rz(dh, gates_t, h_prev, d_rh, w_hh, dhs_prev, use_dhs_prev, da_x_t, da_h_t,
+                                     dh_prev):
+        """One step: gru_classic_step_backward_rz_tile on this block's tile."""
+        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
+        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+        gru_classic_step_backward_rz_tile(dh, gates_t, h_prev, d_rh, w_hh, dhs_prev, use_dhs_prev, da_x_t, da_h_t,
+                                          dh_prev, cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
+
+    @cuda.jit
+    def gru_classic_backward_persistent(dh_pair, gates, h_prev_all, d_rh, rh_all, w_hh, dhs, da_x, da_h):
+        """Every step of reference.backend.backward's time loop for gru_classic (gru_classic_step_backward) in
+        one cooperative launch (see lstm_backward_persistent): ∂L/∂h of the step being undone is in slot s %
+        2 of dh_pair (s = T − 1 − t), that of the step before goes to the other slot. Two grid
+        synchronizations a step: ∂L/∂(r⊙h) of every unit before the r rows' da."""
+        da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
+        w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+        grid = cuda.cg.this_grid()
+        T = gates.shape[0]
+        H = dh_pair.shape[2]
+        tiles = step_tiles(dh_pair.shape[1], H)
+        for s in range(T):
+            t = T - 1 - s
+            for q in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
+                k0, b0 = tile_origin(q, H)
+                gru_classic_step_backward_n_tile(dh_pair[s % 2], gates[t], h_prev_all[t], w_hh, da_x[t], da_h[t], d_rh,
+                                                 rh_all[t], k0, b0, da_tile, w_tile)
+            grid.sync()
+            for q in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
+                k0, b0 = tile_origin(q, H)
+                gru_classic_step_backward_rz_tile(dh_pair[s % 2], gates[t], h_prev_all[t], d_rh, w_hh,
+                                                  dhs[max(t - 1, 0)], t > 0, da_x[t], da_h[t], dh_pair[1 - s % 2],
+                                                  k0, b0, da_tile, w_tile)
+            grid.sync()
+
     return SimpleNamespace(
         dtype=np.dtype(DT), matmul=matmul, column_sums=column_sums, copy2d=copy2d, add2d=add2d, fill2d=fill2d,
         count_nonfinite=count_nonfinite,
         rnn_step_forward=rnn_step_forward, lstm_step_forward=lstm_step_forward, gru_step_forward=gru_step_forward,
-        lstm_forward_persistent=lstm_forward_persistent, lstm_backward_persistent=lstm_backward_persistent,
+        rnn_forward_persistent=rnn_forward_persistent, lstm_forward_persistent=lstm_forward_persistent,
+        gru_forward_persistent=gru_forward_persistent, gru_classic_forward_persistent=gru_classic_forward_persistent,
+        rnn_backward_persistent=rnn_backward_persistent, lstm_backward_persistent=lstm_backward_persistent,
+        gru_backward_persistent=gru_backward_persistent,
+        gru_classic_backward_persistent=gru_classic_backward_persistent,
         gru_classic_step_forward_rz=gru_classic_step_forward_rz,
         gru_classic_step_forward_n=gru_classic_step_forward_n,
         rnn_step_backward=rnn_step_backward, lstm_step_backward=lstm_step_backward,
