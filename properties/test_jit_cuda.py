@@ -184,6 +184,21 @@ def test_device_input_with_nan_is_rejected_by_name():
         cuda_backend.forward("gru", p._replace(w_hh=cuda.to_device(w_hh)), cuda.to_device(x), cuda.to_device(h0))
 
 
+@pytest.mark.parametrize("name", ["x", "c0", "dhs", "dh_n", "dc_n"])
+def test_one_launch_checks_every_device_input_and_names_the_bad_one(name):
+    """All of backward's inputs on the device are checked by one kernel, an array per block row:
+    a NaN in the last element of any one of them is reported against that one."""
+    p, x, h0, c0, dhs, dh_n, dc_n = inputs("lstm", np.float64)
+    fwd = cuda_backend.forward("lstm", p, x, h0, c0)
+    args = dict(x=x, h0=h0, c0=c0, dhs=dhs, dh_n=dh_n, dc_n=dc_n)
+    args[name] = args[name].copy()
+    args[name].reshape(-1)[-1] = np.nan
+    d = {k: cuda.to_device(v) for k, v in args.items()}
+    pd = reference.Params(*(cuda.to_device(w) for w in p))
+    with pytest.raises(ValueError, match=f"^{name}: expected finite"):
+        cuda_backend.backward("lstm", pd, d["x"], d["h0"], d["c0"], fwd, d["dhs"], d["dh_n"], d["dc_n"])
+
+
 def test_device_input_of_wrong_dtype_is_a_type_error():
     p, x, h0, *_ = inputs("rnn_tanh", np.float32)
     with pytest.raises(TypeError, match="h0: expected dtype float32"):
@@ -326,15 +341,15 @@ def test_gpu_bench_dry_run_under_the_simulator_writes_json_and_a_report_without_
 
 def test_gpu_profile_counts_the_launches_of_a_call_and_times_only_on_a_gpu(tmp_path):
     """reports.gpu_bench profile on the tiny config: launches per call counted. lstm inference at
-    T = 3: seven finiteness checks, the projection, then a step kernel per step (3) or the copies of
-    h0 and c0 and one persistent launch (3), then the copies of h_n and c_n: 13 either way; times
-    and the cProfile only off the simulator."""
+    T = 3: one finiteness check of all seven inputs, the projection, then a step kernel per step (3)
+    or the copies of h0 and c0 and one persistent launch (3), then the copies of h_n and c_n: 7
+    either way; times and the cProfile only off the simulator."""
     from reports.gpu_bench import profile_calls
     summary = profile_calls(tmp_path, "tiny")
     text = (tmp_path / "profile.txt").read_text()
     assert summary in text
-    assert "per-step inference: 13 kernel launches per call" in text
-    assert "persistent inference: 13 kernel launches per call" in text
+    assert "per-step inference: 7 kernel launches per call" in text
+    assert "persistent inference: 7 kernel launches per call" in text
     assert "per-step training:" in text and "persistent training:" in text
     assert (" ms per call" in text and "cProfile" in text) != SIMULATOR
 

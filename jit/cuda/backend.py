@@ -96,18 +96,20 @@ def _params_view(params):
 
 
 def _finiteness(named_arrays):
-    """{id(a): all finite} for every array, with one kernel launch per device array and one copy back."""
+    """{id(a): all finite} for every array: NumPy's check on host arrays, one kernel launch for all
+    device arrays together (one block row per array) and one copy back."""
     found = {}
     on_device = [a for _, a in named_arrays if a is not None and isinstance(a, _DeviceArray)]
     for _, a in named_arrays:
         if isinstance(a, np.ndarray):
             found[id(a)] = bool(np.isfinite(a).all())
     if on_device:
-        counts = cuda.to_device(np.zeros(len(on_device), np.int64))
-        for slot, a in enumerate(on_device):
-            flat = a.reshape(a.size) if a.is_c_contiguous() else cuda.to_device(a.copy_to_host().ravel())
-            k = kernels_for(a.dtype)
-            _launch_1d(k.count_nonfinite, a.size, flat, counts, slot)
+        flats = tuple(a.reshape(a.size) if a.is_c_contiguous() else cuda.to_device(a.copy_to_host().ravel())
+                      for a in on_device)
+        counts = cuda.to_device(np.zeros(len(flats), np.int64))
+        longest = max(f.size for f in flats)
+        launch(kernels_for(flats[0].dtype).count_nonfinite,
+               (min(blocks(longest, TILES.threads_1d), TILES.blocks_1d), len(flats)), (TILES.threads_1d,), flats, counts)
         for a, bad in zip(on_device, counts.copy_to_host()):
             found[id(a)] = bad == 0
     return found

@@ -167,12 +167,14 @@ def kernels_for(dtype) -> SimpleNamespace:
             dst[r, i - r * C] = value
 
     @cuda.jit
-    def count_nonfinite(flat, counts, slot):
-        """counts[slot] += the number of NaN or inf in flat (1-D); grid-stride loop, atomic count."""
-        start = cuda.grid(1)
-        stride = cuda.gridsize(1)
+    def count_nonfinite(flats, counts):
+        """counts[s] += the number of NaN or inf in flats[s] (a tuple of 1-D arrays), s = blockIdx.y:
+        every input of a call checked in one launch; grid-stride loop along x, atomic count."""
+        slot = cuda.blockIdx.y
+        flat = flats[slot]
         bad = 0
-        for i in range(start, flat.shape[0], stride):
+        for i in range(cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x, flat.shape[0],
+                       cuda.gridDim.x * cuda.blockDim.x):
             if not math.isfinite(flat[i]):
                 bad += 1
         if bad:

@@ -25,7 +25,7 @@ def kernel_signatures(nb):
     return {
         "matmul": (A2, A2, A2, A1, flag, flag, flag),
         "column_sums": (A2, A1), "copy2d": (A2, A2), "add2d": (A2, A2, A2), "fill2d": (A2, nb),
-        "count_nonfinite": (A1, nt.int64[::1], nt.int64),
+        "count_nonfinite": (nt.UniTuple(A1, 7), nt.int64[::1]),
         "rnn_step_forward": (A2, A2, A2, A1, flag, A2, A2),
         "lstm_step_forward": (A2, A2, A2, A2, A1, A2, A2, A2),
         "rnn_forward_persistent": (A3, A3, A2, A1, flag, A3),
