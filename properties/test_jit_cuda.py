@@ -341,15 +341,15 @@ def test_gpu_bench_dry_run_under_the_simulator_writes_json_and_a_report_without_
 
 def test_gpu_profile_counts_the_launches_of_a_call_and_times_only_on_a_gpu(tmp_path):
     """reports.gpu_bench profile on the tiny config: launches per call counted. lstm inference at
-    T = 3: one finiteness check of all seven inputs, the projection, then a step kernel per step (3)
-    or the copies of h0 and c0 and one persistent launch (3), then the copies of h_n and c_n: 7
-    either way; times and the cProfile only off the simulator."""
+    T = 3: one finiteness check of all seven inputs, the projection, then a step kernel per step and
+    the copies of h_n and c_n (7), or one persistent launch that also copies the states in and out
+    (3); times and the cProfile only off the simulator."""
     from reports.gpu_bench import profile_calls
     summary = profile_calls(tmp_path, "tiny")
     text = (tmp_path / "profile.txt").read_text()
     assert summary in text
     assert "per-step inference: 7 kernel launches per call" in text
-    assert "persistent inference: 7 kernel launches per call" in text
+    assert "persistent inference: 3 kernel launches per call" in text
     assert "per-step training:" in text and "persistent training:" in text
     assert (" ms per call" in text and "cProfile" in text) != SIMULATOR
 

@@ -269,57 +269,54 @@ def _cooperative_launch(kernel, B, H, *args):
 
 
 def _forward_persistent(cell, k, xw, h0, c0, w_hh, b_hh, training):
-    """The time loop as one cooperative launch (kernels.*_forward_persistent): h0 (and c0) are copied
-    into the first slot of the state arrays it steps through; hs (and cs) are views past them."""
+    """The time loop as one cooperative launch (kernels.*_forward_persistent), which also copies h0
+    (and c0) into the first slot of the state arrays it steps through and h_T (c_T) out; hs (and cs)
+    are views past the first slot."""
     T, B, GH = xw.shape
     H = w_hh.shape[1]
     dtype = k.dtype
     hs_ext = cuda.device_array((T + 1, B, H), dtype)
-    _launch_1d(k.copy2d, B * H, h0, hs_ext[0])
+    h_n = cuda.device_array((B, H), dtype)
     gates = cuda.device_array((T if training else 1, B, GH), dtype)  # inference: one step's scratch
-    c_ext = None
+    cs = c_n = None
     if cell == "lstm":  # cell states: all T + 1 (training), or two in turn
         c_ext = cuda.device_array((T + 1 if training else 2, B, H), dtype)
-        _launch_1d(k.copy2d, B * H, c0, c_ext[0])
-        _cooperative_launch(k.lstm_forward_persistent, B, H, xw, hs_ext, c_ext, w_hh, b_hh, gates)
+        c_n = cuda.device_array((B, H), dtype)
+        cs = c_ext[1:] if training else None
+        _cooperative_launch(k.lstm_forward_persistent, B, H, xw, h0, c0, hs_ext, c_ext, w_hh, b_hh, gates, h_n, c_n)
     elif cell in ("rnn_tanh", "rnn_relu"):
-        _cooperative_launch(k.rnn_forward_persistent, B, H, xw, hs_ext, w_hh, b_hh, cell == "rnn_relu", gates)
+        _cooperative_launch(k.rnn_forward_persistent, B, H, xw, h0, hs_ext, w_hh, b_hh, cell == "rnn_relu", gates,
+                            h_n)
     elif cell == "gru":
-        _cooperative_launch(k.gru_forward_persistent, B, H, xw, hs_ext, w_hh, b_hh, gates)
+        _cooperative_launch(k.gru_forward_persistent, B, H, xw, h0, hs_ext, w_hh, b_hh, gates, h_n)
     else:
         rh = cuda.device_array((B, H), dtype)
-        _cooperative_launch(k.gru_classic_forward_persistent, B, H, xw, hs_ext, w_hh, b_hh, gates, rh)
-    h_n = _copy(k, hs_ext[T])
-    c_n = _copy(k, c_ext[T % c_ext.shape[0]]) if c_ext is not None else None
-    cs = c_ext[1:] if c_ext is not None and training else None
+        _cooperative_launch(k.gru_classic_forward_persistent, B, H, xw, h0, hs_ext, w_hh, b_hh, gates, rh, h_n)
     return ForwardResult(hs_ext[1:], h_n, c_n, cs, gates if training else None)
 
 
 def _backward_persistent(cell, k, dh_n, dc_n, dhs, gates, w_hh, da_x, da_h, *, cs=None, c0=None, h_prev_all=None,
                          hn_all=None, d_rh=None, rh_all=None):
-    """BPTT's time loop as one cooperative launch (kernels.*_backward_persistent); returns ∂L/∂h0
-    and (lstm) ∂L/∂c0: the slot of their pairs that the last step wrote."""
+    """BPTT's time loop as one cooperative launch (kernels.*_backward_persistent), which also starts
+    it (∂L/∂h_T = dh_n + dhs[T − 1], ∂L/∂c_T = dc_n or 0) in slot 0 of its gradient pairs; returns
+    ∂L/∂h0 and (lstm) ∂L/∂c0: the slot of their pairs that the last step wrote."""
     T, B, _ = gates.shape
     H = w_hh.shape[1]
-    dtype = k.dtype
-    dh_pair = cuda.device_array((2, B, H), dtype)
-    _launch_1d(k.add2d, B * H, dh_n, dhs[T - 1], dh_pair[0])
+    dh_pair = cuda.device_array((2, B, H), k.dtype)
     if cell == "lstm":
-        dc_pair = cuda.device_array((2, B, H), dtype)
-        if dc_n is not None:
-            _launch_1d(k.copy2d, B * H, dc_n, dc_pair[0])
-        else:
-            _launch_1d(k.fill2d, B * H, dc_pair[0], dtype.type(0))
-        _cooperative_launch(k.lstm_backward_persistent, B, H, dh_pair, dc_pair, gates, cs, c0, w_hh, dhs, da_x)
+        dc_pair = cuda.device_array((2, B, H), k.dtype)
+        _cooperative_launch(k.lstm_backward_persistent, B, H, dh_n, dh_n if dc_n is None else dc_n, dc_n is not None,
+                            dh_pair, dc_pair, gates, cs, c0, w_hh, dhs, da_x)
         return dh_pair[T % 2], dc_pair[T % 2]
     if cell in ("rnn_tanh", "rnn_relu"):
-        _cooperative_launch(k.rnn_backward_persistent, B, H, dh_pair, gates, w_hh, cell == "rnn_relu", dhs, da_x)
+        _cooperative_launch(k.rnn_backward_persistent, B, H, dh_n, dh_pair, gates, w_hh, cell == "rnn_relu", dhs,
+                            da_x)
     elif cell == "gru":
-        _cooperative_launch(k.gru_backward_persistent, B, H, dh_pair, gates, h_prev_all, hn_all, w_hh, dhs, da_x,
-                            da_h)
+        _cooperative_launch(k.gru_backward_persistent, B, H, dh_n, dh_pair, gates, h_prev_all, hn_all, w_hh, dhs,
+                            da_x, da_h)
     else:
-        _cooperative_launch(k.gru_classic_backward_persistent, B, H, dh_pair, gates, h_prev_all, d_rh, rh_all, w_hh,
-                            dhs, da_x, da_h)
+        _cooperative_launch(k.gru_classic_backward_persistent, B, H, dh_n, dh_pair, gates, h_prev_all, d_rh, rh_all,
+                            w_hh, dhs, da_x, da_h)
     return dh_pair[T % 2], None
 
 

@@ -229,6 +229,25 @@ def kernels_for(dtype) -> SimpleNamespace:
         return ((H + UNITS - 1) // UNITS) * ((B + ROWS - 1) // ROWS)
 
     @cuda.jit(device=True)
+    def copy_tile(src, dst, j0, b0):
+        """dst[b, j] = src[b, j] for this thread's element (b0 + threadIdx.y, j0 + threadIdx.x), if any."""
+        b = b0 + cuda.threadIdx.y
+        j = j0 + cuda.threadIdx.x
+        if b < dst.shape[0] and j < dst.shape[1]:
+            dst[b, j] = src[b, j]
+
+    @cuda.jit(device=True)
+    def start_gradient_tile(dh_n, dhs_last, dh, dc_n, use_dc_n, dc, j0, b0):
+        """This thread's element of BPTT's start: ∂L/∂h_T = dh_n + dhs[T − 1] into dh, and (lstm, dc
+        an array) ∂L/∂c_T = dc_n, or 0 without one, into dc."""
+        b = b0 + cuda.threadIdx.y
+        j = j0 + cuda.threadIdx.x
+        if b < dh.shape[0] and j < dh.shape[1]:
+            dh[b, j] = dh_n[b, j] + dhs_last[b, j]
+            if dc.shape[0] > 0:
+                dc[b, j] = dc_n[b, j] if use_dc_n else DT(0.0)
+
+    @cuda.jit(device=True)
     def tile_origin(q, H):
         """(j0, b0), the first unit and first row of tile q (units vary fastest)."""
         unit_tiles = (H + UNITS - 1) // UNITS
@@ -264,7 +283,7 @@ def kernels_for(dtype) -> SimpleNamespace:
                               cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
 
     @cuda.jit
-    def rnn_forward_persistent(xw, hs_ext, w_hh, b_hh, use_relu, gates):
+    def rnn_forward_persistent(xw, h0, hs_ext, w_hh, b_hh, use_relu, gates, h_n):
         """Every step of reference.backend.forward for rnn (rnn_step_forward) in one cooperative launch (see
         lstm_forward_persistent): hs_ext (T + 1, B, H) holds h0 then h_1 … h_T; gates (T, B, H), or one
         step's scratch (1, B, H) in inference."""
@@ -274,12 +293,19 @@ def kernels_for(dtype) -> SimpleNamespace:
         grid = cuda.cg.this_grid()
         H = hs_ext.shape[2]
         n_g = gates.shape[0]
+        for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
+            j0, b0 = tile_origin(q, H)  # h0 into the first slot; step 0 reads all of it
+            copy_tile(h0, hs_ext[0], j0, b0)
+        grid.sync()
         for t in range(xw.shape[0]):
             for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
                 j0, b0 = tile_origin(q, H)
                 rnn_step_forward_tile(xw[t], hs_ext[t], w_hh, b_hh, use_relu, hs_ext[t + 1], gates[t % n_g], j0, b0,
                                       h_tile, w_tile, acc)
             grid.sync()
+        for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
+            j0, b0 = tile_origin(q, H)  # h_T out, by the threads that wrote it
+            copy_tile(hs_ext[xw.shape[0]], h_n, j0, b0)
 
     @cuda.jit(device=True)
     def lstm_step_forward_tile(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t, j0, b0, h_tile, w_tile,
@@ -319,14 +345,16 @@ def kernels_for(dtype) -> SimpleNamespace:
                        cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
 
     @cuda.jit
-    def lstm_forward_persistent(xw, hs_ext, c_ext, w_hh, b_hh, gates):
+    def lstm_forward_persistent(xw, h0, c0, hs_ext, c_ext, w_hh, b_hh, gates, h_n, c_n):
         """Every step of reference.backend.forward for lstm (lstm_step_forward) in one cooperative launch: a
         1-D grid of blocks shares the (units × rows) tiles of a step, and the grid synchronizes between
         steps (step t + 1 reads all of h_t). One launch instead of T: a call of the per-step kernels is
         bound by their launches on the host (see the README's H200 run).
 
         hs_ext (T + 1, B, H) holds h0 then h_1 … h_T; c_ext holds c0 then the cell states, T + 1 of them
-        (training) or two in turn (inference); gates (T, B, 4H) or one step's scratch (1, B, 4H)."""
+        (training) or two in turn (inference); gates (T, B, 4H) or one step's scratch (1, B, 4H). The
+        kernel copies h0 and c0 into the first slots itself, and h_T, c_T out into h_n, c_n: a launch
+        each saved."""
         h_tile = cuda.shared.array((ROWS, DEPTH), DT)
         w_tile = cuda.shared.array((4, UNITS, DEPTH_PADDED), DT)
         acc = cuda.local.array(4, DT)
@@ -334,12 +362,21 @@ def kernels_for(dtype) -> SimpleNamespace:
         H = hs_ext.shape[2]
         n_c = c_ext.shape[0]
         n_g = gates.shape[0]
+        for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
+            j0, b0 = tile_origin(q, H)  # h0 and c0 into the first slot; step 0 reads all of it
+            copy_tile(h0, hs_ext[0], j0, b0)
+            copy_tile(c0, c_ext[0], j0, b0)
+        grid.sync()
         for t in range(xw.shape[0]):
             for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
                 j0, b0 = tile_origin(q, H)
                 lstm_step_forward_tile(xw[t], hs_ext[t], c_ext[t % n_c], w_hh, b_hh, hs_ext[t + 1],
                                        c_ext[(t + 1) % n_c], gates[t % n_g], j0, b0, h_tile, w_tile, acc)
             grid.sync()
+        for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
+            j0, b0 = tile_origin(q, H)  # h_T and c_T out, by the threads that wrote it
+            copy_tile(hs_ext[xw.shape[0]], h_n, j0, b0)
+            copy_tile(c_ext[xw.shape[0] % n_c], c_n, j0, b0)
 
     @cuda.jit(device=True)
     def gru_step_forward_tile(xw_t, h_prev, w_hh, b_hh, h_next, gates_t, j0, b0, h_tile, w_tile, acc):
@@ -377,7 +414,7 @@ def kernels_for(dtype) -> SimpleNamespace:
                               cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
 
     @cuda.jit
-    def gru_forward_persistent(xw, hs_ext, w_hh, b_hh, gates):
+    def gru_forward_persistent(xw, h0, hs_ext, w_hh, b_hh, gates, h_n):
         """Every step of reference.backend.forward for gru (gru_step_forward) in one cooperative launch (see
         lstm_forward_persistent): hs_ext (T + 1, B, H) holds h0 then h_1 … h_T; gates (T, B, 3H), or one
         step's scratch (1, B, 3H) in inference."""
@@ -387,12 +424,19 @@ def kernels_for(dtype) -> SimpleNamespace:
         grid = cuda.cg.this_grid()
         H = hs_ext.shape[2]
         n_g = gates.shape[0]
+        for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
+            j0, b0 = tile_origin(q, H)  # h0 into the first slot; step 0 reads all of it
+            copy_tile(h0, hs_ext[0], j0, b0)
+        grid.sync()
         for t in range(xw.shape[0]):
             for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
                 j0, b0 = tile_origin(q, H)
                 gru_step_forward_tile(xw[t], hs_ext[t], w_hh, b_hh, hs_ext[t + 1], gates[t % n_g], j0, b0,
                                       h_tile, w_tile, acc)
             grid.sync()
+        for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
+            j0, b0 = tile_origin(q, H)  # h_T out, by the threads that wrote it
+            copy_tile(hs_ext[xw.shape[0]], h_n, j0, b0)
 
     @cuda.jit(device=True)
     def gru_classic_step_forward_rz_tile(xw_t, h_prev, w_hh, b_hh, gates_t, rh, j0, b0, h_tile, w_tile, acc):
@@ -445,7 +489,7 @@ def kernels_for(dtype) -> SimpleNamespace:
             gates_t[b, 2 * H + j] = n
 
     @cuda.jit
-    def gru_classic_forward_persistent(xw, hs_ext, w_hh, b_hh, gates, rh):
+    def gru_classic_forward_persistent(xw, h0, hs_ext, w_hh, b_hh, gates, rh, h_n):
         """Every step of reference.backend.forward for gru_classic (gru_classic_step_forward) in one
         cooperative launch (see lstm_forward_persistent): hs_ext (T + 1, B, H) holds h0 then h_1 … h_T;
         gates (T, B, 3H), or one step's scratch (1, B, 3H) in inference. Two grid synchronizations a step:
@@ -458,6 +502,10 @@ def kernels_for(dtype) -> SimpleNamespace:
         H = hs_ext.shape[2]
         tiles = step_tiles(hs_ext.shape[1], H)
         n_g = gates.shape[0]
+        for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
+            j0, b0 = tile_origin(q, H)  # h0 into the first slot; step 0 reads all of it
+            copy_tile(h0, hs_ext[0], j0, b0)
+        grid.sync()
         for t in range(xw.shape[0]):
             for q in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
                 j0, b0 = tile_origin(q, H)
@@ -469,6 +517,9 @@ def kernels_for(dtype) -> SimpleNamespace:
                 gru_classic_step_forward_n_tile(xw[t], hs_ext[t], rh, w_hh, b_hh, hs_ext[t + 1], gates[t % n_g], j0, b0,
                                                 h_tile, n_tile, acc)
             grid.sync()
+        for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
+            j0, b0 = tile_origin(q, H)  # h_T out, by the threads that wrote it
+            copy_tile(hs_ext[xw.shape[0]], h_n, j0, b0)
 
     # ----- backward: ∂L/∂h_{t−1} = ∂L/∂a · W_hh with ∂L/∂a computed while its tile loads --------
 
@@ -550,7 +601,7 @@ def kernels_for(dtype) -> SimpleNamespace:
                                cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
     @cuda.jit
-    def rnn_backward_persistent(dh_pair, gates, w_hh, use_relu, dhs, da):
+    def rnn_backward_persistent(dh_n, dh_pair, gates, w_hh, use_relu, dhs, da):
         """Every step of reference.backend.backward's time loop for rnn (rnn_step_backward) in one cooperative
         launch (see lstm_backward_persistent): ∂L/∂h of the step being undone is in slot s % 2 of dh_pair (s
         = T − 1 − t), that of the step before goes to the other slot."""
@@ -559,6 +610,10 @@ def kernels_for(dtype) -> SimpleNamespace:
         grid = cuda.cg.this_grid()
         T = gates.shape[0]
         H = dh_pair.shape[2]
+        for q in range(cuda.blockIdx.x, step_tiles(dh_pair.shape[1], H), cuda.gridDim.x):
+            k0, b0 = tile_origin(q, H)  # BPTT's start into slot 0; step T − 1 reads all of it
+            start_gradient_tile(dh_n, dhs[T - 1], dh_pair[0], dh_n, False, dh_n[:0], k0, b0)
+        grid.sync()
         for s in range(T):
             t = T - 1 - s
             for q in range(cuda.blockIdx.x, step_tiles(dh_pair.shape[1], H), cuda.gridDim.x):
@@ -631,7 +686,7 @@ def kernels_for(dtype) -> SimpleNamespace:
                                 cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
     @cuda.jit
-    def lstm_backward_persistent(dh_pair, dc_pair, gates, cs, c0, w_hh, dhs, da):
+    def lstm_backward_persistent(dh_n, dc_n, use_dc_n, dh_pair, dc_pair, gates, cs, c0, w_hh, dhs, da):
         """Every step of reference.backend.backward's time loop for lstm (lstm_step_backward) in one
         cooperative launch, like lstm_forward_persistent: the blocks share each step's tiles, the grid
         synchronizes between steps. ∂L/∂h and ∂L/∂c of the step being undone are in slot s % 2 of dh_pair
@@ -642,6 +697,10 @@ def kernels_for(dtype) -> SimpleNamespace:
         grid = cuda.cg.this_grid()
         T = gates.shape[0]
         H = dh_pair.shape[2]
+        for q in range(cuda.blockIdx.x, step_tiles(dh_pair.shape[1], H), cuda.gridDim.x):
+            k0, b0 = tile_origin(q, H)  # BPTT's start into slot 0; step T − 1 reads all of it
+            start_gradient_tile(dh_n, dhs[T - 1], dh_pair[0], dc_n, use_dc_n, dc_pair[0], k0, b0)
+        grid.sync()
         for s in range(T):
             t = T - 1 - s
             now = s % 2
@@ -727,7 +786,7 @@ def kernels_for(dtype) -> SimpleNamespace:
                                cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
     @cuda.jit
-    def gru_backward_persistent(dh_pair, gates, h_prev_all, hn_all, w_hh, dhs, da_x, da_h):
+    def gru_backward_persistent(dh_n, dh_pair, gates, h_prev_all, hn_all, w_hh, dhs, da_x, da_h):
         """Every step of reference.backend.backward's time loop for gru (gru_step_backward) in one cooperative
         launch (see lstm_backward_persistent): ∂L/∂h of the step being undone is in slot s % 2 of dh_pair (s
         = T − 1 − t), that of the step before goes to the other slot."""
@@ -736,6 +795,10 @@ def kernels_for(dtype) -> SimpleNamespace:
         grid = cuda.cg.this_grid()
         T = gates.shape[0]
         H = dh_pair.shape[2]
+        for q in range(cuda.blockIdx.x, step_tiles(dh_pair.shape[1], H), cuda.gridDim.x):
+            k0, b0 = tile_origin(q, H)  # BPTT's start into slot 0; step T − 1 reads all of it
+            start_gradient_tile(dh_n, dhs[T - 1], dh_pair[0], dh_n, False, dh_n[:0], k0, b0)
+        grid.sync()
         for s in range(T):
             t = T - 1 - s
             for q in range(cuda.blockIdx.x, step_tiles(dh_pair.shape[1], H), cuda.gridDim.x):
@@ -842,7 +905,8 @@ def kernels_for(dtype) -> SimpleNamespace:
                                           dh_prev, cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
     @cuda.jit
-    def gru_classic_backward_persistent(dh_pair, gates, h_prev_all, d_rh, rh_all, w_hh, dhs, da_x, da_h):
+    def gru_classic_backward_persistent(dh_n, dh_pair, gates, h_prev_all, d_rh, rh_all, w_hh, dhs, da_x,
+                                        da_h):
         """Every step of reference.backend.backward's time loop for gru_classic (gru_classic_step_backward) in
         one cooperative launch (see lstm_backward_persistent): ∂L/∂h of the step being undone is in slot s %
         2 of dh_pair (s = T − 1 − t), that of the step before goes to the other slot. Two grid
@@ -853,6 +917,10 @@ def kernels_for(dtype) -> SimpleNamespace:
         T = gates.shape[0]
         H = dh_pair.shape[2]
         tiles = step_tiles(dh_pair.shape[1], H)
+        for q in range(cuda.blockIdx.x, step_tiles(dh_pair.shape[1], H), cuda.gridDim.x):
+            k0, b0 = tile_origin(q, H)  # BPTT's start into slot 0; step T − 1 reads all of it
+            start_gradient_tile(dh_n, dhs[T - 1], dh_pair[0], dh_n, False, dh_n[:0], k0, b0)
+        grid.sync()
         for s in range(T):
             t = T - 1 - s
             for q in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
