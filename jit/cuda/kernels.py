@@ -229,30 +229,36 @@ def kernels_for(dtype) -> SimpleNamespace:
         return ((H + UNITS - 1) // UNITS) * ((B + ROWS - 1) // ROWS)
 
     @cuda.jit(device=True)
-    def copy_tile(src, dst, j0, b0):
-        """dst[b, j] = src[b, j] for this thread's element (b0 + threadIdx.y, j0 + threadIdx.x), if any."""
-        b = b0 + cuda.threadIdx.y
-        j = j0 + cuda.threadIdx.x
-        if b < dst.shape[0] and j < dst.shape[1]:
-            dst[b, j] = src[b, j]
-
-    @cuda.jit(device=True)
-    def start_gradient_tile(dh_n, dhs_last, dh, dc_n, use_dc_n, dc, j0, b0):
-        """This thread's element of BPTT's start: ∂L/∂h_T = dh_n + dhs[T − 1] into dh, and (lstm, dc
-        an array) ∂L/∂c_T = dc_n, or 0 without one, into dc."""
-        b = b0 + cuda.threadIdx.y
-        j = j0 + cuda.threadIdx.x
-        if b < dh.shape[0] and j < dh.shape[1]:
-            dh[b, j] = dh_n[b, j] + dhs_last[b, j]
-            if dc.shape[0] > 0:
-                dc[b, j] = dc_n[b, j] if use_dc_n else DT(0.0)
-
-    @cuda.jit(device=True)
     def tile_origin(q, H):
         """(j0, b0), the first unit and first row of tile q (units vary fastest)."""
         unit_tiles = (H + UNITS - 1) // UNITS
         row_tile = q // unit_tiles
         return (q - row_tile * unit_tiles) * UNITS, row_tile * ROWS
+
+    @cuda.jit(device=True)
+    def copy_state(src, dst):
+        """dst = src (B, H), each element by the thread that steps it: the threads of this block's tiles."""
+        H = dst.shape[1]
+        for q in range(cuda.blockIdx.x, step_tiles(dst.shape[0], H), cuda.gridDim.x):
+            j0, b0 = tile_origin(q, H)
+            b = b0 + cuda.threadIdx.y
+            j = j0 + cuda.threadIdx.x
+            if b < dst.shape[0] and j < H:
+                dst[b, j] = src[b, j]
+
+    @cuda.jit(device=True)
+    def start_bptt(dh_n, dhs_last, dh, dc_n, use_dc_n, dc):
+        """BPTT's start, by the threads of this block's tiles: ∂L/∂h_T = dh_n + dhs[T − 1] into dh and
+        (lstm, dc not empty) ∂L/∂c_T = dc_n, or 0 without one, into dc."""
+        H = dh.shape[1]
+        for q in range(cuda.blockIdx.x, step_tiles(dh.shape[0], H), cuda.gridDim.x):
+            j0, b0 = tile_origin(q, H)
+            b = b0 + cuda.threadIdx.y
+            j = j0 + cuda.threadIdx.x
+            if b < dh.shape[0] and j < H:
+                dh[b, j] = dh_n[b, j] + dhs_last[b, j]
+                if dc.shape[0] > 0:
+                    dc[b, j] = dc_n[b, j] if use_dc_n else DT(0.0)
 
     @cuda.jit(device=True)
     def rnn_step_forward_tile(xw_t, h_prev, w_hh, b_hh, use_relu, h_next, gates_t, j0, b0, h_tile, w_tile, acc):
@@ -293,9 +299,7 @@ def kernels_for(dtype) -> SimpleNamespace:
         grid = cuda.cg.this_grid()
         H = hs_ext.shape[2]
         n_g = gates.shape[0]
-        for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
-            j0, b0 = tile_origin(q, H)  # h0 into the first slot; step 0 reads all of it
-            copy_tile(h0, hs_ext[0], j0, b0)
+        copy_state(h0, hs_ext[0])  # the first slot; step 0 reads all of it
         grid.sync()
         for t in range(xw.shape[0]):
             for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
@@ -303,9 +307,7 @@ def kernels_for(dtype) -> SimpleNamespace:
                 rnn_step_forward_tile(xw[t], hs_ext[t], w_hh, b_hh, use_relu, hs_ext[t + 1], gates[t % n_g], j0, b0,
                                       h_tile, w_tile, acc)
             grid.sync()
-        for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
-            j0, b0 = tile_origin(q, H)  # h_T out, by the threads that wrote it
-            copy_tile(hs_ext[xw.shape[0]], h_n, j0, b0)
+        copy_state(hs_ext[xw.shape[0]], h_n)  # by the threads that wrote h_T
 
     @cuda.jit(device=True)
     def lstm_step_forward_tile(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t, j0, b0, h_tile, w_tile,
@@ -362,10 +364,8 @@ def kernels_for(dtype) -> SimpleNamespace:
         H = hs_ext.shape[2]
         n_c = c_ext.shape[0]
         n_g = gates.shape[0]
-        for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
-            j0, b0 = tile_origin(q, H)  # h0 and c0 into the first slot; step 0 reads all of it
-            copy_tile(h0, hs_ext[0], j0, b0)
-            copy_tile(c0, c_ext[0], j0, b0)
+        copy_state(h0, hs_ext[0])  # the first slot; step 0 reads all of it
+        copy_state(c0, c_ext[0])
         grid.sync()
         for t in range(xw.shape[0]):
             for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
@@ -373,10 +373,8 @@ def kernels_for(dtype) -> SimpleNamespace:
                 lstm_step_forward_tile(xw[t], hs_ext[t], c_ext[t % n_c], w_hh, b_hh, hs_ext[t + 1],
                                        c_ext[(t + 1) % n_c], gates[t % n_g], j0, b0, h_tile, w_tile, acc)
             grid.sync()
-        for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
-            j0, b0 = tile_origin(q, H)  # h_T and c_T out, by the threads that wrote it
-            copy_tile(hs_ext[xw.shape[0]], h_n, j0, b0)
-            copy_tile(c_ext[xw.shape[0] % n_c], c_n, j0, b0)
+        copy_state(hs_ext[xw.shape[0]], h_n)  # by the threads that wrote h_T
+        copy_state(c_ext[xw.shape[0] % n_c], c_n)
 
     @cuda.jit(device=True)
     def gru_step_forward_tile(xw_t, h_prev, w_hh, b_hh, h_next, gates_t, j0, b0, h_tile, w_tile, acc):
@@ -424,9 +422,7 @@ def kernels_for(dtype) -> SimpleNamespace:
         grid = cuda.cg.this_grid()
         H = hs_ext.shape[2]
         n_g = gates.shape[0]
-        for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
-            j0, b0 = tile_origin(q, H)  # h0 into the first slot; step 0 reads all of it
-            copy_tile(h0, hs_ext[0], j0, b0)
+        copy_state(h0, hs_ext[0])  # the first slot; step 0 reads all of it
         grid.sync()
         for t in range(xw.shape[0]):
             for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
@@ -434,9 +430,7 @@ def kernels_for(dtype) -> SimpleNamespace:
                 gru_step_forward_tile(xw[t], hs_ext[t], w_hh, b_hh, hs_ext[t + 1], gates[t % n_g], j0, b0,
                                       h_tile, w_tile, acc)
             grid.sync()
-        for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
-            j0, b0 = tile_origin(q, H)  # h_T out, by the threads that wrote it
-            copy_tile(hs_ext[xw.shape[0]], h_n, j0, b0)
+        copy_state(hs_ext[xw.shape[0]], h_n)  # by the threads that wrote h_T
 
     @cuda.jit(device=True)
     def gru_classic_step_forward_rz_tile(xw_t, h_prev, w_hh, b_hh, gates_t, rh, j0, b0, h_tile, w_tile, acc):
@@ -502,9 +496,7 @@ def kernels_for(dtype) -> SimpleNamespace:
         H = hs_ext.shape[2]
         tiles = step_tiles(hs_ext.shape[1], H)
         n_g = gates.shape[0]
-        for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
-            j0, b0 = tile_origin(q, H)  # h0 into the first slot; step 0 reads all of it
-            copy_tile(h0, hs_ext[0], j0, b0)
+        copy_state(h0, hs_ext[0])  # the first slot; step 0 reads all of it
         grid.sync()
         for t in range(xw.shape[0]):
             for q in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
@@ -517,9 +509,7 @@ def kernels_for(dtype) -> SimpleNamespace:
                 gru_classic_step_forward_n_tile(xw[t], hs_ext[t], rh, w_hh, b_hh, hs_ext[t + 1], gates[t % n_g], j0, b0,
                                                 h_tile, n_tile, acc)
             grid.sync()
-        for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
-            j0, b0 = tile_origin(q, H)  # h_T out, by the threads that wrote it
-            copy_tile(hs_ext[xw.shape[0]], h_n, j0, b0)
+        copy_state(hs_ext[xw.shape[0]], h_n)  # by the threads that wrote h_T
 
     # ----- backward: ∂L/∂h_{t−1} = ∂L/∂a · W_hh with ∂L/∂a computed while its tile loads --------
 
@@ -610,9 +600,7 @@ def kernels_for(dtype) -> SimpleNamespace:
         grid = cuda.cg.this_grid()
         T = gates.shape[0]
         H = dh_pair.shape[2]
-        for q in range(cuda.blockIdx.x, step_tiles(dh_pair.shape[1], H), cuda.gridDim.x):
-            k0, b0 = tile_origin(q, H)  # BPTT's start into slot 0; step T − 1 reads all of it
-            start_gradient_tile(dh_n, dhs[T - 1], dh_pair[0], dh_n, False, dh_n[:0], k0, b0)
+        start_bptt(dh_n, dhs[T - 1], dh_pair[0], dh_n, False, dh_n[:0])  # into slot 0; step T − 1 reads all of it
         grid.sync()
         for s in range(T):
             t = T - 1 - s
@@ -697,9 +685,7 @@ def kernels_for(dtype) -> SimpleNamespace:
         grid = cuda.cg.this_grid()
         T = gates.shape[0]
         H = dh_pair.shape[2]
-        for q in range(cuda.blockIdx.x, step_tiles(dh_pair.shape[1], H), cuda.gridDim.x):
-            k0, b0 = tile_origin(q, H)  # BPTT's start into slot 0; step T − 1 reads all of it
-            start_gradient_tile(dh_n, dhs[T - 1], dh_pair[0], dc_n, use_dc_n, dc_pair[0], k0, b0)
+        start_bptt(dh_n, dhs[T - 1], dh_pair[0], dc_n, use_dc_n, dc_pair[0])  # step T − 1 reads all of it
         grid.sync()
         for s in range(T):
             t = T - 1 - s
@@ -795,9 +781,7 @@ def kernels_for(dtype) -> SimpleNamespace:
         grid = cuda.cg.this_grid()
         T = gates.shape[0]
         H = dh_pair.shape[2]
-        for q in range(cuda.blockIdx.x, step_tiles(dh_pair.shape[1], H), cuda.gridDim.x):
-            k0, b0 = tile_origin(q, H)  # BPTT's start into slot 0; step T − 1 reads all of it
-            start_gradient_tile(dh_n, dhs[T - 1], dh_pair[0], dh_n, False, dh_n[:0], k0, b0)
+        start_bptt(dh_n, dhs[T - 1], dh_pair[0], dh_n, False, dh_n[:0])  # into slot 0; step T − 1 reads all of it
         grid.sync()
         for s in range(T):
             t = T - 1 - s
@@ -917,9 +901,7 @@ def kernels_for(dtype) -> SimpleNamespace:
         T = gates.shape[0]
         H = dh_pair.shape[2]
         tiles = step_tiles(dh_pair.shape[1], H)
-        for q in range(cuda.blockIdx.x, step_tiles(dh_pair.shape[1], H), cuda.gridDim.x):
-            k0, b0 = tile_origin(q, H)  # BPTT's start into slot 0; step T − 1 reads all of it
-            start_gradient_tile(dh_n, dhs[T - 1], dh_pair[0], dh_n, False, dh_n[:0], k0, b0)
+        start_bptt(dh_n, dhs[T - 1], dh_pair[0], dh_n, False, dh_n[:0])  # into slot 0; step T − 1 reads all of it
         grid.sync()
         for s in range(T):
             t = T - 1 - s
