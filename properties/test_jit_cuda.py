@@ -271,6 +271,16 @@ def test_launch_refuses_impossible_configs_and_skips_empty_grids():
     launch(k.fill2d, (0,), (8,), dst, 0.0)  # nothing to do, nothing launched
 
 
+def test_a_persistent_kernel_that_cannot_be_resident_is_a_launch_error(monkeypatch):
+    """No block can be resident: a LaunchError naming the kernel, never an empty grid that launch()
+    skips, which would return arrays nothing wrote."""
+    monkeypatch.setattr(cuda_backend, "persistent", True)
+    monkeypatch.setattr(cuda_backend, "cooperative_grid_limit", lambda kernel, block, *args: 0)
+    p, x, h0, *_ = inputs("gru", np.float32)
+    with pytest.raises(LaunchError, match="gru_forward_persistent: not one block"):
+        cuda_backend.forward("gru", p, x, h0)
+
+
 def test_max_test_sizes_only_under_the_simulator():
     if SIMULATOR:
         assert set(cuda_backend.max_test_sizes) == {"T", "B", "I", "H"}

@@ -24,7 +24,7 @@ from reference.contract import (CELLS, PARAM_NAMES, BackwardResult, ForwardResul
                                 check_forward_inputs)
 
 from .kernels import kernels_for
-from .launch import SIMULATOR, TILES, blocks, cooperative_grid_limit, launch, synchronize
+from .launch import SIMULATOR, TILES, LaunchError, blocks, cooperative_grid_limit, launch, synchronize
 
 name = "jit.cuda"
 cells = frozenset(CELLS)
@@ -108,8 +108,8 @@ def _finiteness(named_arrays):
                       for a in on_device)
         counts = cuda.to_device(np.zeros(len(flats), np.int64))
         longest = max(f.size for f in flats)
-        launch(kernels_for(flats[0].dtype).count_nonfinite,
-               (min(blocks(longest, TILES.threads_1d), TILES.blocks_1d), len(flats)), (TILES.threads_1d,), flats, counts)
+        grid = (min(blocks(longest, TILES.threads_1d), TILES.blocks_1d), len(flats))
+        launch(kernels_for(flats[0].dtype).count_nonfinite, grid, (TILES.threads_1d,), flats, counts)
         for a, bad in zip(on_device, counts.copy_to_host()):
             found[id(a)] = bad == 0
     return found
@@ -265,7 +265,11 @@ def _cooperative_launch(kernel, B, H, *args):
     walks the remaining tiles itself."""
     block = (TILES.units, TILES.rows)
     tiles = blocks(H, TILES.units) * blocks(B, TILES.rows)
-    launch(kernel, (min(tiles, cooperative_grid_limit(kernel, block, *args)),), block, *args)
+    resident = cooperative_grid_limit(kernel, block, *args)
+    if resident < 1:  # launch() would skip the empty grid, and no result would be written
+        raise LaunchError(f"jit.cuda: {kernel.py_func.__name__}: not one block of {block} threads can be "
+                          f"resident for a cooperative launch")
+    launch(kernel, (min(tiles, resident),), block, *args)
 
 
 def _forward_persistent(cell, k, xw, h0, c0, w_hh, b_hh, training):

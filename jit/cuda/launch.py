@@ -158,11 +158,18 @@ def launch(kernel, grid, block, *args):
 def cooperative_grid_limit(kernel, block, *args) -> int:
     """The most blocks of ``kernel`` (a grid-synchronizing one) that a cooperative launch with
     these arguments and this block may have: all of them must be resident on the GPU at once.
-    The simulator runs a cooperative grid of one block only."""
-    if SIMULATOR:  # any signature's overload answers 1
-        return kernel.overloads[None].max_cooperative_grid_blocks(block)
-    from numba import typeof
-    return kernel.compile(tuple(typeof(a) for a in args)).max_cooperative_grid_blocks(block)
+    The simulator runs a cooperative grid of one block only. A LaunchError naming the kernel if
+    the limit cannot be found."""
+    name = getattr(getattr(kernel, "py_func", None), "__name__", "kernel")
+    try:
+        if SIMULATOR:  # any signature's overload answers 1
+            limit = kernel.overloads[None].max_cooperative_grid_blocks(block)
+        else:
+            from numba import typeof
+            limit = kernel.compile(tuple(typeof(a) for a in args)).max_cooperative_grid_blocks(block)
+    except Exception as exc:
+        raise LaunchError(f"jit.cuda: {name}: cannot size a cooperative grid for block {block}: {exc}") from exc
+    return int(limit)
 
 
 def synchronize(where: str):
