@@ -7,12 +7,13 @@ Where the data lives: NumPy arrays in give NumPy arrays out (copied to the devic
 back); if x is a device array (a numba device array, or anything with
 ``__cuda_array_interface__``, such as a CUDA torch tensor), every result is a numba device
 array and nothing leaves the device. Inputs are validated by reference.contract before
-anything runs on the device; a device input's finiteness is checked by a kernel.
+anything runs on the device; the finiteness of all device inputs is checked by one kernel.
 
 Speed-relevant structure: forward is one matmul for the input projection of all steps,
 then one fused kernel per step (two for gru_classic). Backward rebuilds h_{t−1} for every
 t with one copy, runs one fused kernel per step (two for gru_classic), then the weight
-gradients and dx as matmuls over all T·B rows at once.
+gradients and dx as matmuls over all T·B rows at once. With ``persistent`` set, each time
+loop is one cooperative launch instead (same bits; see ``persistent``).
 """
 import os
 from types import SimpleNamespace
