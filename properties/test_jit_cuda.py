@@ -364,6 +364,22 @@ def test_gpu_profile_counts_the_launches_of_a_call_and_times_only_on_a_gpu(tmp_p
     assert (" ms per call" in text and "cProfile" in text) != SIMULATOR
 
 
+@pytest.mark.parametrize("mode", ["inference", "training"])
+@pytest.mark.parametrize("persistent", [False, True])
+def test_gpu_bench_calls_leave_the_persistent_setting_as_they_found_it(mode, persistent):
+    """A timed call switches jit.cuda.backend.persistent for its own launches only (the
+    benchmark runs both variants in one process; the setting is the user's)."""
+    from reports.gpu_bench import Case
+    before = cuda_backend.persistent
+    try:
+        for setting in (False, True):
+            cuda_backend.persistent = setting
+            Case("gru", 3, 2, 5, 5).jit_cuda_call(mode, persistent)()
+            assert cuda_backend.persistent is setting
+    finally:
+        cuda_backend.persistent = before
+
+
 def test_gpu_report_ratios_and_targets_from_a_synthetic_result(tmp_path):
     """ratio = jit.cuda / cuDNN fp32 per case, and the persistent variant's beside it; met when
     ≤ 1.5 (inference) or ≤ 2 (training)."""

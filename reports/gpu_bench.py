@@ -24,6 +24,7 @@ adds ``device`` and ``max_abs_diff_vs_cudnn`` (jit.cuda's hs, and in training dW
 cuDNN fp32 on the first call).
 """
 import argparse
+import contextlib
 import functools
 import os
 import sys
@@ -102,6 +103,18 @@ def _torch_rnn(torch, cell, params, I, H):
     return rnn
 
 
+@contextlib.contextmanager
+def time_loops(backend, persistent):
+    """jit.cuda's backend with persistent time loops on or off inside the block, as it was after:
+    the benchmark's calls switch it per backend and must not leave a caller's setting changed."""
+    before = backend.persistent
+    backend.persistent = persistent
+    try:
+        yield
+    finally:
+        backend.persistent = before
+
+
 class Case:
     """One config × cell: inputs on the device, and the calls to time."""
 
@@ -130,13 +143,13 @@ class Case:
         cell = self.cell
 
         def inference():
-            backend.persistent = persistent
-            return backend.forward(cell, p, x, h0, c0, training=False).hs, None
+            with time_loops(backend, persistent):
+                return backend.forward(cell, p, x, h0, c0, training=False).hs, None
 
         def training():
-            backend.persistent = persistent
-            fwd = backend.forward(cell, p, x, h0, c0, training=True)
-            return fwd.hs, backend.backward(cell, p, x, h0, c0, fwd, dhs, dh_n).dw_hh
+            with time_loops(backend, persistent):
+                fwd = backend.forward(cell, p, x, h0, c0, training=True)
+                return fwd.hs, backend.backward(cell, p, x, h0, c0, fwd, dhs, dh_n).dw_hh
 
         return inference if mode == "inference" else training
 
