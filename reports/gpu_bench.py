@@ -255,13 +255,12 @@ def profile_calls(out_dir, config_kind=None, cell="lstm", calls=10):
 
     summary = [f"{cell} {name} (T={T}, B={B}, I={I}, H={H}) on {_device_name()}, {calls} calls per figure"]
     details = []
-    # and with each time loop as one cooperative launch (jit.cuda.backend.persistent)
+    # and with each time loop as one cooperative launch (jit.cuda.backend.persistent, which each
+    # call sets for its own launches: time_loops)
     variants = [("per-step", False), ("persistent", True)]
-    default = cuda_backend.persistent
     cuda_backend.launch = counted_launch
     try:
         for variant, persistent in variants:
-            cuda_backend.persistent = persistent
             for mode in MODES:
                 call = case.jit_cuda_call(mode, persistent)
                 try:
@@ -298,7 +297,6 @@ def profile_calls(out_dir, config_kind=None, cell="lstm", calls=10):
                             text.getvalue()]
     finally:
         cuda_backend.launch = launch
-        cuda_backend.persistent = default
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "profile.txt").write_text("\n".join(summary + [""] + details) + "\n")
