@@ -120,11 +120,15 @@ def exp_nonpositive_float32(x):
     pass 5.68 → 4.84 ns (float32, one core, 2026-11-27). x is clamped at −110, where e^x is
     already below half the smallest subnormal, so n stays ≥ −159.
 
-    The gates' time is this function's dependency chain (each vector of values waits on ~15
-    dependent operations, and the core's out-of-order window holds only a few such chains), so
-    each operation taken off it counts: the degree-6 polynomial and the folded 2^−64 (both
-    2026-11-28) made σ 0.77 → 0.74 ns, tanh 1.16 → 1.00 ns per value and an lstm unit's forward
-    pass 4.71 → 4.22 ns (float32, one core, best of 5 rounds, in-process A/B). The error bound
+    The gates' time follows this function's dependency chain (~15 dependent operations per
+    vector of values) more than its operation count: a σ loop takes ~20 cycles per 8 values,
+    about twice what its operations need on Zen 3's pipes, as if the out-of-order window held
+    only a few chains at once. So each operation taken off the chain counts: the degree-6 polynomial and the folded 2^−64 (both
+    2026-11-28) made σ 0.83 → 0.75 ns, tanh 1.18 → 1.02 ns per value and an lstm unit's forward
+    pass 4.61 → 4.23–4.33 ns (float32, one core, best of 7 rounds in each of two in-process
+    A/Bs against the Taylor form). Splitting the polynomial Estrin-style, a shorter chain still,
+    made tanh 4% and the lstm pass 1% faster, at 1.43 u worst error against Horner's 1.28 u
+    (u = 2^−24, over every float32 whose e^x is normal): not kept. The error bound
     is derived and tested in properties/test_jit_cpu.py
     (test_float32_exp_is_within_one_ulp_down_to_the_subnormals).
     """
