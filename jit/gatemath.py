@@ -95,16 +95,18 @@ _LN2_LOW = math.log(2) - 0.693359375
 #: e^r ≈ Σ_k EXP_POLYNOMIAL[k]·r^k for |r| ≤ ln2/2: the degree-6 polynomial of least maximum
 #: relative error with c0 = c1 = 1 (exact in float32) and the others rounded to float32 one at
 #: a time, each of the rest re-fitted after (a linear programme on 4001 points of the interval,
-#: scipy's HiGHS, 2026-11-28). Its relative error, float32 coefficients, exact arithmetic, is
-#: 3.14e-9 = 0.05 u (u = 2^−24, float32's unit roundoff; checked on 2·10^6 points). Taylor's
-#: degree 7, used before, left 5.7e-9; one term fewer is one multiply-add fewer on the
+#: run once with scipy's HiGHS on 2026-11-28; scipy is not a dependency). Its relative error,
+#: float32 coefficients, exact arithmetic, is 3.14e-9 = 0.05 u (u = 2^−24, float32's unit
+#: roundoff; checked on 2·10^6 points, and by test_float32_exp_polynomial_is_within_its_stated_error).
+#: Taylor's degree 7, used before, left 5.7e-9; one term fewer is one multiply-add fewer on the
 #: gate's dependency chain, which bounds the pointwise passes (below).
 EXP_POLYNOMIAL = (1.0, 1.0, 0.4999999403953552, 0.1666652262210846, 0.04166829213500023,
                   0.008368532173335552, 0.0013818301958963275)
 #: The same coefficients times 2^−SCALE_SHIFT (exact: a power of two, and every product stays
-#: a normal float32), so that p·2^(n+64) is e^x with no second multiply. Each Horner step of the
-#: scaled polynomial is the unscaled one's times 2^−64, rounded the same way, so the bits are those
-#: of p(r)·2^(n+64)·2^−64 (checked for every float32 in [−120, 0] against the two-multiply form).
+#: a normal float32), so that p·2^(n+64) is e^x with no second multiply. Each Horner step of
+#: the scaled polynomial is the unscaled one's times 2^−64, rounded the same way, so the bits
+#: are those of p(r)·2^(n+64)·2^−64 (checked for every float32 in [−120, 0] against the
+#: two-multiply form).
 _EXP_POLYNOMIAL_SCALED = tuple(c * 2.0 ** -SCALE_SHIFT for c in EXP_POLYNOMIAL)
 
 
@@ -123,13 +125,13 @@ def exp_nonpositive_float32(x):
     The gates' time follows this function's dependency chain (~15 dependent operations per
     vector of values) more than its operation count: a σ loop takes ~20 cycles per 8 values,
     about twice what its operations need on Zen 3's pipes, as if the out-of-order window held
-    only a few chains at once. So each operation taken off the chain counts: the degree-6 polynomial and the folded 2^−64 (both
-    2026-11-28) made σ 0.83 → 0.75 ns, tanh 1.18 → 1.02 ns per value and an lstm unit's forward
-    pass 4.61 → 4.23–4.33 ns (float32, one core, best of 7 rounds in each of two in-process
-    A/Bs against the Taylor form). Splitting the polynomial Estrin-style, a shorter chain still,
-    made tanh 4% and the lstm pass 1% faster, at 1.43 u worst error against Horner's 1.28 u
-    (u = 2^−24, over every float32 whose e^x is normal): not kept. The error bound
-    is derived and tested in properties/test_jit_cpu.py
+    only a few chains at once. So each operation taken off the chain counts: the degree-6
+    polynomial and the folded 2^−64 (both 2026-11-28) made σ 0.83 → 0.75 ns, tanh 1.18 → 1.02
+    ns per value and an lstm unit's forward pass 4.61 → 4.23–4.33 ns (float32, one core, best
+    of 7 rounds in each of two in-process A/Bs against the Taylor form). Splitting the
+    polynomial Estrin-style, a shorter chain still, made tanh 4% and the lstm pass 1% faster, at
+    1.43 u worst error against Horner's 1.28 u (u = 2^−24, over every float32 whose e^x is
+    normal): not kept. The error bound is derived and tested in properties/test_jit_cpu.py
     (test_float32_exp_is_within_one_ulp_down_to_the_subnormals).
     """
     lowest = np.float32(-110.0)
