@@ -893,9 +893,9 @@ def test_float32_exp_is_within_one_ulp_down_to_the_subnormals():
 
     Bound 1 eps relative (or one subnormal spacing, 2^−149, where e^x is subnormal): the
     polynomial's own error is ≤ 3.2e-9 ≤ u/5 (u = eps/2; jit.gatemath.EXP_POLYNOMIAL), the
-    Horner steps add ≤ u(1 + |r| + r² ...) ≤ 1.6u
-    for |r| ≤ ln2/2, and n·ln2 carries ≤ 159·|LN2_LOW|·u ≈ 0.03u; the scaling by 2^n is exact,
-    and a subnormal result is rounded once (≤ half a spacing).
+    Horner steps add ≤ u(1 + |r| + r² ...) ≤ 1.6u for |r| ≤ ln2/2, and n·ln2 carries
+    ≤ 159·|LN2_LOW|·u ≈ 0.03u; the scaling by 2^n is exact, and a subnormal result is rounded
+    once (≤ half a spacing).
     """
     import numba
 
