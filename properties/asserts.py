@@ -1,33 +1,14 @@
 """Assertion helpers of the property suite: the tolerances, derived from the dtype and the
 problem's conditioning, and the one comparison helper that reports what failed and where.
 
-Tolerances (u = unit roundoff of the dtype under test: 2^-24 for float32, 2^-53 for float64;
-n·u bounds the rounding error of a sum of n terms relative to Σ|terms|, Higham's γ_n, first order).
-The bounds D, L, A of a problem come from properties.conditioning.
-
-Forward, per step. A pre-activation sums n = I + H + 2 terms, so its error is ≤ n·u·pre_max; it
-moves the new state by at most D times that. The activations (≤ 4 ulps in any sane
-implementation, jit's tanh is within 2) and the state update (≤ 4 roundings of terms bounded by
-1 + h_max + c_max) add ≤ 10·u·(1 + h_max + c_max). That is the local error δ. An error already in
-the state grows by at most L per step, so after T steps the error is ≤ Σ_k L^k δ = A·δ. A gate at
-step t sees the state's error through W_hh: ≤ δ + ‖W_hh‖·D·A·δ.
-
-Backward. The adjoint λ_t = ∂L/∂state_t obeys λ_{t−1} = dhs_{t−1} + J_tᵀ λ_t with ‖J_tᵀ‖ ≤ L, so
-|λ| ≤ Λ = A·(‖dhs‖∞ + ‖dh_n‖∞ + ‖dc_n‖∞), and |∂L/∂a| ≤ D·Λ. Per step the adjoint picks up the
-rounding of W_hhᵀ·da (G·H terms, ≤ G·H·u·‖W_hh‖·D·Λ), of the pointwise products (≤ 10·u·D·Λ),
-and the error of the Jacobian itself, which the forward error moves by ≤ 2·D·(1 + ‖W_hh‖)·A·δ
-per unit of Λ (|σ''|, |tanh''| < 1). Summed with amplification A this is E_λ. Each parameter
-gradient sums T·B terms bounded by D·Λ·v (v = x_max, h_max or 1): error ≤ (T·B·u·D·Λ + D·E_λ)·T·B·v
-(plus, for dW_hh, the states' own error). dx sums G·H terms da·W_ih: ≤ (G·H·u·D·Λ + D·E_λ)·‖W_ih‖₁.
-
-Every bound is doubled, which covers the second-order terms (n·u ≤ 0.01 in every problem drawn)
-and the gap between first-order and exact rounding analysis. These are worst-case bounds: a
-correct backend's error is typically √n·u rather than n·u, far below them; a kernel bug (a
-wrong block, a missing term, float16 arithmetic) is O(1) or O(2^-11), far above them in the
-small and moderate problems that make up most examples. Where the conditioning is poor
-(A large: expanding or chaotic recurrences) the bound grows with it, as it must: rounding is
-legitimately amplified there, and the properties that compare with a truth draw contracting
-regimes so that their bounds stay tight.
+The derivation is in docs/tolerances.md; in one line each (u the dtype's unit roundoff; D, L,
+A = Σ L^k from properties.conditioning):
+- forward: local error per step δ = u·((I + H + 2)·pre_max·D + 10·(1 + h_max + c_max));
+  states ≤ A·δ; gates ≤ δ + ‖W_hh‖·D·A·δ;
+- backward: adjoint Λ = A·(‖dhs‖∞ + ‖dh_n‖∞ + ‖dc_n‖∞), |∂L/∂a| ≤ D·Λ; its error E_λ sums
+  W_hhᵀ·da's rounding (G·H·u), the pointwise 10u and the Jacobian's 2·D·(1 + ‖W_hh‖)·A·δ;
+  parameter gradients ≤ (T·B·u·D·Λ + D·E_λ)·T·B·v, dx ≤ (G·H·u·D·Λ + D·E_λ)·‖W_ih‖₁;
+- every bound is doubled (SAFETY) for the second-order terms.
 """
 from __future__ import annotations
 
@@ -66,7 +47,7 @@ class Tolerances:
 
 def tolerances(problem, dtype=None) -> Tolerances:
     """Bounds on the error of a computation of ``problem`` in ``dtype`` against its exact value
-    (the module docstring derives each)."""
+    (docs/tolerances.md derives each)."""
     u = unit_roundoff(dtype or problem.dtype)
     k = conditioning(problem)
     A, D, L, W = k.amplification, k.sensitivity, k.lipschitz, k.w_hh

@@ -1,10 +1,10 @@
 """A-priori bounds of a cell problem: how large its pre-activations and states can get, and how
-much one step can amplify a perturbation of the state. The tolerances in properties.asserts are
-built from these numbers; the gate-range properties use the pre-activation bound.
+much one step can amplify a perturbation of the state (D, L, A = Σ L^k). properties.asserts builds
+the tolerances from them; the gate-range properties use the pre-activation bound.
 
-Everything is computed in float64 from the problem's own params and inputs, before any backend
-runs, with the ∞-norm (largest absolute row sum) and, where backward needs the transpose, the
-1-norm too. Notation: u the unit roundoff of the dtype, σ' ≤ 1/4, tanh' ≤ 1, relu' ≤ 1.
+Computed in float64 from the problem's own params and inputs, before any backend runs, with the
+∞-norm (and the 1-norm where backward needs the transpose); σ' ≤ 1/4, tanh' ≤ 1, relu' ≤ 1.
+Derivations: docs/tolerances.md.
 """
 from __future__ import annotations
 
