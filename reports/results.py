@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from reports.machine import identity, vector_isa
+
 SCHEMA = "cellbench-bench/1"  # written by reports/benchmarks/bench_cells.py into every extra_info
 
 #: extra_info fields every cellbench benchmark must carry (another suite, such as the GPU benchmark,
@@ -64,18 +66,22 @@ def read_json(path) -> dict:
 
 
 def machine_label(machine_info: dict) -> str:
-    """A short name for the machine a file came from: host, CPU model and core count."""
-    info = machine_info.get("cellbench", {})
-    cpu = info.get("cpu_model") or machine_info.get("processor") or machine_info.get("machine", "?")
-    return f"{machine_info.get('node', '?')} ({cpu}, {info.get('cpu_count', '?')} cores)"
+    """A short name for the machine a file came from: host, CPU (family and model, widest vector
+    instructions) and core count. Two KVM guests both called "AMD EPYC" get different names."""
+    who = identity(machine_info)
+    isa = vector_isa(who["cpu_features"])
+    cores = who["cores"]
+    cores = f"{int(cores)} cores" if cores == cores else "? cores"  # NaN: not recorded
+    return f"{machine_info.get('node', '?')} ({who['cpu_name']}{f', {isa}' if isa else ''}, {cores})"
 
 
 def load(paths) -> pd.DataFrame:
     """One row per benchmark of every file, with the extra_info and stats flattened into columns.
 
-    Added columns: source (the file), machine (machine_label), gemm_gflops (the file's measured
-    fp32 GEMM rate), and per benchmark gflops = flops / median, pct_gemm = gflops / gemm_gflops and
-    gbytes_per_s = bytes / median.
+    Added columns: source (the file), machine (machine_label), cpu_name, cpu_features and cores
+    (reports.machine.identity), gemm_gflops (the file's measured fp32 GEMM rate), load_start and
+    load_end (1-minute load averages), datetime, and per benchmark gflops = flops / median,
+    pct_gemm = gflops / gemm_gflops, gbytes_per_s = bytes / median and spread_pct = 100 · IQR / median.
     """
     frames = []
     for path in paths:
@@ -89,6 +95,8 @@ def load(paths) -> pd.DataFrame:
         info = data["machine_info"].get("cellbench", {})
         frame["source"] = str(path)
         frame["machine"] = machine_label(data["machine_info"])
+        for column, value in identity(data["machine_info"]).items():
+            frame[column] = value
         frame["gemm_gflops"] = info.get("gemm_fp32_gflops", float("nan"))
         frame["load_start"] = info.get("loadavg_1min_start", float("nan"))
         frame["load_end"] = info.get("loadavg_1min_end", float("nan"))
@@ -99,4 +107,6 @@ def load(paths) -> pd.DataFrame:
     df["gflops"] = df["flops"] / df["median_s"] / 1e9
     df["pct_gemm"] = 100 * df["gflops"] / df["gemm_gflops"]
     df["gbytes_per_s"] = df["bytes"] / df["median_s"] / 1e9  # compulsory traffic only: a lower bound
+    iqr = df["stats.iqr"] if "stats.iqr" in df.columns else float("nan")
+    df["spread_pct"] = 100 * iqr / df["median_s"]  # the width of the middle half of the timed calls
     return df

@@ -1,0 +1,156 @@
+"""The machine a run measured: who it is, how fast it multiplies matrices, and whether it was quiet.
+
+One job: describe the machine. Measuring (the fp32 GEMM rate, the load average) serves the
+benchmark runs; judging (was this run's machine loaded? can two runs be compared?) serves the
+reports. A machine is named by its CPU (pytest-benchmark's py-cpuinfo record: brand, family,
+model) and its vector features (the avx*, fma and amx* flags), because a KVM guest's brand
+("AMD EPYC") alone names Zen 3 and Zen 4 alike.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+GEMM_SIZE = 2048
+#: reports/baselines/: one cpu_targets JSON per machine the project measured.
+BASELINES_DIR = Path(__file__).resolve().parent / "baselines"
+#: A run whose GEMM rate is below this fraction of the best recorded for its CPU ran on a busy
+#: machine: a quiet 2-core guest repeats its own rate within a few percent.
+USUAL_GEMM_FRACTION = 0.8
+#: Two runs whose GEMM rates differ by more than this fraction did not see the same machine.
+COMPARABLE_GEMM_GAP = 0.10
+#: Flags that decide which kernels a CPU runs (vector width, FMA, matrix units).
+FEATURE_PREFIXES = ("avx", "fma", "amx")
+
+
+# ----- measuring --------------------------------------------------------------------------------
+
+def measure_gemm_rate(size=GEMM_SIZE, repeats=3) -> dict:
+    """Best of a few fp32 size×size numpy matmuls (after one warm-up): the machine's GEMM ceiling."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    a @ b  # warm-up: BLAS threads start, pages fault in
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return {"gemm_size": size, "gemm_seconds": best, "gemm_fp32_gflops": 2 * size ** 3 / best / 1e9}
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> float:
+    """The 1-minute load average (NaN where the OS has none)."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def run_info(gemm: dict, load_start: float, backends: dict) -> dict:
+    """machine_info["cellbench"] of a run: the GEMM measurement, CPU, cores, BLAS, backends, loads."""
+    from threadpoolctl import threadpool_info
+    return {**gemm, "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+            "blas": [{k: pool.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+                     for pool in threadpool_info()],
+            "backends": backends, "loadavg_1min_start": load_start, "loadavg_1min_end": load_average()}
+
+
+# ----- naming -----------------------------------------------------------------------------------
+
+def identity(machine_info: dict) -> dict:
+    """cpu_name, cpu_features (space-separated vector flags) and cores of a pytest-benchmark machine_info."""
+    cpu = machine_info.get("cpu") or {}
+    info = machine_info.get("cellbench") or {}
+    brand = cpu.get("brand_raw") or info.get("cpu_model") or machine_info.get("processor") or "?"
+    family_model = (f"family {cpu['family']} model {cpu['model']}"
+                    if cpu.get("family") is not None and cpu.get("model") is not None else "")
+    features = sorted(f for f in cpu.get("flags", ()) if f.startswith(FEATURE_PREFIXES))
+    return {"cpu_name": f"{brand}, {family_model}" if family_model else brand,
+            "cpu_features": " ".join(features),
+            "cores": info.get("cpu_count") or cpu.get("count") or float("nan")}
+
+
+def vector_isa(features: str) -> str:
+    """The widest vector instruction set named in cpu_features: AVX-512, AVX2, AVX or ''."""
+    flags = set(features.split())
+    return next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"))
+                 if flag in flags), "")
+
+
+# ----- judging ----------------------------------------------------------------------------------
+
+def usual_gemm_gflops(cpu_name: str, cpu_features: str, baselines=BASELINES_DIR) -> float:
+    """The best fp32 GEMM rate recorded in the baselines for this CPU (NaN when none is recorded)."""
+    best = float("nan")
+    for path in sorted(Path(baselines).glob("*.json")) if baselines and Path(baselines).is_dir() else ():
+        try:
+            machine_info = json.loads(path.read_text(encoding="utf-8")).get("machine_info") or {}
+        except (OSError, ValueError):
+            continue  # a baseline that cannot be read says nothing about this machine
+        same = identity(machine_info)
+        rate = (machine_info.get("cellbench") or {}).get("gemm_fp32_gflops")
+        if same["cpu_name"] == cpu_name and same["cpu_features"] == cpu_features and rate:
+            best = rate if np.isnan(best) else max(best, rate)
+    return best
+
+
+def loaded(run: dict, usual_gemm=float("nan")) -> list:
+    """Why a run's timings are suspect, one phrase each (empty: the machine was quiet).
+
+    run: a mapping with load_start, load_end, cores and gemm_gflops (a row of reports.report.machines).
+    Loaded means a 1-minute load average above the core count when the run started or ended (other
+    work wanted the cores too), or a GEMM rate below USUAL_GEMM_FRACTION of this CPU's usual.
+    """
+    reasons = []
+    cores = run.get("cores", float("nan"))
+    for when in ("start", "end"):
+        load = run.get(f"load_{when}", float("nan"))
+        if _known(load) and _known(cores) and load > cores:
+            reasons.append(f"load average {load:.2f} at the {when} on {int(cores)} cores")
+    rate = run.get("gemm_gflops", float("nan"))
+    if _known(rate) and _known(usual_gemm) and rate < USUAL_GEMM_FRACTION * usual_gemm:
+        reasons.append(f"GEMM rate {rate:.0f} GFLOP/s, {rate / usual_gemm:.0%} of this CPU's best "
+                       f"recorded {usual_gemm:.0f}")
+    return reasons
+
+
+def differences(old: dict, new: dict) -> list:
+    """Why two runs' timings cannot be compared, one phrase each (empty: comparable).
+
+    old, new: rows of reports.report.machines (cpu_name, cpu_features, gemm_gflops, loads, cores).
+    """
+    reasons = []
+    if old["cpu_name"] != new["cpu_name"] or old["cpu_features"] != new["cpu_features"]:
+        reasons.append(f"different CPUs: {_cpu(old)} vs {_cpu(new)}")
+    a, b = old.get("gemm_gflops", float("nan")), new.get("gemm_gflops", float("nan"))
+    if _known(a) and _known(b) and abs(b - a) > COMPARABLE_GEMM_GAP * min(a, b):
+        reasons.append(f"GEMM rates {a:.0f} vs {b:.0f} GFLOP/s (more than {COMPARABLE_GEMM_GAP:.0%} apart)")
+    for label, run in (("old", old), ("new", new)):
+        reasons += [f"{label} run loaded ({why})" for why in loaded(run)]
+    return reasons
+
+
+def _cpu(run: dict) -> str:
+    isa = vector_isa(run["cpu_features"])
+    return f"{run['cpu_name']}{f' ({isa})' if isa else ''}"
+
+
+def _known(value) -> bool:
+    return value is not None and not (isinstance(value, float) and np.isnan(value))
