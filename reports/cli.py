@@ -5,7 +5,10 @@
         available backend; a new timestamped folder under reports/runs/, written atomically, then
         the `latest` link; prints the headline table.
     cellbench report RESULTS.json... [-o DIR] [--junit XML]
-    cellbench compare OLD NEW [--threshold 0.10]     exit 1 when a benchmark regressed
+    cellbench compare OLD NEW [--threshold 0.10]
+        benchmarks present in both runs; exit 1 when one regressed beyond the threshold on
+        comparable runs (same CPU, GEMM rates within 10%, neither machine loaded); runs that are
+        not comparable get a warning, their differences listed as slower/faster, and exit 0
     cellbench verify --backend MODULE:ATTR           property suite on one backend + its conformance matrix
 
 Bad input (missing, corrupt or foreign files, unknown backends or cells) is one line on
@@ -142,8 +145,10 @@ def headline_markdown(df) -> str:
 # Subcommands
 # ---------------------------------------------------------------------------------------------
 
-def cmd_run(args) -> int:
+def chosen_run(args):
+    """(backends, {left-out backend: why}, matrix name) of a `cellbench run`, or UsageError."""
     from reports.backends import resolve_backends
+    from reports.matrix import cases
     check_cells(args.cell)
     try:
         backends, left_out = resolve_backends(args.backend)
@@ -152,68 +157,83 @@ def cmd_run(args) -> int:
     if not backends:
         raise UsageError("no backend can run here" + "".join(f"; {n}: {why}" for n, why in left_out.items()))
     matrix = "full" if args.full else args.matrix
-    from reports.matrix import cases
     if not cases(matrix, backends, args.cell):
         raise UsageError(f"no benchmark for cells {', '.join(args.cell)} on "
                          + "; ".join(f"{n} (supports {', '.join(sorted(b.cells))})" for n, b in backends.items()))
-    root = Path(args.out_root) if args.out_root else RUNS_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".incomplete-", dir=root))
-    notes = [f"Left out: {name} ({why})." for name, why in left_out.items()]
-    for note in notes:
-        print(f"cellbench: {note}")
-    print(f"cellbench: backends {', '.join(backends)}; matrix {matrix}; writing {staging}", flush=True)
-    started = time.perf_counter()
+    return backends, left_out, matrix
 
-    properties_ok, junit = True, None
-    if not args.no_properties:
-        print("[1/3] property suite (ci profile, suite_power deselected)", flush=True)
-        from reports.conformance import read_junit
-        import pandas as pd
-        from reports.backends import PEERS  # timing peers are not contract backends: nothing to verify
-        specs = [None] if not args.backend else [BUILTIN.get(s, s) for s in args.backend if s not in PEERS]
-        frames = []
-        for i, spec in enumerate(specs):
-            xml = staging / f"properties{'' if len(specs) == 1 else f'-{i + 1}'}.xml"
-            code = property_suite(xml, staging / xml.with_suffix(".log").name, spec, workers=args.workers)
-            properties_ok &= code == 0
-            if xml.is_file():
-                frames.append(read_junit(xml))
-        junit = pd.concat(frames, ignore_index=True) if frames else None
-        print(f"      property suite {'passed' if properties_ok else 'FAILED'} "
-              f"({time.perf_counter() - started:.0f} s)", flush=True)
 
+def run_properties(args, staging: Path, started: float):
+    """Step 1 of `cellbench run`: the property suite on each chosen contract backend (timing peers
+    are not contract backends: nothing to verify); (all passed, their junit cases or None)."""
+    import pandas as pd
+
+    from reports.backends import PEERS
+    from reports.conformance import read_junit
+    print("[1/3] property suite (ci profile, suite_power deselected)", flush=True)
+    specs = [None] if not args.backend else [BUILTIN.get(s, s) for s in args.backend if s not in PEERS]
+    passed, frames = True, []
+    for i, spec in enumerate(specs):
+        xml = staging / f"properties{'' if len(specs) == 1 else f'-{i + 1}'}.xml"
+        passed &= property_suite(xml, staging / xml.with_suffix(".log").name, spec, workers=args.workers) == 0
+        if xml.is_file():
+            frames.append(read_junit(xml))
+    print(f"      property suite {'passed' if passed else 'FAILED'} "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)
+    return passed, (pd.concat(frames, ignore_index=True) if frames else None)
+
+
+def run_benchmarks(args, matrix: str, staging: Path):
+    """Step 2 of `cellbench run`: the benchmark matrix in a child pytest; (its exit code, the JSON)."""
     print(f"[2/3] benchmarks ({matrix} matrix)", flush=True)
     bench_json = staging / "benchmarks.json"
     command = [sys.executable, "-m", "pytest", str(BENCH_FILE), "-v", "-p", "no:cacheprovider",
                f"--bench-matrix={matrix}", f"--benchmark-json={bench_json}", *BENCH_OPTIONS]
-    for spec in args.backend or ():
-        command.append(f"--bench-backend={spec}")
-    for cell in args.cell or ():
-        command.append(f"--bench-cell={cell}")
-    code = stream(command, staging / "benchmarks.log",
-                  render=benchmark_progress)
+    command += [f"--bench-backend={spec}" for spec in args.backend or ()]
+    command += [f"--bench-cell={cell}" for cell in args.cell or ()]
+    code = stream(command, staging / "benchmarks.log", render=benchmark_progress)
     if not bench_json.is_file():
         raise UsageError(f"the benchmarks wrote no results (exit {code}); see {staging / 'benchmarks.log'}")
+    return code, bench_json
 
-    print("[3/3] report (tables, plots, gradient flow)", flush=True)
+
+def publish_run_report(args, matrix, root: Path, staging: Path, bench_json: Path, junit, left_out):
+    """Step 3 of `cellbench run`: the report into staging, then staging renamed onto a new run
+    folder and `latest` pointed at it; (the results, the run folder, the verdict line)."""
     from reports import results
     from reports.gradient_flow import gradient_flow_table
     from reports.report import write_report
+    print("[3/3] report (tables, plots, gradient flow)", flush=True)
     df = results.load([bench_json])
     final = new_run_name(root)  # claimed now, so that the report can name its own folder
     df["source"] = f"{final.name}/benchmarks.json"
     try:
-        write_report(df, staging, junit=junit, gradient_flow=gradient_flow_table(T=args.gradient_steps),
-                     notes=notes, title=f"cellbench run {final.name} ({matrix} matrix)")
+        line, _, _ = write_report(df, staging, junit=junit, gradient_flow=gradient_flow_table(T=args.gradient_steps),
+                                  left_out=left_out, title=f"cellbench run {final.name} ({matrix} matrix)")
     except BaseException:
         final.rmdir()  # still the empty placeholder: give the name back
         raise
     publish(staging, final)
     point_latest(root, final)
+    return df, final, line
+
+
+def cmd_run(args) -> int:
+    backends, left_out, matrix = chosen_run(args)
+    root = Path(args.out_root) if args.out_root else RUNS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".incomplete-", dir=root))
+    for name, why in left_out.items():
+        print(f"cellbench: not timed: {name} ({why})")
+    print(f"cellbench: backends {', '.join(backends)}; matrix {matrix}; writing {staging}", flush=True)
+    started = time.perf_counter()
+    properties_ok, junit = (True, None) if args.no_properties else run_properties(args, staging, started)
+    code, bench_json = run_benchmarks(args, matrix, staging)
+    df, final, line = publish_run_report(args, matrix, root, staging, bench_json, junit, left_out)
     print()
     print(headline_markdown(df))
-    print(f"\ncellbench: report in {final} (report.md, report.html, CSV, PNG); "
+    print(f"\ncellbench: {line}")
+    print(f"cellbench: report in {final} (report.md, report.html, CSV, PNG); "
           f"{root / 'latest'} points to it; {time.perf_counter() - started:.0f} s in all")
     if code != 0 or not properties_ok:
         print("cellbench: some tests failed; see the logs in the report folder", file=sys.stderr)
@@ -249,7 +269,8 @@ def cmd_report(args) -> int:
         out, staging = None, Path(tempfile.mkdtemp(prefix=".incomplete-", dir=RUNS_DIR))
     gradient_flow = None if args.no_gradient_flow else gradient_flow_table(T=args.gradient_steps)
     try:
-        write_report(df, staging, junit=junit, gradient_flow=gradient_flow, title="cellbench report")
+        line, warnings, _ = write_report(df, staging, junit=junit, gradient_flow=gradient_flow,
+                                         title="cellbench report")
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)  # a half-written report is never left behind
         raise
@@ -260,24 +281,40 @@ def cmd_report(args) -> int:
     check_output_dir(out)  # claimed while we wrote? then stop rather than overwrite
     publish(staging, out)
     print(headline_markdown(df))
-    print(f"\ncellbench: report in {out}")
+    print(f"\ncellbench: {line}")
+    for warning in warnings:
+        print(f"cellbench: warning: {warning}")
+    print(f"cellbench: report in {out}")
     return 0
 
 
 def cmd_compare(args) -> int:
+    """Exit 1 when a benchmark of both runs regressed beyond the threshold and the runs are
+    comparable (same CPU and vector features, GEMM rates within 10%, neither machine loaded). When
+    they are not, the differences are listed as slower/faster under a warning, and the exit status
+    is 0: a change of machine or load is not a regression of the code, and noise must not fail CI."""
     from reports import results
+    from reports.machine import differences
     from reports.report import to_markdown
-    from reports.tables import compare
+    from reports.tables import compare, only_in_one, runs
     if not args.threshold > 0:
         raise UsageError(f"--threshold: expected a positive fraction such as 0.1; got {args.threshold}")
     old, new = results.load([args.old]), results.load([args.new])
-    table = compare(old, new, args.threshold)
-    if set(old["machine"]) != set(new["machine"]):
-        print(f"cellbench: note: different machines: {old['machine'].iloc[0]} vs {new['machine'].iloc[0]}")
+    problems = differences(runs(old).iloc[0].to_dict(), runs(new).iloc[0].to_dict())
+    for problem in problems:
+        print(f"cellbench: warning: not comparable: {problem}")
+    table = compare(old, new, args.threshold, comparable=not problems)
+    only_old, only_new = only_in_one(old, new)
     print(to_markdown(table))
+    print(f"\ncellbench: {len(table)} benchmarks in both runs compared"
+          + (f" ({only_old} only in OLD, {only_new} only in NEW: left out)" if only_old or only_new else ""))
+    if problems:
+        slower = int((table["status"] == "slower").sum())
+        print(f"cellbench: no regression verdict: the runs are not comparable; {slower} benchmark(s) "
+              f"slower beyond {args.threshold:.0%}. Measure both on one quiet machine to judge.")
+        return 0
     regressions = int((table["status"] == "REGRESSION").sum())
-    print(f"\ncellbench: {regressions} regression(s) beyond {args.threshold:.0%} "
-          f"({len(table)} benchmarks compared)")
+    print(f"cellbench: {regressions} regression(s) beyond {args.threshold:.0%}")
     return 1 if regressions else 0
 
 
@@ -335,7 +372,8 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--gradient-steps", type=int, default=60, help=argparse.SUPPRESS)
     report.set_defaults(func=cmd_report)
 
-    compare = sub.add_parser("compare", help="ratio per benchmark of two runs; flags regressions")
+    compare = sub.add_parser("compare", help="ratio per benchmark of two runs; flags regressions when the "
+                             "runs are comparable (same CPU, similar GEMM rate, quiet machines)")
     compare.add_argument("old", metavar="OLD")
     compare.add_argument("new", metavar="NEW")
     compare.add_argument("--threshold", type=float, default=0.10,

@@ -1,6 +1,6 @@
 """The report's tables, computed with pandas from the flat results of reports.results.load.
 
-One job: turn the results into DataFrames (the headline, per-config detail, accuracy,
+One job: turn the results into DataFrames (the runs, the headline, per-config detail, accuracy,
 first-call times, and the comparison of two runs). Formatting belongs to reports.report.
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ import pandas as pd
 from reference.contract import CELLS
 
 CASE = ["cell", "config", "mode", "dtype"]
+KEY = ["backend"] + CASE  # one benchmark of a run
 CONFIG_ORDER = ["S1", "S2", "M", "L1", "L2"]
 
 
@@ -46,7 +47,9 @@ def backend_order(df: pd.DataFrame) -> list:
 
 
 def per_config(df: pd.DataFrame) -> pd.DataFrame:
-    """Long form, one row per case and backend: median time, speedups, GFLOP/s and % of GEMM rate.
+    """Long form, one row per case and backend: median time, its spread, speedups, GFLOP/s and % of GEMM rate.
+
+    spread_pct = 100 · IQR / median of the timed calls: how much the middle half of them scattered.
 
     speedup vs X = X's median / this backend's median on the same case (> 1: faster than X);
     the torch speedup is against torch.nn when it was measured (see torch_peer).
@@ -57,7 +60,7 @@ def per_config(df: pd.DataFrame) -> pd.DataFrame:
     grouped = (df.groupby(keys + ["backend"], sort=False)
                .agg(median_s=("median_s", "median"), min_s=("stats.min", "min"), gflops=("gflops", "median"),
                     pct_gemm=("pct_gemm", "median"), gbytes_per_s=("gbytes_per_s", "median"),
-                    rounds=("stats.rounds", "sum"))
+                    spread_pct=("spread_pct", "median"), rounds=("stats.rounds", "sum"))
                .reset_index())
     for column, peer in (("speedup_vs_reference", "reference"), ("speedup_vs_torch", torch_peer(df))):
         peer_time = grouped[grouped["backend"] == peer].set_index(keys)["median_s"]
@@ -65,7 +68,7 @@ def per_config(df: pd.DataFrame) -> pd.DataFrame:
         grouped[column] = joined["peer"] / joined["median_s"]
     grouped["median_ms"] = grouped.pop("median_s") * 1e3
     grouped["min_ms"] = grouped.pop("min_s") * 1e3  # beside the median: a gap between them means noise
-    columns = keys + ["backend", "median_ms", "min_ms", "speedup_vs_reference", "speedup_vs_torch",
+    columns = keys + ["backend", "median_ms", "min_ms", "spread_pct", "speedup_vs_reference", "speedup_vs_torch",
                       "gflops", "pct_gemm", "gbytes_per_s", "rounds"]
     order = {b: i for i, b in enumerate(backend_order(df))}
     out = _sort_cases(grouped.assign(_b=grouped["backend"].map(order)).sort_values("_b", kind="stable"))
@@ -73,7 +76,8 @@ def per_config(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline(df: pd.DataFrame) -> pd.DataFrame:
-    """Wide form: per case, each backend's median time (ms) and each backend's speedup vs reference.
+    """Wide form: per case, each backend's median time (ms), the widest spread of them (IQR % of the
+    median), each backend's speedup vs reference and vs torch.
 
     The compact table printed by `cellbench run`.
     """
@@ -85,7 +89,8 @@ def headline(df: pd.DataFrame) -> pd.DataFrame:
     speedups = detail[detail["backend"] != "reference"].pivot_table(
         index=keys, columns="backend", values="speedup_vs_reference", sort=False)
     speedups = speedups[[b for b in backends if b in speedups.columns]].add_suffix(" ×ref")
-    table = times.join(speedups)
+    spread = detail.groupby(keys, sort=False)["spread_pct"].max().rename("IQR %")
+    table = times.join(spread).join(speedups)
     peer = torch_peer(df)
     if peer in backends:
         vs_torch = detail[~detail["backend"].isin(["reference", "torch", "torch.nn"])].pivot_table(
@@ -122,21 +127,38 @@ def sweeps(df: pd.DataFrame) -> pd.DataFrame:
     return rows
 
 
-def compare(old: pd.DataFrame, new: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """Per benchmark in both runs: ratio = new median / old median; flag ratios beyond 1 ± threshold.
+def runs(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per results file: its machine (label, CPU, vector features, cores), fp32 GEMM rate,
+    benchmark count, date and 1-minute load averages (what reports.machine judges)."""
+    columns = dict(cpu_name=("cpu_name", "first"), cpu_features=("cpu_features", "first"),
+                   cores=("cores", "first"), gemm_gflops=("gemm_gflops", "first"), benchmarks=("name", "size"),
+                   datetime=("datetime", "first"), load_start=("load_start", "first"),
+                   load_end=("load_end", "first"))
+    return df.groupby(["machine", "source"], sort=False).agg(**columns).reset_index()
 
-    status: "REGRESSION" when ratio > 1 + threshold, "improved" when ratio < 1 / (1 + threshold).
-    Benchmarks present in only one run are listed with status "only in old" / "only in new".
+
+def compare(old: pd.DataFrame, new: pd.DataFrame, threshold: float, comparable: bool = True) -> pd.DataFrame:
+    """Per benchmark present in both runs: ratio = new median / old median, flagged beyond 1 ± threshold.
+
+    status, when the runs are comparable (reports.machine.differences is empty): "REGRESSION" when
+    ratio > 1 + threshold, "improved" when ratio < 1 / (1 + threshold). When they are not, the same
+    rows read "slower" and "faster": a change of machine or load is not a regression of the code.
+    Benchmarks in only one run are left out (see only_in_one).
     """
-    key = ["backend", "cell", "config", "mode", "dtype"]
-    a = old.groupby(key, sort=False)["median_s"].median().rename("old_ms") * 1e3
-    b = new.groupby(key, sort=False)["median_s"].median().rename("new_ms") * 1e3
-    table = pd.concat([a, b], axis=1, join="outer").reset_index()
+    a = old.groupby(KEY, sort=False)["median_s"].median().rename("old_ms") * 1e3
+    b = new.groupby(KEY, sort=False)["median_s"].median().rename("new_ms") * 1e3
+    table = pd.concat([a, b], axis=1, join="inner").reset_index()
     table["ratio"] = table["new_ms"] / table["old_ms"]
+    worse, better = ("REGRESSION", "improved") if comparable else ("slower", "faster")
     status = pd.Series("", index=table.index, dtype=object)
-    status[table["ratio"] > 1 + threshold] = "REGRESSION"
-    status[table["ratio"] < 1 / (1 + threshold)] = "improved"
-    status[table["old_ms"].isna()] = "only in new"
-    status[table["new_ms"].isna()] = "only in old"
+    status[table["ratio"] > 1 + threshold] = worse
+    status[table["ratio"] < 1 / (1 + threshold)] = better
     table["status"] = status
-    return table.sort_values("ratio", ascending=False, kind="stable", na_position="last").reset_index(drop=True)
+    return table.sort_values("ratio", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def only_in_one(old: pd.DataFrame, new: pd.DataFrame) -> tuple:
+    """(benchmarks only in old, benchmarks only in new), counted by backend, cell, config, mode, dtype."""
+    a = set(map(tuple, old[KEY].drop_duplicates().to_numpy()))
+    b = set(map(tuple, new[KEY].drop_duplicates().to_numpy()))
+    return len(a - b), len(b - a)

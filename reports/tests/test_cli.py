@@ -142,3 +142,44 @@ def test_two_runs_keep_both_folders_and_latest_points_to_the_second(tmp_path):
     for name in ("report.md", "report.html", "benchmarks.json", "results.csv", "scaling_T.png", "gradient_flow.png"):
         assert (run_two / name).is_file(), name
     assert not list(root.glob(".incomplete-*"))
+
+
+def test_compare_says_how_many_benchmarks_were_in_one_run_only(capsys, tmp_path):
+    data = json.loads(FIXTURE.read_text())
+    del data["benchmarks"][:2]
+    fewer = tmp_path / "fewer.json"
+    fewer.write_text(json.dumps(data))
+    assert cli.main(["compare", str(FIXTURE), str(fewer)]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(data['benchmarks'])} benchmarks in both runs compared (2 only in OLD, 0 only in NEW" in out
+    assert "only in" not in out.split("\n\ncellbench:")[0]  # the table lists none of them
+
+
+def test_compare_of_different_machines_warns_and_does_not_fail_on_a_slowdown(capsys, tmp_path):
+    data = json.loads(FIXTURE.read_text())
+    data["benchmarks"][0]["stats"]["median"] *= 2
+    data["machine_info"]["cpu"]["model"] = 17
+    data["machine_info"]["cpu"]["flags"].append("avx512f")
+    other = tmp_path / "other-machine.json"
+    other.write_text(json.dumps(data))
+    assert cli.main(["compare", str(FIXTURE), str(other)]) == 0
+    out = capsys.readouterr().out
+    assert "cellbench: warning: not comparable: different CPUs: AMD EPYC, family 25 model 1 (AVX2) vs " \
+           "AMD EPYC, family 25 model 17 (AVX-512)" in out
+    assert "REGRESSION" not in out and "| slower" in out and "no regression verdict" in out
+
+
+def test_report_says_the_same_of_a_simulated_backend_in_both_places(tmp_path):
+    """The Machines note and the conformance row of jit.cuda: simulated, checked, not timed."""
+    import pandas as pd
+
+    from reports import results
+    from reports.backends import SIMULATED
+    from reports.report import write_report
+    junit = pd.DataFrame([{"backend": b, "family": "agreement", "cell": "lstm", "examples": 5, "outcome": "passed",
+                           "test": f"t::{b}"} for b in ("reference", "jit.cuda")])
+    write_report(results.load([FIXTURE]), tmp_path, junit=junit, left_out={"jit.cuda": SIMULATED}, baselines=None)
+    markdown = (tmp_path / "report.md").read_text()
+    assert f"jit.cuda: simulated, checked, not timed ({SIMULATED})." in markdown
+    assert "| jit.cuda (simulated, checked, not timed) | pass 1/1 (5 ex.)" in markdown
+    assert "| reference " in markdown and "| reference (" not in markdown  # timed: no note

@@ -74,7 +74,11 @@ def test_per_config_speedups_are_ratios_of_medians(df):
     for key, row in torch_rows.iterrows():
         assert row["speedup_vs_reference"] == pytest.approx(ref_rows.loc[key, "median_ms"] / row["median_ms"])
     headline = tables.headline(df)
-    assert list(headline.columns) == ["cell", "config", "mode", "dtype", "reference ms", "torch.nn ms", "torch.nn ×ref"]
+    assert list(headline.columns) == ["cell", "config", "mode", "dtype", "reference ms", "torch.nn ms", "IQR %",
+                                      "torch.nn ×ref"]
+    for _, row in headline.iterrows():  # the widest spread (IQR / median) of the row's backends
+        rows = df[(df["config"] == row["config"]) & (df["mode"] == row["mode"])]
+        assert row["IQR %"] == pytest.approx(100 * (rows["stats.iqr"] / rows["stats.median"]).max())
     assert (headline["config"] == "tiny").all()  # sweep points stay out of the headline
 
 
@@ -222,3 +226,95 @@ def test_a_benchmark_case_times_its_calls_after_a_pause_and_an_untimed_call(monk
     bench_cells.test_cell(Benchmark(), {"recording": Recording()}, case)
     assert bench_cells.SETTLE_S > 0
     assert events == ["call", ("sleep", bench_cells.SETTLE_S), "call", "timed", "call"]
+
+
+# ----- the machine behind a run: loaded, comparable ----------------------------------------------
+
+def with_machine(tmp_path, name, **changes):
+    """The fixture with its machine_info changed: cellbench.* keys, or cpu_model / cpu_flags."""
+    data = json.loads(FIXTURE.read_text())
+    info, cpu = data["machine_info"]["cellbench"], data["machine_info"]["cpu"]
+    for key, value in changes.items():
+        if key == "cpu_model":
+            cpu["model"] = value
+        elif key == "cpu_flags":
+            cpu["flags"] = value
+        else:
+            info[key] = value
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_run_on_a_loaded_machine_gets_a_warning_at_the_top_of_its_report(tmp_path):
+    quiet = with_machine(tmp_path, "quiet.json", loadavg_1min_start=0.3, loadavg_1min_end=0.5)
+    busy = with_machine(tmp_path, "busy.json", loadavg_1min_start=3.5, loadavg_1min_end=1.0)  # 2 cores
+    (tmp_path / "quiet").mkdir()
+    line, warnings, _ = write_report(results.load([quiet]), tmp_path / "quiet", baselines=None)
+    assert warnings == [] and "loaded" not in line
+    assert "Warning" not in (tmp_path / "quiet" / "report.md").read_text()
+    (tmp_path / "busy").mkdir()
+    line, warnings, _ = write_report(results.load([busy]), tmp_path / "busy", baselines=None)
+    assert len(warnings) == 1 and "load average 3.50 at the start on 2 cores" in warnings[0]
+    assert "the machine was loaded" in line
+    markdown = (tmp_path / "busy" / "report.md").read_text()
+    assert markdown.index("> **Warning:**") < markdown.index("## Machines")  # at the top, under the verdict
+    assert "class='warning'" in (tmp_path / "busy" / "report.html").read_text()
+
+
+def test_a_gemm_rate_far_below_the_cpus_best_baseline_is_a_loaded_machine(tmp_path):
+    baselines = tmp_path / "baselines"
+    baselines.mkdir()
+    rate = json.loads(FIXTURE.read_text())["machine_info"]["cellbench"]["gemm_fp32_gflops"]
+    with_machine(baselines, "same-cpu.json", gemm_fp32_gflops=rate / 0.75)  # this run: 75% of the usual
+    with_machine(baselines, "other-cpu.json", gemm_fp32_gflops=rate * 10, cpu_model=17)  # another CPU
+    (tmp_path / "out").mkdir()
+    _, warnings, _ = write_report(results.load([FIXTURE]), tmp_path / "out", baselines=baselines)
+    assert len(warnings) == 1 and "75% of this CPU's best recorded" in warnings[0]
+    with_machine(baselines, "same-cpu.json", gemm_fp32_gflops=rate / 0.85)  # 85%: within the usual
+    (tmp_path / "again").mkdir()
+    _, warnings, _ = write_report(results.load([FIXTURE]), tmp_path / "again", baselines=baselines)
+    assert warnings == []
+
+
+def test_compare_counts_only_benchmarks_in_both_runs(tmp_path):
+    data = json.loads(FIXTURE.read_text())
+    dropped = data["benchmarks"].pop(2)["extra_info"]
+    fewer = tmp_path / "fewer.json"
+    fewer.write_text(json.dumps(data))
+    old, new = results.load([FIXTURE]), results.load([fewer])
+    table = tables.compare(old, new, threshold=0.10)
+    assert len(table) == len(data["benchmarks"]) and table[["old_ms", "new_ms"]].notna().all().all()
+    key = [dropped[k] for k in tables.KEY]
+    assert key not in table[tables.KEY].values.tolist()
+    assert tables.only_in_one(old, new) == (1, 0) and tables.only_in_one(new, old) == (0, 1)
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"cpu_model": 17, "cpu_flags": ["avx", "avx2", "avx512f", "fma"]}, "different CPUs"),
+    ({"gemm_fp32_gflops": 80.0}, "GEMM rates 50 vs 80 GFLOP/s"),
+    ({"loadavg_1min_end": 2.5}, "new run loaded (load average 2.50 at the end on 2 cores)"),
+])
+def test_compare_of_runs_that_are_not_comparable_says_why_and_flags_no_regression(tmp_path, changes, reason):
+    from reports.machine import differences
+    path, _ = injected_slowdown(tmp_path, factor=1.5, which=3)
+    slowed = json.loads(path.read_text())
+    slowed["machine_info"]["cellbench"].update({k: v for k, v in changes.items() if not k.startswith("cpu_")})
+    slowed["machine_info"]["cpu"].update({"model": changes.get("cpu_model", 1)})
+    if "cpu_flags" in changes:
+        slowed["machine_info"]["cpu"]["flags"] = changes["cpu_flags"]
+    path.write_text(json.dumps(slowed))
+    old, new = results.load([FIXTURE]), results.load([path])
+    problems = differences(tables.runs(old).iloc[0].to_dict(), tables.runs(new).iloc[0].to_dict())
+    assert len(problems) == 1 and reason in problems[0]
+    table = tables.compare(old, new, threshold=0.10, comparable=False)
+    assert list(table["status"]).count("slower") == 1 and "REGRESSION" not in set(table["status"])
+
+
+def test_times_are_written_in_plain_decimals_never_scientific_notation(df):
+    from reports.report import plain, to_markdown
+    assert [plain(v) for v in (1.234e-5, 0.0456, 1.0, 12.34, 12345.6)] == ["0.0000123", "0.0456", "1.00", "12.3",
+                                                                           "12346"]
+    fast = df.assign(median_s=df["median_s"] * 1e-4, **{"stats.min": df["stats.min"] * 1e-4})
+    markdown = to_markdown(tables.per_config(fast)) + to_markdown(tables.headline(fast))
+    assert "e-0" not in markdown and "e+0" not in markdown
