@@ -1,7 +1,7 @@
-"""Issue 4's speed targets: jit.cpu against PyTorch's torch.nn.RNN/LSTM/GRU on the CPU.
+"""The jit.cpu speed targets (issues 4 and 22): jit.cpu against torch.nn's RNN/LSTM/GRU on the CPU.
 
     python -m reports.cpu_targets [--configs S1 M] [--cells lstm] [--modes inference]
-                                  [--repeats 7] [--json OUT]
+                                  [--repeats 7] [--statistic median|min] [--json OUT]
 
 For each cell, config and mode, both implementations run on the same float32 weights and
 time-major inputs in the same process, interleaved in rounds (jit, torch, jit, torch, ...)
@@ -9,19 +9,29 @@ so they share the machine's drift, with torch.set_num_threads equal to Numba's t
 (read without launching Numba's threading layer: see jit.cpu.backend.pool_threads). Each
 round times the steady state of one implementation: a pause that lets the other's idle
 threads sleep (CALL_SETTLE_S), one untimed call, then BURST_CALLS timed calls back to back
-(see there for why). The machine's fp32 GEMM rate is measured in the same run with a 2048²
-numpy matmul.
+(see there for why). A first call (compilation or loading the on-disk cache) is timed apart.
 
-FLOPs counted (the matrix products only; the pointwise work is O(T·B·G·H), negligible next
-to them for I = H ≥ 64):
+FLOPs of the target (the matrix products only; the pointwise work is O(T·B·G·H), a few percent
+next to them for I = H ≥ 64):
     forward   2·T·B·G·H·(I + H)   the input projection x W_ihᵀ and the recurrent h W_hhᵀ
     training  3 × forward         forward, plus backward's da·W (for dx and dh) and daᵀ·[x, h]
 
-target = max(r × torch time, FLOPs / (0.75 × GEMM rate)): beat PyTorch by the factor r,
-unless that is physically out of reach; then reach 75% of the machine's GEMM rate.
-A first call (compilation or loading the on-disk cache) is timed apart from the steady state.
+The machine's achievable rate is the best of three measured in the same run: numpy's fp32
+sgemm (2048²), torch's mm (2048², float32, torch on the same threads) and the rates torch itself
+reaches on the run's rows (FLOPs / torch's time). numpy's OpenBLAS may use AVX2 kernels on an
+AVX-512 machine whose oneDNN does not, so numpy alone can understate the machine.
+
+    target = max(r × torch's time, FLOPs / (0.75 × achievable rate))
+
+beat PyTorch by the factor r unless that is physically out of reach; then reach 75% of the
+achievable rate. Every row is also checked against torch itself (slower_than_torch).
+
+--json writes pytest-benchmark JSON that `cellbench report` and `cellbench compare` read: one
+benchmark per implementation and row, named like reports/benchmarks' (backend "jit.cpu" and
+"torch.nn", cell, config, mode, dtype), with pytest-benchmark's stats of the timed calls.
 """
 import argparse
+import datetime
 import json
 import statistics
 import time
@@ -30,6 +40,8 @@ import numpy as np
 
 import reference
 from reference.contract import NUM_GATES
+from reports import machine, matrix
+from reports.results import SCHEMA
 
 #: DeepBench-derived configs sized for a 2-core machine: (T, B, I = H).
 CONFIGS = {"S1": (50, 1, 64), "S2": (50, 16, 128), "M": (50, 32, 256), "L1": (25, 64, 512), "L2": (25, 16, 1024)}
@@ -41,9 +53,11 @@ RATIO_TARGETS = {
     "M": {"inference": 0.5, "training": 0.5},
     "L1": {"inference": 0.8, "training": 0.6}, "L2": {"inference": 0.8, "training": 0.6},
 }
-#: Fraction of the measured GEMM rate that the FLOP bound of the target asks for.
-GEMM_FRACTION = 0.75
-#: Pause after measuring the GEMM rate, longer than OpenBLAS's workers spin (by default up to
+#: Fraction of the achievable rate that the FLOP bound of the target asks for.
+TARGET_FRACTION = 0.75
+#: The implementations, named as reports/benchmarks names them.
+JIT, TORCH = "jit.cpu", "torch.nn"
+#: Pause after measuring a GEMM rate, longer than OpenBLAS's workers spin (by default up to
 #: 2^28 cycles, ~0.1 s here).
 BLAS_SETTLE_S = 0.5
 #: Pause before each round. After a call, torch's OpenMP workers keep spinning for up to
@@ -61,16 +75,38 @@ CALL_SETTLE_S = 0.02
 BURST_CALLS = 3
 
 
-def gemm_rate(n=2048, repeats=5) -> float:
-    """The machine's fp32 GEMM rate in FLOP/s: best of ``repeats`` n×n numpy matmuls."""
-    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
-    b = a.T.copy()
-    a @ b  # warm BLAS's threads
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+# ----- the machine's rates ----------------------------------------------------------------------
+
+def numpy_gemm(repeats=5) -> dict:
+    """numpy's fp32 sgemm rate (reports.machine.measure_gemm_rate), then a pause for BLAS's threads."""
+    rate = machine.measure_gemm_rate(repeats=repeats)
     # OpenBLAS's workers keep spinning for a while after a threaded GEMM, and took a core from
     # whatever ran next (measured: the next torch call 111 ms against 23 ms); let them sleep.
     time.sleep(BLAS_SETTLE_S)
-    return 2 * n ** 3 / best
+    return rate
+
+
+def torch_mm_gflops(n=machine.GEMM_SIZE, repeats=5) -> float:
+    """torch's fp32 n×n mm rate in GFLOP/s, best of ``repeats``, on torch's current thread count."""
+    import torch
+    a = torch.randn(n, n, generator=torch.Generator().manual_seed(0))
+    b = a.T.contiguous()
+    a @ b  # warm oneDNN's / MKL's threads
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    time.sleep(BLAS_SETTLE_S)
+    return 2 * n ** 3 / best / 1e9
+
+
+def torch_rnn_best(rows) -> tuple:
+    """(GFLOP/s, 'cell config mode') of the fastest rate torch reached on the rows."""
+    best = max(rows, key=lambda row: row["flops"] / row["torch_s"])
+    return best["flops"] / best["torch_s"] / 1e9, f"{best['cell']} {best['config']} {best['mode']}"
+
+
+def achievable_gflops(rates: dict) -> float:
+    """The best of the measured rates (GFLOP/s) that are known."""
+    known = [rates[k] for k in ("gemm_fp32_gflops", "torch_mm_gflops", "torch_rnn_gflops") if rates.get(k)]
+    return max(known)
 
 
 def _timed(fn) -> float:
@@ -78,6 +114,8 @@ def _timed(fn) -> float:
     fn()
     return time.perf_counter() - start
 
+
+# ----- one row: both implementations, interleaved ------------------------------------------------
 
 def flops(cell, config, mode) -> float:
     T, B, H = CONFIGS[config]
@@ -149,14 +187,14 @@ def measure(cell, config, mode, repeats=7, gemm_flops=None, statistic="median") 
 
     Times are the ``statistic`` (median or min) of the BURST_CALLS timed calls of each of
     ``repeats`` interleaved pairs of rounds, in seconds; min suits a machine shared with other
-    work, whose load only ever adds time. ``gemm_flops`` is the machine's GEMM rate (FLOP/s);
-    measured here when not given.
+    work, whose load only ever adds time. ``gemm_flops`` is a first achievable rate (FLOP/s) for
+    the target, which retarget() replaces once the run's best is known; numpy's when not given.
     """
     threads = _match_threads()
-    gemm_flops = gemm_flops or gemm_rate()
+    gemm_flops = gemm_flops or numpy_gemm()["gemm_fp32_gflops"] * 1e9
     run_jit, run_torch = _runners(cell, config, mode)
     first_call = _timed(run_jit)  # compilation, or loading it from the on-disk cache
-    run_torch()
+    torch_first_call = _timed(run_torch)
     jit_times, torch_times = [], []
     for _ in range(repeats):
         for run, times in ((run_jit, jit_times), (run_torch, torch_times)):
@@ -164,42 +202,111 @@ def measure(cell, config, mode, repeats=7, gemm_flops=None, statistic="median") 
             run()  # untimed: takes the cold start after the pause
             times.extend(_timed(run) for _ in range(BURST_CALLS))
     summary = {"median": statistics.median, "min": min}[statistic]
-    t_jit, t_torch = summary(jit_times), summary(torch_times)
-    work = flops(cell, config, mode)
-    target = max(RATIO_TARGETS[config][mode] * t_torch, work / (GEMM_FRACTION * gemm_flops))
-    return {
+    row = {
         "cell": cell, "config": config, "mode": mode, "threads": threads,
-        "first_call_s": first_call, "jit_s": t_jit, "torch_s": t_torch, "ratio": t_jit / t_torch,
-        "gflops": work / t_jit / 1e9, "pct_gemm_peak": 100 * work / t_jit / gemm_flops,
-        "target_s": target, "met": t_jit <= target,
-        "r": RATIO_TARGETS[config][mode], "flops": work, "gemm_gflops": gemm_flops / 1e9, "statistic": statistic,
+        "first_call_s": first_call, "torch_first_call_s": torch_first_call,
+        "jit_s": summary(jit_times), "torch_s": summary(torch_times),
+        "r": RATIO_TARGETS[config][mode], "flops": flops(cell, config, mode), "statistic": statistic,
         "jit_all_s": jit_times, "torch_all_s": torch_times,
     }
+    return retarget(row, gemm_flops)
 
 
-def retarget(row, gemm_flops) -> dict:
-    """The row with its FLOP bound, % of peak and verdict recomputed for the GEMM rate ``gemm_flops``."""
-    row = dict(row, gemm_gflops=gemm_flops / 1e9, pct_gemm_peak=100 * row["flops"] / row["jit_s"] / gemm_flops)
-    row["target_s"] = max(row["r"] * row["torch_s"], row["flops"] / (GEMM_FRACTION * gemm_flops))
+def retarget(row, achievable_flops) -> dict:
+    """The row's target, % of the achievable rate (FLOP/s) and verdicts, computed for that rate."""
+    row = dict(row, achievable_gflops=achievable_flops / 1e9, ratio=row["jit_s"] / row["torch_s"],
+               gflops=row["flops"] / row["jit_s"] / 1e9,
+               pct_achievable=100 * row["flops"] / row["jit_s"] / achievable_flops)
+    row["target_s"] = max(row["r"] * row["torch_s"], row["flops"] / (TARGET_FRACTION * achievable_flops))
     row["met"] = row["jit_s"] <= row["target_s"]
+    row["slower_than_torch"] = row["jit_s"] > row["torch_s"]
     return row
 
 
+# ----- output: the printed table and pytest-benchmark JSON ---------------------------------------
+
 def table(rows) -> str:
     import pandas as pd
+
+    from reports.report import to_markdown
     df = pd.DataFrame(rows)
     shown = pd.DataFrame({
-        "cell": df.cell, "config": df.config, "mode": df["mode"],
-        "first call s": df.first_call_s.round(2),
-        "jit ms": (df.jit_s * 1e3).round(2), "torch ms": (df.torch_s * 1e3).round(2),
-        "jit/torch": df.ratio.round(2), "GFLOP/s": df.gflops.round(1),
-        "% GEMM peak": df.pct_gemm_peak.round(0), "target ms": (df.target_s * 1e3).round(2),
-        "met": df.met.map({True: "yes", False: "NO"}),
+        "cell": df.cell, "config": df.config, "mode": df["mode"], "first call s": df.first_call_s.round(2),
+        "jit ms": df.jit_s * 1e3, "torch ms": df.torch_s * 1e3, "jit/torch": df.ratio.round(2),
+        "GFLOP/s": df.gflops.round(1), "% achievable": df.pct_achievable.round(0),
+        "target ms": df.target_s * 1e3, "met": df.met.map({True: "yes", False: "NO"}),
+        "≤ torch": df.slower_than_torch.map({True: "NO", False: "yes"}),
     })
-    return shown.to_markdown(index=False)
+    return to_markdown(shown)
 
 
-def main(argv=None):
+def summary_line(rows) -> str:
+    met = sum(bool(r["met"]) for r in rows)
+    slower = sum(bool(r["slower_than_torch"]) for r in rows)
+    return f"targets met: {met} of {len(rows)}; slower than torch: {slower} of {len(rows)}"
+
+
+def _stats(times) -> dict:
+    """pytest-benchmark's stats of the timed calls (one call per round), with the data."""
+    from pytest_benchmark.stats import Stats
+    stats = Stats()
+    for seconds in times:
+        stats.update(seconds)
+    return {**stats.as_dict(), "data": list(times), "iterations": 1}
+
+
+def benchmark_entries(row) -> list:
+    """The row as two pytest-benchmark benchmarks, jit.cpu's and torch.nn's, with reports.results'
+    extra_info fields (as reports/benchmarks writes them) and the target's."""
+    T, B, H = CONFIGS[row["config"]]
+    case = {"schema": SCHEMA, "cell": row["cell"], "config": row["config"], "sweep": "", "mode": row["mode"],
+            "dtype": "float32", "T": T, "B": B, "I": H, "H": H,
+            "shapes": {"x": [T, B, H], "h0": [B, H], "w_ih": [NUM_GATES[row["cell"]] * H, H],
+                       "w_hh": [NUM_GATES[row["cell"]] * H, H]},
+            "flops": matrix.flops(row["cell"], T, B, H, H, row["mode"]),  # the reports' count, pointwise too
+            "product_flops": row["flops"],  # the target's count
+            "bytes": matrix.bytes_moved(row["cell"], T, B, H, H, row["mode"], 4),
+            "threads": row["threads"], "statistic": row["statistic"], "r": row["r"], "target_s": row["target_s"]}
+    jit = {"backend": JIT, "first_call_s": row["first_call_s"], "time_s": row["jit_s"],
+           "ratio_to_torch": row["ratio"], "met": bool(row["met"]),
+           "slower_than_torch": bool(row["slower_than_torch"])}
+    peer = {"backend": TORCH, "first_call_s": row.get("torch_first_call_s"), "time_s": row["torch_s"]}
+    entries = []
+    for own, times in ((jit, row["jit_all_s"]), (peer, row["torch_all_s"])):
+        param = f"{own['backend']}-{row['cell']}-{row['config']}-{row['mode']}-float32"
+        entries.append({
+            "group": f"{row['cell']}-{row['config']}-{row['mode']}-float32",
+            "name": f"cpu_targets[{param}]", "fullname": f"reports/cpu_targets.py::cpu_targets[{param}]",
+            "params": {"backend": own["backend"], "cell": row["cell"], "config": row["config"],
+                       "mode": row["mode"], "dtype": "float32"},
+            "param": param, "extra_info": {**case, **own},
+            "options": {"timer": "perf_counter", "repeats": len(times) // BURST_CALLS, "burst_calls": BURST_CALLS,
+                        "call_settle_s": CALL_SETTLE_S, "interleaved": True},
+            "stats": _stats(times),
+        })
+    return entries
+
+
+def document(rows, cellbench_info, machine_info=None, commit_info=None, when=None) -> dict:
+    """The whole pytest-benchmark JSON of a run: machine_info (pytest-benchmark's, with the run's
+    rates and loads under "cellbench"), commit_info, datetime, version, and the benchmarks."""
+    from pytest_benchmark import __version__
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+    from pytest_benchmark.utils import get_commit_info
+    machine_info = dict(machine_info if machine_info is not None else pytest_benchmark_generate_machine_info())
+    machine_info["cellbench"] = cellbench_info
+    return {
+        "machine_info": machine_info,
+        "commit_info": commit_info if commit_info is not None else get_commit_info(),
+        "benchmarks": [entry for row in rows for entry in benchmark_entries(row)],
+        "datetime": when or datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "version": __version__,
+    }
+
+
+# ----- the command ---------------------------------------------------------------------------------
+
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m reports.cpu_targets", description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
     parser.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
@@ -208,30 +315,65 @@ def main(argv=None):
                         help="interleaved pairs of rounds per row (each round: BURST_CALLS timed calls)")
     parser.add_argument("--statistic", choices=("median", "min"), default="median",
                         help="how the repeats are summarised (min on a machine shared with other work)")
-    parser.add_argument("--json", metavar="OUT", help="also write the rows and the machine's GEMM rate")
-    args = parser.parse_args(argv)
-    from jit.cpu.backend import pool_threads
+    parser.add_argument("--json", metavar="OUT", help="also write the run as pytest-benchmark JSON")
+    return parser.parse_args(argv)
 
-    rate = gemm_rate()
-    print(f"fp32 GEMM rate (2048² numpy matmul, best so far): {rate / 1e9:.1f} GFLOP/s; "
-          f"threads: numba {pool_threads()} = torch; target = max(r·torch, FLOPs / (0.75·GEMM rate)); "
-          f"times: {args.statistic} of {args.repeats}")
+
+def measure_rows(args, rates) -> list:
+    """Every chosen row; the GEMM rates are measured again after each cell and the best kept
+    (other load only ever lowers them)."""
     rows = []
     for cell in args.cells:
         for config in args.configs:
             for mode in args.modes:
-                rows.append(measure(cell, config, mode, args.repeats, rate, args.statistic))
-                print(f"  {cell} {config} {mode}: jit {rows[-1]['jit_s'] * 1e3:.2f} ms, "
-                      f"torch {rows[-1]['torch_s'] * 1e3:.2f} ms", flush=True)
-        rate = max(rate, gemm_rate())  # again after each cell: other load only ever lowers it
-    rows = [retarget(row, rate) for row in rows]
-    print(f"fp32 GEMM rate, best of the run: {rate / 1e9:.1f} GFLOP/s (targets and % of peak use this)")
+                rows.append(measure(cell, config, mode, args.repeats, achievable_gflops(rates) * 1e9,
+                                    args.statistic))
+                print(f"  {cell} {config} {mode}: jit {rows[-1]['jit_s'] * 1e3:.3f} ms, "
+                      f"torch {rows[-1]['torch_s'] * 1e3:.3f} ms", flush=True)
+        again = numpy_gemm()
+        if again["gemm_fp32_gflops"] > rates["gemm_fp32_gflops"]:
+            rates.update(again)
+        rates["torch_mm_gflops"] = max(rates["torch_mm_gflops"], torch_mm_gflops())
+    return rows
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    load_start = machine.load_average()
+    threads = _match_threads()
+    rates = dict(numpy_gemm(), torch_mm_gflops=torch_mm_gflops())
+    print(f"threads: numba {threads} = torch; fp32 rates so far: numpy sgemm {rates['gemm_fp32_gflops']:.1f}, "
+          f"torch mm {rates['torch_mm_gflops']:.1f} GFLOP/s; times: {args.statistic} of {args.repeats}")
+    rows = measure_rows(args, rates)
+    rates["torch_rnn_gflops"], rates["torch_rnn_best"] = torch_rnn_best(rows)
+    rates["achievable_gflops"] = achievable_gflops(rates)
+    rows = [retarget(row, rates["achievable_gflops"] * 1e9) for row in rows]
+    print(f"achievable fp32 rate, best of the run: {rates['achievable_gflops']:.1f} GFLOP/s (numpy sgemm "
+          f"{rates['gemm_fp32_gflops']:.1f}, torch mm {rates['torch_mm_gflops']:.1f}, torch on "
+          f"{rates['torch_rnn_best']} {rates['torch_rnn_gflops']:.1f}); "
+          f"target = max(r·torch, FLOPs / ({TARGET_FRACTION}·achievable))")
     print(table(rows))
-    met = sum(r["met"] for r in rows)
-    print(f"targets met: {met} of {len(rows)}")
+    print(summary_line(rows))
+    info = {**machine.run_info({k: rates[k] for k in ("gemm_size", "gemm_seconds", "gemm_fp32_gflops")},
+                               load_start, {JIT: JIT, TORCH: TORCH}),
+            **{k: rates[k] for k in ("torch_mm_gflops", "torch_rnn_gflops", "torch_rnn_best", "achievable_gflops")},
+            "target_fraction": TARGET_FRACTION, "threads": threads, "statistic": args.statistic,
+            "repeats": args.repeats, "burst_calls": BURST_CALLS, "tool": "reports.cpu_targets"}
+    data = document(rows, info)
+    warn_if_loaded(data["machine_info"])
     if args.json:
         with open(args.json, "w") as out:
-            json.dump({"gemm_gflops": rate / 1e9, "rows": rows}, out, indent=1)
+            json.dump(data, out, indent=1)
+
+
+def warn_if_loaded(machine_info):
+    who = machine.identity(machine_info)
+    info = machine_info["cellbench"]
+    run = {**who, "gemm_gflops": info["gemm_fp32_gflops"],
+           "load_start": info["loadavg_1min_start"], "load_end": info["loadavg_1min_end"]}
+    reasons = machine.loaded(run, machine.usual_gemm_gflops(who["cpu_name"], who["cpu_features"]))
+    if reasons:
+        print("WARNING: the machine was loaded during this run (" + "; ".join(reasons) + "): the times are noisy")
 
 
 if __name__ == "__main__":

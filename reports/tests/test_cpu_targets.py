@@ -1,8 +1,10 @@
 """reports.cpu_targets' method, without timing anything: what it counts, the order it calls
 the two implementations in, and how a verdict follows from the numbers."""
+import json
+
 import pytest
 
-from reports import cpu_targets
+from reports import cpu_targets, machine
 
 
 def test_flops_count_both_products_of_every_gate_and_three_times_that_for_training():
@@ -40,4 +42,79 @@ def test_a_target_is_the_larger_of_the_ratio_and_the_flop_bound():
     slow_machine = work / 0.060  # FLOP bound 80 ms: beating torch by 0.8 is out of reach; 45 ms is in
     verdict = cpu_targets.retarget(row, slow_machine)
     assert verdict["target_s"] == pytest.approx(0.080) and verdict["met"]
-    assert verdict["pct_gemm_peak"] == pytest.approx(100 * work / 0.045 / slow_machine)
+    assert verdict["pct_achievable"] == pytest.approx(100 * work / 0.045 / slow_machine)
+    assert verdict["slower_than_torch"] is False  # 45 ms against torch's 50
+
+
+def test_a_row_slower_than_torch_is_flagged_even_where_its_target_is_met():
+    work = cpu_targets.flops("lstm", "L1", "inference")
+    row = {"flops": work, "r": 0.8, "torch_s": 0.040, "jit_s": 0.045}
+    verdict = cpu_targets.retarget(row, work / 0.060)  # FLOP bound 80 ms: met, yet 45 ms > torch's 40
+    assert verdict["met"] and verdict["slower_than_torch"]
+    assert cpu_targets.summary_line([verdict, cpu_targets.retarget(dict(row, jit_s=0.030), work / 0.060)]) == \
+        "targets met: 2 of 2; slower than torch: 1 of 2"
+
+
+def test_the_achievable_rate_is_the_best_of_numpy_torch_mm_and_torch_on_the_rnn_rows():
+    rows = [{"cell": "lstm", "config": "M", "mode": "inference", "flops": 4e9, "torch_s": 0.010},   # 400 GFLOP/s
+            {"cell": "gru", "config": "S2", "mode": "training", "flops": 1e9, "torch_s": 0.010}]   # 100
+    rate, where = cpu_targets.torch_rnn_best(rows)
+    assert rate == pytest.approx(400) and where == "lstm M inference"
+    rates = {"gemm_fp32_gflops": 250.0, "torch_mm_gflops": 300.0, "torch_rnn_gflops": rate}
+    assert cpu_targets.achievable_gflops(rates) == pytest.approx(400)  # torch's oneDNN LSTM beats both GEMMs
+    assert cpu_targets.achievable_gflops(dict(rates, torch_rnn_gflops=None)) == 300  # unknown: left out
+
+
+def synthetic_run(monkeypatch, tmp_path, jit_s, torch_s, name="run.json"):
+    """cpu_targets.main end to end on two lstm rows, with nothing timed: every jit.cpu call 'takes'
+    jit_s and every torch call torch_s (cpu_targets._timed returns what the runner returns)."""
+    monkeypatch.setattr(cpu_targets, "_match_threads", lambda: 2)
+    monkeypatch.setattr(cpu_targets, "_runners", lambda cell, config, mode: (lambda: jit_s, lambda: torch_s))
+    monkeypatch.setattr(cpu_targets, "_timed", lambda fn: fn())
+    monkeypatch.setattr(cpu_targets.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(cpu_targets, "numpy_gemm", lambda repeats=5: {
+        "gemm_size": 2048, "gemm_seconds": 0.1, "gemm_fp32_gflops": 100.0})
+    monkeypatch.setattr(cpu_targets, "torch_mm_gflops", lambda: 120.0)
+    monkeypatch.setattr(machine, "load_average", lambda: 0.5)  # a quiet machine, whatever this one does
+    path = tmp_path / name
+    cpu_targets.main(["--cells", "lstm", "--configs", "S1", "M", "--modes", "inference", "--repeats", "2",
+                      "--json", str(path)])
+    return path
+
+
+def test_the_json_is_pytest_benchmark_json_that_report_and_compare_read(monkeypatch, tmp_path, capsys):
+    from reports import cli, results
+    path = synthetic_run(monkeypatch, tmp_path, jit_s=0.0018, torch_s=0.004)
+    data = json.loads(path.read_text())
+    assert set(data) == {"machine_info", "commit_info", "benchmarks", "datetime", "version"}
+    assert {"node", "machine", "cpu", "python_version"} <= set(data["machine_info"])  # pytest-benchmark's own
+    assert {"id", "dirty", "branch"} <= set(data["commit_info"])
+    info = data["machine_info"]["cellbench"]
+    assert (info["gemm_fp32_gflops"], info["torch_mm_gflops"]) == (100.0, 120.0)
+    # torch's best row: lstm M inference, 2·50·32·4·256·512 FLOPs in 4 ms = 419 GFLOP/s
+    assert info["torch_rnn_gflops"] == pytest.approx(cpu_targets.flops("lstm", "M", "inference") / 0.004 / 1e9)
+    assert info["achievable_gflops"] == info["torch_rnn_gflops"] and info["torch_rnn_best"] == "lstm M inference"
+    assert {"loadavg_1min_start", "loadavg_1min_end", "cpu_count"} <= set(info)
+
+    df = results.load([path])
+    assert sorted(df["backend"].unique()) == ["jit.cpu", "torch.nn"] and len(df) == 4
+    jit = df[df["backend"] == "jit.cpu"].set_index("config")
+    assert (jit["stats.rounds"] == 2 * cpu_targets.BURST_CALLS).all() and (jit["stats.median"] == 0.0018).all()
+    assert jit.loc["M", "target_s"] == pytest.approx(max(0.5 * 0.004, cpu_targets.flops("lstm", "M", "inference")
+                                                         / (0.75 * info["achievable_gflops"] * 1e9)))
+    # S1: r = 0.25 asks for 1 ms, M: r = 0.5 for 2 ms (the FLOP bounds are far lower at 419 GFLOP/s)
+    assert bool(jit.loc["S1", "met"]) is False and bool(jit.loc["M", "met"]) is True
+    assert not jit["slower_than_torch"].astype(bool).any()
+    out = capsys.readouterr().out
+    assert "| jit ms" in out and "targets met: 1 of 2; slower than torch: 0 of 2" in out
+
+    assert cli.main(["report", str(path), "-o", str(tmp_path / "report"), "--no-gradient-flow"]) == 0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "Verdict: jit.cpu is faster than torch.nn in 2 of 2 cases (median 2.22×); speed targets met in 1 of 2" \
+        in markdown
+    slower = synthetic_run(monkeypatch, tmp_path, jit_s=0.003, torch_s=0.004, name="slower.json")
+    capsys.readouterr()
+    assert cli.main(["compare", str(path), str(slower)]) == 1  # same machine, same rates: a regression
+    out = capsys.readouterr().out
+    assert out.count("REGRESSION") == 2  # jit.cpu's two rows, 1.8 -> 3 ms
+    assert "4 benchmarks in both runs compared" in out and "2 regression(s) beyond 10%" in out
