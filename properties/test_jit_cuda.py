@@ -26,7 +26,7 @@ if not cuda_backend.available():
 from numba import cuda  # noqa: E402  (after the availability check: numba.cuda is usable)
 
 from jit.cuda.backend import _matmul  # noqa: E402
-from jit.cuda.kernels import kernels_for  # noqa: E402
+from jit.cuda.elementwise import fill2d  # noqa: E402
 from jit.cuda.launch import SIMULATOR, TILES, LaunchError, launch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def test_tiled_matmul_matches_numpy_on_awkward_sizes(M, N, K, trans_a, trans_b, 
     b = rng.standard_normal((K, N)).astype(dtype)
     bias = rng.standard_normal(N).astype(dtype)
     c = cuda.device_array((M, N), dtype)
-    _matmul(kernels_for(dtype), cuda.to_device(np.ascontiguousarray(a.T) if trans_a else a),
+    _matmul(cuda.to_device(np.ascontiguousarray(a.T) if trans_a else a),
             cuda.to_device(np.ascontiguousarray(b.T) if trans_b else b), c,
             trans_a=trans_a, trans_b=trans_b, bias=cuda.to_device(bias))
     got = c.copy_to_host()
@@ -128,10 +128,11 @@ def test_every_cell_matches_the_reference_across_tiles(cell, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
 def test_persistent_time_loops_give_the_per_step_kernels_bits(cell, dtype, training, monkeypatch):
-    """kernels.*_forward_persistent and *_backward_persistent run the per-step kernels' own bodies
-    (the *_tile device functions) over every tile and step of one launch: the same operations in the
-    same order, so every result is bit for bit the per-step path's (sizes past every tile; under
-    the simulator its one block walks all tiles, on a GPU the blocks synchronize between steps)."""
+    """The *_forward_persistent_kernel and *_backward_persistent_kernel run the per-step kernels' own
+    bodies (the *_step_forward and *_step_backward device functions) over every tile and step of one
+    launch: the same operations in the same order, so every result is bit for bit the per-step path's
+    (sizes past every tile; under the simulator its one block walks all tiles, on a GPU the blocks
+    synchronize between steps)."""
     p, x, h0, c0, dhs, dh_n, dc_n = inputs(cell, dtype, seed=3)
     results = {}
     for persistent in (False, True):
@@ -262,13 +263,12 @@ def test_no_rows_or_no_units_give_the_references_shapes_and_zero_weight_gradient
 
 
 def test_launch_refuses_impossible_configs_and_skips_empty_grids():
-    k = kernels_for(np.float64)
     dst = cuda.device_array((2, 2), np.float64)
     with pytest.raises(LaunchError, match="fill2d.*1025 threads"):
-        launch(k.fill2d, (1,), (1025,), dst, 0.0)
+        launch(fill2d, (1,), (1025,), dst, 0.0)
     with pytest.raises(LaunchError, match="fill2d.*65535 blocks allowed along y"):
-        launch(k.fill2d, (1, 70000), (1,), dst, 0.0)
-    launch(k.fill2d, (0,), (8,), dst, 0.0)  # nothing to do, nothing launched
+        launch(fill2d, (1, 70000), (1,), dst, 0.0)
+    launch(fill2d, (0,), (8,), dst, 0.0)  # nothing to do, nothing launched
 
 
 def test_a_persistent_kernel_that_cannot_be_resident_is_a_launch_error(monkeypatch):
@@ -277,7 +277,7 @@ def test_a_persistent_kernel_that_cannot_be_resident_is_a_launch_error(monkeypat
     monkeypatch.setattr(cuda_backend, "persistent", True)
     monkeypatch.setattr(cuda_backend, "cooperative_grid_limit", lambda kernel, block, *args: 0)
     p, x, h0, *_ = inputs("gru", np.float32)
-    with pytest.raises(LaunchError, match="gru_forward_persistent: not one block"):
+    with pytest.raises(LaunchError, match="gru_forward_persistent_kernel: not one block"):
         cuda_backend.forward("gru", p, x, h0)
 
 

@@ -24,7 +24,8 @@ from numba import cuda
 from reference.contract import (CELLS, PARAM_NAMES, BackwardResult, ForwardResult, Params, check_backward_inputs,
                                 check_forward_inputs)
 
-from .kernels import kernels_for
+from . import elementwise, gru, lstm, rnn
+from .matmul import column_sums, matmul
 from .launch import SIMULATOR, TILES, LaunchError, blocks, cooperative_grid_limit, launch, synchronize
 
 name = "jit.cuda"
@@ -110,7 +111,7 @@ def _finiteness(named_arrays):
         counts = cuda.to_device(np.zeros(len(flats), np.int64))
         longest = max(f.size for f in flats)
         grid = (min(blocks(longest, TILES.threads_1d), TILES.blocks_1d), len(flats))
-        launch(kernels_for(flats[0].dtype).count_nonfinite, grid, (TILES.threads_1d,), flats, counts)
+        launch(elementwise.count_nonfinite, grid, (TILES.threads_1d,), flats, counts)
         for a, bad in zip(on_device, counts.copy_to_host()):
             found[id(a)] = bad == 0
     return found
@@ -132,28 +133,28 @@ def _launch_1d(kernel, n, *args):
     launch(kernel, (min(blocks(n, TILES.threads_1d), TILES.blocks_1d),), (TILES.threads_1d,), *args)
 
 
-def _copy(k, src):
+def _copy(src):
     """A fresh contiguous device copy of a 2-D device array."""
-    dst = cuda.device_array(src.shape, k.dtype)
-    _launch_1d(k.copy2d, dst.size, src, dst)
+    dst = cuda.device_array(src.shape, src.dtype)
+    _launch_1d(elementwise.copy2d, dst.size, src, dst)
     return dst
 
 
-def _zeros(k, shape):
-    dst = cuda.device_array(shape, k.dtype)
-    _launch_1d(k.fill2d, dst.size, dst, k.dtype.type(0))
+def _zeros(shape, dtype):
+    dst = cuda.device_array(shape, dtype)
+    _launch_1d(elementwise.fill2d, dst.size, dst, dtype.type(0))
     return dst
 
 
-def _matmul(k, a, b, c, *, trans_a=False, trans_b=False, bias=None):
+def _matmul(a, b, c, *, trans_a=False, trans_b=False, bias=None):
     """c = op(a) @ op(b) (+ bias); a, b, c 2-D device arrays, c (M, N)."""
     use_bias = bias is not None
     if not use_bias:  # the kernel's bias argument still needs an array of the dtype; it is not read
-        bias = _UNUSED_BIAS.get(k.dtype)
+        bias = _UNUSED_BIAS.get(c.dtype)
         if bias is None:
-            bias = _UNUSED_BIAS[k.dtype] = cuda.device_array(1, k.dtype)
+            bias = _UNUSED_BIAS[c.dtype] = cuda.device_array(1, c.dtype)
     tile = TILES.matmul * TILES.matmul_work
-    launch(k.matmul, (blocks(c.shape[1], tile), blocks(c.shape[0], tile)), (TILES.matmul, TILES.matmul),
+    launch(matmul, (blocks(c.shape[1], tile), blocks(c.shape[0], tile)), (TILES.matmul, TILES.matmul),
            a, b, c, bias, trans_a, trans_b, use_bias)
 
 
@@ -186,9 +187,9 @@ def _zeros_from_host(shape, dtype):
 
 def _forward_without_rows_or_units(cell, T, B, H, G, dtype, training):
     """forward when B = 0 or H = 0: each result has its shape and no elements."""
-    lstm = cell == "lstm"
-    return ForwardResult(_empty((T, B, H), dtype), _empty((B, H), dtype), _empty((B, H), dtype) if lstm else None,
-                         _empty((T, B, H), dtype) if lstm and training else None,
+    has_c = cell == "lstm"
+    return ForwardResult(_empty((T, B, H), dtype), _empty((B, H), dtype), _empty((B, H), dtype) if has_c else None,
+                         _empty((T, B, H), dtype) if has_c and training else None,
                          _empty((T, B, G * H), dtype) if training else None)
 
 
@@ -212,27 +213,26 @@ def forward(cell, params, x, h0, c0=None, *, training=True):
     if B == 0 or H == 0:
         result = _forward_without_rows_or_units(cell, T, B, H, G, dtype, training)
         return result if on_device else _to_host(result)
-    k = kernels_for(dtype)
     w_ih, w_hh, b_ih, b_hh = (_to_device(getattr(params, p)) for p in PARAM_NAMES)
     x, h0, c0 = _to_device(x), _to_device(h0), _to_device(c0)
-    lstm = cell == "lstm"
+    has_c = cell == "lstm"
 
     # The input projection of every step at once: xw = x W_ihᵀ + b_ih, (T·B, G·H).
     xw = cuda.device_array((T, B, G * H), dtype)
-    _matmul(k, x.reshape(T * B, I) if x.is_c_contiguous() else _to_device(x.copy_to_host()).reshape(T * B, I),
+    _matmul(x.reshape(T * B, I) if x.is_c_contiguous() else _to_device(x.copy_to_host()).reshape(T * B, I),
             w_ih, _as_2d(xw), trans_b=True, bias=b_ih)
 
     if persistent and T:
-        result = _forward_persistent(cell, k, xw, h0, c0, w_hh, b_hh, training)
+        result = _forward_persistent(cell, xw, h0, c0, w_hh, b_hh, training)
         synchronize(f"forward({cell!r})")
         return result if on_device else _to_host(result)
 
     hs = cuda.device_array((T, B, H), dtype)
-    cs = cuda.device_array((T, B, H), dtype) if lstm and training else None
+    cs = cuda.device_array((T, B, H), dtype) if has_c and training else None
     gates = cuda.device_array((T, B, G * H), dtype) if training else None
     # Inference keeps no per-step storage: the gates of one step and (lstm) two cell states.
     gate_scratch = None if training else cuda.device_array((B, G * H), dtype)
-    c_pingpong = [cuda.device_array((B, H), dtype) for _ in range(2)] if lstm and not training else None
+    c_pingpong = [cuda.device_array((B, H), dtype) for _ in range(2)] if has_c and not training else None
     rh = cuda.device_array((B, H), dtype) if cell == "gru_classic" else None
     grid, block = _step_grid(B, H)
 
@@ -241,20 +241,20 @@ def forward(cell, params, x, h0, c0=None, *, training=True):
         gates_t = gates[t] if training else gate_scratch
         h_next = hs[t]
         if cell in ("rnn_tanh", "rnn_relu"):
-            launch(k.rnn_step_forward, grid, block, xw[t], h_prev, w_hh, b_hh, cell == "rnn_relu", h_next,
+            launch(rnn.rnn_step_forward_kernel, grid, block, xw[t], h_prev, w_hh, b_hh, cell == "rnn_relu", h_next,
                    gates_t if training else h_next)
-        elif lstm:
+        elif has_c:
             c_next = cs[t] if training else c_pingpong[t % 2]
-            launch(k.lstm_step_forward, grid, block, xw[t], h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t)
+            launch(lstm.lstm_step_forward_kernel, grid, block, xw[t], h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t)
             c_prev = c_next
         elif cell == "gru":
-            launch(k.gru_step_forward, grid, block, xw[t], h_prev, w_hh, b_hh, h_next, gates_t)
+            launch(gru.gru_step_forward_kernel, grid, block, xw[t], h_prev, w_hh, b_hh, h_next, gates_t)
         else:  # gru_classic: r⊙h for all units must exist before W_hn (r⊙h) starts
-            launch(k.gru_classic_step_forward_rz, grid, block, xw[t], h_prev, w_hh, b_hh, gates_t, rh)
-            launch(k.gru_classic_step_forward_n, grid, block, xw[t], h_prev, rh, w_hh, b_hh, h_next, gates_t)
+            launch(gru.gru_classic_step_forward_rz_kernel, grid, block, xw[t], h_prev, w_hh, b_hh, gates_t, rh)
+            launch(gru.gru_classic_step_forward_n_kernel, grid, block, xw[t], h_prev, rh, w_hh, b_hh, h_next, gates_t)
         h_prev = h_next
-    h_n = _copy(k, h_prev)  # a copy: h0 itself when T = 0, and results never alias inputs
-    c_n = _copy(k, c_prev) if lstm else None
+    h_n = _copy(h_prev)  # a copy: h0 itself when T = 0, and results never alias inputs
+    c_n = _copy(c_prev) if has_c else None
     synchronize(f"forward({cell!r})")
     result = ForwardResult(hs, h_n, c_n, cs, gates)
     return result if on_device else _to_host(result)
@@ -273,13 +273,13 @@ def _cooperative_launch(kernel, B, H, *args):
     launch(kernel, (min(tiles, resident),), block, *args)
 
 
-def _forward_persistent(cell, k, xw, h0, c0, w_hh, b_hh, training):
+def _forward_persistent(cell, xw, h0, c0, w_hh, b_hh, training):
     """The time loop as one cooperative launch (kernels.*_forward_persistent), which also copies h0
     (and c0) into the first slot of the state arrays it steps through and h_T (c_T) out; hs (and cs)
     are views past the first slot."""
     T, B, GH = xw.shape
     H = w_hh.shape[1]
-    dtype = k.dtype
+    dtype = xw.dtype
     hs_ext = cuda.device_array((T + 1, B, H), dtype)
     h_n = cuda.device_array((B, H), dtype)
     gates = cuda.device_array((T if training else 1, B, GH), dtype)  # inference: one step's scratch
@@ -288,39 +288,39 @@ def _forward_persistent(cell, k, xw, h0, c0, w_hh, b_hh, training):
         c_ext = cuda.device_array((T + 1 if training else 2, B, H), dtype)
         c_n = cuda.device_array((B, H), dtype)
         cs = c_ext[1:] if training else None
-        _cooperative_launch(k.lstm_forward_persistent, B, H, xw, h0, c0, hs_ext, c_ext, w_hh, b_hh, gates, h_n, c_n)
+        _cooperative_launch(lstm.lstm_forward_persistent_kernel, B, H, xw, h0, c0, hs_ext, c_ext, w_hh, b_hh, gates, h_n, c_n)
     elif cell in ("rnn_tanh", "rnn_relu"):
-        _cooperative_launch(k.rnn_forward_persistent, B, H, xw, h0, hs_ext, w_hh, b_hh, cell == "rnn_relu", gates,
+        _cooperative_launch(rnn.rnn_forward_persistent_kernel, B, H, xw, h0, hs_ext, w_hh, b_hh, cell == "rnn_relu", gates,
                             h_n)
     elif cell == "gru":
-        _cooperative_launch(k.gru_forward_persistent, B, H, xw, h0, hs_ext, w_hh, b_hh, gates, h_n)
+        _cooperative_launch(gru.gru_forward_persistent_kernel, B, H, xw, h0, hs_ext, w_hh, b_hh, gates, h_n)
     else:
         rh = cuda.device_array((B, H), dtype)
-        _cooperative_launch(k.gru_classic_forward_persistent, B, H, xw, h0, hs_ext, w_hh, b_hh, gates, rh, h_n)
+        _cooperative_launch(gru.gru_classic_forward_persistent_kernel, B, H, xw, h0, hs_ext, w_hh, b_hh, gates, rh, h_n)
     return ForwardResult(hs_ext[1:], h_n, c_n, cs, gates if training else None)
 
 
-def _backward_persistent(cell, k, dh_n, dc_n, dhs, gates, w_hh, da_x, da_h, *, cs=None, c0=None, h_prev_all=None,
+def _backward_persistent(cell, dh_n, dc_n, dhs, gates, w_hh, da_x, da_h, *, cs=None, c0=None, h_prev_all=None,
                          hn_all=None, d_rh=None, rh_all=None):
     """BPTT's time loop as one cooperative launch (kernels.*_backward_persistent), which also starts
     it (∂L/∂h_T = dh_n + dhs[T − 1], ∂L/∂c_T = dc_n or 0) in slot 0 of its gradient pairs; returns
     ∂L/∂h0 and (lstm) ∂L/∂c0: the slot of their pairs that the last step wrote."""
     T, B, _ = gates.shape
     H = w_hh.shape[1]
-    dh_pair = cuda.device_array((2, B, H), k.dtype)
+    dh_pair = cuda.device_array((2, B, H), dh_n.dtype)
     if cell == "lstm":
-        dc_pair = cuda.device_array((2, B, H), k.dtype)
-        _cooperative_launch(k.lstm_backward_persistent, B, H, dh_n, dh_n if dc_n is None else dc_n, dc_n is not None,
+        dc_pair = cuda.device_array((2, B, H), dh_n.dtype)
+        _cooperative_launch(lstm.lstm_backward_persistent_kernel, B, H, dh_n, dh_n if dc_n is None else dc_n, dc_n is not None,
                             dh_pair, dc_pair, gates, cs, c0, w_hh, dhs, da_x)
         return dh_pair[T % 2], dc_pair[T % 2]
     if cell in ("rnn_tanh", "rnn_relu"):
-        _cooperative_launch(k.rnn_backward_persistent, B, H, dh_n, dh_pair, gates, w_hh, cell == "rnn_relu", dhs,
+        _cooperative_launch(rnn.rnn_backward_persistent_kernel, B, H, dh_n, dh_pair, gates, w_hh, cell == "rnn_relu", dhs,
                             da_x)
     elif cell == "gru":
-        _cooperative_launch(k.gru_backward_persistent, B, H, dh_n, dh_pair, gates, h_prev_all, hn_all, w_hh, dhs,
+        _cooperative_launch(gru.gru_backward_persistent_kernel, B, H, dh_n, dh_pair, gates, h_prev_all, hn_all, w_hh, dhs,
                             da_x, da_h)
     else:
-        _cooperative_launch(k.gru_classic_backward_persistent, B, H, dh_n, dh_pair, gates, h_prev_all, d_rh, rh_all,
+        _cooperative_launch(gru.gru_classic_backward_persistent_kernel, B, H, dh_n, dh_pair, gates, h_prev_all, d_rh, rh_all,
                             w_hh, dhs, da_x, da_h)
     return dh_pair[T % 2], None
 
@@ -343,20 +343,19 @@ def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
     if B == 0 or H == 0:
         result = _backward_without_rows_or_units(cell, T, B, I, H, G, dtype)
         return result if on_device else _to_host(result)
-    k = kernels_for(dtype)
     w_ih, w_hh, b_ih, b_hh = (_to_device(getattr(params, p)) for p in PARAM_NAMES)
     x, h0, c0, dhs, dh_n, dc_n = (_to_device(a) for a in (x, h0, c0, dhs, dh_n, dc_n))
     hs, gates = _to_device(fwd.hs), _to_device(fwd.gates)
     cs = _to_device(fwd.cs) if cell == "lstm" else None
-    lstm = cell == "lstm"
+    has_c = cell == "lstm"
     grid, block = _step_grid(B, H)
 
     # h_{t−1} for every t, (T, B, H): h0, then hs[0..T−2]. Read by the step kernels and by dW_hh.
     h_prev_all = cuda.device_array((T, B, H), dtype)
     if T:
-        _launch_1d(k.copy2d, B * H, h0, h_prev_all[0])
+        _launch_1d(elementwise.copy2d, B * H, h0, h_prev_all[0])
         if T > 1:
-            _launch_1d(k.copy2d, (T - 1) * B * H, _as_2d(hs[:T - 1]) if hs.is_c_contiguous() else
+            _launch_1d(elementwise.copy2d, (T - 1) * B * H, _as_2d(hs[:T - 1]) if hs.is_c_contiguous() else
                        _as_2d(_to_device(hs.copy_to_host()[:T - 1])), _as_2d(h_prev_all[1:]))
     # The gradient of the gates' pre-activations: input side (dW_ih, db_ih, dx) and hidden side
     # (dW_hh, db_hh). They differ only in the n block of the GRUs.
@@ -364,25 +363,25 @@ def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
     da_h = cuda.device_array((T, B, G * H), dtype) if cell in ("gru", "gru_classic") else da_x
     if cell == "gru":  # hn = W_hn h_{t−1} + b_hn for every step, which r scaled in forward
         hn_all = cuda.device_array((T, B, H), dtype)
-        _matmul(k, _as_2d(h_prev_all), w_hh[2 * H:], _as_2d(hn_all), trans_b=True, bias=b_hh[2 * H:])
+        _matmul(_as_2d(h_prev_all), w_hh[2 * H:], _as_2d(hn_all), trans_b=True, bias=b_hh[2 * H:])
     if cell == "gru_classic":
         rh_all = cuda.device_array((T, B, H), dtype)  # r⊙h_{t−1}, the input of W_hn
         d_rh = cuda.device_array((B, H), dtype)
 
     if persistent and T:
-        dh, dc = _backward_persistent(cell, k, dh_n, dc_n, dhs, gates, w_hh, da_x, da_h, cs=cs, c0=c0,
+        dh, dc = _backward_persistent(cell, dh_n, dc_n, dhs, gates, w_hh, da_x, da_h, cs=cs, c0=c0,
                                       h_prev_all=h_prev_all, hn_all=hn_all if cell == "gru" else None,
                                       d_rh=d_rh if cell == "gru_classic" else None,
                                       rh_all=rh_all if cell == "gru_classic" else None)
     else:
         dh = cuda.device_array((B, H), dtype)  # ∂L/∂h_t, in full: from the loss and from step t+1
         if T:
-            _launch_1d(k.add2d, B * H, dh_n, dhs[T - 1], dh)
+            _launch_1d(elementwise.add2d, B * H, dh_n, dhs[T - 1], dh)
         else:
-            _launch_1d(k.copy2d, B * H, dh_n, dh)
+            _launch_1d(elementwise.copy2d, B * H, dh_n, dh)
         dh_next_buffer = cuda.device_array((B, H), dtype)
-        if lstm:
-            dc = _copy(k, dc_n) if dc_n is not None else _zeros(k, (B, H))
+        if has_c:
+            dc = _copy(dc_n) if dc_n is not None else _zeros((B, H), dtype)
             dc_next_buffer = cuda.device_array((B, H), dtype)
 
         for t in reversed(range(T)):
@@ -391,42 +390,42 @@ def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
             use_dhs_prev = t > 0  # h_{t−1} also feeds the loss directly, unless it is h0
             dh_prev = dh_next_buffer
             if cell in ("rnn_tanh", "rnn_relu"):
-                launch(k.rnn_step_backward, grid, block, dh, gates[t], w_hh, cell == "rnn_relu", dhs_prev,
+                launch(rnn.rnn_step_backward_kernel, grid, block, dh, gates[t], w_hh, cell == "rnn_relu", dhs_prev,
                        use_dhs_prev, da_x[t], dh_prev)
-            elif lstm:
+            elif has_c:
                 c_prev = cs[t - 1] if t else c0
-                launch(k.lstm_step_backward, grid, block, dh, dc, gates[t], c_prev, cs[t], w_hh, dhs_prev,
+                launch(lstm.lstm_step_backward_kernel, grid, block, dh, dc, gates[t], c_prev, cs[t], w_hh, dhs_prev,
                        use_dhs_prev, da_x[t], dh_prev, dc_next_buffer)
                 dc, dc_next_buffer = dc_next_buffer, dc
             elif cell == "gru":
-                launch(k.gru_step_backward, grid, block, dh, gates[t], h_prev, hn_all[t], w_hh, dhs_prev,
+                launch(gru.gru_step_backward_kernel, grid, block, dh, gates[t], h_prev, hn_all[t], w_hh, dhs_prev,
                        use_dhs_prev, da_x[t], da_h[t], dh_prev)
             else:  # gru_classic: ∂L/∂(r⊙h) for all units must exist before the r rows' da
-                launch(k.gru_classic_step_backward_n, grid, block, dh, gates[t], h_prev, w_hh, da_x[t], da_h[t],
+                launch(gru.gru_classic_step_backward_n_kernel, grid, block, dh, gates[t], h_prev, w_hh, da_x[t], da_h[t],
                        d_rh, rh_all[t])
-                launch(k.gru_classic_step_backward_rz, grid, block, dh, gates[t], h_prev, d_rh, w_hh, dhs_prev,
+                launch(gru.gru_classic_step_backward_rz_kernel, grid, block, dh, gates[t], h_prev, d_rh, w_hh, dhs_prev,
                        use_dhs_prev, da_x[t], da_h[t], dh_prev)
             dh, dh_next_buffer = dh_prev, dh
 
     # Weight gradients and dx over all T·B rows at once (twin of the sums over t in reference.backend).
     da_x2, da_h2 = _as_2d(da_x), _as_2d(da_h)
     dw_ih = cuda.device_array((G * H, I), dtype)
-    _matmul(k, da_x2, x.reshape(T * B, I) if x.is_c_contiguous() else _as_2d(_to_device(x.copy_to_host())),
+    _matmul(da_x2, x.reshape(T * B, I) if x.is_c_contiguous() else _as_2d(_to_device(x.copy_to_host())),
             dw_ih, trans_a=True)
     dw_hh = cuda.device_array((G * H, H), dtype)
     if cell == "gru_classic":
-        _matmul(k, da_h2[:, :2 * H], _as_2d(h_prev_all), dw_hh[:2 * H], trans_a=True)
-        _matmul(k, da_h2[:, 2 * H:], _as_2d(rh_all), dw_hh[2 * H:], trans_a=True)
+        _matmul(da_h2[:, :2 * H], _as_2d(h_prev_all), dw_hh[:2 * H], trans_a=True)
+        _matmul(da_h2[:, 2 * H:], _as_2d(rh_all), dw_hh[2 * H:], trans_a=True)
     else:
-        _matmul(k, da_h2, _as_2d(h_prev_all), dw_hh, trans_a=True)
+        _matmul(da_h2, _as_2d(h_prev_all), dw_hh, trans_a=True)
     db_ih = cuda.device_array((G * H,), dtype)
-    _launch_1d(k.column_sums, G * H, da_x2, db_ih)
+    _launch_1d(column_sums, G * H, da_x2, db_ih)
     db_hh = cuda.device_array((G * H,), dtype)
-    _launch_1d(k.column_sums, G * H, da_h2, db_hh)
+    _launch_1d(column_sums, G * H, da_h2, db_hh)
     dx = cuda.device_array((T, B, I), dtype)
-    _matmul(k, da_x2, w_ih, _as_2d(dx))
+    _matmul(da_x2, w_ih, _as_2d(dx))
     dh0 = dh  # fresh buffers of this call, never the caller's dh_n or dc_n
-    dc0 = dc if lstm else None
+    dc0 = dc if has_c else None
     synchronize(f"backward({cell!r})")
     result = BackwardResult(dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)
     return result if on_device else _to_host(result)

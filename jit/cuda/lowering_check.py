@@ -20,30 +20,32 @@ from numba.cuda import config as cuda_config
 
 
 def kernel_signatures(nb):
-    """Each kernel's argument types for one float type, with contiguous arrays as forward/backward pass them."""
+    """{kernel: argument types} for one float type, with contiguous arrays as forward/backward pass them."""
+    from jit.cuda import elementwise, gru, lstm, matmul, rnn
     A3, A2, A1, flag = nb[:, :, ::1], nb[:, ::1], nb[::1], nt.boolean
     return {
-        "matmul": (A2, A2, A2, A1, flag, flag, flag),
-        "column_sums": (A2, A1), "copy2d": (A2, A2), "add2d": (A2, A2, A2), "fill2d": (A2, nb),
-        "count_nonfinite": (nt.UniTuple(A1, 7), nt.int64[::1]),
-        "rnn_step_forward": (A2, A2, A2, A1, flag, A2, A2),
-        "lstm_step_forward": (A2, A2, A2, A2, A1, A2, A2, A2),
-        "rnn_forward_persistent": (A3, A2, A3, A2, A1, flag, A3, A2),
-        "lstm_forward_persistent": (A3, A2, A2, A3, A3, A2, A1, A3, A2, A2),
-        "gru_forward_persistent": (A3, A2, A3, A2, A1, A3, A2),
-        "gru_classic_forward_persistent": (A3, A2, A3, A2, A1, A3, A2, A2),
-        "gru_step_forward": (A2, A2, A2, A1, A2, A2),
-        "gru_classic_step_forward_rz": (A2, A2, A2, A1, A2, A2),
-        "gru_classic_step_forward_n": (A2, A2, A2, A2, A1, A2, A2),
-        "rnn_step_backward": (A2, A2, A2, flag, A2, flag, A2, A2),
-        "lstm_step_backward": (A2, A2, A2, A2, A2, A2, A2, flag, A2, A2, A2),
-        "rnn_backward_persistent": (A2, A3, A3, A2, flag, A3, A3),
-        "lstm_backward_persistent": (A2, A2, flag, A3, A3, A3, A3, A2, A2, A3, A3),
-        "gru_backward_persistent": (A2, A3, A3, A3, A3, A2, A3, A3, A3),
-        "gru_classic_backward_persistent": (A2, A3, A3, A3, A2, A3, A2, A3, A3, A3),
-        "gru_step_backward": (A2, A2, A2, A2, A2, A2, flag, A2, A2, A2),
-        "gru_classic_step_backward_n": (A2,) * 8,
-        "gru_classic_step_backward_rz": (A2, A2, A2, A2, A2, A2, flag, A2, A2, A2),
+        matmul.matmul: (A2, A2, A2, A1, flag, flag, flag),
+        matmul.column_sums: (A2, A1),
+        elementwise.copy2d: (A2, A2), elementwise.add2d: (A2, A2, A2), elementwise.fill2d: (A2, nb),
+        elementwise.count_nonfinite: (nt.UniTuple(A1, 7), nt.int64[::1]),
+        rnn.rnn_step_forward_kernel: (A2, A2, A2, A1, flag, A2, A2),
+        rnn.rnn_forward_persistent_kernel: (A3, A2, A3, A2, A1, flag, A3, A2),
+        rnn.rnn_step_backward_kernel: (A2, A2, A2, flag, A2, flag, A2, A2),
+        rnn.rnn_backward_persistent_kernel: (A2, A3, A3, A2, flag, A3, A3),
+        lstm.lstm_step_forward_kernel: (A2, A2, A2, A2, A1, A2, A2, A2),
+        lstm.lstm_forward_persistent_kernel: (A3, A2, A2, A3, A3, A2, A1, A3, A2, A2),
+        lstm.lstm_step_backward_kernel: (A2, A2, A2, A2, A2, A2, A2, flag, A2, A2, A2),
+        lstm.lstm_backward_persistent_kernel: (A2, A2, flag, A3, A3, A3, A3, A2, A2, A3, A3),
+        gru.gru_step_forward_kernel: (A2, A2, A2, A1, A2, A2),
+        gru.gru_forward_persistent_kernel: (A3, A2, A3, A2, A1, A3, A2),
+        gru.gru_step_backward_kernel: (A2, A2, A2, A2, A2, A2, flag, A2, A2, A2),
+        gru.gru_backward_persistent_kernel: (A2, A3, A3, A3, A3, A2, A3, A3, A3),
+        gru.gru_classic_step_forward_rz_kernel: (A2, A2, A2, A1, A2, A2),
+        gru.gru_classic_step_forward_n_kernel: (A2, A2, A2, A2, A1, A2, A2),
+        gru.gru_classic_forward_persistent_kernel: (A3, A2, A3, A2, A1, A3, A2, A2),
+        gru.gru_classic_step_backward_n_kernel: (A2,) * 8,
+        gru.gru_classic_step_backward_rz_kernel: (A2, A2, A2, A2, A2, A2, flag, A2, A2, A2),
+        gru.gru_classic_backward_persistent_kernel: (A2, A3, A3, A3, A2, A3, A2, A3, A3, A3),
     }
 
 
@@ -58,7 +60,6 @@ def main(argv=None) -> int:
     import numba.cuda.dispatcher as dispatcher
     from numba.cuda.compiler import compile_cuda
 
-    from jit.cuda.kernels import kernels_for
     if not cuda.is_available():
         # Device functions ask the current device for its compute capability; without a driver
         # there is none, so name the one we compile for (an H100's).
@@ -67,10 +68,10 @@ def main(argv=None) -> int:
     for dtype, nb in ((np.float32, nt.float32), (np.float64, nt.float64)):
         if np.dtype(dtype).name not in wanted:
             continue
-        kernels = kernels_for(dtype)
-        for name, signature in kernel_signatures(nb).items():
+        for kernel, signature in kernel_signatures(nb).items():
+            name = f"{kernel.py_func.__module__.removeprefix('jit.cuda.')}.{kernel.py_func.__name__}"
             try:
-                result = compile_cuda(getattr(kernels, name).py_func, nt.void, signature, cc=(9, 0))
+                result = compile_cuda(kernel.py_func, nt.void, signature, cc=(9, 0))
             except Exception as exc:  # report every kernel, not just the first
                 failures += 1
                 print(f"FAILED {np.dtype(dtype).name} {name}: {type(exc).__name__}: {exc}")

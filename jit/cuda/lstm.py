@@ -1,0 +1,192 @@
+"""The LSTM's kernels; twin: reference.lstm.
+
+Forward: ``lstm_step_forward`` computes one step on one tile (a, the gates i, f, g, o, c', h');
+the per-step kernel runs it on its block's tile, the persistent kernel on every tile of every
+step. Backward, in the same order: ∂L/∂a of the four gate rows of each unit while loading it,
+∂L/∂h_{t−1} = ∂L/∂a W_hh, and ∂L/∂c_{t−1} = f⊙∂L/∂c_t.
+"""
+from numba import cuda
+
+from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad
+
+from .tiles import (DEPTH, DEPTH_PADDED, ROWS, STEP_THREADS, UNITS, copy_state, gate_products, load_weight_rows,
+                    rows_times_weights, start_bptt, step_tiles, tile_origin)
+
+
+# ----- forward --------------------------------------------------------------------------------------
+
+@cuda.jit(device=True)
+def lstm_step_forward(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t, j0, b0, h_tile, w_tile, acc):
+    """One step on the tile of units j0… and rows b0…: a, i, f, g, o, c', h'.
+    twin: reference.lstm.lstm_step_forward"""
+    B = h_prev.shape[0]
+    H = h_prev.shape[1]
+    j = j0 + cuda.threadIdx.x
+    b = b0 + cuda.threadIdx.y
+    inside = b < B and j < H
+    # affine: a = x W_ihᵀ + b_ih (xw, projected for all steps) + b_hh + h W_hhᵀ, blocks i, f, g, o
+    for g in range(4):
+        acc[g] = acc.dtype.type(0.0)
+        if inside:
+            acc[g] = xw_t[b, g * H + j] + b_hh[g * H + j]
+    gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile, j0, b0)
+    if inside:
+        # lstm_gates: i = σ(a_i), f = σ(a_f), g = tanh(a_g), o = σ(a_o)
+        i = sigmoid(acc[0])
+        f = sigmoid(acc[1])
+        g = tanh(acc[2])
+        o = sigmoid(acc[3])
+        # lstm_cell_update: c' = f⊙c + i⊙g
+        c = f * c_prev[b, j] + i * g
+        c_next[b, j] = c
+        # lstm_output: h' = o⊙tanh(c')
+        h_next[b, j] = o * tanh(c)
+        gates_t[b, j] = i
+        gates_t[b, H + j] = f
+        gates_t[b, 2 * H + j] = g
+        gates_t[b, 3 * H + j] = o
+
+
+@cuda.jit
+def lstm_step_forward_kernel(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t):
+    """One step: lstm_step_forward on this block's tile. twin: reference.lstm.lstm_step_forward"""
+    DT = h_next.dtype
+    h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+    w_tile = cuda.shared.array((4, UNITS, DEPTH_PADDED), DT)
+    acc = cuda.local.array(4, DT)
+    lstm_step_forward(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t, cuda.blockIdx.x * UNITS,
+                      cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
+
+
+@cuda.jit
+def lstm_forward_persistent_kernel(xw, h0, c0, hs_ext, c_ext, w_hh, b_hh, gates, h_n, c_n):
+    """Every step in one cooperative launch instead of T: a 1-D grid of blocks shares each step's
+    (units × rows) tiles, and the grid synchronizes between steps (step t + 1 reads all of h_t).
+
+    hs_ext (T + 1, B, H) holds h0 then h_1 … h_T; c_ext holds c0 then the cell states, T + 1 of them
+    (training) or two in turn (inference); gates (T, B, 4H), or one step's scratch (1, B, 4H). The
+    kernel copies h0, c0 into the first slots and h_T, c_T out into h_n, c_n itself (no launch each).
+    twin: reference.backend.forward's time loop over reference.lstm.lstm_step_forward"""
+    DT = hs_ext.dtype
+    h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+    w_tile = cuda.shared.array((4, UNITS, DEPTH_PADDED), DT)
+    acc = cuda.local.array(4, DT)
+    grid = cuda.cg.this_grid()
+    H = hs_ext.shape[2]
+    n_c = c_ext.shape[0]
+    n_g = gates.shape[0]
+    copy_state(h0, hs_ext[0])  # the first slot; step 0 reads all of it
+    copy_state(c0, c_ext[0])
+    grid.sync()
+    for t in range(xw.shape[0]):
+        for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
+            j0, b0 = tile_origin(q, H)
+            lstm_step_forward(xw[t], hs_ext[t], c_ext[t % n_c], w_hh, b_hh, hs_ext[t + 1], c_ext[(t + 1) % n_c],
+                              gates[t % n_g], j0, b0, h_tile, w_tile, acc)
+        grid.sync()
+    copy_state(hs_ext[xw.shape[0]], h_n)  # by the threads that wrote h_T
+    copy_state(c_ext[xw.shape[0] % n_c], c_n)
+
+
+# ----- backward -------------------------------------------------------------------------------------
+
+@cuda.jit(device=True)
+def lstm_dc_total(b, j, dh, dc, gates_t, c_t):
+    """∂L/∂c_t from both paths: the next step's cell (dc) and h_t = o⊙tanh(c_t).
+    twin: reference.lstm.lstm_step_backward's dc_next + dc_from_h (lstm_output_backward)"""
+    H = dh.shape[1]
+    return dc[b, j] + dh[b, j] * gates_t[b, 3 * H + j] * tanh_grad(tanh(c_t[b, j]))
+
+
+@cuda.jit(device=True)
+def lstm_da(b, r, dh, dc, gates_t, c_prev, c_t):
+    """∂L/∂a for gate row r = g·H + j.
+    twin: reference.lstm.lstm_step_backward, up to lstm_gates_backward"""
+    H = dh.shape[1]
+    g = r // H
+    j = r - g * H
+    if g == 3:  # lstm_output_backward: ∂L/∂o = dh⊙tanh(c'); lstm_gates_backward: ·σ'
+        return dh[b, j] * tanh(c_t[b, j]) * sigmoid_grad(gates_t[b, 3 * H + j])
+    dc_total = lstm_dc_total(b, j, dh, dc, gates_t, c_t)
+    # lstm_cell_update_backward: ∂L/∂i = dc⊙g, ∂L/∂f = dc⊙c, ∂L/∂g = dc⊙i; lstm_gates_backward: ·σ' or ·tanh'
+    if g == 0:
+        return dc_total * gates_t[b, 2 * H + j] * sigmoid_grad(gates_t[b, j])
+    if g == 1:
+        return dc_total * c_prev[b, j] * sigmoid_grad(gates_t[b, H + j])
+    return dc_total * gates_t[b, j] * tanh_grad(gates_t[b, 2 * H + j])
+
+
+@cuda.jit(device=True)
+def lstm_step_backward(dh, dc, gates_t, c_prev, c_t, w_hh, dhs_prev, use_dhs_prev, da_t, dh_prev, dc_prev, k0, b0,
+                       da_tile, w_tile):
+    """da (4 gate rows per unit), ∂L/∂h_{t−1} = da W_hh (+ dhs[t−1]) and ∂L/∂c_{t−1} = f⊙∂L/∂c_t on the
+    tile of columns k0… and rows b0…; the tiles of the first columns store da.
+    twin: reference.lstm.lstm_step_backward"""
+    B = dh.shape[0]
+    H = dh.shape[1]
+    n_rows = 4 * H
+    tid = cuda.threadIdx.y * UNITS + cuda.threadIdx.x
+    k = k0 + cuda.threadIdx.x
+    b = b0 + cuda.threadIdx.y
+    store = k0 == 0
+    acc = dh.dtype.type(0.0)
+    for r0 in range(0, n_rows, DEPTH):
+        for e in range(tid, ROWS * DEPTH, STEP_THREADS):
+            rr = e // DEPTH
+            q = e - rr * DEPTH
+            v = dh.dtype.type(0.0)
+            if b0 + rr < B and r0 + q < n_rows:
+                v = lstm_da(b0 + rr, r0 + q, dh, dc, gates_t, c_prev, c_t)
+                if store:
+                    da_t[b0 + rr, r0 + q] = v
+            da_tile[rr, q] = v
+        # affine_backward: ∂L/∂h = da W_hh
+        load_weight_rows(w_hh, 0, r0, n_rows, w_tile, k0)
+        cuda.syncthreads()
+        acc = rows_times_weights(acc, da_tile, w_tile)
+        cuda.syncthreads()
+    if b < B and k < H:
+        if use_dhs_prev:  # reference.backend.backward: h_{t−1} also feeds the loss
+            acc += dhs_prev[b, k]
+        dh_prev[b, k] = acc
+        # lstm_cell_update_backward: ∂L/∂c = ∂L/∂c'⊙f
+        dc_prev[b, k] = lstm_dc_total(b, k, dh, dc, gates_t, c_t) * gates_t[b, H + k]
+
+
+@cuda.jit
+def lstm_step_backward_kernel(dh, dc, gates_t, c_prev, c_t, w_hh, dhs_prev, use_dhs_prev, da_t, dh_prev, dc_prev):
+    """One step: lstm_step_backward on this block's tile. twin: reference.lstm.lstm_step_backward"""
+    DT = dh.dtype
+    da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
+    w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+    lstm_step_backward(dh, dc, gates_t, c_prev, c_t, w_hh, dhs_prev, use_dhs_prev, da_t, dh_prev, dc_prev,
+                       cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
+
+
+@cuda.jit
+def lstm_backward_persistent_kernel(dh_n, dc_n, use_dc_n, dh_pair, dc_pair, gates, cs, c0, w_hh, dhs, da):
+    """Every step of BPTT in one cooperative launch, like lstm_forward_persistent_kernel. ∂L/∂h and
+    ∂L/∂c of the step being undone are in slot s % 2 of dh_pair and dc_pair (s = T − 1 − t), those of
+    the step before go to the other slot; the kernel starts BPTT in slot 0 itself, and h0's and c0's
+    end in slot T % 2. twin: reference.backend.backward's time loop over reference.lstm.lstm_step_backward"""
+    DT = dh_pair.dtype
+    da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
+    w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+    grid = cuda.cg.this_grid()
+    T = gates.shape[0]
+    H = dh_pair.shape[2]
+    start_bptt(dh_n, dhs[T - 1], dh_pair[0], dc_n, use_dc_n, dc_pair[0])  # step T − 1 reads all of it
+    grid.sync()
+    for s in range(T):
+        t = T - 1 - s
+        now = s % 2
+        before = 1 - now
+        for q in range(cuda.blockIdx.x, step_tiles(dh_pair.shape[1], H), cuda.gridDim.x):
+            k0, b0 = tile_origin(q, H)
+            if t > 0:  # h_{t−1} also feeds the loss directly, unless it is h0
+                lstm_step_backward(dh_pair[now], dc_pair[now], gates[t], cs[t - 1], cs[t], w_hh, dhs[t - 1], True,
+                                   da[t], dh_pair[before], dc_pair[before], k0, b0, da_tile, w_tile)
+            else:
+                lstm_step_backward(dh_pair[now], dc_pair[now], gates[t], c0, cs[t], w_hh, dhs[0], False, da[t],
+                                   dh_pair[before], dc_pair[before], k0, b0, da_tile, w_tile)
+        grid.sync()
