@@ -25,9 +25,13 @@ cuDNN fp32 on the first call).
 """
 import argparse
 import contextlib
+import cProfile
 import functools
+import io
 import os
+import pstats
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -232,75 +236,87 @@ def test_gpu(benchmark, backend, cell, cfg, mode):
 def profile_calls(out_dir, config_kind=None, cell="lstm", calls=10):
     """Write OUT/profile.txt: for one cell at the first config, per mode, the kernel launches of one
     jit.cuda call and (on a GPU) its wall time, cuDNN's, and the Python functions that take the host's
-    time (cProfile, by own time), also with each time loop as one persistent launch. The
-    benchmark shows jit.cuda's time barely growing with the work; this says whether a call is bound
-    by launches on the host, and what one launch instead of T buys. Returns the summary lines."""
-    import cProfile
-    import io
-    import pstats
-    import time
-
+    time (cProfile, by own time), per-step and with each time loop as one persistent launch. It says
+    whether a call is bound by launches on the host, and what one launch instead of T buys. Returns
+    the summary lines."""
     import jit.cuda.backend as cuda_backend
-    from jit.cuda.launch import SIMULATOR
 
     name, T, B, I, H = configs(config_kind)[0]
     case = Case(cell, T, B, I, H)
-    launches = 0
-    launch = cuda_backend.launch
-
-    def counted_launch(*args):
-        nonlocal launches
-        launches += 1
-        return launch(*args)
-
     summary = [f"{cell} {name} (T={T}, B={B}, I={I}, H={H}) on {_device_name()}, {calls} calls per figure"]
     details = []
-    # and with each time loop as one cooperative launch (jit.cuda.backend.persistent, which each
-    # call sets for its own launches: time_loops)
-    variants = [("per-step", False), ("persistent", True)]
-    cuda_backend.launch = counted_launch
-    try:
-        for variant, persistent in variants:
+    with counted_launches(cuda_backend) as launches:
+        for variant, persistent in (("per-step", False), ("persistent", True)):
             for mode in MODES:
-                call = case.jit_cuda_call(mode, persistent)
-                try:
-                    call()  # compiles, and warms the allocator
-                except Exception as exc:  # e.g. a cooperative launch this GPU refuses: say so, go on
-                    summary.append(f"{variant} {mode}: failed: {type(exc).__name__}: {exc}")
-                    continue
-                launches, start = 0, time.perf_counter()
-                for _ in range(calls):
-                    call()
-                wall, per_call = (time.perf_counter() - start) / calls, launches / calls
-                label = f"{variant} {mode}"
-                if SIMULATOR:  # simulated timings are never shown
-                    summary.append(f"{label}: {per_call:.0f} kernel launches per call (CUDA simulator: no timings)")
-                    continue
-                line = f"{label}: {per_call:.0f} kernel launches per call, {wall * 1e3:.2f} ms per call " \
-                       f"({wall / per_call * 1e6:.0f} µs per launch, all host and device time included)"
-                if case.torch is not None:
-                    peer = case.torch_call(mode, tf32=False)
-                    peer()
-                    start = time.perf_counter()
-                    for _ in range(calls):
-                        peer()
-                    line += f"; cuDNN fp32 {(time.perf_counter() - start) / calls * 1e3:.2f} ms"
+                line, profile = _profile_call(case, mode, persistent, f"{variant} {mode}", launches, calls)
                 summary.append(line)
-                profiler = cProfile.Profile()
-                profiler.enable()
-                for _ in range(calls):
-                    call()
-                profiler.disable()
-                text = io.StringIO()
-                pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(20)
-                details += [f"== {label}: cProfile of {calls} calls, 20 functions with the most own time",
-                            text.getvalue()]
-    finally:
-        cuda_backend.launch = launch
+                details += profile
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "profile.txt").write_text("\n".join(summary + [""] + details) + "\n")
     return "\n".join(summary)
+
+
+class LaunchCount:
+    """Kernel launches counted since the last reset."""
+
+    def __init__(self):
+        self.count = 0
+
+
+@contextlib.contextmanager
+def counted_launches(cuda_backend):
+    """Count every kernel launch of jit.cuda.backend inside the block (all of them go through its launch)."""
+    counter = LaunchCount()
+    launch = cuda_backend.launch
+
+    def counted_launch(*args):
+        counter.count += 1
+        return launch(*args)
+
+    cuda_backend.launch = counted_launch
+    try:
+        yield counter
+    finally:
+        cuda_backend.launch = launch
+
+
+def _seconds_per_call(call, calls):
+    start = time.perf_counter()
+    for _ in range(calls):
+        call()
+    return (time.perf_counter() - start) / calls
+
+
+def _profile_call(case, mode, persistent, label, launches, calls):
+    """(summary line, cProfile lines) of one jit.cuda call: launches per call; on a GPU its time beside
+    cuDNN fp32's, and the 20 Python functions with the most own time."""
+    from jit.cuda.launch import SIMULATOR
+
+    call = case.jit_cuda_call(mode, persistent)
+    try:
+        call()  # compiles, and warms the allocator
+    except Exception as exc:  # e.g. a cooperative launch this GPU refuses: say so, go on
+        return f"{label}: failed: {type(exc).__name__}: {exc}", []
+    launches.count = 0
+    wall = _seconds_per_call(call, calls)
+    per_call = launches.count / calls
+    if SIMULATOR:  # simulated timings are never shown
+        return f"{label}: {per_call:.0f} kernel launches per call (CUDA simulator: no timings)", []
+    line = f"{label}: {per_call:.0f} kernel launches per call, {wall * 1e3:.2f} ms per call " \
+           f"({wall / per_call * 1e6:.0f} µs per launch, all host and device time included)"
+    if case.torch is not None:
+        peer = case.torch_call(mode, tf32=False)
+        peer()
+        line += f"; cuDNN fp32 {_seconds_per_call(peer, calls) * 1e3:.2f} ms"
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        call()
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(20)
+    return line, [f"== {label}: cProfile of {calls} calls, 20 functions with the most own time", text.getvalue()]
 
 
 # ----- summarizing ---------------------------------------------------------------------------
@@ -363,7 +379,8 @@ def short_summary(table, prefix=""):
         if ratio.empty:
             continue
         target = TARGET_RATIO[mode]
-        records.append({"cell": cell, "mode": mode, "target": target, "met": f"{int((ratio <= target).sum())}/{len(ratio)}",
+        records.append({"cell": cell, "mode": mode, "target": target,
+                        "met": f"{int((ratio <= target).sum())}/{len(ratio)}",
                         "worst ratio": ratio.max(), "geomean ratio": float(np.exp(np.log(ratio).mean()))})
     return pd.DataFrame(records)
 
