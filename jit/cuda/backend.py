@@ -184,13 +184,18 @@ class _ForwardLoop:
         """The gates (T, B, G·H) training keeps; in inference one step's scratch (1, B, G·H)."""
         return self.empty(self.T if self.training else 1, self.B, self.GH)
 
+    def persistent_outputs(self):
+        """hs_ext (T + 1, B, H), which holds h0 then h_1 … h_T; h_n; the gates."""
+        return self.empty(self.T + 1, self.B, self.H), self.empty(self.B, self.H), self.gates()
+
     def result(self, hs, h_n, gates, c_n=None, cs=None):
         return ForwardResult(hs, h_n, c_n, cs, gates if self.training else None)
 
 
 def _rnn_forward(f: _ForwardLoop, relu):
-    if f.persistent:  # hs_ext (T + 1, B, H): h0, then h_1 … h_T
-        hs_ext, h_n, gates = f.empty(f.T + 1, f.B, f.H), f.empty(f.B, f.H), f.gates()
+    """rnn_tanh or (relu) rnn_relu: rnn_step_forward_kernel once a step, or rnn_forward_persistent_kernel."""
+    if f.persistent:
+        hs_ext, h_n, gates = f.persistent_outputs()
         _cooperative_launch(rnn.rnn_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh, relu,
                             gates, h_n)
         return f.result(hs_ext[1:], h_n, gates)
@@ -205,9 +210,10 @@ def _rnn_forward(f: _ForwardLoop, relu):
 
 
 def _lstm_forward(f: _ForwardLoop):
-    # Cell states: T + 1 (c0 and every step's, training) or two in turn (inference).
+    """lstm_step_forward_kernel once a step, or lstm_forward_persistent_kernel. The cell states: every
+    step's (training; the persistent kernel's c_ext holds c0 first), or two in turn (inference)."""
     if f.persistent:
-        hs_ext, h_n, gates = f.empty(f.T + 1, f.B, f.H), f.empty(f.B, f.H), f.gates()
+        hs_ext, h_n, gates = f.persistent_outputs()
         c_ext, c_n = f.empty(f.T + 1 if f.training else 2, f.B, f.H), f.empty(f.B, f.H)
         _cooperative_launch(lstm.lstm_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, f.c0, hs_ext, c_ext, f.w_hh,
                             f.b_hh, gates, h_n, c_n)
@@ -225,8 +231,9 @@ def _lstm_forward(f: _ForwardLoop):
 
 
 def _gru_forward(f: _ForwardLoop):
+    """gru_step_forward_kernel once a step, or gru_forward_persistent_kernel."""
     if f.persistent:
-        hs_ext, h_n, gates = f.empty(f.T + 1, f.B, f.H), f.empty(f.B, f.H), f.gates()
+        hs_ext, h_n, gates = f.persistent_outputs()
         _cooperative_launch(gru.gru_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh, gates,
                             h_n)
         return f.result(hs_ext[1:], h_n, gates)
@@ -240,9 +247,11 @@ def _gru_forward(f: _ForwardLoop):
 
 
 def _gru_classic_forward(f: _ForwardLoop):
-    rh = f.empty(f.B, f.H)  # r⊙h of the step: all of it must exist before W_hn (r⊙h) starts
+    """Two kernels a step, rz then n: r⊙h of every unit must exist before W_hn (r⊙h) starts; or
+    gru_classic_forward_persistent_kernel, which synchronizes its grid in between."""
+    rh = f.empty(f.B, f.H)
     if f.persistent:
-        hs_ext, h_n, gates = f.empty(f.T + 1, f.B, f.H), f.empty(f.B, f.H), f.gates()
+        hs_ext, h_n, gates = f.persistent_outputs()
         _cooperative_launch(gru.gru_classic_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh,
                             gates, rh, h_n)
         return f.result(hs_ext[1:], h_n, gates)
@@ -345,6 +354,7 @@ class _BPTT(NamedTuple):
 
 
 def _rnn_backward(b: _BackwardLoop, relu):
+    """rnn_step_backward_kernel once a step, from t = T − 1 down, or rnn_backward_persistent_kernel."""
     if b.persistent:  # ∂L/∂h of the step being undone and of the one before, in turn
         dh_pair = b.empty(2, b.B, b.H)
         _cooperative_launch(rnn.rnn_backward_persistent_kernel, b.B, b.H, b.dh_n, dh_pair, b.gates, b.w_hh, relu,
@@ -360,7 +370,8 @@ def _rnn_backward(b: _BackwardLoop, relu):
 
 
 def _lstm_backward(b: _BackwardLoop):
-    if b.persistent:  # and ∂L/∂c likewise
+    """lstm_step_backward_kernel once a step, or lstm_backward_persistent_kernel; ∂L/∂c_T = dc_n, or 0."""
+    if b.persistent:  # ∂L/∂h and ∂L/∂c of the step being undone and of the one before, in turn
         dh_pair, dc_pair = b.empty(2, b.B, b.H), b.empty(2, b.B, b.H)
         _cooperative_launch(lstm.lstm_backward_persistent_kernel, b.B, b.H, b.dh_n,
                             b.dh_n if b.dc_n is None else b.dc_n, b.dc_n is not None, dh_pair, dc_pair, b.gates,
@@ -379,9 +390,11 @@ def _lstm_backward(b: _BackwardLoop):
 
 
 def _gru_backward(b: _BackwardLoop):
+    """gru_step_backward_kernel once a step, or gru_backward_persistent_kernel, after one matmul for
+    W_hn h_{t−1} + b_hn of every step (r scaled it in forward; forward does not keep it)."""
     H = b.H
     da_h = b.empty(b.T, b.B, 3 * H)
-    hn_all = b.empty(b.T, b.B, H)  # hn = W_hn h_{t−1} + b_hn for every step, which r scaled in forward
+    hn_all = b.empty(b.T, b.B, H)
     _matmul(_as_2d(b.h_prev_all), b.w_hh[2 * H:], _as_2d(hn_all), trans_b=True, bias=b.b_hh[2 * H:])
     if b.persistent:
         dh_pair = b.empty(2, b.B, H)
@@ -398,10 +411,12 @@ def _gru_backward(b: _BackwardLoop):
 
 
 def _gru_classic_backward(b: _BackwardLoop):
+    """Two kernels a step, n then rz: ∂L/∂(r⊙h) of every unit must exist before the r rows' da; or
+    gru_classic_backward_persistent_kernel. W_hn's gradient takes r⊙h_{t−1}, which the n half stores."""
     H = b.H
     da_h = b.empty(b.T, b.B, 3 * H)
     rh_all = b.empty(b.T, b.B, H)  # r⊙h_{t−1}, the input of W_hn
-    d_rh = b.empty(b.B, H)  # ∂L/∂(r⊙h) of the step: all of it must exist before the r rows' da
+    d_rh = b.empty(b.B, H)  # ∂L/∂(r⊙h) of the step
     if b.persistent:
         dh_pair = b.empty(2, b.B, H)
         _cooperative_launch(gru.gru_classic_backward_persistent_kernel, b.B, H, b.dh_n, dh_pair, b.gates,

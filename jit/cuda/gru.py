@@ -367,7 +367,7 @@ def gru_classic_step_backward_rz(dh, gates_t, h_prev, d_rh, w_hh, dhs_prev, use_
         acc = rows_times_weights(acc, da_tile, w_tile)
         cuda.syncthreads()
     if b < B and k < H:
-        acc += dh[b, k] * gates_t[b, H + k] + d_rh[b, k] * gates_t[b, k]  # gru_mix_backward's z⊙h; r⊙(r⊙h)'s
+        acc += dh[b, k] * gates_t[b, H + k] + d_rh[b, k] * gates_t[b, k]  # gru_mix_backward's z⊙dh; r⊙∂L/∂(r⊙h)
         if use_dhs_prev:  # reference.backend.backward: h_{t−1} also feeds the loss
             acc += dhs_prev[b, k]
         dh_prev[b, k] = acc

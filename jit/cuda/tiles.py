@@ -7,7 +7,11 @@ A step kernel's block owns the tile of UNITS hidden units (threadIdx.x) × ROWS 
 its columns of ∂L/∂h_{t−1} = ∂L/∂a · W_hh, computing ∂L/∂a while loading each tile of it
 (``load_weight_rows``, ``rows_times_weights``). A persistent kernel walks tile q = 0, 1, … of a
 step with a 1-D grid (``step_tiles``, ``tile_origin``) and synchronizes the grid between steps.
-Every function here must be called by all threads of a block, in bounds or not.
+
+Kernels are typed by their arguments (numba.cuda compiles one per dtype): shared arrays and constants
+take an array's dtype, never a bare Python float, which would promote float32 math to float64
+(``python -m jit.cuda.lowering_check`` checks). No warp-level operation is used, so every kernel runs
+unchanged under the CUDA simulator (a persistent one on a grid of one block, which walks every tile).
 """
 from numba import cuda
 
@@ -27,7 +31,8 @@ DEPTH_PADDED = DEPTH + 1
 @cuda.jit(device=True)
 def gate_products(hin, w, row0, acc, h_tile, w_tile, j0, b0):
     """acc[g] += Σ_k hin[b, k]·w[row0 + g·H + j, k] for g < w_tile.shape[0], this thread's (b, j) =
-    (b0 + threadIdx.y, j0 + threadIdx.x) in the tile of units j0… and rows b0…; hin is (B, H).
+    (b0 + threadIdx.y, j0 + threadIdx.x) in the tile of units j0… and rows b0…; hin is (B, H). The
+    block loads the shared tiles together: every thread calls it, in bounds or not.
 
     twin: reference.affine.affine's h W_hhᵀ, for the gate rows of this tile's units."""
     gates = w_tile.shape[0]
@@ -65,8 +70,8 @@ def gate_products(hin, w, row0, acc, h_tile, w_tile, j0, b0):
 
 @cuda.jit(device=True)
 def load_weight_rows(w, row0, r0, n_rows, w_tile, k0):
-    """w_tile[q, u] = w[row0 + r0 + q, k0 + u], zero outside n_rows rows or H columns; k0 = the
-    tile's first column. twin: reference.affine.affine_backward's W in dx = da W."""
+    """w_tile[q, u] = w[row0 + r0 + q, k0 + u], zero outside n_rows rows or H columns; k0 = the tile's
+    first column. Every thread of the block calls it. twin: reference.affine.affine_backward's W in dx = da W."""
     H = w.shape[1]
     tid = cuda.threadIdx.y * UNITS + cuda.threadIdx.x
     for e in range(tid, DEPTH * UNITS, STEP_THREADS):
