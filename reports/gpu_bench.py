@@ -1,4 +1,4 @@
-"""The GPU benchmark of issue 5: jit.cuda against torch's cuDNN nn.RNN / nn.LSTM / nn.GRU, on device arrays.
+"""The GPU benchmark: jit.cuda against torch's cuDNN nn.RNN / nn.LSTM / nn.GRU, on device arrays.
 
 Two jobs, one per entry point:
 
@@ -8,7 +8,7 @@ Two jobs, one per entry point:
 Backends measured in one process, on the same weights and inputs (fp32, time-major):
 ``jit.cuda`` (numba device arrays viewing the same torch tensors: no copies in the timed call),
 ``jit.cuda.persistent`` (the same with jit.cuda.backend.persistent: each time loop one cooperative
-launch), ``torch.cudnn`` (TF32 off: the parity row the issue's targets refer to) and ``torch.cudnn.tf32``
+launch), ``torch.cudnn`` (TF32 off: the parity row TARGET_RATIO refers to) and ``torch.cudnn.tf32``
 (torch's default, cuDNN allowed to use TF32). Modes: ``inference`` (forward, training=False /
 torch.no_grad) and ``training`` (forward + backward). Each timed call ends with a synchronize
 (jit.cuda's forward and backward synchronize themselves), so pytest-benchmark's wall-clock

@@ -12,12 +12,12 @@
 #      The benchmark goes first: pytest-benchmark writes its JSON only at the end, so a phase killed
 #      by its timeout loses its numbers, while the suite's log keeps what it reached.
 #   4. OUTDIR/gpu_report.md from the benchmark JSON, and a short summary table printed last.
-# Usage: reports/gpu_check.sh OUTDIR        (then commit OUTDIR under reports/ and quote it in the README)
+# Usage: reports/gpu_check.sh OUTDIR   (OUTDIR is the run's evidence: keep it under reports/measurements/
+# and summarize it in docs/jit-cuda.md)
 # Needs only numba-cuda, numpy, pandas, pytest, hypothesis, pytest-benchmark and torch (no network).
 # Budget: under 8 minutes: the three phases are capped at 120 s + 40 s + 300 s (override with BENCH_TIMEOUT_S,
-# PROPERTY_TIMEOUT_S); the device check and the report take seconds. Timed on an H200 (2026-11-27):
-# the benchmark 62 s (before its jit.cuda.persistent rows); the suite reached 180 of its then 246 tests
-# in 210 s (reports/measurements/gpu_check-*).
+# PROPERTY_TIMEOUT_S); the device check and the report take seconds. The H200 run in reports/measurements/
+# took 62 s for the benchmark (without its persistent rows) and reached 180 of 246 tests in 210 s.
 set -uo pipefail
 
 if [ $# -ne 1 ] || [ -z "$1" ]; then
