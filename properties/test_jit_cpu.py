@@ -20,7 +20,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 import reference
-from jit.cpu import backend
+from jit.cpu import arrays, backend, gemms, products, threads, tiling
 from reference.contract import NUM_GATES
 
 DTYPES = (np.float32, np.float64)
@@ -70,9 +70,14 @@ SHAPES = [(3, 1, 4, 6), (3, 5, 7, 9)]  # B = 1 (one chunk) and B = 5 (uneven chu
 
 
 #: How a call's threads share the time loop: the caller alone; three threads by rows; three by units.
-SHARINGS = {"serial": dict(PARALLEL_MIN_MACS=1 << 62),
-            "rows": dict(PARALLEL_MIN_MACS=0, UNIT_SPLIT_MIN_UNITS=1 << 62),
-            "units": dict(PARALLEL_MIN_MACS=0, UNIT_SPLIT_MIN_UNITS=0)}
+SHARINGS = {"serial": {(threads, "PARALLEL_MIN_MACS"): 1 << 62},
+            "rows": {(threads, "PARALLEL_MIN_MACS"): 0, (tiling, "UNIT_SPLIT_MIN_UNITS"): 1 << 62},
+            "units": {(threads, "PARALLEL_MIN_MACS"): 0, (tiling, "UNIT_SPLIT_MIN_UNITS"): 0}}
+
+
+def share_calls(monkeypatch, sharing):
+    for (module, name), value in SHARINGS[sharing].items():
+        monkeypatch.setattr(module, name, value)
 
 
 @pytest.mark.parametrize("cell", reference.CELLS)
@@ -87,20 +92,21 @@ def test_every_way_of_sharing_a_call_computes_the_same_cell(cell, monkeypatch):
     shared property suite's job.
     """
     dtype = np.float64
-    monkeypatch.setattr(backend, "pool_threads", lambda: 3)  # more threads than cores, too: the barrier yields
+    monkeypatch.setattr(threads, "pool_threads", lambda: 3)  # more threads than cores, too: the barrier yields
     results = {}
-    for sharing, settings in SHARINGS.items():
-        for name, value in settings.items():
-            monkeypatch.setattr(backend, name, value)
+    for sharing in SHARINGS:
+        share_calls(monkeypatch, sharing)
         results[sharing] = [run_both(cell, make_problem(cell, *shape, dtype)) for shape in SHAPES]
     for other in list(SHARINGS)[1:]:
         assert_paths_agree(cell, dtype, results["serial"], results[other], other)
 
 
-#: Rows 1–13 cover every mix of the product's 6-, 4-, 2- and 1-row tiles; column counts
-#: around the panel widths (16 float32, 8 float64 columns) leave partial panels, and
-#: K = 1 is the shortest loop.
-PRODUCT_SHAPES = [(rows, n, K) for rows in range(1, 14) for n, K in ((1, 1), (7, 3), (16, 33), (17, 8), (40, 5))]
+#: Rows 1 … 2·TILE_ROWS + 1 cover every mix of the product's register tile and its 8-, 4-, 2-
+#: and 1-row tails; column counts around the panel widths (W32 float32, W64 float64 columns)
+#: leave partial panels and partial groups of panels, and K = 1 is the shortest loop.
+W32, W64 = products.columns_per_panel(4), products.columns_per_panel(8)
+PRODUCT_SHAPES = [(rows, n, K) for rows in range(1, 2 * products.TILE_ROWS + 2)
+                  for n, K in ((1, 1), (7, 3), (W64 + 1, 5), (W32, 33), (W32 + 1, 8), (2 * W32 + 8, 5))]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -145,11 +151,12 @@ def test_panel_products_match_the_exact_product_and_write_nothing_else(dtype):
         assert_product_within(whole, a, w_t, exact_dtype, gamma, (rows, n + 9, K, "matmul"))
 
 
-#: Tiles (b0, b1, j0, j1) of a batch of 5 rows and H = 70 units (I = 37): every row (x is one
-#: matrix) and a chunk of rows (copied into one, or one product per step); all units, a slice past
-#: one panel group (64 float32 or 32 float64 columns), and slices narrower than one panel, the
+#: Tiles (b0, b1, j0, j1) of a batch of 5 rows and H = PROJECTION_H units (I = 37): every row (x
+#: is one matrix) and a chunk of rows (copied into one, or one product per step); all units, a
+#: slice past one group of PANEL_GROUP float32 panels, and slices narrower than one panel, the
 #: last with fewer units than I.
-PROJECTION_TILES = [(0, 5, 0, 70), (1, 4, 3, 70), (0, 5, 5, 12), (2, 3, 0, 41), (1, 4, 5, 12)]
+PROJECTION_H = products.PANEL_GROUP * W32 + 6
+PROJECTION_TILES = [(0, 5, 0, PROJECTION_H), (1, 4, 3, PROJECTION_H), (0, 5, 5, 12), (2, 3, 0, 41), (1, 4, 5, 12)]
 
 
 @pytest.mark.parametrize("G", [4, 1])
@@ -166,7 +173,7 @@ def test_tile_projections_match_the_exact_product_and_write_nothing_else(dtype, 
     rng = np.random.default_rng(11)
     u = np.finfo(dtype).eps / 2
     exact_dtype = np.float64 if dtype == np.float32 else np.longdouble
-    T, B, I, H = 3, 5, 37, 70
+    T, B, I, H = 3, 5, 37, PROJECTION_H
     gamma = I * u / (1 - I * u)
     x = rng.uniform(-1, 1, (T, B, I)).astype(dtype)
     w_ih = rng.uniform(-1, 1, (G * H, I)).astype(dtype)
@@ -225,8 +232,7 @@ def test_an_empty_batch_gives_empty_results(cell, sharing, monkeypatch):
     """B = 0 (say, a filtered last batch) is a valid call, as for the reference: forward and
     backward give arrays of the contract's shapes with no rows, and zero weight gradients, on
     the caller alone and through the pool."""
-    for name, value in SHARINGS[sharing].items():
-        monkeypatch.setattr(backend, name, value)
+    share_calls(monkeypatch, sharing)
     T, B, I, H = 3, 0, 4, 5
     problem = make_problem(cell, T, B, I, H, np.float32)
     fwd, grads, _ = run_both(cell, problem)
@@ -249,33 +255,35 @@ def test_panel_product_refuses_mismatched_shapes():
 def test_pack_rows_refuses_what_its_vector_blocks_would_read_or_write_out_of_bounds():
     """pack_rows' blocks read W rows × W/2 values of w and write whole panel rows unchecked, so
     the shapes are checked once per call: K, the panel width, the rows, and contiguous rows."""
-    from jit.cpu.products import pack_rows
+    from jit.cpu.products import columns_per_panel, pack_rows
 
-    w, panels = np.ones((40, 8)), np.empty((2, 8, 8))  # float64: 8 columns per panel
-    pack_rows(w, 0, 16, panels)
-    for bad_w, r0, r1, bad_panels in ((np.ones((40, 9)), 0, 16, panels),  # K = 9 against 8
-                                      (w, 0, 16, np.empty((2, 8, 16))),  # not float64's panel width
-                                      (w, 30, 46, panels),  # rows past w's end
-                                      (np.ones((40, 16))[:, ::2], 0, 16, panels),  # w's rows strided
-                                      (w, 0, 16, np.empty((2, 8, 16))[:, :, ::2])):  # the panels' rows strided
+    W = columns_per_panel(8)  # float64's panel width at this host's vector width
+    w, panels = np.ones((5 * W, W)), np.empty((2, W, W))
+    pack_rows(w, 0, 2 * W, panels)
+    for bad_w, r0, r1, bad_panels in ((np.ones((5 * W, W + 1)), 0, 2 * W, panels),  # K = W + 1 against W
+                                      (w, 0, 2 * W, np.empty((2, W, 2 * W))),  # not float64's panel width
+                                      (w, 4 * W - 2, 6 * W - 2, panels),  # rows past w's end
+                                      (np.ones((5 * W, 2 * W))[:, ::2], 0, 2 * W, panels),  # w's rows strided
+                                      (w, 0, 2 * W, np.empty((2, W, 2 * W))[:, :, ::2])):  # the panels' rows strided
         with pytest.raises(ValueError, match="pack_rows"):
             pack_rows(bad_w, r0, r1, bad_panels)
 
 
 def test_tilings_cover_every_row_and_unit_once():
     """Each thread's tile; together they cover rows × units exactly once, units cut at
-    multiples of 8; by units from H = 512 on several threads, except gru_classic."""
+    multiples of UNIT_ALIGNMENT (one float32 panel); by units from H = 512 on several
+    threads, except gru_classic."""
     for cell, B, H, n, by_units in (("lstm", 5, 512, 3, True), ("lstm", 100, 256, 2, False), ("gru", 16, 1024, 2, True),
                                     ("rnn_tanh", 1, 1000, 2, True), ("rnn_tanh", 3, 4096, 1, False),
                                     ("gru_classic", 4, 1024, 2, False)):
-        tiling = backend.tiling_for(cell, B, H, n)
-        assert tiling.by_units == by_units, (cell, B, H, n)
+        tiles = tiling.tiling_for(cell, B, H, n)
+        assert tiles.by_units == by_units, (cell, B, H, n)
         covered = np.zeros((B, H), int)
-        for b0, b1, j0, j1 in tiling.tiles:
+        for b0, b1, j0, j1 in tiles.tiles:
             covered[b0:b1, j0:j1] += 1
             if by_units:
-                assert j0 % 8 == 0
-        assert (covered == 1).all(), (cell, B, H, n, tiling)
+                assert j0 % tiling.UNIT_ALIGNMENT == 0
+        assert (covered == 1).all(), (cell, B, H, n, tiles)
 
 
 def test_the_step_barrier_holds_every_thread_until_all_arrive():
@@ -328,7 +336,7 @@ def assert_paths_agree(cell, dtype, first, second, label):
 @pytest.mark.parametrize("cell", reference.CELLS)
 def test_repeat_calls_are_bit_identical_and_leave_inputs_alone(cell, monkeypatch):
     """Several threads: the same call twice gives the same bits; inputs are untouched."""
-    monkeypatch.setattr(backend, "PARALLEL_MIN_MACS", 0)
+    monkeypatch.setattr(threads, "PARALLEL_MIN_MACS", 0)
     problem = make_problem(cell, 4, 6, 8, 40, np.float32, seed=3)
     inputs = [a for a in (*problem[0], *problem[1:]) if a is not None]
     before = [a.copy() for a in inputs]
@@ -379,9 +387,15 @@ def record_blas_threads(monkeypatch):
 def test_row_chunks_cover_the_batch_once():
     """Each chunk's kernel gets disjoint rows covering 0..B."""
     seen = []
-    backend.run_on_row_chunks(lambda tag, b0, b1: seen.append((b0, b1)), "k",
-                              tiling=backend.tiling_for("gru_classic", 7, 8, 3))
+    tiling.run_on_row_chunks(lambda tag, b0, b1: seen.append((b0, b1)), "k",
+                              tiling=tiling.tiling_for("gru_classic", 7, 8, 3))
     assert sorted(seen) == [(0, 2), (2, 4), (4, 7)]
+
+
+def record_pool_runs(monkeypatch, recording_run):
+    """Route every parallel run of a call (the time loops' tiles, the GEMMs' rows) through recording_run."""
+    for module in (tiling, gemms):
+        monkeypatch.setattr(module, "run_in_parallel", recording_run)
 
 
 @pytest.mark.parametrize("parallel", [False, True], ids=["caller alone", "pool"])
@@ -390,19 +404,19 @@ def test_blas_runs_on_one_thread_per_caller_during_a_call_and_is_restored(parall
     caller, so it never oversubscribes the cores with the pool's threads nor leaves its
     workers spinning; a call on the caller alone makes no BLAS call and leaves the setting
     alone. Either way the setting is the user's again afterwards."""
-    monkeypatch.setattr(backend, "PARALLEL_MIN_MACS", 0 if parallel else 1 << 62)
+    monkeypatch.setattr(threads, "PARALLEL_MIN_MACS", 0 if parallel else 1 << 62)
     before = blas_threads_now()
-    pool_calls, run_in_parallel = [], backend.run_in_parallel
+    pool_calls, run_in_parallel = [], tiling.run_in_parallel
 
     def recording_run(calls):
         pool_calls.append((len(calls), blas_threads_now()))
         run_in_parallel(calls)
     blas_calls = record_blas_threads(monkeypatch)
-    monkeypatch.setattr(backend, "run_in_parallel", recording_run)
+    record_pool_runs(monkeypatch, recording_run)
     run_both("lstm", make_problem("lstm", 3, 4, 5, 6, np.float32))
     if parallel:
         assert blas_calls and all(threads == [1] * len(before) for threads in blas_calls)
-        assert max(n for n, _ in pool_calls) == min(backend.pool_threads(), 4)
+        assert max(n for n, _ in pool_calls) == min(threads.pool_threads(), 4)
     else:
         assert blas_calls == []
         assert pool_calls and all(n == 1 and threads == before for n, threads in pool_calls)
@@ -418,24 +432,24 @@ def test_backward_whose_gemms_all_stay_under_the_threshold_leaves_blas_alone(mon
     problem = make_problem("lstm", 3, 4, 5, 6, np.float32)
     T, B, I, H, G = 3, 4, 5, 6, 4
     largest_gemm, call = T * B * G * H * max(I, H), 2 * T * B * G * H * (I + H)
-    monkeypatch.setattr(backend, "PARALLEL_MIN_MACS", 1 << 62)
+    monkeypatch.setattr(threads, "PARALLEL_MIN_MACS", 1 << 62)
     alone = run_both("lstm", problem)[1]
-    monkeypatch.setattr(backend, "PARALLEL_MIN_MACS", largest_gemm + 1)
-    assert backend.small_call(largest_gemm) and not backend.small_call(call)
-    settings, pool_calls, run_in_parallel = [], [], backend.run_in_parallel
+    monkeypatch.setattr(threads, "PARALLEL_MIN_MACS", largest_gemm + 1)
+    assert threads.small_call(largest_gemm) and not threads.small_call(call)
+    settings, pool_calls, run_in_parallel = [], [], tiling.run_in_parallel
 
     def recording_run(calls):
         pool_calls.append(len(calls))
         run_in_parallel(calls)
-    monkeypatch.setattr(backend, "_set_blas_threads", lambda library, n: settings.append(n))
-    monkeypatch.setattr(backend, "run_in_parallel", recording_run)
+    monkeypatch.setattr(threads, "_set_blas_threads", lambda library, n: settings.append(n))
+    record_pool_runs(monkeypatch, recording_run)
     blas_calls = record_blas_threads(monkeypatch)
     params, x, h0, c0, dhs, dh_n, dc_n = problem
     fwd = backend.forward("lstm", params, x, h0, c0, training=True)
     pool_calls.clear()
     grads = backend.backward("lstm", params, x, h0, c0, fwd, dhs, dh_n, dc_n)
     assert settings == [] and blas_calls == []
-    assert max(pool_calls) == min(backend.pool_threads(), B)
+    assert max(pool_calls) == min(threads.pool_threads(), B)
     for got, expected in zip(grads, alone):
         assert np.array_equal(got, expected)
 
@@ -447,9 +461,9 @@ def test_concurrent_calls_share_one_blas_hold(monkeypatch):
     Both calls give the bits of the same calls made one at a time.
     The calls made alone come first, from this thread, and A and B are other threads: the hold
     must also work from a thread other than the one that first set BLAS's threads (threadpoolctl
-    ignores such threads unless released; see jit.cpu.backend._set_blas_threads)."""
+    ignores such threads unless released; see jit.cpu.threads._set_blas_threads)."""
     from threadpoolctl import threadpool_limits
-    monkeypatch.setattr(backend, "PARALLEL_MIN_MACS", 0)  # every call parallel, so backward uses BLAS
+    monkeypatch.setattr(threads, "PARALLEL_MIN_MACS", 0)  # every call parallel, so backward uses BLAS
     problems = {name: make_problem("lstm", 3, 4, 5, 6, np.float32, seed=seed) for seed, name in enumerate("AB")}
     alone = {name: run_both("lstm", problem)[1] for name, problem in problems.items()}
     staged_backward = backend._backward
@@ -479,10 +493,10 @@ def test_concurrent_calls_share_one_blas_hold(monkeypatch):
     monkeypatch.setattr(backend, "_backward", overlapping_backward)
     with threadpool_limits(limits=2, user_api="blas"):
         user_setting = blas_threads_now()
-        threads = [threading.Thread(target=call, args=(name,), name=name) for name in "AB"]
-        for thread in threads:
+        callers = [threading.Thread(target=call, args=(name,), name=name) for name in "AB"]
+        for thread in callers:
             thread.start()
-        for thread in threads:
+        for thread in callers:
             thread.join(timeout=120)
         assert not errors, errors
         assert blas_calls and all(n == [1] * len(user_setting) for n in blas_calls)
@@ -503,10 +517,10 @@ def test_small_gemms_run_on_the_caller_without_blas(monkeypatch):
     b_read_only = np.array(b)
     b_read_only.flags.writeable = False
     monkeypatch.setattr(np, "matmul", None)  # any BLAS call would fail
-    assert backend.transposed_kernel_array(a_transposed)
-    assert np.array_equal(backend.matmul_rows(a_transposed, b, 3), backend.matmul_rows(a, b, 3))
+    assert arrays.transposed_kernel_array(a_transposed)
+    assert np.array_equal(gemms.matmul_rows(a_transposed, b, 3), gemms.matmul_rows(a, b, 3))
     for operand in (b, b_read_only):
-        got = backend.matmul_rows(a, operand, 3)
+        got = gemms.matmul_rows(a, operand, 3)
         assert got.shape == (50, 37) and got.flags.c_contiguous
         # One dot of K = 23 terms in another order: within 2·K·u·Σ|terms| ≤ K²·eps·max|a|·max|b|.
         np.testing.assert_allclose(got, a @ operand, rtol=0,
@@ -518,18 +532,18 @@ def test_the_finiteness_check_finds_every_nan_and_inf(dtype):
     """jit.cpu's check behind the contract's "finite values" validation: every position, both
     infinities and NaN, in contiguous arrays and in a strided view (numpy's check then)."""
     a = np.random.default_rng(2).uniform(-1, 1, (3, 5, 7)).astype(dtype)
-    assert backend.all_finite(a) and backend.all_finite(a[:, ::2]) and backend.all_finite(a[:0])
+    assert arrays.all_finite(a) and arrays.all_finite(a[:, ::2]) and arrays.all_finite(a[:0])
     huge = a.copy()
     huge[1, 2, 3] = np.finfo(dtype).max
-    assert backend.all_finite(huge)
+    assert arrays.all_finite(huge)
     for bad in (np.nan, np.inf, -np.inf):
         for index in np.ndindex(a.shape):
             b = a.copy()
             b[index] = bad
-            assert not backend.all_finite(b), (bad, index)
+            assert not arrays.all_finite(b), (bad, index)
         b = a.copy()
         b[2, 4, 6] = bad
-        assert not backend.all_finite(b[:, ::2, :])
+        assert not arrays.all_finite(b[:, ::2, :])
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"),
@@ -571,7 +585,7 @@ def test_scratch_arrays_are_reused_per_thread_and_never_returned(cell, monkeypat
 
     from jit.cpu import workspace
 
-    monkeypatch.setattr(backend, "PARALLEL_MIN_MACS", 0)
+    monkeypatch.setattr(threads, "PARALLEL_MIN_MACS", 0)
     workspace.release()
     problem = make_problem(cell, 4, 3, 5, 6, np.float32)
     first = run_both(cell, problem)
@@ -690,10 +704,10 @@ def test_a_refused_placement_leaves_the_pool_working(monkeypatch):
 def test_matmul_rows_is_repeatable_and_accurate():
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((2000, 50)), rng.standard_normal((50, 23))  # over PARALLEL_MIN_MACS
-    assert a.shape[0] * a.shape[1] * b.shape[1] >= backend.PARALLEL_MIN_MACS
-    with backend.blas_on_one_thread():
-        split = backend.matmul_rows(a, b, 3)
-        again = backend.matmul_rows(a, b, 3)
+    assert a.shape[0] * a.shape[1] * b.shape[1] >= threads.PARALLEL_MIN_MACS
+    with threads.blas_on_one_thread():
+        split = gemms.matmul_rows(a, b, 3)
+        again = gemms.matmul_rows(a, b, 3)
     assert np.array_equal(split, again)
     # Each element is one dot of K = 50 terms: within 2·K·u·Σ|terms| ≤ K²·eps·max|a|·max|b| of any other order.
     np.testing.assert_allclose(split, a @ b, rtol=0, atol=50 * 50 * np.finfo(float).eps * np.abs(a).max() * np.abs(b).max())
@@ -711,7 +725,7 @@ def test_each_kernel_compiles_once_per_dtype():
             assert not fwd.hs.flags.f_contiguous or fwd.hs.flags.c_contiguous
     from jit.cpu import gru, lstm, rnn
     kernels = [getattr(module, name) for module in (gru, lstm, rnn) for name in dir(module)
-               if name.endswith("_kernel")]
+               if name.endswith(("_forward", "_backward")) and hasattr(getattr(module, name), "signatures")]
     assert len(kernels) == 8
     for kernel in kernels:
         assert len(kernel.signatures) <= len(DTYPES), (kernel.__name__, kernel.signatures)
@@ -719,14 +733,14 @@ def test_each_kernel_compiles_once_per_dtype():
 
 def test_a_call_leaves_numbas_threading_layer_unlaunched():
     """jit.cpu runs its own threads; launching Numba's "omp" layer before torch's import made every
-    torch.nn call 8–10× slower in the same process (measured: see jit.cpu.backend.pool_threads)."""
+    torch.nn call 8–10× slower in the same process (measured: see jit.cpu.threads.pool_threads)."""
     probe = (
         "import numpy as np, reference, jit.cpu, numba.np.ufunc.parallel as layer\n"
         "p = reference.init_params('lstm', 8, 16, dtype=np.float32)\n"
         "x = np.ones((3, 64, 8), np.float32); h0 = np.zeros((64, 16), np.float32)\n"
         "f = jit.cpu.backend.forward('lstm', p, x, h0, h0)\n"
         "jit.cpu.backend.backward('lstm', p, x, h0, h0, f, np.ones_like(f.hs), h0)\n"
-        "print(jit.cpu.backend.pool_threads(), layer._is_initialized)\n"
+        "print(jit.cpu.threads.pool_threads(), layer._is_initialized)\n"
     )
     env = dict(os.environ, NUMBA_NUM_THREADS="2")
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
@@ -738,10 +752,10 @@ def test_a_call_leaves_numbas_threading_layer_unlaunched():
 
 PROBE = """
 import json, numpy as np, reference, jit.cpu
-from jit.cpu.rnn import rnn_forward_kernel
+from jit.cpu.rnn import rnn_forward
 p = reference.init_params("rnn_tanh", 3, 4, dtype=np.float64)
 jit.cpu.backend.forward("rnn_tanh", p, np.ones((2, 1, 3)), np.zeros((1, 4)), training=False)
-stats = rnn_forward_kernel.stats
+stats = rnn_forward.stats
 print(json.dumps({"package": jit.cpu.__file__, "cache_dir": jit.cpu.CACHE_DIR,
                   "hits": sum(stats.cache_hits.values()), "misses": sum(stats.cache_misses.values())}))
 """
@@ -857,7 +871,7 @@ def test_kernels_built_from_other_shared_sources_are_dropped(tmp_path):
     shared.write_text("def sigmoid(a): ...\n")
     cache = tmp_path / "cache" / "sub"
     cache.mkdir(parents=True)
-    kernel_files = [cache / "lstm.lstm_forward_kernel-19.py311.nbi", cache / "lstm.lstm_forward_kernel-19.py311.1.nbc"]
+    kernel_files = [cache / "lstm.lstm_forward-19.py311.nbi", cache / "lstm.lstm_forward-19.py311.1.nbc"]
     for f in kernel_files:
         f.write_bytes(b"compiled")
     other = cache / "lstm.cpython-311.pyc"

@@ -2,9 +2,10 @@
 
 The cache folder is settled first, because the kernel modules compile with cache=True.
 """
-from .cache import ensure_writable_cache_dir
+from .cache import ensure_writable_cache_dir, key_kernels_on_host_tag
 
 CACHE_DIR = ensure_writable_cache_dir()
+key_kernels_on_host_tag()
 
 from . import backend  # noqa: E402  (after the cache folder is chosen)
 

@@ -6,6 +6,11 @@ sources; when the package folder is read-only (a system-wide install, a containe
 that fails, so before any kernel is defined we point NUMBA_CACHE_DIR at a writable folder.
 This must run before the kernel modules are imported: Numba picks each function's cache
 location when @njit(cache=True) decorates it.
+
+The kernels' machine code also depends on jit.cpu.host's vector width and register tile
+(module constants, which Numba's cache key does not see): jit.cpu's functions get a cache
+locator whose file names carry host.CACHE_TAG, so each width has its own files, side by
+side, and a forced width never loads another's code.
 """
 import glob
 import hashlib
@@ -13,13 +18,17 @@ import os
 import tempfile
 
 import numba
+from numba.core import caching
+
+from .host import CACHE_TAG
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 #: Files whose functions the kernels inline (or whose options they compile with). Numba checks only the stamp of the file that
 #: defines a cached kernel, so an edit here would otherwise leave stale machine code in use.
 SHARED_SOURCES = (os.path.join(PACKAGE_DIR, "..", "gatemath.py"), os.path.join(PACKAGE_DIR, "products.py"),
-                  os.path.join(PACKAGE_DIR, "sync.py"), os.path.join(PACKAGE_DIR, "kernel_options.py"))
+                  os.path.join(PACKAGE_DIR, "sync.py"), os.path.join(PACKAGE_DIR, "kernel_options.py"),
+                  os.path.join(PACKAGE_DIR, "host.py"))
 STAMP_FILE = "cellbench-shared-sources.sha256"
 
 
@@ -96,3 +105,40 @@ def ensure_writable_cache_dir() -> str:
     os.environ["NUMBA_CACHE_DIR"] = chosen
     numba.config.CACHE_DIR = chosen
     return chosen
+
+
+def is_kernel_source(path: str) -> bool:
+    """Whether ``path`` is one of jit.cpu's own modules (whose cached code depends on CACHE_TAG)."""
+    return os.path.dirname(os.path.abspath(path)) == PACKAGE_DIR
+
+
+class _KeyedOnTheHostTag:
+    """A Numba cache locator for jit.cpu's modules only, whose files' names end in CACHE_TAG."""
+
+    def get_disambiguator(self):
+        return f"{super().get_disambiguator()}-{CACHE_TAG}"
+
+    @classmethod
+    def from_function(cls, py_func, py_file):
+        return super().from_function(py_func, py_file) if is_kernel_source(py_file) else None
+
+
+# Numba 0.63 dropped the leading underscores of these names
+_CacheImpl = getattr(caching, "CacheImpl", None) or caching._CacheImpl
+_UserProvidedCacheLocator = getattr(caching, "UserProvidedCacheLocator", None) or caching._UserProvidedCacheLocator
+_InTreeCacheLocator = getattr(caching, "InTreeCacheLocator", None) or caching._InTreeCacheLocator
+
+
+class UserDirLocator(_KeyedOnTheHostTag, _UserProvidedCacheLocator):
+    """NUMBA_CACHE_DIR (the user's, or the fallback ensure_writable_cache_dir chose)."""
+
+
+class InTreeLocator(_KeyedOnTheHostTag, _InTreeCacheLocator):
+    """__pycache__ beside the sources."""
+
+
+def key_kernels_on_host_tag() -> None:
+    """Put the two locators first in Numba's list, once (Numba asks each in turn, per function)."""
+    locators = _CacheImpl._locator_classes
+    if UserDirLocator not in locators:
+        locators[:0] = [UserDirLocator, InTreeLocator]

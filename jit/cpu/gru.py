@@ -4,10 +4,9 @@
     gru:          n = tanh(W_in x + b_in + r⊙(W_hn h + b_hn))      (reset after the product)
     gru_classic:  n = tanh(W_in x + b_in + W_hn (r⊙h) + b_hn)      (reset before the product)
 
-Same layout as jit.cpu.lstm, scratch arrays included (why: see
-there). gru keeps hn = W_hn h + b_hn per step for backward (it is not among the contract's
-gates). gru_classic needs two products per step, the second on r⊙h of every unit, so its
-kernels take rows only: a unit split would need a second wait per step (not done).
+Same layout as jit.cpu.lstm. gru keeps hn = W_hn h + b_hn per step for backward (it is not
+among the contract's gates). gru_classic's second product per step reads r⊙h of every
+unit, so its kernels take rows only (a unit split would wait twice per step).
 """
 import numpy as np
 from numba import njit
@@ -21,14 +20,14 @@ from .sync import wait_for_all
 
 
 @njit(**KERNEL_OPTIONS)
-def gru_forward_kernel(x, w_ih, w_hh, b_ih, b_hh, h0, training, hs, gates, hns, h_n, xw,
+def gru_forward(x, w_ih, w_hh, b_ih, b_hh, h0, training, hs, gates, hns, h_n, xw,
                        arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × units [j0, j1) of hs (T, B, H), h_n; with training also
     of gates (T, B, 3H) and hns (T, B, H). xw: the tile's scratch for its input projection
     (jit.cpu.products.project_inputs).
 
     twin: reference.gru.gru_step_forward, looped over t. Threads that split the units wait
-    for each other after each step (see jit.cpu.lstm.lstm_forward_kernel).
+    for each other after each step (as jit.cpu.lstm.lstm_forward).
     """
     T, B, _ = x.shape
     H = h0.shape[1]
@@ -51,11 +50,12 @@ def gru_forward_kernel(x, w_ih, w_hh, b_ih, b_hh, h0, training, hs, gates, hns, 
             a_r, a_z, a_n = a_h[0, b], a_h[1, b], a_h[2, b]
             h_prev_b, h_b, hn_b = h_prev[b, j0:j1], h[b], hn_t[b]
             for u in range(nj):
+                # gru_step_forward's gates: r, z = σ(·), n = tanh(W_in x + b_in + r⊙(W_hn h + b_hn))
                 r = sigmoid(x_r[u] + a_r[u] + bias_r[u])
                 z = sigmoid(x_z[u] + a_z[u] + bias_z[u])
                 hn = a_n[u] + b_hn[u]
                 n = tanh(x_n[u] + b_in[u] + r * hn)
-                h_b[u] = (typed_like(z, 1.0) - z) * n + z * h_prev_b[u]
+                h_b[u] = (typed_like(z, 1.0) - z) * n + z * h_prev_b[u]  # gru_mix: h' = (1 − z)⊙n + z⊙h
                 a_r[u], a_z[u], a_n[u], hn_b[u] = r, z, n, hn
         store_rows(h, hs[t], b0, j0, nj)
         if training:
@@ -66,14 +66,13 @@ def gru_forward_kernel(x, w_ih, w_hh, b_ih, b_hh, h0, training, hs, gates, hns, 
 
 
 @njit(**KERNEL_OPTIONS)
-def gru_backward_kernel(w_hh, h0, hs, gates, hns, dhs, dh_n, da_x, da_h, dh0,
+def gru_backward(w_hh, h0, hs, gates, hns, dhs, dh_n, da_x, da_h, dh0,
                         arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × units [j0, j1) of da_x (T, B, 3H) = ∂L/∂(W_ih x + b_ih),
     da_h (T, B, 3H) = ∂L/∂(W_hh h + b_hh), and dh0.
 
     The two differ only in the n block, where r scales the hidden term: da_h_n = r⊙da_x_n.
-    Each thread first packs the columns of W_hh for its units (jit.cpu.products).
-    twin: reference.gru.gru_step_backward, reversed t.
+    twin: reference.gru.gru_step_backward, looped over reversed t.
     ∂L/∂h_t through step t + 1 is da_h[t + 1] W_hh plus the direct z⊙ term of the mix.
     """
     T, B, H = hs.shape
@@ -99,6 +98,7 @@ def gru_backward_kernel(w_hh, h0, hs, gates, hns, dhs, dh_n, da_x, da_h, dh0,
             for u in range(nj):
                 r, z, n = r_b[u], z_b[u], n_b[u]
                 dh_total = dh_b[u] + dhs_b[u]
+                # gru_mix_backward: dn = dh⊙(1 − z), dz = dh⊙(h − n), dh_prev = dh⊙z
                 dn = dh_total * (typed_like(z, 1.0) - z) * tanh_grad(n)
                 da_r[u] = dn * hn_b[u] * sigmoid_grad(r)
                 da_z[u] = dh_total * (h_prev_b[u] - n) * sigmoid_grad(z)
@@ -114,7 +114,7 @@ def gru_backward_kernel(w_hh, h0, hs, gates, hns, dhs, dh_n, da_x, da_h, dh0,
 
 
 @njit(**KERNEL_OPTIONS)
-def gru_classic_forward_kernel(x, w_ih, w_hrz, w_hn, b_ih, b_hh, h0, training, hs, gates,
+def gru_classic_forward(x, w_ih, w_hrz, w_hn, b_ih, b_hh, h0, training, hs, gates,
                                h_n, xw, b0, b1):
     """Fill hs (T, B, H), h_n; with training also gates (T, B, 3H).
 
@@ -149,7 +149,7 @@ def gru_classic_forward_kernel(x, w_ih, w_hrz, w_hn, b_ih, b_hh, h0, training, h
             for j in range(H):
                 z = z_t[b, j]
                 n = tanh(xw[2, xw_row, j] + b_ih[2 * H + j] + a_n[b, j] + b_hh[2 * H + j])
-                h_next = z * h[b, j] + (typed_like(z, 1.0) - z) * n
+                h_next = z * h[b, j] + (typed_like(z, 1.0) - z) * n  # gru_mix: h' = z⊙h + (1 − z)⊙n
                 h[b, j] = h_next
                 hs[t, row, j] = h_next
                 if training:
@@ -158,7 +158,7 @@ def gru_classic_forward_kernel(x, w_ih, w_hrz, w_hn, b_ih, b_hh, h0, training, h
 
 
 @njit(**KERNEL_OPTIONS)
-def gru_classic_backward_kernel(w_hrz, w_hn, h0, hs, gates, dhs, dh_n, da, rhs, dh0, b0, b1):
+def gru_classic_backward(w_hrz, w_hn, h0, hs, gates, dhs, dh_n, da, rhs, dh0, b0, b1):
     """Fill da (T, B, 3H) = ∂L/∂(pre-activations) (the same for the W_ih and W_hh sides),
     rhs (T, B, H) = r⊙h_prev (what W_hn multiplied, for its gradient) and dh0.
 

@@ -1,21 +1,13 @@
-"""The LSTM's time loops for jit.cpu: forward and backward kernels; twin of reference.lstm.
+"""The LSTM's time loops for jit.cpu, forward and backward; twin of reference.lstm.
 
     i, f, o = σ(a_i, a_f, a_o);  g = tanh(a_g);  c' = f⊙c + i⊙g;  h' = o⊙tanh(c')
 
-Forward, each thread first projects its tile's inputs of every step (x W_ihᵀ, one product:
-jit.cpu.products.project_inputs); backward's weight gradients leave as GEMMs on the stored
-da (see jit.cpu.backend). Each kernel call runs the whole time loop on one tile, batch rows
-[b0, b1) × hidden units [j0, j1), one call per thread (the kernels release the GIL). Tiles
-of different rows never wait for each other; tiles of different units
-(jit.cpu.backend.split_by_units) do, once per step, since each step reads the previous h of
-every unit. Per step: the recurrent product (per gate block, the tile's rows of W_hh) and
-one fused pointwise pass.
-
-The pointwise passes write only the kernel's own scratch arrays, copied to the outputs
-after each step: with the outputs' stores inside, LLVM could not prove them independent
-of the inputs and left the pass unvectorised (measured: 2.9× slower lstm kernel).
-
-Compile options (error_model, fastmath): jit.cpu.kernel_options.
+Each kernel runs the whole time loop on one tile, rows [b0, b1) × units [j0, j1), one call
+per thread (jit.cpu.tiling). Per step: the recurrent product of each gate block
+(jit.cpu.products), then one fused pointwise pass, tagged with the reference functions it
+fuses. The pass writes only the kernel's scratch arrays, copied to the outputs after the
+step: with the outputs' stores inside, LLVM could not prove them independent of the inputs
+and left the pass scalar (2.9× slower).
 """
 import numpy as np
 from numba import njit
@@ -29,15 +21,14 @@ from .sync import wait_for_all
 
 
 @njit(**KERNEL_OPTIONS)
-def lstm_forward_kernel(x, w_ih, w_hh, bias, h0, c0, training, hs, cs, gates, h_n, c_n, xw,
+def lstm_forward(x, w_ih, w_hh, bias, h0, c0, training, hs, cs, gates, h_n, c_n, xw,
                         arrivals, n_threads, b0, b1, j0, j1):
-    """Fill the tile rows [b0, b1) × hidden units [j0, j1) of hs (T, B, H), h_n, c_n; with
-    training also of cs (T, B, H) and gates (T, B, 4H).
+    """Fill the tile's part of hs (T, B, H), h_n, c_n; with training also of cs (T, B, H)
+    and gates (T, B, 4H). bias = b_ih + b_hh (4H,); xw: the tile's input projection scratch.
 
-    twin: reference.lstm.lstm_step_forward, looped over t. bias = b_ih + b_hh (4H,); xw: the
-    tile's scratch for its input projection (jit.cpu.products.project_inputs).
-    Step t reads h_{t-1} of every unit of its rows (hs[t − 1]); when the threads split the
-    units (n_threads > 1), each waits for the others after each step (jit.cpu.sync).
+    twin: reference.lstm.lstm_step_forward, looped over t (reference.backend.forward).
+    Step t reads h_{t-1} of every unit of its rows; threads that split the units
+    (n_threads > 1) wait for each other after each step (jit.cpu.sync).
     """
     T, B, _ = x.shape
     H = h0.shape[1]
@@ -58,13 +49,14 @@ def lstm_forward_kernel(x, w_ih, w_hh, bias, h0, c0, training, hs, cs, gates, h_
             a_i, a_f, a_g, a_o = a_h[0, b], a_h[1, b], a_h[2, b], a_h[3, b]
             c_b, h_b = c[b], h[b]
             for u in range(nj):
+                # lstm_gates: i, f, o = σ(a_i, a_f, a_o), g = tanh(a_g), a = W_ih x + W_hh h + b
                 i = sigmoid(x_i[u] + bias_i[u] + a_i[u])
                 f = sigmoid(x_f[u] + bias_f[u] + a_f[u])
                 g = tanh(x_g[u] + bias_g[u] + a_g[u])
                 o = sigmoid(x_o[u] + bias_o[u] + a_o[u])
-                c_next = f * c_b[u] + i * g
+                c_next = f * c_b[u] + i * g  # lstm_cell_update: c' = f⊙c + i⊙g
                 c_b[u] = c_next
-                h_b[u] = o * tanh(c_next)
+                h_b[u] = o * tanh(c_next)  # lstm_output: h' = o⊙tanh(c')
                 a_i[u], a_f[u], a_g[u], a_o[u] = i, f, g, o
         store_rows(h, hs[t], b0, j0, nj)
         if training:
@@ -76,16 +68,14 @@ def lstm_forward_kernel(x, w_ih, w_hh, bias, h0, c0, training, hs, cs, gates, h_
 
 
 @njit(**KERNEL_OPTIONS)
-def lstm_backward_kernel(w_hh, c0, cs, gates, dhs, dh_n, dc_n, da, dh0, dc0,
+def lstm_backward(w_hh, c0, cs, gates, dhs, dh_n, dc_n, da, dh0, dc0,
                          arrivals, n_threads, b0, b1, j0, j1):
-    """Backpropagate through time: fill the tile rows [b0, b1) × units [j0, j1) of
-    da (T, B, 4H) = ∂L/∂(pre-activations), of dh0 and of dc0.
+    """Backpropagate through time: fill the tile's part of da (T, B, 4H) = ∂L/∂(pre-activations),
+    dh0 and dc0.
 
-    Each thread first packs the columns of W_hh for its units (jit.cpu.products).
-    twin: reference.lstm.lstm_step_backward, looped over reversed t (without the weight
-    gradients, which jit.cpu.backend takes from da as GEMMs after this loop). ∂L/∂h_t
-    through step t + 1 is da[t + 1] W_hh, over every gate of every unit; with the units
-    split, the threads wait for each other after each step.
+    twin: reference.lstm.lstm_step_backward, looped over reversed t (the weight gradients
+    follow as GEMMs on da: jit.cpu.gemms). ∂L/∂h_t through step t + 1 is da[t + 1] W_hh, over
+    every gate of every unit; threads that split the units wait after each step.
     """
     T, B, H = cs.shape
     nb, nj = b1 - b0, j1 - j0
@@ -110,12 +100,14 @@ def lstm_backward_kernel(w_hh, c0, cs, gates, dhs, dh_n, dc_n, da, dh0, dc0,
                 i, f, g, o = i_b[u], f_b[u], g_b[u], o_b[u]
                 tanh_c = tanh(c_b[u])
                 dh_total = dh_b[u] + dhs_b[u]  # h_t feeds the loss and step t+1
+                # lstm_output_backward: dc += dh⊙o⊙tanh'(c), do = dh⊙tanh(c)
                 dc_total = dc_b[u] + dh_total * o * tanh_grad(tanh_c)
+                # lstm_cell_update_backward and lstm_gates_backward: da = d(gate) ⊙ act'(gate)
                 da_i[u] = dc_total * g * sigmoid_grad(i)
                 da_f[u] = dc_total * c_prev_b[u] * sigmoid_grad(f)
                 da_g[u] = dc_total * i * tanh_grad(g)
                 da_o[u] = dh_total * tanh_c * sigmoid_grad(o)
-                dc_b[u] = dc_total * f
+                dc_b[u] = dc_total * f  # the additive path: ∂c'/∂c = f
         store_gate_blocks(da_t, H, j0, j1, da[t], b0)
         wait_for_all(arrivals, n_threads, T - 1 - t)  # da[t] complete before anyone reads it
     panel_product(da[0, b0:b1], w_panels, dh)

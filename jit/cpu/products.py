@@ -1,38 +1,18 @@
 """The products of the time loops: a register-tiled kernel on packed weights.
 
-Every step of every cell multiplies the batch rows of a thread's tile by that tile's part of
-a weight matrix: ``h @ W_hhᵀ`` forward, ``da @ W_hh`` backward; and before its time loop
-each forward kernel projects its tile's inputs, ``x @ W_ihᵀ`` (project_inputs). All are
-``a @ B`` here, with B's columns packed into *panels* (W_hh once per call, W_ih a few panels at
-a time): panels[p, k, c] = B[k, p·W + c], W columns wide (two SIMD vectors: 16 float32 or 8
-float64 for 32-byte AVX2 vectors), zero beyond B's last column. A panel's row k is
-contiguous, so a step reads each panel in order, and panel_tile keeps a tile of rows × panel
-columns in vector registers:
+Every step multiplies a tile's batch rows by its part of a weight: h @ W_hhᵀ forward,
+da @ W_hh backward, and before the loop x @ W_ihᵀ (project_inputs). All are a @ B, with
+B's columns packed into *panels* of W columns (PANEL_VECTORS SIMD vectors), zero beyond
+B's last column: panels[p, k, c] = B[k, p·W + c]. panel_tile keeps a register tile of
+TILE_ROWS rows × one panel in vector registers (jit.cpu.host sizes it to the host's
+registers and vector width):
 
     per k:  x_r = a[r, k] broadcast to a vector    (one load per row)
             acc[r][v] += x_r · panels[p, k, v-th vector]   (one vector load per vector)
 
-Six rows × two vectors is twelve accumulators, two weight loads and six broadcasts per
-twelve vector FMAs, so the loop is bound by the FMA units (two per cycle on Zen 3 and
-Intel cores since Haswell), and twelve independent sums cover the FMA latency (4–5 cycles).
-This is the outer-product micro-kernel of BLIS/OpenBLAS, written as LLVM vector IR because
-LLVM does not find it in scalar loops (tried: a 64-scalar tile ran at 4 GFLOP/s).
-
-Measured on this project's 2-core AMD EPYC (Zen 3), one thread, float32, GFLOP/s, best of
-5, 2026-11-27 (the VM's speed drifts by tens of percent; each column's three were measured
-back to back):
-
-    rows × columns × K     1×256×64  8×512×128  16×1024×256  32×1024×256  64×1024×512
-    panels (this)             22         89          87           93           98
-    LLVM-vectorised loops     27         62          63           67           76
-    BLAS (OpenBLAS)           17         42          60           75           82
-
-and level with BLAS from 128 rows up (55–96 against 51–87), so the time loops use it at
-every size. (One row is a matrix-vector product: bound by loading W, any kernel.)
-
-The product writes into ``out`` and allocates nothing: it runs once per time step. Its
-output has a whole number of panels' columns (product_columns); callers read the first
-B.shape[1] of them.
+the outer-product micro-kernel of BLIS/OpenBLAS, written as LLVM vector IR because LLVM
+does not find it in scalar loops. One core of the Zen 3 guest, float32: 87–98 GFLOP/s at
+16–64 rows, against 54–82 for OpenBLAS (docs/jit-cpu.md). Nothing here allocates per step.
 twin: reference.affine.affine / affine_backward (the x Wᵀ and da W terms, without bias).
 """
 import numpy as np
@@ -41,11 +21,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, register_jitable
 
-#: Bytes per SIMD vector (AVX2). AVX-512 machines might gain from 64 (not tried); narrower ones
-#: (NEON) get each vector split in two by LLVM. Lanes are independent, so results do not change.
-VECTOR_BYTES = 32
-#: Vectors per panel row: the columns one tile covers per row of a.
-PANEL_VECTORS = 2
+from .host import PANEL_VECTORS, TILE_ROWS, VECTOR_BYTES  # noqa: F401  (fixed per host: jit.cpu.host)
+
 #: Panels that panel_product runs every row tile on before moving on. Its tails are written
 #: for four: a one-row tile takes all four at once, a two-row tile two at a time.
 PANEL_GROUP = 4
@@ -56,8 +33,8 @@ def panel_tile(typingctx, a, r0, rows, panels, p0, n_panels, out):
     """out[r0 : r0 + rows, p0·W : (p0 + n_panels)·W] = a[r0 : r0 + rows] @ panels[p0 : p0 + n_panels].
 
     ``rows`` and ``n_panels`` are compile-time constants (rows · n_panels · PANEL_VECTORS
-    accumulators, which should fit the 16 vector registers with room for the loads). No
-    bounds checks: panel_product checks the shapes once per call.
+    accumulators, which must fit the vector registers with room for the loads). No bounds
+    checks: panel_product checks the shapes once per call.
     """
     if not (isinstance(rows, types.IntegerLiteral) and isinstance(n_panels, types.IntegerLiteral)
             and isinstance(a, types.Array) and isinstance(panels, types.Array) and isinstance(out, types.Array)
@@ -147,14 +124,9 @@ def product_columns(panels):
 def panel_product(a, panels, out):
     """out[:, :product_columns(panels)] = a (nb, K) @ B, for B (K, ·) packed as ``panels``.
 
-    Rows go six at a time, then four, two and one; two or one remaining rows take two or
-    four panels per tile, so each tile still has eight or more independent sums (except in
-    a last group of fewer than four panels). The panels
-    go in groups of four, each group serving every row tile before the next, so each step
-    reads B once from wherever it lives (at M's 16 rows × 1024 columns × K = 256, B is 1 MiB,
-    twice the L2 cache), and a's rows, the smaller stream, stay in L1. Measured against
-    running each row-tile size over all panels in turn (one thread, float32, interleaved):
-    3% faster at 16 and 32 rows, the same elsewhere, and the same bits.
+    Rows go TILE_ROWS at a time, the rest in tail_tiles. The panels go in groups of
+    PANEL_GROUP, each serving every row tile before the next, so a step reads B once from
+    wherever it lives while a's rows, the smaller stream, stay in L1.
     """
     nb, K = a.shape
     n_panels, panel_K, W = panels.shape
@@ -164,30 +136,46 @@ def panel_product(a, panels, out):
         return  # nothing to write; and NumPy gives an empty array's axes zero strides
     if out.strides[1] != out.itemsize:
         raise ValueError("panel_product: out's rows must be contiguous")
-    six = nb - nb % 6
-    four = six + 4 if nb - six >= 4 else six  # end of the four-row tile, if any
-    two = four + 2 if nb - four >= 2 else four
+    whole = nb - nb % TILE_ROWS  # rows in whole register tiles
     for p0 in range(0, n_panels, PANEL_GROUP):
         p1 = min(n_panels, p0 + PANEL_GROUP)
         for p in range(p0, p1):
-            for r in range(0, six, 6):
-                panel_tile(a, r, 6, panels, p, 1, out)
-            if four > six:
-                panel_tile(a, six, 4, panels, p, 1, out)
-        whole_group = p1 - p0 == PANEL_GROUP
-        if two > four:
-            if whole_group:
-                panel_tile(a, four, 2, panels, p0, 2, out)
-                panel_tile(a, four, 2, panels, p0 + 2, 2, out)
-            else:
-                for p in range(p0, p1):
-                    panel_tile(a, four, 2, panels, p, 1, out)
-        if nb > two:
-            if whole_group:
-                panel_tile(a, two, 1, panels, p0, 4, out)
-            else:
-                for p in range(p0, p1):
-                    panel_tile(a, two, 1, panels, p, 1, out)
+            for r in range(0, whole, TILE_ROWS):
+                panel_tile(a, r, TILE_ROWS, panels, p, 1, out)
+        if whole < nb:
+            tail_tiles(a, whole, panels, p0, p1, out)
+
+
+@njit(cache=True, error_model="numpy")
+def tail_tiles(a, r, panels, p0, p1, out):
+    """panel_product for a's rows r … (fewer than TILE_ROWS) on panels p0 … p1 − 1: tiles of
+    8 rows (when the register tile is larger), 4, 2 and 1, the two smallest on two or four
+    panels at once, so that each still has eight or more independent sums (except in a last
+    group of fewer than PANEL_GROUP panels)."""
+    nb = a.shape[0]
+    whole_group = p1 - p0 == PANEL_GROUP
+    if TILE_ROWS > 8 and nb - r >= 8:
+        for p in range(p0, p1):
+            panel_tile(a, r, 8, panels, p, 1, out)
+        r += 8
+    if nb - r >= 4:
+        for p in range(p0, p1):
+            panel_tile(a, r, 4, panels, p, 1, out)
+        r += 4
+    if nb - r >= 2:
+        if whole_group:
+            panel_tile(a, r, 2, panels, p0, 2, out)
+            panel_tile(a, r, 2, panels, p0 + 2, 2, out)
+        else:
+            for p in range(p0, p1):
+                panel_tile(a, r, 2, panels, p, 1, out)
+        r += 2
+    if nb > r:
+        if whole_group:
+            panel_tile(a, r, 1, panels, p0, 4, out)
+        else:
+            for p in range(p0, p1):
+                panel_tile(a, r, 1, panels, p, 1, out)
 
 
 @intrinsic
@@ -246,11 +234,9 @@ def transpose_block(typingctx, w, row0, k0, panels, p, c0):
 def pack_rows(w, r0, r1, panels):
     """panels[p, k, c] = w[r0 + p·W + c, k]: B = (rows r0 … r1 − 1 of w)ᵀ packed, zero beyond r1.
 
-    A panel of W whole rows goes as blocks of one vector's lanes square, each transposed in
-    registers (transpose_block); a panel past r1 and a last few k value by value. Value by
-    value throughout, the packing took 0.45 ns a value, 2–2.5× the blocks' time (measured,
-    float32: 512×128 weights' gate block 6.8 → 2.8 µs; float64 1.5×), which each forward
-    call pays for all of W_hh and W_ih on every thread.
+    Whole panels go as square blocks of one vector's lanes, transposed in registers
+    (transpose_block: 2–2.5× faster than value by value); a panel past r1 and the last
+    K % lanes k value by value.
     """
     P, K, W = panels.shape
     if K != w.shape[1] or W != panel_width(w) or not 0 <= r0 <= r1 <= w.shape[0]:
@@ -287,13 +273,12 @@ def copy_zero_padded(block, panel):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def pack_gate_rows(w, H, j0, j1):
-    """Panels of each gate block's B_g = (rows g·H + j0 … g·H + j1 − 1 of w)ᵀ, for the forward
-    product h @ W_hhᵀ of a tile's units: (G, panels, K, W) for w (G·H, K).
+    """Panels of each gate block's B_g = (rows g·H + j0 … g·H + j1 − 1 of w)ᵀ, for h @ W_hhᵀ on a
+    tile's units: (G, panels, K, W) for w (G·H, K).
 
-    One set of panels per gate block, so that gate_products' output has the gate first
-    (G, rows, units): the pointwise passes then index it as out[g, b, u] with constant g.
-    With the gates side by side in one row instead, out[b, g·nj + u], LLVM left the lstm
-    pointwise pass scalar (measured: 55 against 7 ns per unit).
+    One set of panels per gate, so gate_products' output has the gate first (G, rows, units),
+    which the pointwise passes index with a constant g: with the gates side by side in a row,
+    LLVM left the lstm pass scalar (55 against 7 ns per unit).
     """
     nj, K = j1 - j0, w.shape[1]
     W = panel_width(w)
@@ -308,11 +293,8 @@ def pack_gate_rows(w, H, j0, j1):
 def pack_columns(w, j0, j1):
     """Panels of B = w[:, j0:j1], for the backward product da @ W_hh (the tile's units' columns).
 
-    W is a compile-time constant here (columns_per_panel of the dtype's itemsize), so each
-    panel row of a whole panel is a fixed copy of W values that LLVM turns into vector moves;
-    with the loop bounded by min(W, columns left) at run time, LLVM's vector loop (32 values a
-    pass) never ran on 16 and every value went through the scalar remainder (measured: 512×128
-    float32, 47 → 15 µs; 256×64, 12 → 4 µs).
+    W is a compile-time constant here, so a whole panel's row is a fixed copy of W values
+    that LLVM turns into vector moves (a run-time bound left it scalar: 3× slower).
     """
     K = w.shape[0]
     W = columns_per_panel(w.itemsize)
@@ -334,10 +316,7 @@ def pack_columns(w, j0, j1):
 @njit(cache=True, nogil=True, error_model="numpy")
 def matmul(a, b):
     """a (M, K) @ b (K, N) on the calling thread, as a new C-contiguous (M, N) array: b packed
-    as panels (pack_columns), then panel_product.
-
-    jit.cpu.backend's GEMMs below its parallel threshold use it instead of BLAS, so that a
-    small call makes no BLAS call at all (see backend.matmul_rows).
+    as panels (pack_columns), then panel_product. The GEMMs of small calls (jit.cpu.gemms).
     twin: reference.affine.affine / affine_backward's products.
     """
     N = b.shape[1]
@@ -371,25 +350,15 @@ def gate_products(a, gate_panels, out):
 @njit(cache=True, error_model="numpy")
 def project_inputs(x, w_ih, H, b0, b1, j0, j1, out):
     """The input projection of a tile, every step at once: out[g, t·nb + b, u] = x[t, b0 + b] ·
-    W_ih[g·H + j0 + u] for the tile's rows [b0, b1) and units [j0, j1) (nb = b1 − b0, u < j1 − j0).
+    W_ih[g·H + j0 + u] for the tile's rows [b0, b1) and units [j0, j1) (nb = b1 − b0).
 
-    out: (G, ≥ T·nb, ≥ panel_columns(j1 − j0)), gate block first as gate_outputs' arrays, so the
-    pointwise passes read a step's row of gate g as out[g, t·nb + b]. Each thread runs it for its
-    own tile before its time loop: it needs no other thread's work and no BLAS call.
-    W_ih is packed a group of PANEL_GROUP panels at a time into one small buffer, and every row
-    of every step runs over that group before the next is packed, as BLAS packs its blocks:
-    packed whole first instead (8 MiB per thread at L2), the packing cost as much as the
-    products of several steps and made lstm and gru L1, L2 forward 3–18% slower than BLAS.
-    When the tile has every batch row, x (T, B, I) is one matrix of T·B rows: one product per
-    group. Otherwise the tile's rows x[:, b0:b1] are not one matrix: with several gate blocks
-    (lstm, gru) they are copied into one, and one product per group runs on it; with one (rnn),
-    or when I > nj, one product per step on x[t, b0:b1]. (I ≤ nj keeps the copy no larger than
-    one gate block of out, so it adds at most a third of the tile's projection memory; a large
-    I over a narrow tile would have made it many times that.) At S2's 8 of 16 rows (float32,
-    one core) the copy cost 7 µs and saved 40 for lstm's 512 columns (per step, each group paid
-    50 calls' overhead and 6 + 2-row tiles throughout), but nothing for rnn's 128 (measured
-    forward, 2 threads, alternating processes, best of three pairs: lstm 1.53 → 1.50 ms, gru
-    1.15 → 1.14, rnn 0.44 → 0.45).
+    out: (G, ≥ T·nb, ≥ panel_columns(j1 − j0)), gate first as gate_outputs' arrays. Each
+    thread runs it for its own tile before its time loop: no other thread's work, no BLAS.
+    W_ih is packed PANEL_GROUP panels at a time into one small buffer that every row of every
+    step runs over before the next group, as BLAS packs its blocks (packed whole, it cost
+    3–18% at L1 and L2). A tile with every batch row is one matrix of T·B rows; a tile of
+    some rows copies them into one matrix when there are several gate blocks and I ≤ nj (the
+    copy then adds at most a third to the tile's projection memory), else goes step by step.
     twin: reference.affine.affine (x W_ihᵀ; the bias is added in the pointwise pass).
     """
     T, B, I = x.shape
@@ -418,12 +387,9 @@ def project_inputs(x, w_ih, H, b0, b1, j0, j1, out):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def gate_units(row, gate, H, j0, j1):
-    """row[gate·H + j0 : gate·H + j1]: a tile's units of one gate block of a gates-wide row (a view).
-
-    The pointwise passes index such views by the unit u alone. Indexed in place instead, as
-    xw[t, b0 + b, gate·H + j0 + u], the lstm forward pass ran at 16 rather than 10 ns per
-    unit (measured, float32, 16 rows × 256 units): LLVM vectorised it less well.
-    """
+    """row[gate·H + j0 : gate·H + j1]: a tile's units of one gate block of a gates-wide row (a
+    view), which the pointwise passes index by the unit alone (indexed in place they ran at
+    16 rather than 10 ns per lstm unit: LLVM vectorised them less well)."""
     return row[gate * H + j0:gate * H + j1]
 
 
@@ -441,13 +407,11 @@ def store_gate_blocks(blocks, H, j0, j1, dest, row0):
 @njit(cache=True, nogil=True, error_model="numpy")
 def store_rows(source, dest, row0, column0, n):
     """dest[row0 + r, column0 : column0 + n] = source[r, :n] for every row r of source: what
-    the time loops store each step (a tile's h into hs[t], its gates or da into theirs).
+    the time loops store each step (h into hs[t], the gates or da into theirs).
 
-    Both arrays whole (C-contiguous), and the tile's place in dest given by offsets: Numba
-    types a 2-D slice such as hs[t, b0:b1, j0:j1] as an array of any strides, and LLVM left
-    a loop over its rows' values scalar. Measured, float32, an lstm S2 tile's gate blocks
-    (8 rows × 4 × 128 per step, 50 steps): slice assignment, gates[t, b0:b1, a:b] = block,
-    94 µs; a row loop over such slices 136 µs; this, 24 µs.
+    Whole C arrays with the tile's place as offsets: Numba types a 2-D slice such as
+    hs[t, b0:b1, j0:j1] as an array of any strides, and LLVM left its copy scalar (an lstm
+    S2 tile's gate stores: 94 µs by slice assignment, 24 µs this way).
     """
     if n > source.shape[1] or row0 < 0 or column0 < 0 or row0 + source.shape[0] > dest.shape[0] \
             or column0 + n > dest.shape[1]:

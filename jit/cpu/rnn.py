@@ -4,7 +4,7 @@
 
 Same layout as jit.cpu.lstm: the tile's input projection first, one call per thread on a
 tile of rows × units, per step the recurrent product and one fused pointwise pass into
-scratch arrays (why: see jit.cpu.lstm); compile options: jit.cpu.kernel_options.
+scratch arrays (why: see jit.cpu.lstm).
 """
 import numpy as np
 from numba import njit
@@ -18,13 +18,13 @@ from .sync import wait_for_all
 
 
 @njit(**KERNEL_OPTIONS)
-def rnn_forward_kernel(x, w_ih, w_hh, bias, h0, relu_activation, hs, h_n, xw, arrivals, n_threads, b0, b1, j0, j1):
+def rnn_forward(x, w_ih, w_hh, bias, h0, relu_activation, hs, h_n, xw, arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × units [j0, j1) of hs (T, B, H) and h_n; for rnn_* hs
     doubles as the gates. bias = b_ih + b_hh (H,); xw: the tile's scratch for its input
     projection (jit.cpu.products.project_inputs).
 
     twin: reference.rnn.rnn_step_forward, looped over t. Threads that split the units wait
-    for each other after each step (see jit.cpu.lstm.lstm_forward_kernel).
+    for each other after each step (as jit.cpu.lstm.lstm_forward).
     """
     T, B, H = hs.shape
     nb, nj = b1 - b0, j1 - j0
@@ -38,20 +38,19 @@ def rnn_forward_kernel(x, w_ih, w_hh, bias, h0, relu_activation, hs, h_n, xw, ar
         for b in range(nb):
             x_b, a_b = xw[0, t * nb + b], a_h[b]
             for u in range(nj):
-                a = x_b[u] + bias_units[u] + a_b[u]
-                a_b[u] = relu(a) if relu_activation else tanh(a)
+                a = x_b[u] + bias_units[u] + a_b[u]  # affine: W_ih x + b_ih + W_hh h + b_hh
+                a_b[u] = relu(a) if relu_activation else tanh(a)  # h' = act(a)
         store_rows(a_h, hs[t], b0, j0, nj)
         wait_for_all(arrivals, n_threads, t)
     h_n[b0:b1, j0:j1] = hs[T - 1, b0:b1, j0:j1]
 
 
 @njit(**KERNEL_OPTIONS)
-def rnn_backward_kernel(w_hh, hs, dhs, dh_n, relu_activation, da, dh0, arrivals, n_threads, b0, b1, j0, j1):
+def rnn_backward(w_hh, hs, dhs, dh_n, relu_activation, da, dh0, arrivals, n_threads, b0, b1, j0, j1):
     """Fill the tile rows [b0, b1) × units [j0, j1) of da (T, B, H) = ∂L/∂(pre-activation) and dh0.
 
-    Each thread first packs the columns of W_hh for its units (jit.cpu.products).
-    twin: reference.rnn.rnn_step_backward, looped over reversed t (weight gradients follow
-    as GEMMs on da in jit.cpu.backend).
+    twin: reference.rnn.rnn_step_backward, looped over reversed t (the weight gradients
+    follow as GEMMs on da: jit.cpu.gemms).
     """
     T, B, H = hs.shape
     nb, nj = b1 - b0, j1 - j0

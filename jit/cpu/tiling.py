@@ -1,0 +1,86 @@
+"""How a call's threads share the time loop: tiles of batch rows × hidden units.
+
+Each thread runs the whole time loop on its tile. By rows (every unit of a chunk of rows)
+the threads never wait, but each reads all of W_hh at every step; by units (every row of a
+slice of the units) each reads only its share of W_hh, and the threads wait for each other
+once per step (jit.cpu.sync), since a step reads the previous h of every unit.
+split_by_units chooses (docs/jit-cpu.md has the measurements behind it).
+"""
+from typing import NamedTuple
+
+import numpy as np
+
+from .host import PANEL_VECTORS, VECTOR_BYTES
+from .pool import run_in_parallel
+from .products import panel_columns
+from .sync import new_arrivals
+from .workspace import scratch
+
+#: Unit slices are cut at multiples of one float32 panel's columns where H allows, so each
+#: thread's pointwise loop runs on whole vectors and no panel but the last is padded.
+UNIT_ALIGNMENT = PANEL_VECTORS * VECTOR_BYTES // 4
+
+#: Hidden size from which the threads share the time loop by units rather than by rows.
+UNIT_SPLIT_MIN_UNITS = 512
+
+
+def split(n: int, parts: int):
+    """[(start, stop)] cutting range(n) into ``parts`` contiguous, nearly equal pieces."""
+    return [(k * n // parts, (k + 1) * n // parts) for k in range(parts)]
+
+
+def unit_slices(H: int, parts: int):
+    """[(j0, j1)] cutting range(H) into ``parts`` pieces, at multiples of UNIT_ALIGNMENT when
+    H has at least that many per part."""
+    if H < parts * UNIT_ALIGNMENT:
+        return split(H, parts)
+    blocks = -(-H // UNIT_ALIGNMENT)
+    return [(min(H, b0 * UNIT_ALIGNMENT), min(H, b1 * UNIT_ALIGNMENT)) for b0, b1 in split(blocks, parts)]
+
+
+def split_by_units(H: int, n_threads: int) -> bool:
+    """Whether the threads of a call share the time loop by hidden units rather than by rows."""
+    return n_threads > 1 and H >= max(UNIT_SPLIT_MIN_UNITS, n_threads)
+
+
+class Tiling(NamedTuple):
+    """tiles[k] = (b0, b1, j0, j1), the rows × units thread k runs the whole loop on;
+    by_units: whether the tiles split the units (and so wait for each other each step)."""
+    tiles: list
+    by_units: bool
+
+
+def tiling_for(cell: str, B: int, H: int, n_threads: int) -> Tiling:
+    """The tiles of a call. gru_classic's kernels take rows only: their n gate reads r⊙h of
+    every unit, which would be a second wait per step."""
+    if cell != "gru_classic" and split_by_units(H, n_threads):
+        return Tiling([(0, B, j0, j1) for j0, j1 in unit_slices(H, n_threads)], True)
+    return Tiling([(b0, b1, 0, H) for b0, b1 in split(B, max(1, min(n_threads, B)))], False)
+
+
+def _own_part(own, k):
+    """The arguments that only tile k gets: (own[k],), or none."""
+    return () if own is None else (own[k],)
+
+
+def run_on_tiles(kernel, *args, tiling: Tiling, own=None):
+    """``kernel(*args, [own[k],] arrivals, n_waiting, b0, b1, j0, j1)`` for each tile k, in
+    parallel. Unit tiles share one barrier counter; row tiles never wait (n_waiting = 1)."""
+    arrivals, n_waiting = new_arrivals(), (len(tiling.tiles) if tiling.by_units else 1)
+    run_in_parallel([(kernel, (*args, *_own_part(own, k), arrivals, n_waiting, *tile))
+                     for k, tile in enumerate(tiling.tiles)])
+
+
+def run_on_row_chunks(kernel, *args, tiling: Tiling, own=None):
+    """``kernel(*args, [own[k],] b0, b1)`` for each row tile k, in parallel (gru_classic's
+    kernels, which take rows only)."""
+    assert not tiling.by_units
+    run_in_parallel([(kernel, (*args, *_own_part(own, k), b0, b1)) for k, (b0, b1, _, _) in enumerate(tiling.tiles)])
+
+
+def projection_scratch(tiling: Tiling, T: int, G: int, dtype) -> np.ndarray:
+    """Every tile's input projection (jit.cpu.products.project_inputs' out): [k] for tile k,
+    (G, T·rows, columns), sized for the largest tile; one scratch array (jit.cpu.workspace)."""
+    rows = max(b1 - b0 for b0, b1, _, _ in tiling.tiles)
+    units = max(j1 - j0 for _, _, j0, j1 in tiling.tiles)
+    return scratch("xw", (len(tiling.tiles), G, T * rows, panel_columns(units, dtype)), dtype)
