@@ -731,6 +731,24 @@ def test_each_kernel_compiles_once_per_dtype():
         assert len(kernel.signatures) <= len(DTYPES), (kernel.__name__, kernel.signatures)
 
 
+def test_the_property_suite_passes_at_the_other_vector_width():
+    """jit.cpu.host compiles for 64-byte vectors with AVX-512 and 32-byte ones without;
+    CELLBENCH_VECTOR_BYTES forces either (LLVM lowers a 64-byte vector to two 32-byte
+    operations on AVX2). The whole property suite against jit.cpu, this file included, must
+    pass with the width this process did not pick, so that every machine checks both widths'
+    register tiles, tails and packing. In a fresh process: the width is fixed at import."""
+    from jit.cpu import host
+
+    other = 32 if host.VECTOR_BYTES == 64 else 64
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, CELLBENCH_VECTOR_BYTES=str(other), CELLBENCH_BACKEND="jit.cpu")
+    command = [sys.executable, "-m", "pytest", "properties", "-q", "-x", "-p", "no:cacheprovider",
+               "-k", "not the_other_vector_width"]
+    out = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=1200)
+    assert out.returncode == 0, f"width {other}:\n{out.stdout[-4000:]}\n{out.stderr[-2000:]}"
+    assert " passed" in out.stdout and " failed" not in out.stdout
+
+
 def test_a_call_leaves_numbas_threading_layer_unlaunched():
     """jit.cpu runs its own threads; launching Numba's "omp" layer before torch's import made every
     torch.nn call 8–10× slower in the same process (measured: see jit.cpu.threads.pool_threads)."""
@@ -810,6 +828,21 @@ def test_read_only_package_caches_in_a_writable_folder_and_a_new_process_reuses_
     finally:
         subprocess.run(["chmod", "-R", "u+w", work], check=False)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_each_vector_width_has_its_own_cached_code(tmp_path):
+    """A forced width never loads code compiled for the other (the products' vector width and
+    register tile are module constants, which Numba's cache key does not see): in one cache
+    folder, 32 then 64 then 32 again compile, compile, and only then load."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    runs = []
+    for width in (32, 64, 32):
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), CELLBENCH_VECTOR_BYTES=str(width))
+        runs.append(run_probe([], root, env))
+    (first, other, again) = runs
+    assert first["misses"] >= 1 and first["hits"] == 0, first
+    assert other["misses"] >= 1 and other["hits"] == 0, other
+    assert again["hits"] >= 1 and again["misses"] == 0, again
 
 
 def test_an_explicit_numba_cache_dir_wins(tmp_path):
