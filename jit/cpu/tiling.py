@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .host import PANEL_VECTORS, VECTOR_BYTES
+from .host import L2_BYTES, PANEL_VECTORS, VECTOR_BYTES
 from .pool import run_in_parallel
 from .products import panel_columns
 from .sync import new_arrivals
@@ -20,8 +20,15 @@ from .workspace import scratch
 #: thread's pointwise loop runs on whole vectors and no panel but the last is padded.
 UNIT_ALIGNMENT = PANEL_VECTORS * VECTOR_BYTES // 4
 
-#: Hidden size from which the threads share the time loop by units rather than by rows.
-UNIT_SPLIT_MIN_UNITS = 512
+#: Hidden size from which the threads share the time loop by units, on hosts with less than
+#: 1 MiB of L2 per core (Zen 3: 3–15% faster at H = 512 and 1024); None where rows were as fast
+#: or faster at every size (Zen 4, 1 MiB: rows 0.94–1.0× units' time for lstm and gru at
+#: H = 512 and 1024, 0.65–0.85× for rnn_tanh at 1024). See docs/jit-cpu.md.
+UNIT_SPLIT_MIN_UNITS = 512 if L2_BYTES < (1 << 20) else None
+#: By units whenever the row split would leave a thread at most this many rows: a one- or
+#: two-row tile reads all of W_hh per step for one or two FMAs per weight, and two threads
+#: halve that stream (Zen 4, B = 2: units 0.47–0.68× the rows' time; B = 8: 1.05–1.3×).
+UNIT_SPLIT_MAX_ROWS_PER_THREAD = 2
 
 
 def split(n: int, parts: int):
@@ -38,9 +45,12 @@ def unit_slices(H: int, parts: int):
     return [(min(H, b0 * UNIT_ALIGNMENT), min(H, b1 * UNIT_ALIGNMENT)) for b0, b1 in split(blocks, parts)]
 
 
-def split_by_units(H: int, n_threads: int) -> bool:
+def split_by_units(B: int, H: int, n_threads: int) -> bool:
     """Whether the threads of a call share the time loop by hidden units rather than by rows."""
-    return n_threads > 1 and H >= max(UNIT_SPLIT_MIN_UNITS, n_threads)
+    if n_threads < 2 or H < n_threads:
+        return False
+    few_rows = B <= UNIT_SPLIT_MAX_ROWS_PER_THREAD * n_threads
+    return few_rows or (UNIT_SPLIT_MIN_UNITS is not None and H >= UNIT_SPLIT_MIN_UNITS)
 
 
 class Tiling(NamedTuple):
@@ -53,7 +63,7 @@ class Tiling(NamedTuple):
 def tiling_for(cell: str, B: int, H: int, n_threads: int) -> Tiling:
     """The tiles of a call. gru_classic's kernels take rows only: their n gate reads r⊙h of
     every unit, which would be a second wait per step."""
-    if cell != "gru_classic" and split_by_units(H, n_threads):
+    if cell != "gru_classic" and split_by_units(B, H, n_threads):
         return Tiling([(0, B, j0, j1) for j0, j1 in unit_slices(H, n_threads)], True)
     return Tiling([(b0, b1, 0, H) for b0, b1 in split(B, max(1, min(n_threads, B)))], False)
 
