@@ -160,21 +160,30 @@ PROJECTION_H = products.PANEL_GROUP * W32 + 6
 PROJECTION_TILES = [(0, 5, 0, PROJECTION_H), (1, 4, 3, PROJECTION_H), (0, 5, 5, 12), (2, 3, 0, 41), (1, 4, 5, 12)]
 
 
+#: An input width whose packed panels fill half of a core's L2 at fewer than PANEL_GROUP panels
+#: (float32), so project_inputs packs W_ih one panel at a time (products.projection_group).
+WIDE_I = products.L2_BYTES // (2 * 2 * W32 * 4) + 1
+
+
+@pytest.mark.parametrize("I", [37, WIDE_I])
 @pytest.mark.parametrize("G", [4, 1])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_tile_projections_match_the_exact_product_and_write_nothing_else(dtype, G):
+def test_tile_projections_match_the_exact_product_and_write_nothing_else(dtype, G, I):
     """jit.cpu.products.project_inputs: for a tile's rows and units, out[g, t·nb + b, u] is
     x[t, b0 + b] · W_ih[g·H + j0 + u], within the same dot-product bound as
     test_panel_products_match_the_exact_product_and_write_nothing_else (K = I terms), for
     every step and gate; rows past T·nb and columns past the tile's panels keep their sentinel.
     A tile with some of the rows takes both paths: its rows copied into one matrix (G = 4,
-    I ≤ its units), and one product per step (G = 1, or fewer units than I: the last tile)."""
-    from jit.cpu.products import panel_columns, project_inputs
+    I ≤ its units), and one product per step (G = 1, or fewer units than I: the last tile).
+    With I = WIDE_I the panels go one group of fewer than PANEL_GROUP at a time."""
+    from jit.cpu.products import panel_columns, project_inputs, projection_group
+
+    assert I < 100 or projection_group(I, W32, 4) < products.PANEL_GROUP
 
     rng = np.random.default_rng(11)
     u = np.finfo(dtype).eps / 2
     exact_dtype = np.float64 if dtype == np.float32 else np.longdouble
-    T, B, I, H = 3, 5, 37, PROJECTION_H
+    T, B, H = 3, 5, PROJECTION_H
     gamma = I * u / (1 - I * u)
     x = rng.uniform(-1, 1, (T, B, I)).astype(dtype)
     w_ih = rng.uniform(-1, 1, (G * H, I)).astype(dtype)

@@ -21,7 +21,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, register_jitable
 
-from .host import PANEL_VECTORS, TILE_ROWS, VECTOR_BYTES  # noqa: F401  (fixed per host: jit.cpu.host)
+from .host import L2_BYTES, PANEL_VECTORS, TILE_ROWS, VECTOR_BYTES  # noqa: F401  (fixed per host: jit.cpu.host)
 
 #: Panels that panel_product runs every row tile on before moving on. Its tails are written
 #: for four: a one-row tile takes all four at once, a two-row tile two at a time.
@@ -354,8 +354,8 @@ def project_inputs(x, w_ih, H, b0, b1, j0, j1, out):
 
     out: (G, ≥ T·nb, ≥ panel_columns(j1 − j0)), gate first as gate_outputs' arrays. Each
     thread runs it for its own tile before its time loop: no other thread's work, no BLAS.
-    W_ih is packed PANEL_GROUP panels at a time into one small buffer that every row of every
-    step runs over before the next group, as BLAS packs its blocks (packed whole, it cost
+    W_ih is packed projection_group panels at a time into one small buffer that every row of
+    every step runs over before the next group, as BLAS packs its blocks (packed whole, it cost
     3–18% at L1 and L2). A tile with every batch row is one matrix of T·B rows; a tile of
     some rows copies them into one matrix when there are several gate blocks and I ≤ nj (the
     copy then adds at most a third to the tile's projection memory), else goes step by step.
@@ -371,10 +371,11 @@ def project_inputs(x, w_ih, H, b0, b1, j0, j1, out):
         rows = np.empty((T * nb, I), x.dtype)
         for t in range(T):
             store_rows(x[t, b0:b1], rows, t * nb, 0, I)
-    group = np.empty((PANEL_GROUP, I, W), x.dtype)
+    n_group = projection_group(I, W, x.itemsize)
+    group = np.empty((n_group, I, W), x.dtype)
     for gate in range(G):
-        for c0 in range(0, nj, PANEL_GROUP * W):
-            c1 = min(nj, c0 + PANEL_GROUP * W)
+        for c0 in range(0, nj, n_group * W):
+            c1 = min(nj, c0 + n_group * W)
             panels = group[:-(-(c1 - c0) // W)]
             pack_rows(w_ih, gate * H + j0 + c0, gate * H + j0 + c1, panels)
             columns = out[gate, :, c0:c0 + panels.shape[0] * W]
@@ -383,6 +384,13 @@ def project_inputs(x, w_ih, H, b0, b1, j0, j1, out):
                     panel_product(x[t, b0:b1], panels, columns[t * nb:(t + 1) * nb])
             else:
                 panel_product(rows, panels, columns)
+
+
+@register_jitable
+def projection_group(K, W, itemsize):
+    """Panels of W_ih that project_inputs packs at a time: PANEL_GROUP, or fewer where they
+    would fill more than half of a core's L2 (the rows of x and the output pass beside them)."""
+    return max(1, min(PANEL_GROUP, (L2_BYTES // 2) // max(1, K * W * itemsize)))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
