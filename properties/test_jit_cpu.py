@@ -745,12 +745,38 @@ def test_each_kernel_compiles_once_per_dtype():
         assert len(kernel.signatures) <= len(DTYPES), (kernel.__name__, kernel.signatures)
 
 
+#: Calls whose results must have the same bits at either vector width (every output element's
+#: sums run in the same order): rows and columns off the tiles' and panels' sizes, both splits.
+WIDTH_PROBE = """
+import hashlib, sys, numpy as np, reference
+from jit.cpu import backend, threads, tiling
+threads.PARALLEL_MIN_MACS = 0
+digest = hashlib.sha256()
+for cell in reference.CELLS:
+    for dtype in (np.float32, np.float64):
+        for T, B, I, H, by_units in ((3, 17, 37, 45, False), (2, 3, 70, 133, True)):
+            tiling.UNIT_SPLIT_MAX_ROWS_PER_THREAD = B if by_units else -1
+            rng = np.random.default_rng(B)
+            p = reference.init_params(cell, I, H, dtype=dtype, seed=B)
+            x = rng.uniform(-1, 1, (T, B, I)).astype(dtype)
+            h0 = rng.uniform(-1, 1, (B, H)).astype(dtype)
+            c0 = h0.copy() if cell == "lstm" else None
+            f = backend.forward(cell, p, x, h0, c0)
+            g = backend.backward(cell, p, x, h0, c0, f, np.ones_like(f.hs), h0)
+            for a in (f.hs, f.h_n, f.gates, *g):
+                if a is not None:
+                    digest.update(np.ascontiguousarray(a).tobytes())
+print(digest.hexdigest())
+"""
+
+
 def test_the_property_suite_passes_at_the_other_vector_width():
     """jit.cpu.host compiles for 64-byte vectors with AVX-512 and 32-byte ones without;
     CELLBENCH_VECTOR_BYTES forces either (LLVM lowers a 64-byte vector to two 32-byte
     operations on AVX2). The whole property suite against jit.cpu, this file included, must
     pass with the width this process did not pick, so that every machine checks both widths'
-    register tiles, tails and packing. In a fresh process: the width is fixed at import."""
+    register tiles, tails and packing; and the two widths give the same bits. In fresh
+    processes: the width is fixed at import."""
     from jit.cpu import host
 
     other = 32 if host.VECTOR_BYTES == 64 else 64
@@ -761,6 +787,13 @@ def test_the_property_suite_passes_at_the_other_vector_width():
     out = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, f"width {other}:\n{out.stdout[-4000:]}\n{out.stderr[-2000:]}"
     assert " passed" in out.stdout and " failed" not in out.stdout
+    digests = {}
+    for width in (host.VECTOR_BYTES, other):
+        probe = subprocess.run([sys.executable, "-c", WIDTH_PROBE], cwd=root, capture_output=True, text=True,
+                               env=dict(os.environ, CELLBENCH_VECTOR_BYTES=str(width)), timeout=600)
+        assert probe.returncode == 0, probe.stderr[-2000:]
+        digests[width] = probe.stdout.strip()
+    assert digests[host.VECTOR_BYTES] == digests[other], digests
 
 
 def test_a_call_leaves_numbas_threading_layer_unlaunched():
