@@ -44,8 +44,7 @@ def exp_nonpositive(x):
 
     Compiled, it is the library's exp (generic overload: CUDA, and float64 on the CPU), except
     float32 on the CPU, which gets exp_nonpositive_float32: libm's expf is a call LLVM cannot
-    vectorise, and it dominated the fused pointwise passes (measured: an lstm unit's forward
-    pointwise work 29 ns → 7 ns with it).
+    vectorise (an lstm unit's forward pass 29 → 7 ns with ours).
     """
     return math.exp(x)
 
@@ -94,12 +93,9 @@ _LN2_HIGH = 0.693359375
 _LN2_LOW = math.log(2) - 0.693359375
 #: e^r ≈ Σ_k EXP_POLYNOMIAL[k]·r^k for |r| ≤ ln2/2: the degree-6 polynomial of least maximum
 #: relative error with c0 = c1 = 1 (exact in float32) and the others rounded to float32 one at
-#: a time, each of the rest re-fitted after (a linear programme on 4001 points of the interval,
-#: run once with scipy's HiGHS on 2026-11-28; scipy is not a dependency). Its relative error,
-#: float32 coefficients, exact arithmetic, is 3.14e-9 = 0.05 u (u = 2^−24, float32's unit
-#: roundoff; checked on 2·10^6 points, and by test_float32_exp_polynomial_is_within_its_stated_error).
-#: Taylor's degree 7, used before, left 5.7e-9; one term fewer is one multiply-add fewer on the
-#: gate's dependency chain, which bounds the pointwise passes (below).
+#: a time, each of the rest re-fitted after (a linear programme on 4001 points, run once with
+#: scipy's HiGHS; scipy is not a dependency). Relative error with float32 coefficients in exact
+#: arithmetic: 3.14e-9 = 0.05 u (u = 2^−24; test_float32_exp_polynomial_is_within_its_stated_error).
 EXP_POLYNOMIAL = (1.0, 1.0, 0.4999999403953552, 0.1666652262210846, 0.04166829213500023,
                   0.008368532173335552, 0.0013818301958963275)
 #: The same coefficients times 2^−SCALE_SHIFT (exact: a power of two, and every product stays
@@ -115,24 +111,12 @@ def exp_nonpositive_float32(x):
     """e^x for float32 x ≤ 0, in arithmetic LLVM vectorises; within 1 ulp of the true value.
 
     x = n ln2 + r with n = round(x log2 e), |r| ≤ ln2/2, so e^x = 2^n e^r: a polynomial for
-    e^r (EXP_POLYNOMIAL, its coefficients pre-scaled by 2^−64), then one product with
-    2^(n+64), exact unless the result lies below float32's normal range, where it is the one
-    rounding into the subnormals. Scaling every value this way, rather than only the n < −126
-    that need it (a compare and two blends per value), made an lstm unit's forward pointwise
-    pass 5.68 → 4.84 ns (float32, one core, 2026-11-27). x is clamped at −110, where e^x is
-    already below half the smallest subnormal, so n stays ≥ −159.
-
-    The gates' time follows this function's dependency chain (~15 dependent operations per
-    vector of values) more than its operation count: a σ loop takes ~20 cycles per 8 values,
-    about twice what its operations need on Zen 3's pipes, as if the out-of-order window held
-    only a few chains at once. So each operation taken off the chain counts: the degree-6
-    polynomial and the folded 2^−64 (both 2026-11-28) made σ 0.83 → 0.75 ns, tanh 1.18 → 1.02
-    ns per value and an lstm unit's forward pass 4.61 → 4.23–4.33 ns (float32, one core, best
-    of 7 rounds in each of two in-process A/Bs against the Taylor form). Splitting the
-    polynomial Estrin-style, a shorter chain still, made tanh 4% and the lstm pass 1% faster, at
-    1.43 u worst error against Horner's 1.28 u (u = 2^−24, over every float32 whose e^x is
-    normal): not kept. The error bound is derived and tested in properties/test_jit_cpu.py
-    (test_float32_exp_is_within_one_ulp_down_to_the_subnormals).
+    e^r (EXP_POLYNOMIAL, pre-scaled by 2^−64), then one product with 2^(n+64), exact unless the
+    result is subnormal, where it is the one rounding. Scaling every value so, rather than
+    blending only the n < −126 that need it, is shorter. x is clamped at −110 (below half the
+    smallest subnormal), so n ≥ −159. The gates' time follows this dependency chain more than
+    its operation count, so each operation off the chain counts (docs/perf-log.md). The error
+    bound is derived and tested in test_float32_exp_is_within_one_ulp_down_to_the_subnormals.
     """
     lowest = np.float32(-110.0)
     x = lowest if x < lowest else x  # a select, not max(): see tanh; a NaN stays NaN
@@ -179,9 +163,7 @@ def _tanh_taylor_coefficients(n_terms):
 TANH_TAYLOR = _tanh_taylor_coefficients(11)
 #: Terms of the series that float32 needs: the first left out, c_5·a^11 with c_5 = 1382/155925,
 #: is at most c_5/16^5 ≈ 8.5e-9 relative to a (and tanh a ≥ 0.97a) for |a| < 1/4: 0.15 of
-#: float32's unit roundoff u = 6e-8. Dropping the other six multiply-adds made the float32 tanh
-#: 1.42 → 1.26 ns per value in a vectorised loop, and an lstm unit's forward pass 5.5–5.7 → 5.2–5.4
-#: ns (measured, one core, in-process A/B, 2026-11-27).
+#: float32's unit roundoff u = 6e-8, so the other six multiply-adds are left out.
 TANH_TERMS_FLOAT32 = 5
 #: Below this |a| tanh uses its Taylor series, above it the exponential form.
 TANH_SERIES_BELOW = 0.25

@@ -3,37 +3,28 @@
 run_in_parallel runs one call's pieces at once: the first on the calling thread, the others
 on worker threads (the pieces release the GIL: nogil kernels, numpy's BLAS).
 
-Handoff: between pieces, workers wait spinning, not sleeping. On the 2-core KVM guest this
-project measures on, an idle vCPU halts at once (the guest's haltpoll is set to poll for 0 ns),
-and waking a thread that slept there took tens of microseconds: a parallel run through a
-ThreadPoolExecutor cost 80–150 µs even for two no-op pieces, and each extra one added
-120–230 µs to an S2 forward (measured, 2026-11-27). So no thread of a run ever sleeps,
-on a lock, a future, or Python's GIL (a thread that waits for the GIL sleeps on a futex):
+Handoff: workers wait spinning, not sleeping. On a KVM guest whose idle vCPU halts at once,
+waking a sleeping thread took tens of microseconds (80–150 µs for two no-op pieces through a
+ThreadPoolExecutor, against 13–30 µs this way; docs/jit-cpu.md). So no thread of a run ever
+sleeps, on a lock, a future, or the GIL (a thread that waits for the GIL sleeps on a futex):
 
 - the caller stores each worker's piece, advances the TICKET counter (holding the GIL) and
   runs its own piece; a worker that sees the new ticket reads on for SETTLE_TRIES (~5 µs)
-  before it takes the GIL, by which time the caller has released it in its own piece (a
-  Numba call's argument handling takes ~2 µs);
+  before it takes the GIL, by which time the caller has released it in its own piece;
 - a worker counts itself DONE from inside its next wait, after it has released the GIL; the
   caller waits for every worker's count spinning, with no GIL (jit.cpu.sync);
-- a worker that has seen no ticket for WORKER_SPIN_TRIES (~1 ms) sleeps on a condition,
-  and the next run wakes it: in a loop of calls the workers stay awake, and an idle program
-  gets its core back.
+- a worker that has seen no ticket for WORKER_SPIN_TRIES (~1 ms) sleeps on a condition, and
+  the next run wakes it: in a loop of calls the workers stay awake, and an idle program gets
+  its core back.
 
-Measured with the same two no-op pieces, hot: 30 µs median against 150 (the 2-core machine,
-in-process A/B, 2026-11-27). One parallel run at a time: concurrent callers take turns.
+One parallel run at a time: concurrent callers take turns.
 
-Placement: before each parallel run, every worker is allowed every CPU the caller may use
-except the one the caller is on. Left to itself, Linux put the woken worker on the caller's
-CPU in most calls (measured on the 2-core KVM guest, lstm S2 forward, two threads: both
-had last run on the same CPU in 17–24 of 30 calls), and the two then shared one core until
-the load balancer moved one, milliseconds later: a whole small call. The guest's scheduler
-avoids waking a task on a vCPU that the host has descheduled, which an idle vCPU often is.
-Kept off the caller's CPU (an affinity mask, not a pin: the worker may take any other), the
-two-thread calls took 0.66–0.90× their median time and 0.68–1.05× their best, over 15 calls
-each (lstm, gru, rnn_tanh at S2 and M, each call after a 20 ms pause, in-process A/B,
-2026-11-27). The caller's own affinity is never touched.
-Where the platform lacks sched_setaffinity or sched_getcpu, workers go where the OS puts them.
+Placement: before each parallel run, every worker may use every CPU the caller may use except
+the one the caller is on (an affinity mask, not a pin; the caller's own is never touched).
+Left alone, the guest's scheduler often woke the worker on the caller's vCPU (it avoids
+vCPUs the host has descheduled, which idle ones often are), and the two shared one core
+until the balancer moved one. Where the platform lacks sched_setaffinity or sched_getcpu,
+workers go where the OS puts them.
 """
 import ctypes
 import os

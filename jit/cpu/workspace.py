@@ -1,17 +1,11 @@
 """Scratch arrays that jit.cpu's calls reuse from one call to the next, per calling thread.
 
-A call's large temporaries (the input projection xw, backward's ∂L/∂a and h_{t−1} for every
-step) never reach the caller, and are the same size in every call of a training loop. Made
-new each time, glibc's allocator gave them fresh pages from the kernel more often than not
-(it returns the top of its heap to the kernel once more than its trim threshold is free),
-and every 4 KiB page then cost a page fault on first touch: 1,800–4,600 faults per training
-call at gru M, gru L1 and lstm L1 (measured, 2-core KVM guest), against 19–47 with this
-cache; gru M training 37.6–39.6 → 27.4–34.6 ms, gru L1 110–125 → 104–107 ms (best of 27,
-separate processes, 2026-11-27).
-
-Each thread that calls jit.cpu keeps one array per role, replaced when a call needs another
-shape or dtype, so concurrent callers never share one. The arrays stay allocated between
-calls (for lstm L1 about 30 MB); release() frees the calling thread's.
+A call's large temporaries (the input projection xw, backward's ∂L/∂a and h_{t−1}) never
+reach the caller and have the same size in every call of a training loop. Made new each
+time, glibc often gave them fresh pages, each costing a page fault on first touch (thousands
+per training call at gru M and lstm L1; docs/jit-cpu.md). Each calling thread keeps one array
+per role, replaced when a call needs another shape or dtype, so concurrent callers never share
+one; they stay allocated between calls, and release() frees the calling thread's.
 """
 import threading
 
