@@ -10,6 +10,7 @@ one torch.nn module with num_layers, bidirectional and proj_size, and for length
 sequence (pack_padded_sequence with enforce_sorted=False, pad_packed_sequence back).
 """
 import sys
+import warnings
 from contextlib import contextmanager
 from functools import partial
 
@@ -190,13 +191,16 @@ def _run_layers(cell, params, x, h0, c0, lengths, shapes):
         hs = tx.new_zeros((0, shapes.B, shapes.D * shapes.H_out))
         return module, inputs, hs, th0 * 1, (tc0 * 1 if tc0 is not None else None)
     state = (th0, tc0) if tc0 is not None else th0
-    if lengths is None or shapes.B == 0:
-        hs, state = module(tx, state)
-    else:
-        packed = pack_padded_sequence(tx, torch.as_tensor(np.asarray(lengths), dtype=torch.int64),
-                                      enforce_sorted=False)
-        out, state = module(packed, state)
-        hs, _ = pad_packed_sequence(out, total_length=shapes.T)  # zeros past each row's length
+    with warnings.catch_warnings():
+        # torch notes once that oneDNN has no projected lstm and it uses its own: the one we check.
+        warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
+        if lengths is None or shapes.B == 0:
+            hs, state = module(tx, state)
+        else:
+            packed = pack_padded_sequence(tx, torch.as_tensor(np.asarray(lengths), dtype=torch.int64),
+                                          enforce_sorted=False)
+            out, state = module(packed, state)
+            hs, _ = pad_packed_sequence(out, total_length=shapes.T)  # zeros past each row's length
     h_n, c_n = state if tc0 is not None else (state, None)
     return module, inputs, hs, h_n, c_n
 
