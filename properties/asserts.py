@@ -256,7 +256,8 @@ def layer_tolerances(problem, dtype=None) -> LayerTolerances:
             per_direction[k] = cell_tolerances(conds[k], u, upstream, input_error=input_error[layer],
                                                w_ih_rows=w_ih_rows(k), upstream_error=above_error,
                                                extra_local=extra_local(k))
-            with np.errstate(over="ignore", invalid="ignore"):  # |dx| ≤ ‖W_ih‖₁·|∂L/∂a| ≤ ‖W_ih‖₁·D·A·upstream
+            # |dx| ≤ ‖W_ih‖₁·|∂L/∂a| ≤ ‖W_ih‖₁·D·A·upstream
+            with np.errstate(over="ignore", invalid="ignore"):
                 magnitude += conds[k].w_ih_cols * conds[k].sensitivity * conds[k].amplification * upstream
             error += per_direction[k].dx
         above, above_error = magnitude, error

@@ -27,7 +27,7 @@ from hypothesis import event, given, settings, target
 from hypothesis import strategies as st
 
 import reference.layers
-from reference.contract import NUM_GATES, Params
+from reference.contract import Params
 
 from .asserts import (assert_close, assert_dtype, assert_within, layer_tolerances, projection_bound_allowance,
                       projection_tolerance, unit_roundoff)

@@ -297,8 +297,8 @@ PROJECTED_CASES = {
 }
 
 
-@pytest.mark.parametrize("cell, case", [(c, name) for c in ("rnn_tanh", "rnn_relu", "lstm", "gru") for name in LAYER_CASES]
-                         + [("lstm", name) for name in PROJECTED_CASES])
+@pytest.mark.parametrize("cell, case", [(c, name) for c in ("rnn_tanh", "rnn_relu", "lstm", "gru")
+                                        for name in LAYER_CASES] + [("lstm", name) for name in PROJECTED_CASES])
 def test_reference_layers_match_torch_in_float64(cell, case):
     """reference.layers against torch.nn.RNN/LSTM/GRU (packed sequences for lengths), every output and
     gradient; torch has no gru_classic, whose layers test_every_layer_gradient_matches_central_differences
@@ -337,7 +337,8 @@ def test_every_layer_gradient_matches_central_differences(cell):
     eps = 1e-6
     tol = 10 * U64 * loss(problem)[1] / eps + eps ** 2 / 6 * 1e2
     arguments = {"dx": ("x", None), "dh0": ("h0", None), "dc0": ("c0", None)}
-    arguments.update({f"dparams[{k}].d{f}": ("params", (k, f)) for k, p in enumerate(problem.params) for f in p._fields})
+    arguments.update({f"dparams[{k}].d{f}": ("params", (k, f))
+                      for k, p in enumerate(problem.params) for f in p._fields})
     for name, (arg, where) in arguments.items():
         base = getattr(problem, arg) if where is None else getattr(problem.params[where[0]], where[1])
         if base is None:

@@ -30,7 +30,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 
 from . import backend as cell_backend
-from .contract import (CELLS, NUM_GATES, PARAM_NAMES, BackwardResult, ForwardResult, Params, _check_array,
+from .contract import (CELLS, NUM_GATES, PARAM_NAMES, ForwardResult, Params, _check_array,
                        _check_finite, _check_same_dtype, _check_shape, _describe, check_cell, numpy_all_finite)
 from .lstm import lstm_projected_step_backward, lstm_projected_step_forward
 
@@ -158,7 +158,8 @@ def check_layer_forward_inputs(cell, params, x, h0, c0, bidirectional, lengths, 
     H = params[0].w_hr.shape[1] if projected else H_out
     _check_shape("h0", h0, (L * D, B, H_out), f"L·D = {L}·{D} from params, B from x.shape[1]")
     if c0 is not None:
-        _check_shape("c0", c0, (L * D, B, H), "L·D and B as h0, H " + ("from params[0].w_hr" if projected else "as h0"))
+        H_from = "from params[0].w_hr" if projected else "as h0"
+        _check_shape("c0", c0, (L * D, B, H), f"L·D and B as h0, H {H_from}")
     if projected and not 0 < H_out < H:
         raise ValueError(f"params[0].w_hr: expected (P, H) with P < H (torch.nn.LSTM's proj_size < hidden_size), "
                          f"P = {H_out} from h0.shape[2]; got shape {tuple(params[0].w_hr.shape)}")

@@ -49,7 +49,8 @@ class IndependentLayers(IndependentCells):
     # ----- the projected lstm: h = W_hr (o⊙tanh c), the recurrence reads h (P wide) -----------------
 
     def _projected_forward(self, params, x, h0, c0):
-        w_ih, w_hh, b_ih, b_hh, w_hr = (np.asarray(getattr(params, n)) for n in ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr"))
+        w_ih, w_hh, b_ih, b_hh, w_hr = (np.asarray(getattr(params, n))
+                                        for n in ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr"))
         H = w_hr.shape[1]
         xw = x @ w_ih.T + b_ih
         h, c = h0, c0
