@@ -8,7 +8,8 @@ Derivations: docs/tolerances.md.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -100,3 +101,67 @@ def conditioning(problem) -> Conditioning:
     return Conditioning(T=T, B=B, I=I, H=H, G=G, x_max=x_max, h_max=h_max, c_max=c_max, pre_max=pre_max,
                         gate_max=gate_max, w_hh=w_norm, w_ih_cols=w_ih_cols, sensitivity=sensitivity,
                         lipschitz=lipschitz, amplification=geometric_sum(lipschitz, T))
+
+
+# ----- layers ------------------------------------------------------------------------------------
+
+class CellView(NamedTuple):
+    """What conditioning() reads of a cell problem: one layer-direction of a layer problem."""
+
+    cell: str
+    params: tuple  # (w_ih, w_hh, b_ih, b_hh)
+    x: np.ndarray  # (T, B, I); only its size and largest |value| are read
+    h0: np.ndarray
+    c0: Optional[np.ndarray]
+
+
+def projected_conditioning(view: CellView, w_hr) -> Conditioning:
+    """An lstm whose output is projected, h = W_hr m with m = o⊙tanh(c), |m| ≤ 1, W_hr (P, H), P < H.
+
+    conditioning() of the same lstm with ‖h0‖∞ raised to ‖W_hr‖∞ (|h| = |W_hr m| ≤ ‖W_hr‖∞ after
+    the first step), then, with w = max(‖W_hr‖∞, ‖W_hr‖₁) and s = max(1, w):
+    - H is the cell's H: it bounds the recurrent product's length P + I + 2 and is the G·H of W_hhᵀ;
+    - D_P = s·D: the pre-activations move m (and c) by ≤ D, then h = W_hr m by ≤ w times that;
+      transposed, ∂L/∂m = W_hrᵀ ∂L/∂h by ≤ ‖W_hr‖₁;
+    - L_P = s·gate_max + ‖W_hh‖·D_P: |Δc'| ≤ f|Δc| + …, |Δm| ≤ |Δc'| + ¼|Δa|, |Δh'| ≤ w|Δm|.
+    """
+    w_hr = np.abs(np.asarray(w_hr, np.float64))
+    rows = float(w_hr.sum(axis=1).max(initial=0.0))
+    w = max(rows, float(w_hr.sum(axis=0).max(initial=0.0)))
+    h0_max = float(np.abs(view.h0).max(initial=0.0))
+    k = conditioning(view._replace(h0=np.full(view.h0.shape, max(h0_max, rows))))
+    scale = max(1.0, w)
+    sensitivity = scale * k.sensitivity
+    lipschitz = scale * k.gate_max + k.w_hh * sensitivity
+    return replace(k, H=w_hr.shape[1], sensitivity=sensitivity, lipschitz=lipschitz,
+                   amplification=geometric_sum(lipschitz, k.T))
+
+
+def direction_conditioning(cell, params, x_max: float, x_shape, h0, c0) -> Conditioning:
+    """One layer-direction as a cell problem whose input is bounded by x_max (its input is the layer
+    below's hs for every layer but the first); params may carry w_hr (a projection)."""
+    view = CellView(cell, (params.w_ih, params.w_hh, params.b_ih, params.b_hh),
+                    np.broadcast_to(np.float64(x_max), x_shape), h0, c0)
+    w_hr = getattr(params, "w_hr", None)
+    return conditioning(view) if w_hr is None else projected_conditioning(view, w_hr)
+
+
+def layer_conditionings(problem) -> list:
+    """A Conditioning per layer-direction, in params' order (properties.strategies.LayerProblem).
+
+    Layer 0 reads x; layer k reads layer k−1's hs, bounded a priori by that layer's h_max, which
+    is all conditioning() needs of an input. The reverse direction reads the same values in
+    another order, and a shorter row only drops steps: T bounds both.
+    """
+    T, B, I = problem.x.shape
+    D = problem.num_directions
+    x_max = float(np.abs(problem.x).max(initial=0.0))
+    conds = []
+    for layer in range(problem.num_layers):
+        width = I if layer == 0 else D * problem.h0.shape[2]
+        this_layer = [direction_conditioning(problem.cell, problem.params[k], x_max, (T, B, width), problem.h0[k],
+                                             None if problem.c0 is None else problem.c0[k])
+                      for k in range(layer * D, (layer + 1) * D)]
+        conds += this_layer
+        x_max = max(c.h_max for c in this_layer)
+    return conds

@@ -6,6 +6,7 @@ Everything a property draws comes from here (array-api-tests' ``hypothesis_helpe
                                   4, 8, 32), rarely large (up to a few hundred), within a work budget
     problems(...)                 a whole Problem: params in a chosen regime, x, h0, c0, upstream grads
     malformed_calls(...)          forward/backward arguments with exactly one defect (robustness)
+    layer_problems(...)           a whole LayerProblem: L layers, D directions, row lengths, lstm projections
 
 Dense arrays: shapes, dtypes, regimes, scales, seeds and the special values (spikes, saturating
 biases, non-finite entries) are Hypothesis draws, and shrink; the dense values themselves come
@@ -27,6 +28,9 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from reference.contract import NUM_GATES, Params
+from reference.layers import ProjectedParams
+
+from .conditioning import direction_conditioning
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -273,3 +277,172 @@ def malformed_calls(draw, backend, cell: str, dtype):
                                   for shape in ((G * H, I), (G * H, H), (G * H,), (G * H,))))
         defect = f"{defect} ({other})"
     return which, args, problem, f"{defect} in {target}"
+
+
+# ----- layers (reference.layers; properties/test_layers.py) ---------------------------------------
+
+#: Largest sizes a layer property draws: a layer example runs 2·L·D·(distinct lengths) cell calls
+#: and the properties call it several times, so the sizes stay small; tails and large shapes are
+#: the cell-level families' job. A backend's max_test_sizes lowers them further.
+LAYER_LIMITS = {"T": 6, "B": 4, "I": 8, "H": 8}
+MAX_LAYERS = 2
+#: A slow backend (one that declares max_test_sizes: jit.cuda under the simulator, where one cell
+#: call costs ~0.1 s) gets at most these sizes and this many layer-directions, L·D, in a problem.
+SLOW_BACKEND_LAYER_LIMITS = {"T": 3, "B": 2, "I": 3, "H": 4}
+SLOW_BACKEND_LAYER_DIRECTIONS = 2
+#: lengths: None (every row runs T steps), "drawn" (None or B integers in 1..T, any order),
+#: "given" (B integers in 1..T), "short" (given, at least one row shorter than T; needs T ≥ 2).
+LENGTHS = (None, "drawn", "given", "short")
+
+
+@dataclass(frozen=True)
+class LayerProblem:
+    """One layer call's worth of arguments (reference.layers.forward's), plus backward's upstream gradients."""
+
+    cell: str
+    params: tuple  # per layer-direction, PyTorch's order: Params, or ProjectedParams (lstm with w_hr)
+    x: np.ndarray  # (T, B, I)
+    h0: np.ndarray  # (L·D, B, H_out)
+    c0: Optional[np.ndarray]  # (L·D, B, H), lstm only
+    lengths: Optional[np.ndarray]  # (B,) integers in 1..T, or None
+    bidirectional: bool
+    dhs: np.ndarray  # (T, B, D·H_out)
+    dh_n: np.ndarray  # (L·D, B, H_out)
+    dc_n: Optional[np.ndarray]  # (L·D, B, H), lstm only
+    regime: str = "pytorch_init"
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.x.dtype
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.params) // self.num_directions
+
+    @property
+    def proj_size(self) -> Optional[int]:
+        w_hr = getattr(self.params[0], "w_hr", None)
+        return None if w_hr is None else w_hr.shape[0]
+
+    def row_lengths(self) -> np.ndarray:
+        return np.full(self.x.shape[1], self.x.shape[0]) if self.lengths is None else np.asarray(self.lengths)
+
+    def astype(self, dtype) -> "LayerProblem":
+        """The same problem in another dtype (float32 → float64 is exact)."""
+        def cast(a):
+            return None if a is None else a.astype(dtype)
+        return replace(self, params=tuple(type(p)(*(cast(a) for a in p)) for p in self.params), x=cast(self.x),
+                       h0=cast(self.h0), c0=cast(self.c0), dhs=cast(self.dhs), dh_n=cast(self.dh_n),
+                       dc_n=cast(self.dc_n))
+
+    def forward(self, layers, **kwargs):
+        """``layers``: anything with layer_forward (a backend's own, or reference.layers.composed(backend))."""
+        return layers.layer_forward(self.cell, list(self.params), self.x, self.h0, self.c0,
+                                    bidirectional=self.bidirectional, lengths=self.lengths, **kwargs)
+
+    def backward(self, layers, fwd):
+        return layers.layer_backward(self.cell, list(self.params), self.x, self.h0, self.c0, fwd, self.dhs,
+                                     self.dh_n, self.dc_n, bidirectional=self.bidirectional, lengths=self.lengths)
+
+    def describe(self) -> str:
+        T, B, I = self.x.shape
+        H = self.params[0].w_hh.shape[0] // NUM_GATES[self.cell]
+        projection = f" P={self.proj_size}" if self.proj_size else ""
+        lengths = "" if self.lengths is None else f" lengths={list(map(int, self.lengths))}"
+        return (f"{self.cell} {self.dtype} L={self.num_layers} D={self.num_directions} T={T} B={B} I={I} H={H}"
+                f"{projection}{lengths} regime={self.regime}")
+
+
+def draw_projection(draw, P, H, dtype, regime, rng) -> np.ndarray:
+    """W_hr (P, H) in the regime of the other params: PyTorch's U(−1/√H, 1/√H); contracting: scaled
+    to ‖W_hr‖∞, ‖W_hr‖₁ ≤ 1, so |h| ≤ 1 and the step's Lipschitz bound is the plain lstm's
+    (properties.conditioning.projected_conditioning); wide: N(0, s²/H)."""
+    if regime == "contracting":
+        w_hr = rng.uniform(-1, 1, (P, H))
+        w_hr /= max(np.abs(w_hr).sum(axis=1).max(), np.abs(w_hr).sum(axis=0).max())
+    elif regime == "wide":
+        w_hr = rng.standard_normal((P, H)) * draw(st.floats(0.1, 3.0), label="w_hr scale s") / np.sqrt(H)
+    else:
+        w_hr = rng.uniform(-1 / np.sqrt(H), 1 / np.sqrt(H), (P, H))
+    return np.ascontiguousarray(w_hr, dtype=dtype)
+
+
+def draw_lengths(draw, T: int, B: int, mode) -> Optional[np.ndarray]:
+    """Row lengths in 1..T, in any order (hypothesis.extra.numpy), as ``mode`` says (LENGTHS)."""
+    if mode is None:
+        return None
+    given = hnp.arrays(np.int64, B, elements=st.integers(1, T))
+    if mode == "drawn":
+        return draw(st.none() | given, label="lengths")
+    lengths = draw(given, label="lengths")
+    if mode == "short":
+        row = draw(st.integers(0, B - 1), label="short row")
+        lengths[row] = draw(st.integers(1, T - 1), label="its length")
+    return lengths
+
+
+@st.composite
+def layer_problems(draw, backend, cell: str, dtype, *, regimes=REGIMES, x_scales=(1.0, 0.1, 3.0), layers=None,
+                   bidirectional=None, projection=None, lengths="drawn", min_T=1, limits=None):
+    """A LayerProblem for ``cell`` in ``dtype``.
+
+    layers: the number L, or None to draw 1..MAX_LAYERS; bidirectional: a bool, or None to draw;
+    projection (lstm): True, False, or None to draw (P in 1..H−1); lengths: one of LENGTHS.
+    Layer k's params are drawn in the regime for inputs bounded by layer k−1's h_max (a priori,
+    properties.conditioning), so "contracting" contracts in every layer.
+    """
+    dtype = np.dtype(dtype)
+    slow = bool(getattr(backend, "max_test_sizes", None))
+    caps = [LAYER_LIMITS, limits or {}] + ([SLOW_BACKEND_LAYER_LIMITS] if slow else [])
+    limits = limits_for(backend, {dim: min(cap.get(dim, LAYER_LIMITS[dim]) for cap in caps) for dim in LAYER_LIMITS})
+    if lengths == "short":
+        min_T = max(min_T, 2)
+    lstm = cell == "lstm"
+    projected = lstm and projection is not False and draw(
+        st.just(True) if projection else st.booleans(), label="projection")
+    H = draw(st.integers(2 if projected else 1, max(limits["H"], 2 if projected else 1)), label="H")
+    B = draw(st.integers(1, limits["B"]), label="B")
+    I = draw(st.integers(1, limits["I"]), label="I")
+    T = draw(st.integers(min_T, max(min_T, limits["T"])), label="T")
+    if bidirectional is None:
+        too_many = slow and (layers or 1) * 2 > SLOW_BACKEND_LAYER_DIRECTIONS
+        bidirectional = False if too_many else draw(st.booleans(), label="bidirectional")
+    D = 2 if bidirectional else 1
+    most_layers = max(1, SLOW_BACKEND_LAYER_DIRECTIONS // D) if slow else MAX_LAYERS
+    L = layers if layers is not None else draw(st.integers(1, most_layers), label="layers L")
+    P = draw(st.integers(1, H - 1), label="proj_size P") if projected else None
+    H_out = P or H
+    row_lengths = draw_lengths(draw, T, B, lengths)
+    regime = draw(st.sampled_from(regimes), label="regime")
+    x_scale = draw(st.sampled_from(x_scales), label="x scale")
+    state_scale = draw(st.sampled_from((0.5, 0.0, 1.0, 3.0)), label="h0/c0 scale")
+    seed = draw(st.integers(0, 2 ** 32 - 1), label="seed")
+    rng = np.random.default_rng(seed)
+
+    def normal(*shape, scale=1.0):
+        return np.ascontiguousarray(rng.standard_normal(shape) * scale, dtype=dtype)
+
+    x = normal(T, B, I, scale=x_scale)
+    h0 = normal(L * D, B, H_out, scale=state_scale)
+    c0 = normal(L * D, B, H, scale=state_scale) if lstm else None
+    params, x_max = [], float(np.abs(x).max(initial=0.0))
+    for layer in range(L):
+        width = I if layer == 0 else D * H_out
+        h_bounds = []
+        for k in range(layer * D, (layer + 1) * D):
+            h_max = max(float(np.abs(h0[k]).max(initial=0.0)), float(np.abs(c0[k]).max(initial=0.0)) if lstm else 0.0)
+            p = draw_params(draw, cell, width, H, dtype, regime, rng, x_max=x_max, h_max=h_max)
+            if projected:  # W_hh reads the P-wide state: its first P columns (norms only shrink)
+                p = ProjectedParams(p.w_ih, np.ascontiguousarray(p.w_hh[:, :P]), p.b_ih, p.b_hh,
+                                    draw_projection(draw, P, H, dtype, regime, rng))
+            params.append(p)
+            h_bounds.append(direction_conditioning(cell, p, x_max, (T, B, width), h0[k],
+                                                   c0[k] if lstm else None).h_max)
+        x_max = max(h_bounds)
+    return LayerProblem(cell=cell, params=tuple(params), x=x, h0=h0, c0=c0, lengths=row_lengths,
+                        bidirectional=bidirectional, dhs=normal(T, B, D * H_out), dh_n=normal(L * D, B, H_out),
+                        dc_n=normal(L * D, B, H) if lstm else None, regime=regime)

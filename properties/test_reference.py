@@ -1,11 +1,14 @@
 """Example-based tests of the NumPy reference: finite differences, the PyTorch oracle,
-the textbook GRU, the stable sigmoid, dtypes, T = 0, initialisation.
+the textbook GRU, the stable sigmoid, dtypes, T = 0, initialisation; and of reference.layers:
+torch.nn's layers, finite differences, bad input, T = 0 and B = 0.
 
 The Hypothesis families (test_<family>.py) check the same mathematics on every backend;
 these pin the reference itself to independent truths.
 """
+import re
 import subprocess
 import sys
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,6 +17,10 @@ import pytest
 import reference
 from reference.activations import sigmoid
 from reference.conversions import textbook_gru_to_classic
+from reference.layers import ProjectedParams
+
+from .asserts import assert_close, layer_tolerances
+from .strategies import LayerProblem
 
 U64 = np.finfo(np.float64).eps / 2  # unit roundoff of float64, 2^-53
 CELLS = reference.CELLS
@@ -238,3 +245,208 @@ def test_torch_backend_says_how_to_install_torch_when_missing():
             "except ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "pip install torch" in out
+
+
+# ----- layers (reference.layers) ----------------------------------------------------------------------
+
+def make_layer_case(cell, *, layers=2, bidirectional=True, lengths=None, proj_size=None, T=5, B=3, I=3, H=4,
+                    dtype=np.float64, seed=0) -> LayerProblem:
+    """A small layer problem: every layer-direction's params at PyTorch's init (W_hr too, U(−1/√H, 1/√H)),
+    unit-normal inputs and upstream gradients."""
+    rng = np.random.default_rng(seed)
+    D = 2 if bidirectional else 1
+    H_out = proj_size or H
+    params = []
+    for k in range(layers * D):
+        p = reference.init_params(cell, I if k < D else D * H_out, H, dtype=dtype, seed=seed + k)
+        if proj_size:
+            w_hr = rng.uniform(-1 / np.sqrt(H), 1 / np.sqrt(H), (proj_size, H)).astype(dtype)
+            p = ProjectedParams(p.w_ih, np.ascontiguousarray(p.w_hh[:, :proj_size]), p.b_ih, p.b_hh, w_hr)
+        params.append(p)
+
+    def normal(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+    lstm = cell == "lstm"
+    return LayerProblem(cell=cell, params=tuple(params), x=normal(T, B, I), h0=normal(layers * D, B, H_out),
+                        c0=normal(layers * D, B, H) if lstm else None,
+                        lengths=None if lengths is None else np.array(lengths), bidirectional=bidirectional,
+                        dhs=normal(T, B, D * H_out), dh_n=normal(layers * D, B, H_out),
+                        dc_n=normal(layers * D, B, H) if lstm else None)
+
+
+def layer_results(problem, layers) -> dict:
+    """Every output and gradient of a layer call, by name (dparams[k].dw_ih for the parameters)."""
+    fwd = problem.forward(layers)
+    grads = problem.backward(layers, fwd)
+    named = {"hs": fwd.hs, "h_n": fwd.h_n, "c_n": fwd.c_n, "dx": grads.dx, "dh0": grads.dh0, "dc0": grads.dc0}
+    for k, per_direction in enumerate(grads.dparams):
+        named.update({f"dparams[{k}].{f}": getattr(per_direction, f, None)
+                      for f in ("dw_ih", "dw_hh", "db_ih", "db_hh", "dw_hr")})
+    return named
+
+
+LAYER_CASES = {
+    "2 layers": dict(layers=2, bidirectional=False),
+    "bidirectional": dict(layers=1, bidirectional=True),
+    "bidirectional with lengths": dict(layers=1, bidirectional=True, lengths=[1, 5, 3]),
+    "2 layers, bidirectional, lengths": dict(layers=2, bidirectional=True, lengths=[5, 2, 4]),
+}
+PROJECTED_CASES = {
+    "projected, 2 layers, bidirectional, lengths": dict(layers=2, bidirectional=True, lengths=[3, 5, 1], proj_size=2),
+    "projected, 1 layer": dict(layers=1, bidirectional=False, proj_size=3),
+}
+
+
+@pytest.mark.parametrize("cell, case", [(c, name) for c in ("rnn_tanh", "rnn_relu", "lstm", "gru")
+                                        for name in LAYER_CASES] + [("lstm", name) for name in PROJECTED_CASES])
+def test_reference_layers_match_torch_in_float64(cell, case):
+    """reference.layers against torch.nn.RNN/LSTM/GRU (packed sequences for lengths), every output and
+    gradient; torch has no gru_classic, whose layers test_every_layer_gradient_matches_central_differences
+    pins instead. Each is within properties.asserts.layer_tolerances of the exact value: 2× that bound."""
+    torch_backend = pytest.importorskip("reference.torch_backend", reason="the oracle needs torch")
+    problem = make_layer_case(cell, **{**LAYER_CASES, **PROJECTED_CASES}[case])
+    ours, theirs = layer_results(problem, reference.layers.REFERENCE), layer_results(problem, torch_backend)
+    tols = layer_tolerances(problem)
+    for name, value in ours.items():
+        if value is None:
+            assert theirs[name] is None, f"{name}: reference gives None, torch an array"
+            continue
+        if name.startswith("dparams["):
+            k, field = name[len("dparams["):].split("].")
+            tol = tols.per_direction[int(k)].for_field(field)
+        else:
+            tol = tols.for_field(name)
+        assert_close(name, theirs[name], value, 2 * tol, context=problem.describe())
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_layer_gradient_matches_central_differences(cell):
+    """Every element of every gradient of reference.layers, 2 layers, bidirectional, with lengths (and
+    for lstm a projection), against central differences; the tolerance is the cells' (above):
+    10·u·Σ|terms of L|/ε for rounding plus ε²/6·10² for truncation."""
+    problem = make_layer_case(cell, T=3, B=2, I=2, H=3, lengths=[3, 1], proj_size=2 if cell == "lstm" else None)
+    layers = reference.layers.REFERENCE
+    fwd = problem.forward(layers)
+    grads = layer_results(problem, layers)
+
+    def loss(p):
+        out = p.forward(layers, training=False)
+        terms = [p.dhs * out.hs, p.dh_n * out.h_n] + ([p.dc_n * out.c_n] if cell == "lstm" else [])
+        return sum(float(t.sum()) for t in terms), sum(float(np.abs(t).sum()) for t in terms)
+
+    eps = 1e-6
+    tol = 10 * U64 * loss(problem)[1] / eps + eps ** 2 / 6 * 1e2
+    arguments = {"dx": ("x", None), "dh0": ("h0", None), "dc0": ("c0", None)}
+    arguments.update({f"dparams[{k}].d{f}": ("params", (k, f))
+                      for k, p in enumerate(problem.params) for f in p._fields})
+    for name, (arg, where) in arguments.items():
+        base = getattr(problem, arg) if where is None else getattr(problem.params[where[0]], where[1])
+        if base is None:
+            continue
+        numeric = np.zeros_like(base)
+        for idx in np.ndindex(base.shape):
+            values = []
+            for sign in (+1, -1):
+                bumped = base.copy()
+                bumped[idx] += sign * eps
+                if where is None:
+                    moved = replace(problem, **{arg: bumped})
+                else:
+                    params = list(problem.params)
+                    params[where[0]] = params[where[0]]._replace(**{where[1]: bumped})
+                    moved = replace(problem, params=tuple(params))
+                values.append(loss(moved)[0])
+            numeric[idx] = (values[0] - values[1]) / (2 * eps)
+        err = np.abs(grads[name] - numeric)
+        worst = np.unravel_index(np.argmax(err), err.shape)
+        assert err.max() <= tol, (f"{cell} {name}: |analytic − numeric| = {err.max():.3g} > {tol:.3g} at {worst}: "
+                                  f"analytic {grads[name][worst]!r}, numeric {numeric[worst]!r}")
+    assert fwd.hs.shape == (3, 2, 2 * (2 if cell == "lstm" else 3))
+
+
+def layer_implementations():
+    """reference.layers, the composition of reference.backend's cells, and the torch oracle's layers."""
+    found = [reference.layers.REFERENCE, reference.layers.composed(reference.backend)]
+    try:
+        import reference.torch_backend as torch_backend
+        found.append(torch_backend)
+    except ImportError:
+        pass
+    return found
+
+
+def bad_layer_calls():
+    """(what is wrong, the arguments of forward, the error, a word the message must contain)."""
+    case = make_layer_case("lstm", layers=2, bidirectional=True, lengths=[2, 5, 4], proj_size=2)
+    good = dict(cell="lstm", params=list(case.params), x=case.x, h0=case.h0, c0=case.c0, bidirectional=True,
+                lengths=case.lengths)
+    gru = make_layer_case("gru", layers=1, bidirectional=False)
+    p0 = case.params[0]
+    nan_bias = case.params[1].b_hh.copy()
+    nan_bias[0] = np.nan
+    return [
+        ("one Params, not a list", {**good, "params": case.params[0]}, TypeError, "params"),
+        ("3 objects for D = 2", {**good, "params": list(case.params[:3])}, ValueError, "params"),
+        ("bidirectional not a bool", {**good, "bidirectional": "yes"}, TypeError, "bidirectional"),
+        ("h0 for 1 layer", {**good, "h0": case.h0[:2]}, ValueError, "h0"),
+        ("no c0 for lstm", {**good, "c0": None}, TypeError, "c0"),
+        ("W_hr on a gru", dict(cell="gru", params=[ProjectedParams(*gru.params[0], w_hr=np.eye(2, 4))], x=gru.x,
+                               h0=gru.h0, c0=None, bidirectional=False, lengths=None), TypeError, "params[0].w_hr"),
+        ("P = H", {**good, "params": [p._replace(w_hr=np.eye(4), w_hh=np.zeros((16, 4))) for p in case.params],
+                   "h0": np.zeros((4, 3, 4))}, ValueError, "params[0].w_hr"),
+        ("layer 1 reading I, not D·P", {**good, "params": list(case.params[:2]) + [
+            case.params[2]._replace(w_ih=np.zeros((16, 3)))] + list(case.params[3:])}, ValueError, "params[2].w_ih"),
+        ("a length of 0", {**good, "lengths": [0, 5, 4]}, ValueError, "lengths"),
+        ("a length past T", {**good, "lengths": [2, 6, 4]}, ValueError, "lengths"),
+        ("lengths not integers", {**good, "lengths": [2.0, 5.0, 4.0]}, TypeError, "lengths"),
+        ("2 lengths for 3 rows", {**good, "lengths": [2, 5]}, ValueError, "lengths"),
+        ("NaN in a bias", {**good, "params": [case.params[0], case.params[1]._replace(b_hh=nan_bias)]
+                           + list(case.params[2:])}, ValueError, "params[1].b_hh"),
+        ("a float32 weight among float64", {**good, "params": [p0._replace(w_hr=p0.w_hr.astype(np.float32))]
+                                            + list(case.params[1:])}, TypeError, "params[0].w_hr"),
+    ]
+
+
+@pytest.mark.parametrize("implementation", layer_implementations(), ids=lambda impl: impl.name)
+@pytest.mark.parametrize("what, call, error, word", bad_layer_calls(), ids=[c[0] for c in bad_layer_calls()])
+def test_bad_layer_input_raises_naming_the_argument(implementation, what, call, error, word):
+    call = dict(call)
+    with pytest.raises(error, match=re.escape(word)):
+        implementation.layer_forward(call.pop("cell"), call.pop("params"), call.pop("x"), call.pop("h0"),
+                                     call.pop("c0"), **call)
+
+
+@pytest.mark.parametrize("implementation", layer_implementations(), ids=lambda impl: impl.name)
+def test_bad_layer_backward_input_raises_naming_the_argument(implementation):
+    case = make_layer_case("gru", layers=2, bidirectional=True, lengths=[2, 5, 4])
+    fwd = case.forward(implementation)
+    with pytest.raises(ValueError, match="dhs"):
+        replace(case, dhs=case.dhs[:, :, :2]).backward(implementation, fwd)
+    with pytest.raises(TypeError, match="dc_n"):
+        replace(case, dc_n=np.zeros_like(case.dh_n)).backward(implementation, fwd)
+    if implementation is not reference.layers.REFERENCE:
+        return
+    with pytest.raises(ValueError, match="fwd"):  # backward reads what forward(training=True) kept
+        case.backward(implementation, case.forward(implementation, training=False))
+
+
+@pytest.mark.parametrize("implementation", layer_implementations(), ids=lambda impl: impl.name)
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_empty_layer_calls(implementation, cell):
+    """T = 0 returns the initial states (and dh0 = dh_n); B = 0 gives empty results, zero weight gradients."""
+    problem = make_layer_case(cell, layers=2, bidirectional=True, proj_size=2 if cell == "lstm" else None)
+    for empty, rows in ((replace(problem, x=problem.x[:0], dhs=problem.dhs[:0]), 3),
+                        (replace(problem, x=problem.x[:, :0], h0=problem.h0[:, :0], lengths=np.zeros(0, np.int64),
+                                 c0=None if problem.c0 is None else problem.c0[:, :0], dhs=problem.dhs[:, :0],
+                                 dh_n=problem.dh_n[:, :0], dc_n=None if problem.dc_n is None else problem.dc_n[:, :0]),
+                         0)):
+        got = layer_results(empty, implementation)
+        assert got["hs"].shape == empty.dhs.shape and got["dx"].shape == empty.x.shape
+        np.testing.assert_array_equal(got["h_n"], empty.h0)
+        np.testing.assert_array_equal(got["dh0"], empty.dh_n)
+        if cell == "lstm":
+            np.testing.assert_array_equal(got["c_n"], empty.c0)
+            np.testing.assert_array_equal(got["dc0"], empty.dc_n)
+        for name, value in got.items():
+            if name.startswith("dparams[") and value is not None:
+                assert not np.any(value), f"{name} must be zero with {'T' if rows else 'B'} = 0"

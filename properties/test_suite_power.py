@@ -6,6 +6,10 @@ so it sees exactly what a user's run sees. The family files are listed explicitl
 ``-m "not suite_power"`` is passed, so a run never recurses into this file. Two runs at a time
 (the CI machine has 2 cores); a mutant's run lists the family expected to catch it first, which
 only saves time: every family runs until the first failure.
+
+The layer mutants (properties.mutants.LAYER_MUTANTS) and the independent layer implementation
+are run against the layer family alone, test_layers.py: their cells are the independent ones,
+which the runs above already judge.
 """
 import os
 import subprocess
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from .mutants import MUTANTS
+from .mutants import LAYER_MUTANTS, MUTANTS
 
 PROPERTIES = Path(__file__).resolve().parent
 FAMILY_FILES = ["test_agreement.py", "test_structure.py", "test_robustness.py", "test_gate_ranges.py",
@@ -27,12 +31,17 @@ FIRST_FAMILY = {"unstable_sigmoid": "test_robustness.py", "no_finite_check": "te
                 "stale_h_n": "test_structure.py", "inplace_state": "test_structure.py",
                 "upcast_output": "test_structure.py", "c_order_assumed": "test_structure.py",
                 "empty_batch_crash": "test_structure.py", "reused_output_buffer": "test_structure.py"}
+LAYER_FAMILY_FILES = ["test_layers.py"]
 RUN_TIMEOUT_S = 300
 
 
-def run_suite(spec: str, first_family: str = "test_agreement.py") -> dict:
-    """Run the property suite against ``spec``; returns its exit code, junit counts and output tail."""
-    files = [first_family] + [f for f in FAMILY_FILES if f != first_family]
+def families_from(first_family: str) -> list:
+    """FAMILY_FILES with ``first_family`` first."""
+    return [first_family] + [f for f in FAMILY_FILES if f != first_family]
+
+
+def run_suite(spec: str, files=tuple(FAMILY_FILES)) -> dict:
+    """Run the property families ``files`` against ``spec``; returns its exit code, junit counts and output tail."""
     env = {k: v for k, v in os.environ.items() if k not in ("CELLBENCH_BACKEND", "PYTEST_ADDOPTS")}
     env["CELLBENCH_PROFILE"] = "ci"
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,7 +65,10 @@ def suite_runs():
     runs = {"properties.mutants:independent": pool.submit(run_suite, "properties.mutants:independent")}
     for name in sorted(MUTANTS, key=lambda n: n not in FIRST_FAMILY):  # the slower ones first
         spec = f"properties.mutants:{name}"
-        runs[spec] = pool.submit(run_suite, spec, FIRST_FAMILY.get(name, "test_agreement.py"))
+        runs[spec] = pool.submit(run_suite, spec, families_from(FIRST_FAMILY.get(name, "test_agreement.py")))
+    for name in ["independent_layers"] + sorted(LAYER_MUTANTS):
+        spec = f"properties.mutants:{name}"
+        runs[spec] = pool.submit(run_suite, spec, LAYER_FAMILY_FILES)
     yield runs
     pool.shutdown(wait=False, cancel_futures=True)
 
@@ -77,3 +89,20 @@ def test_every_broken_backend_is_rejected(suite_runs, mutant):
     assert run["returncode"] == 1 and run["failures"] >= 1, (
         f"mutant {mutant} ({MUTANTS[mutant]}) was not rejected: exit code {run['returncode']}, "
         f"{run['failures']} failures in {run['tests']} tests:\n{run['tail']}")
+
+
+@pytest.mark.suite_power
+def test_the_independent_layers_pass_the_layer_family(suite_runs):
+    run = suite_runs["properties.mutants:independent_layers"].result()
+    assert run["returncode"] == 0 and run["failures"] == 0 and run["errors"] == 0 and run["tests"] > 0, (
+        f"the independent layer implementation must pass the layer family; got exit code {run['returncode']}, "
+        f"{run['failures']} failures, {run['errors']} errors:\n{run['tail']}")
+
+
+@pytest.mark.suite_power
+@pytest.mark.parametrize("mutant", sorted(LAYER_MUTANTS))
+def test_every_broken_layer_implementation_is_rejected(suite_runs, mutant):
+    run = suite_runs[f"properties.mutants:{mutant}"].result()
+    assert run["returncode"] == 1 and run["failures"] >= 1, (
+        f"layer mutant {mutant} ({LAYER_MUTANTS[mutant]}) was not rejected by test_layers.py: exit code "
+        f"{run['returncode']}, {run['failures']} failures in {run['tests']} tests:\n{run['tail']}")

@@ -105,3 +105,38 @@ def lstm_step_backward(dh_next, dc_next, cache: LSTMCache, params):
     from_x = affine_backward(da, cache.x, params.w_ih)
     from_h = affine_backward(da, cache.h_prev, params.w_hh)
     return from_h.dx, update.dc_prev, StepGrads(from_x.dx, from_x.dw, from_h.dw, from_x.db, from_h.db)
+
+
+# ----- the projected lstm (torch.nn.LSTM's proj_size) -----------------------------------------------
+#
+#     m  = o⊙tanh(c')          what the plain lstm outputs, (B, H)
+#     h' = W_hr m              the projected output and recurrent state, (B, P), P < H
+#
+# The next step reads h' through W_hh (4H, P); everything else is the plain step above.
+
+
+class ProjectedLSTMCache(NamedTuple):
+    step: LSTMCache  # the plain step's cache, h_prev (B, P)
+    m: np.ndarray  # (B, H) o⊙tanh(c'), what W_hr projects
+
+
+def lstm_projection(m, w_hr):
+    """h' = W_hr m: (B, H) -> (B, P)."""
+    return m @ w_hr.T
+
+
+def lstm_projected_step_forward(x, h_prev, c_prev, params):
+    """One step with params.w_hr (P, H) and params.w_hh (4H, P); h_prev (B, P), c_prev (B, H).
+
+    Returns (h_next (B, P), c_next (B, H), cache).
+    """
+    m, c_next, cache = lstm_step_forward(x, h_prev, c_prev, params)
+    return lstm_projection(m, params.w_hr), c_next, ProjectedLSTMCache(cache, m)
+
+
+def lstm_projected_step_backward(dh_next, dc_next, cache: ProjectedLSTMCache, params):
+    """Given ∂L/∂h' (B, P) and ∂L/∂c' (B, H): returns (∂L/∂h (B, P), ∂L/∂c, StepGrads, ∂L/∂W_hr (P, H))."""
+    # ∂L/∂m = dh' W_hr, ∂L/∂W_hr = dh'ᵀ m
+    from_projection = affine_backward(dh_next, cache.m, params.w_hr)
+    dh_prev, dc_prev, grads = lstm_step_backward(from_projection.dx, dc_next, cache.step, params)
+    return dh_prev, dc_prev, grads, from_projection.dw

@@ -4,9 +4,15 @@ This module is itself a backend (``reference.torch_backend``, or
 ``--backend reference.torch_backend:backend``). It supports every cell but
 gru_classic, which PyTorch does not implement. NumPy arrays in, NumPy arrays out, on
 the CPU, in the inputs' dtype.
+
+Layers natively too (``layer_forward``, ``layer_backward``, the signatures of reference.layers):
+one torch.nn module with num_layers, bidirectional and proj_size, and for lengths a packed
+sequence (pack_padded_sequence with enforce_sorted=False, pad_packed_sequence back).
 """
 import sys
+import warnings
 from contextlib import contextmanager
+from functools import partial
 
 import numpy as np
 
@@ -17,8 +23,11 @@ except ImportError as exc:  # torch is an optional extra
         "reference.torch_backend needs PyTorch. Install its CPU build with "
         "`pip install torch==2.13.0` or `pip install -e '.[torch]'`."
     ) from exc
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .contract import BackwardResult, ForwardResult, check_backward_inputs, check_forward_inputs
+from .contract import PARAM_NAMES, BackwardResult, ForwardResult, check_backward_inputs, check_forward_inputs
+from .layers import (LayerBackwardResult, LayerForwardResult, LayerParamGrads, check_layer_backward_inputs,
+                     check_layer_forward_inputs)
 
 name = "torch"
 cells = frozenset({"rnn_tanh", "rnn_relu", "lstm", "gru"})
@@ -136,3 +145,89 @@ def _backward(cell, params, x, h0, c0, dhs, dh_n, dc_n, dtype):
     dc0 = grads[2] if cell == "lstm" else None
     dw_ih, dw_hh, db_ih, db_hh = grads[-4:]
     return BackwardResult(*(_numpy(g) for g in (dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh)))
+
+
+# ----- layers ---------------------------------------------------------------------------------------
+
+#: Each cell's torch.nn module, given (input_size, hidden_size, num_layers=, bidirectional=).
+LAYER_MODULES = {
+    "rnn_tanh": partial(torch.nn.RNN, nonlinearity="tanh"),
+    "rnn_relu": partial(torch.nn.RNN, nonlinearity="relu"),
+    "lstm": torch.nn.LSTM,
+    "gru": torch.nn.GRU,
+}
+#: Our parameter names and torch's, which add the layer and direction: weight_ih_l1_reverse.
+TORCH_PARAM_NAMES = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh",
+                     "w_hr": "weight_hr"}
+
+
+def layer_weights(module, shapes):
+    """[{our name: torch's parameter}] per layer-direction, in params' order (layer 0 forward, reverse, ...)."""
+    names = PARAM_NAMES + (("w_hr",) if shapes.projected else ())
+    return [{n: getattr(module, f"{TORCH_PARAM_NAMES[n]}_l{k // shapes.D}{'_reverse' if k % shapes.D else ''}")
+             for n in names} for k in range(shapes.L * shapes.D)]
+
+
+def make_layer_module(cell, params, shapes):
+    """One torch.nn module holding a copy of every layer-direction's params."""
+    extra = {"proj_size": shapes.H_out} if shapes.projected else {}
+    module = LAYER_MODULES[cell](shapes.I, shapes.H, num_layers=shapes.L, bidirectional=shapes.D == 2, **extra)
+    module = module.to(_TORCH_DTYPES[shapes.dtype])
+    with torch.no_grad():
+        for ours, theirs in zip(params, layer_weights(module, shapes)):
+            for pname, weight in theirs.items():
+                weight.copy_(torch.from_numpy(np.array(getattr(ours, pname))))
+    return module
+
+
+def _run_layers(cell, params, x, h0, c0, lengths, shapes):
+    """(module, input tensors, hs, h_n, c_n), with autograd recording when it is on."""
+    module = make_layer_module(cell, params, shapes)
+    tx = torch.from_numpy(np.array(x)).requires_grad_()
+    th0 = torch.from_numpy(np.array(h0)).requires_grad_()
+    tc0 = torch.from_numpy(np.array(c0)).requires_grad_() if cell == "lstm" else None
+    inputs = [tx, th0] + ([tc0] if tc0 is not None else [])
+    if shapes.T == 0:  # torch rejects empty sequences; the contract defines T = 0
+        hs = tx.new_zeros((0, shapes.B, shapes.D * shapes.H_out))
+        return module, inputs, hs, th0 * 1, (tc0 * 1 if tc0 is not None else None)
+    state = (th0, tc0) if tc0 is not None else th0
+    with warnings.catch_warnings():
+        # torch notes once that oneDNN has no projected lstm and it uses its own: the one we check.
+        warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
+        if lengths is None or shapes.B == 0:
+            hs, state = module(tx, state)
+        else:
+            packed = pack_padded_sequence(tx, torch.as_tensor(np.asarray(lengths), dtype=torch.int64),
+                                          enforce_sorted=False)
+            out, state = module(packed, state)
+            hs, _ = pad_packed_sequence(out, total_length=shapes.T)  # zeros past each row's length
+    h_n, c_n = state if tc0 is not None else (state, None)
+    return module, inputs, hs, h_n, c_n
+
+
+def layer_forward(cell, params, x, h0, c0=None, *, bidirectional=False, lengths=None, training=True):
+    shapes = check_layer_forward_inputs(cell, params, x, h0, c0, bidirectional, lengths,
+                                        supported=tuple(sorted(cells)))
+    with torch.no_grad(), one_thread():
+        _, _, hs, h_n, c_n = _run_layers(cell, params, x, h0, c0, lengths, shapes)
+    return LayerForwardResult(_numpy(hs), _numpy(h_n), _numpy(c_n), None)
+
+
+def layer_backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None, *, bidirectional=False, lengths=None):
+    shapes = check_layer_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, bidirectional, lengths,
+                                         supported=tuple(sorted(cells)))
+    with one_thread():
+        module, inputs, hs, h_n, c_n = _run_layers(cell, params, x, h0, c0, lengths, shapes)
+        # L = Σ dhs⊙hs + Σ dh_n⊙h_n (+ Σ dc_n⊙c_n), as for the cells.
+        loss = (hs * torch.from_numpy(np.array(dhs))).sum() + (h_n * torch.from_numpy(np.array(dh_n))).sum()
+        if dc_n is not None:
+            loss = loss + (c_n * torch.from_numpy(np.array(dc_n))).sum()
+        weights = layer_weights(module, shapes)
+        flat = [w for per_direction in weights for w in per_direction.values()]
+        grads = torch.autograd.grad(loss, inputs + flat, allow_unused=True, materialize_grads=True)
+    grads = [_numpy(g) for g in grads]
+    dx, dh0 = grads[0], grads[1]
+    dc0 = grads[2] if cell == "lstm" else None
+    rest = iter(grads[len(inputs):])
+    dparams = [LayerParamGrads(**{"d" + n: next(rest) for n in per_direction}) for per_direction in weights]
+    return LayerBackwardResult(dx, dh0, dc0, dparams)

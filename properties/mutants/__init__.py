@@ -4,8 +4,11 @@ independent backend they are built from (properties.mutants.independent).
 Each is a backend spec ``properties.mutants:NAME``; properties/test_suite_power.py runs the
 whole property suite against each through ``--backend`` and requires every mutant to be
 rejected and the independent backend to pass, so the suite's power cannot drop silently.
+The layer mutants (LAYER_MUTANTS, from properties.mutants.independent_layers) are run against
+the layer family, properties/test_layers.py, and so is the correct ``independent_layers``.
 """
 from .independent import IndependentCells
+from .independent_layers import IndependentLayers
 
 #: name -> the bug it carries (the property family expected to catch it first, in brackets).
 MUTANTS = {
@@ -33,3 +36,16 @@ MUTANTS = {
 independent = IndependentCells()
 for _name in MUTANTS:
     globals()[_name] = IndependentCells(name=f"mutant.{_name}", bug=_name)
+
+#: name -> the layer bug it carries (layer_forward / layer_backward; properties/test_layers.py).
+LAYER_MUTANTS = {
+    "reverse_from_the_end": "the reverse direction starts at step T − 1, not at the row's last step",
+    "h_n_at_the_end": "a short row runs on through the padding: its h_n, c_n are the states at T − 1",
+    "padding_not_zeroed": "hs past a row's length hold its last state instead of zeros",
+    "directions_swapped": "each layer's output is [reverse | forward] instead of [forward | reverse]",
+    "projection_of_c": "lstm projection h = W_hr c instead of W_hr (o⊙tanh c)",
+}
+
+independent_layers = IndependentLayers(name="independent_layers")
+for _name in LAYER_MUTANTS:
+    globals()[_name] = IndependentLayers(name=f"mutant.{_name}", bug=_name)
