@@ -770,9 +770,13 @@ print(digest.hexdigest())
 """
 
 
-#: What the other width's run leaves out, to keep CI's time: tests that run no kernel, or only
-#: check processes, threads and the cache (the same code at either width), and this test itself.
-#: The contract's errors come before any kernel; layers compose the cells' calls checked here.
+#: The other width's run: every family that runs the cells' kernels, and this file. Left out, to
+#: keep CI's time: the contract's errors (raised before any kernel), layers (which compose the
+#: cells' calls checked here), the reference's and jit.cuda's own tests; and, in this file, tests
+#: that run no kernel or only check processes, threads and the cache (the same code at either
+#: width), and this test itself.
+WIDTH_FAMILIES = tuple(f"properties/test_{family}.py" for family in (
+    "agreement", "gate_ranges", "gradient_flow", "gru_bounds", "robustness", "structure", "jit_cpu"))
 WIDTH_INDEPENDENT = ("the_other_vector_width", "own_cached_code", "read_only_package", "threading_layer",
                      "explicit_numba_cache_dir", "shared_sources", "forked_child", "pool", "workers",
                      "placement", "blas", "barrier", "scratch", "finiteness_check", "gate_math", "exp")
@@ -790,8 +794,7 @@ def test_the_property_suite_passes_at_the_other_vector_width():
     other = 32 if host.VECTOR_BYTES == 64 else 64
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, CELLBENCH_VECTOR_BYTES=str(other), CELLBENCH_BACKEND="jit.cpu")
-    command = [sys.executable, "-m", "pytest", "properties", "-q", "-x", "-p", "no:cacheprovider",
-               "--ignore=properties/test_contract_errors.py", "--ignore=properties/test_layers.py",
+    command = [sys.executable, "-m", "pytest", *WIDTH_FAMILIES, "-q", "-x", "-p", "no:cacheprovider",
                "-k", f"not ({' or '.join(WIDTH_INDEPENDENT)})"]
     out = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=1200)
     assert out.returncode == 0, f"width {other}:\n{out.stdout[-4000:]}\n{out.stderr[-2000:]}"
