@@ -72,7 +72,7 @@ SHAPES = [(3, 1, 4, 6), (3, 5, 7, 9)]  # B = 1 (one chunk) and B = 5 (uneven chu
 #: How a call's threads share the time loop: the caller alone; three threads by rows; three by units.
 SHARINGS = {"serial": {(threads, "PARALLEL_MIN_MACS"): 1 << 62},
             "rows": {(threads, "PARALLEL_MIN_MACS"): 0, (tiling, "UNIT_SPLIT_MIN_UNITS"): None,
-                     (tiling, "UNIT_SPLIT_MAX_ROWS_PER_THREAD"): -1},
+                     (tiling, "UNIT_SPLIT_MAX_ROWS_PER_THREAD"): -1, (tiling, "UNIT_SPLIT_MIN_WEIGHT_BYTES"): 1 << 62},
             "units": {(threads, "PARALLEL_MIN_MACS"): 0, (tiling, "UNIT_SPLIT_MIN_UNITS"): 0}}
 
 
@@ -282,16 +282,19 @@ def test_pack_rows_refuses_what_its_vector_blocks_would_read_or_write_out_of_bou
 def test_tilings_cover_every_row_and_unit_once():
     """Each thread's tile; together they cover rows × units exactly once, units cut at
     multiples of UNIT_ALIGNMENT (one float32 panel). By units on several threads when a
-    thread would get at most two rows, and from H = 512 on hosts with less than 1 MiB of L2
-    (UNIT_SPLIT_MIN_UNITS); gru_classic always by rows."""
+    thread would get at most two rows, when W_hh takes half the L3 or more, and from H = 512 on
+    hosts with less than 1 MiB of L2 (UNIT_SPLIT_MIN_UNITS); gru_classic always by rows."""
     large_h_by_units = tiling.UNIT_SPLIT_MIN_UNITS is not None
-    for cell, B, H, n, by_units in (("lstm", 5, 512, 3, True), ("lstm", 100, 256, 2, False),
-                                    ("gru", 16, 1024, 2, large_h_by_units), ("lstm", 64, 512, 2, large_h_by_units),
-                                    ("lstm", 4, 256, 2, True), ("lstm", 5, 256, 2, False),
-                                    ("rnn_tanh", 1, 1000, 2, True), ("rnn_tanh", 3, 4096, 1, False),
-                                    ("gru_classic", 4, 1024, 2, False)):
-        tiles = tiling.tiling_for(cell, B, H, n)
-        assert tiles.by_units == by_units, (cell, B, H, n)
+    big = tiling.UNIT_SPLIT_MIN_WEIGHT_BYTES
+    for cell, B, H, n, weight, by_units in (("lstm", 5, 512, 3, 0, True), ("lstm", 100, 256, 2, 0, False),
+                                            ("gru", 16, 1024, 2, 0, large_h_by_units),
+                                            ("lstm", 64, 512, 2, 0, large_h_by_units),
+                                            ("lstm", 16, 256, 2, big, True), ("lstm", 16, 256, 2, big - 1, False),
+                                            ("lstm", 4, 256, 2, 0, True), ("lstm", 5, 256, 2, 0, False),
+                                            ("rnn_tanh", 1, 1000, 2, 0, True), ("rnn_tanh", 3, 4096, 1, big, False),
+                                            ("gru_classic", 4, 1024, 2, big, False)):
+        tiles = tiling.tiling_for(cell, B, H, n, weight)
+        assert tiles.by_units == by_units, (cell, B, H, n, weight)
         covered = np.zeros((B, H), int)
         for b0, b1, j0, j1 in tiles.tiles:
             covered[b0:b1, j0:j1] += 1

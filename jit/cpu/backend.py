@@ -171,7 +171,7 @@ def _forward(cell, params, x, h0, c0, training, shapes, n_threads):
         if lstm:
             c_n[:] = c0
     else:
-        tiling = tiling_for(cell, B, H, n_threads)
+        tiling = tiling_for(cell, B, H, n_threads, G * H * H * dtype.itemsize)
         KERNELS[cell].forward(ForwardCall(
             kernel_array(x), kernel_array(params.w_ih), kernel_array(params.w_hh), kernel_array(params.b_ih),
             kernel_array(params.b_hh), kernel_array(h0), kernel_array(c0) if lstm else None, training,
@@ -221,7 +221,8 @@ def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, n_threads):
     else:
         hidden = KERNELS[cell].backward(BackwardCall(
             params, kernel_array(params.w_hh), h0k, c0, fwd, hs, kernel_array(fwd.gates), kernel_array(dhs),
-            kernel_array(dh_n), dc_n, da, dh0, dc0, tiling_for(cell, B, H, n_threads), n_threads))
+            kernel_array(dh_n), dc_n, da, dh0, dc0, tiling_for(cell, B, H, n_threads, G * H * H * dtype.itemsize),
+            n_threads))
     dx = matmul_rows(da.reshape(T * B, G * H), kernel_array(params.w_ih), n_threads).reshape(T, B, I)
     dw_ih, db_ih = weight_grad(da, x, n_threads), bias_grad(da)
     h_prev = previous_hidden(hs, h0k)

@@ -11,8 +11,8 @@ that a kernel depends on is part of CACHE_TAG, which names the on-disk cache's f
   operations, so both widths' code paths run, and must agree, on every x86 machine.
 - The register tile, rows × vectors of the products' micro-kernel, is sized to the vector
   registers the width brings (see register_tile).
-- L1D_BYTES, L2_BYTES: one core's data caches, from the OS (sysfs, else sysconf), behind
-  the packing and the thread split (jit.cpu.tiling).
+- L1D_BYTES, L2_BYTES, L3_BYTES: a core's data caches (L3: the one it shares), from the OS
+  (sysfs, else sysconf), behind the packing and the thread split (jit.cpu.tiling).
 """
 import os
 
@@ -86,7 +86,7 @@ def cache_bytes(level: int, default: int) -> int:
     """One core's level-``level`` data cache in bytes: sysfs, else sysconf, else ``default``."""
     size = _sysfs_cache_bytes(level)
     if not size:
-        name = {1: "SC_LEVEL1_DCACHE_SIZE", 2: "SC_LEVEL2_CACHE_SIZE"}[level]
+        name = {1: "SC_LEVEL1_DCACHE_SIZE", 2: "SC_LEVEL2_CACHE_SIZE", 3: "SC_LEVEL3_CACHE_SIZE"}[level]
         try:
             size = os.sysconf(name) if name in os.sysconf_names else 0
         except (OSError, ValueError):
@@ -98,6 +98,7 @@ VECTOR_BYTES = vector_bytes()
 TILE_ROWS, PANEL_VECTORS = register_tile(VECTOR_BYTES)
 L1D_BYTES = cache_bytes(1, 32 << 10)
 L2_BYTES = cache_bytes(2, 512 << 10)
+L3_BYTES = cache_bytes(3, 32 << 20)
 #: What the compiled kernels depend on beyond their sources and Numba's own key (the CPU's
 #: name and features): the vector width and the register tile.
 CACHE_TAG = f"v{VECTOR_BYTES}t{TILE_ROWS}x{PANEL_VECTORS}"
@@ -107,4 +108,5 @@ def describe() -> str:
     """One line for headers and reports."""
     forced = " (forced)" if os.environ.get(VECTOR_BYTES_ENV, "").strip() else ""
     return (f"{VECTOR_BYTES}-byte vectors{forced}, tile {TILE_ROWS}×{PANEL_VECTORS}, "
-            f"L1d {L1D_BYTES >> 10} KiB, L2 {L2_BYTES >> 10} KiB per core ({llvm.get_host_cpu_name()})")
+            f"L1d {L1D_BYTES >> 10} KiB, L2 {L2_BYTES >> 10} KiB per core, L3 {L3_BYTES >> 20} MiB "
+            f"({llvm.get_host_cpu_name()})")

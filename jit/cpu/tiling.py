@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .host import L2_BYTES, PANEL_VECTORS, VECTOR_BYTES
+from .host import L2_BYTES, L3_BYTES, PANEL_VECTORS, VECTOR_BYTES
 from .pool import run_in_parallel
 from .products import panel_columns
 from .sync import new_arrivals
@@ -25,6 +25,10 @@ UNIT_ALIGNMENT = PANEL_VECTORS * VECTOR_BYTES // 4
 #: or faster at every size (Zen 4, 1 MiB: rows 0.94–1.0× units' time for lstm and gru at
 #: H = 512 and 1024, 0.65–0.85× for rnn_tanh at 1024). See docs/jit-cpu.md.
 UNIT_SPLIT_MIN_UNITS = 512 if L2_BYTES < (1 << 20) else None
+#: By units when W_hh takes half the shared L3 or more: by rows every thread streams all of
+#: it each step, and the threads' streams then spill to memory (Zen 4, 32 MiB L3, L2 config:
+#: lstm's 16 MiB units 0.93–0.96× the rows' time; gru's 12 MiB 1.01–1.06×, rnn's 4 MiB 1.1–1.4×).
+UNIT_SPLIT_MIN_WEIGHT_BYTES = L3_BYTES // 2
 #: By units whenever the row split would leave a thread at most this many rows: a one- or
 #: two-row tile reads all of W_hh per step for one or two FMAs per weight, and two threads
 #: halve that stream (Zen 4, B = 2: units 0.47–0.68× the rows' time; B = 8: 1.05–1.3×).
@@ -45,12 +49,14 @@ def unit_slices(H: int, parts: int):
     return [(min(H, b0 * UNIT_ALIGNMENT), min(H, b1 * UNIT_ALIGNMENT)) for b0, b1 in split(blocks, parts)]
 
 
-def split_by_units(B: int, H: int, n_threads: int) -> bool:
-    """Whether the threads of a call share the time loop by hidden units rather than by rows."""
+def split_by_units(B: int, H: int, n_threads: int, weight_bytes: int) -> bool:
+    """Whether the threads of a call share the time loop by hidden units rather than by rows
+    (weight_bytes: W_hh's size)."""
     if n_threads < 2 or H < n_threads:
         return False
     few_rows = B <= UNIT_SPLIT_MAX_ROWS_PER_THREAD * n_threads
-    return few_rows or (UNIT_SPLIT_MIN_UNITS is not None and H >= UNIT_SPLIT_MIN_UNITS)
+    large_h = UNIT_SPLIT_MIN_UNITS is not None and H >= UNIT_SPLIT_MIN_UNITS
+    return few_rows or large_h or weight_bytes >= UNIT_SPLIT_MIN_WEIGHT_BYTES
 
 
 class Tiling(NamedTuple):
@@ -60,10 +66,10 @@ class Tiling(NamedTuple):
     by_units: bool
 
 
-def tiling_for(cell: str, B: int, H: int, n_threads: int) -> Tiling:
-    """The tiles of a call. gru_classic's kernels take rows only: their n gate reads r⊙h of
-    every unit, which would be a second wait per step."""
-    if cell != "gru_classic" and split_by_units(B, H, n_threads):
+def tiling_for(cell: str, B: int, H: int, n_threads: int, weight_bytes: int = 0) -> Tiling:
+    """The tiles of a call (weight_bytes: W_hh's size). gru_classic's kernels take rows only:
+    their n gate reads r⊙h of every unit, which would be a second wait per step."""
+    if cell != "gru_classic" and split_by_units(B, H, n_threads, weight_bytes):
         return Tiling([(0, B, j0, j1) for j0, j1 in unit_slices(H, n_threads)], True)
     return Tiling([(b0, b1, 0, H) for b0, b1 in split(B, max(1, min(n_threads, B)))], False)
 
