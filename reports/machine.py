@@ -63,10 +63,19 @@ def load_average() -> float:
         return float("nan")
 
 
+def jit_cpu_host() -> dict:
+    """What jit.cpu compiled for on this machine (jit.cpu.host): vector width, register tile, caches."""
+    from jit.cpu import host
+    return {"vector_bytes": host.VECTOR_BYTES, "tile": f"{host.TILE_ROWS}x{host.PANEL_VECTORS}",
+            "l1d_bytes": host.L1D_BYTES, "l2_bytes": host.L2_BYTES, "l3_bytes": host.L3_BYTES,
+            "summary": host.describe()}
+
+
 def run_info(gemm: dict, load_start: float, backends: dict) -> dict:
-    """machine_info["cellbench"] of a run: the GEMM measurement, CPU, cores, BLAS, backends, loads."""
+    """machine_info["cellbench"] of a run: the GEMM measurement, CPU, cores, BLAS, jit.cpu's
+    host adaptation, backends, loads."""
     from threadpoolctl import threadpool_info
-    return {**gemm, "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+    return {**gemm, "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "jit_cpu": jit_cpu_host(),
             "blas": [{k: pool.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
                      for pool in threadpool_info()],
             "backends": backends, "loadavg_1min_start": load_start, "loadavg_1min_end": load_average()}

@@ -118,3 +118,16 @@ def test_the_json_is_pytest_benchmark_json_that_report_and_compare_read(monkeypa
     out = capsys.readouterr().out
     assert out.count("REGRESSION") == 2  # jit.cpu's two rows, 1.8 -> 3 ms
     assert "4 benchmarks in both runs compared" in out and "2 regression(s) beyond 10%" in out
+
+
+def test_a_runs_machine_info_names_what_jit_cpu_compiled_for():
+    """Every number names its machine: the run's machine_info says which vector width, register
+    tile and caches jit.cpu chose there (jit.cpu.host), beside the CPU's own name."""
+    from jit.cpu import host
+    from reports import machine
+
+    info = machine.run_info({"gemm_fp32_gflops": 1.0}, 0.0, {})
+    assert info["jit_cpu"]["vector_bytes"] == host.VECTOR_BYTES in (32, 64)
+    assert info["jit_cpu"]["tile"] == f"{host.TILE_ROWS}x{host.PANEL_VECTORS}"
+    assert info["jit_cpu"]["l2_bytes"] == host.L2_BYTES > 0
+    assert f"{host.VECTOR_BYTES}-byte vectors" in info["jit_cpu"]["summary"]
