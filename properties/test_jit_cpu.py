@@ -102,8 +102,8 @@ def test_every_way_of_sharing_a_call_computes_the_same_cell(cell, monkeypatch):
         assert_paths_agree(cell, dtype, results["serial"], results[other], other)
 
 
-#: Rows 1 … 2·TILE_ROWS + 1 cover every mix of the product's register tile and its 8-, 4-, 2-
-#: and 1-row tails; column counts around the panel widths (W32 float32, W64 float64 columns)
+#: Rows 1 … 2·TILE_ROWS + 1 cover every mix of the product's register tile and its 4-, 2- and
+#: 1-row tails; column counts around the panel widths (W32 float32, W64 float64 columns)
 #: leave partial panels and partial groups of panels, and K = 1 is the shortest loop.
 W32, W64 = products.columns_per_panel(4), products.columns_per_panel(8)
 PRODUCT_SHAPES = [(rows, n, K) for rows in range(1, 2 * products.TILE_ROWS + 2)

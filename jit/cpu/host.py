@@ -49,12 +49,12 @@ def register_tile(width: int) -> tuple:
     Each k of the tile's loop is rows × vectors FMAs on as many accumulators, one load per
     vector and one broadcast per row. The accumulators, the loaded vectors and a broadcast
     must fit the vector registers, and ten or more independent sums cover the FMA latency.
-    AVX2's 16 registers: 6 × 2 (12 sums). AVX-512's 32: 14 × 2 (28 sums, 16 loads per 28
-    FMAs), the fastest measured of 6×2 … 14×2, 7×3, 8×3, 4×4, 6×4 (docs/perf-log.md; at 10
-    and 12 rows LLVM unrolls the k loop twice and spills). Panels stay two vectors wide, so a
-    gate's units pad to 32 float32 columns, not 64.
+    AVX2's 16 registers: 6 × 2 (12 sums). AVX-512's 32: 8 × 2 (16 sums), which also divides
+    the 8, 16, 32 and 64 rows a thread gets in the DeepBench configs, so no narrow tail re-reads
+    the panels; it was the fastest measured streaming W_hh from L3 (docs/perf-log.md). Panels
+    stay two vectors wide, so a gate's units pad to 32 float32 columns, not 64.
     """
-    return (14, 2) if width == 64 else (6, 2)
+    return (8, 2) if width == 64 else (6, 2)
 
 
 def _sysfs_cache_bytes(level: int, cpu: int = 0):

@@ -149,15 +149,10 @@ def panel_product(a, panels, out):
 @njit(cache=True, error_model="numpy")
 def tail_tiles(a, r, panels, p0, p1, out):
     """panel_product for a's rows r … (fewer than TILE_ROWS) on panels p0 … p1 − 1: tiles of
-    8 rows (when the register tile is larger), 4, 2 and 1, the two smallest on two or four
-    panels at once, so that each still has eight or more independent sums (except in a last
-    group of fewer than PANEL_GROUP panels)."""
+    4 rows, 2 and 1, the two smallest on two or four panels at once, so that each still has
+    eight or more independent sums (except in a last group of fewer than PANEL_GROUP panels)."""
     nb = a.shape[0]
     whole_group = p1 - p0 == PANEL_GROUP
-    if TILE_ROWS > 8 and nb - r >= 8:
-        for p in range(p0, p1):
-            panel_tile(a, r, 8, panels, p, 1, out)
-        r += 8
     if nb - r >= 4:
         for p in range(p0, p1):
             panel_tile(a, r, 4, panels, p, 1, out)
