@@ -81,23 +81,32 @@ def test_every_gradient_matches_central_differences(cell):
     tol = 10 * U64 * scale / eps + eps ** 2 / 6 * 1e2
     for grad_name, (arg, field) in wrt_arrays(case).items():
         base = getattr(case, arg) if field is None else getattr(case.params, field)
-        numeric = np.zeros_like(base)
-        for idx in np.ndindex(base.shape):
-            values = []
-            for sign in (+1, -1):
-                bumped = base.copy()
-                bumped[idx] += sign * eps
-                if field is None:
-                    values.append(loss(case, **{arg: bumped}))
-                else:
-                    values.append(loss(case, params=case.params._replace(**{field: bumped})))
-            numeric[idx] = (values[0] - values[1]) / (2 * eps)
-        analytic = getattr(grads, grad_name)
-        err = np.abs(analytic - numeric)
-        worst = np.unravel_index(np.argmax(err), err.shape)
-        assert err.max() <= tol, (
-            f"{cell} {grad_name}: |analytic − numeric| = {err.max():.3g} > {tol:.3g} at {worst}: "
-            f"analytic {analytic[worst]!r}, numeric {numeric[worst]!r}")
+        if field is None:
+            numeric = central_differences(lambda bumped: loss(case, **{arg: bumped}), base, eps)
+        else:
+            numeric = central_differences(lambda bumped: loss(case, params=case.params._replace(**{field: bumped})),
+                                          base, eps)
+        assert_matches_central_differences(f"{cell} {grad_name}", getattr(grads, grad_name), numeric, tol)
+
+
+def central_differences(loss_at, base, eps):
+    """(L(base + ε·e_i) − L(base − ε·e_i)) / 2ε for every element i of ``base``; loss_at(array) -> L."""
+    numeric = np.zeros_like(base)
+    for idx in np.ndindex(base.shape):
+        values = []
+        for sign in (+1, -1):
+            bumped = base.copy()
+            bumped[idx] += sign * eps
+            values.append(loss_at(bumped))
+        numeric[idx] = (values[0] - values[1]) / (2 * eps)
+    return numeric
+
+
+def assert_matches_central_differences(label, analytic, numeric, tol):
+    err = np.abs(analytic - numeric)
+    worst = np.unravel_index(np.argmax(err), err.shape)
+    assert err.max() <= tol, (f"{label}: |analytic − numeric| = {err.max():.3g} > {tol:.3g} at {worst}: "
+                              f"analytic {analytic[worst]!r}, numeric {numeric[worst]!r}")
 
 
 def oracle_tolerance(T, B, I, H):
@@ -343,24 +352,15 @@ def test_every_layer_gradient_matches_central_differences(cell):
         base = getattr(problem, arg) if where is None else getattr(problem.params[where[0]], where[1])
         if base is None:
             continue
-        numeric = np.zeros_like(base)
-        for idx in np.ndindex(base.shape):
-            values = []
-            for sign in (+1, -1):
-                bumped = base.copy()
-                bumped[idx] += sign * eps
-                if where is None:
-                    moved = replace(problem, **{arg: bumped})
-                else:
-                    params = list(problem.params)
-                    params[where[0]] = params[where[0]]._replace(**{where[1]: bumped})
-                    moved = replace(problem, params=tuple(params))
-                values.append(loss(moved)[0])
-            numeric[idx] = (values[0] - values[1]) / (2 * eps)
-        err = np.abs(grads[name] - numeric)
-        worst = np.unravel_index(np.argmax(err), err.shape)
-        assert err.max() <= tol, (f"{cell} {name}: |analytic − numeric| = {err.max():.3g} > {tol:.3g} at {worst}: "
-                                  f"analytic {grads[name][worst]!r}, numeric {numeric[worst]!r}")
+
+        def moved(bumped):
+            if where is None:
+                return replace(problem, **{arg: bumped})
+            params = list(problem.params)
+            params[where[0]] = params[where[0]]._replace(**{where[1]: bumped})
+            return replace(problem, params=tuple(params))
+        numeric = central_differences(lambda bumped: loss(moved(bumped))[0], base, eps)
+        assert_matches_central_differences(f"{cell} {name}", grads[name], numeric, tol)
     assert fwd.hs.shape == (3, 2, 2 * (2 if cell == "lstm" else 3))
 
 
