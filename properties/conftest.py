@@ -64,6 +64,9 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "cells(*names): the cells a property applies to")
     config.addinivalue_line("markers", "suite_power: runs the suite against broken backends in subprocesses "
                                        "(slow; deselect with -m 'not suite_power')")
+    config.addinivalue_line("markers", "self_check: runs a built-in backend against itself in subprocesses, "
+                                       "such as jit.cpu at the other vector width (slow; deselect with "
+                                       "-m 'not self_check')")
     profile = config.getoption("--cellbench-profile") or os.environ.get("CELLBENCH_PROFILE") or "ci"
     if profile not in PROFILES:
         raise pytest.UsageError(f"CELLBENCH_PROFILE: expected one of {', '.join(PROFILES)}; got {profile!r}")

@@ -785,6 +785,7 @@ WIDTH_INDEPENDENT = ("the_other_vector_width", "own_cached_code", "read_only_pac
                      "placement", "blas", "barrier", "scratch", "finiteness_check", "gate_math", "exp")
 
 
+@pytest.mark.self_check
 def test_the_property_suite_passes_at_the_other_vector_width():
     """jit.cpu.host compiles for 64-byte vectors with AVX-512 and 32-byte ones without;
     CELLBENCH_VECTOR_BYTES forces either (LLVM lowers a 64-byte vector to two 32-byte

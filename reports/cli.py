@@ -1,7 +1,7 @@
 """The `cellbench` command: run, report, compare, verify.
 
     cellbench run [--full] [--backend NAME_OR_MODULE:ATTR ...] [--cell CELL ...]
-        property suite (ci profile, suite_power deselected), then the benchmark matrix on every
+        property suite (ci profile, suite_power and self_check deselected), then the benchmark matrix on every
         available backend; a new timestamped folder under reports/runs/, written atomically, then
         the `latest` link; prints the headline table.
     cellbench report RESULTS.json... [-o DIR] [--junit XML]
@@ -80,8 +80,10 @@ def benchmark_progress(line: str):
 
 
 def property_suite(junit: Path, log: Path, backend_spec=None, echo=True, workers=None) -> int:
-    """The property suite with the ci profile, without the slow suite_power tests."""
-    command = [sys.executable, "-m", "pytest", str(properties_dir()), "-m", "not suite_power", "-q", "--tb=short",
+    """The property suite with the ci profile, without the slow suite_power and self_check tests (the
+    suite against broken backends, jit.cpu against itself at the other vector width: CI runs both)."""
+    command = [sys.executable, "-m", "pytest", str(properties_dir()), "-m", "not suite_power and not self_check",
+               "-q", "--tb=short",
                "-p", "no:cacheprovider", f"--junitxml={junit}", "-o", "junit_family=xunit1"]
     if workers:  # pytest-xdist: the suite's examples are derandomized, so workers change nothing but time
         command += ["-n", str(workers)]
@@ -170,7 +172,7 @@ def run_properties(args, staging: Path, started: float):
 
     from reports.backends import PEERS
     from reports.conformance import read_junit
-    print("[1/3] property suite (ci profile, suite_power deselected)", flush=True)
+    print("[1/3] property suite (ci profile, suite_power and self_check deselected)", flush=True)
     specs = [None] if not args.backend else [BUILTIN.get(s, s) for s in args.backend if s not in PEERS]
     passed, frames = True, []
     for i, spec in enumerate(specs):

@@ -339,7 +339,7 @@ def measure_rows(args, rates) -> list:
 
 def main(argv=None):
     args = parse_args(argv)
-    load_start = machine.load_average()
+    busy_start = machine.busy_cores()
     threads = _match_threads()
     rates = dict(numpy_gemm(), torch_mm_gflops=torch_mm_gflops())
     print(f"threads: numba {threads} = torch; fp32 rates so far: numpy sgemm {rates['gemm_fp32_gflops']:.1f}, "
@@ -355,7 +355,7 @@ def main(argv=None):
     print(table(rows))
     print(summary_line(rows))
     info = {**machine.run_info({k: rates[k] for k in ("gemm_size", "gemm_seconds", "gemm_fp32_gflops")},
-                               load_start, {JIT: JIT, TORCH: TORCH}),
+                               busy_start, {JIT: JIT, TORCH: TORCH}),
             **{k: rates[k] for k in ("torch_mm_gflops", "torch_rnn_gflops", "torch_rnn_best", "achievable_gflops")},
             "target_fraction": TARGET_FRACTION, "threads": threads, "statistic": args.statistic,
             "repeats": args.repeats, "burst_calls": BURST_CALLS, "tool": "reports.cpu_targets"}
@@ -370,7 +370,7 @@ def warn_if_loaded(machine_info):
     who = machine.identity(machine_info)
     info = machine_info["cellbench"]
     run = {**who, "gemm_gflops": info["gemm_fp32_gflops"],
-           "load_start": info["loadavg_1min_start"], "load_end": info["loadavg_1min_end"]}
+           "load_start": info["busy_cores_start"], "load_end": info["busy_cores_end"]}
     reasons = machine.loaded(run, machine.usual_gemm_gflops(who["cpu_name"], who["cpu_features"]))
     if reasons:
         print("WARNING: the machine was loaded during this run (" + "; ".join(reasons) + "): the times are noisy")

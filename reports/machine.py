@@ -1,6 +1,6 @@
 """The machine a run measured: who it is, how fast it multiplies matrices, and whether it was quiet.
 
-One job: describe the machine. Measuring (the fp32 GEMM rate, the load average) serves the
+One job: describe the machine. Measuring (the fp32 GEMM rate, the cores other work keeps busy) serves the
 benchmark runs; judging (was this run's machine loaded? can two runs be compared?) serves the
 reports. A machine is named by its CPU (pytest-benchmark's py-cpuinfo record: brand, family,
 model) and its vector features (the avx*, fma and amx* flags), because a KVM guest's brand
@@ -24,6 +24,10 @@ BASELINES_DIR = Path(__file__).resolve().parent / "baselines"
 USUAL_GEMM_FRACTION = 0.8
 #: Two runs whose GEMM rates differ by more than this fraction did not see the same machine.
 COMPARABLE_GEMM_GAP = 0.10
+#: A run is loaded when other work kept more than this many cores busy at its start or end.
+LOADED_BUSY_CORES = 0.5
+#: How long busy_cores watches the machine while this process sleeps.
+BUSY_SAMPLE_S = 1.0
 #: Flags that decide which kernels a CPU runs (vector width, FMA, matrix units).
 FEATURE_PREFIXES = ("avx", "fma", "amx")
 
@@ -55,12 +59,26 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def load_average() -> float:
-    """The 1-minute load average (NaN where the OS has none)."""
+def _cpu_times():
+    """(all jiffies, idle jiffies) of the whole machine from /proc/stat's first line. Steal time (a
+    VM's host running someone else) counts as busy: it is other work taking the cores."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:9]]
+    return sum(values), values[3] + values[4]  # idle + iowait
+
+
+def busy_cores(seconds: float = BUSY_SAMPLE_S) -> float:
+    """How many cores other work kept busy over ``seconds`` while this process slept (NaN where the
+    OS has no /proc/stat). Not the load average: its minute-long memory still counts a run's own
+    work (a property suite just before the benchmarks read as 2.07 on 2 cores)."""
     try:
-        return os.getloadavg()[0]
-    except OSError:
+        total0, idle0 = _cpu_times()
+        time.sleep(seconds)
+        total1, idle1 = _cpu_times()
+    except (OSError, ValueError, IndexError):
         return float("nan")
+    total = total1 - total0
+    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / total) if total > 0 else float("nan")
 
 
 def jit_cpu_host() -> dict:
@@ -71,14 +89,14 @@ def jit_cpu_host() -> dict:
             "summary": host.describe()}
 
 
-def run_info(gemm: dict, load_start: float, backends: dict) -> dict:
+def run_info(gemm: dict, busy_start: float, backends: dict) -> dict:
     """machine_info["cellbench"] of a run: the GEMM measurement, CPU, cores, BLAS, jit.cpu's
-    host adaptation, backends, loads."""
+    host adaptation, backends, and the cores other work kept busy at the start and (now) the end."""
     from threadpoolctl import threadpool_info
     return {**gemm, "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "jit_cpu": jit_cpu_host(),
             "blas": [{k: pool.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
                      for pool in threadpool_info()],
-            "backends": backends, "loadavg_1min_start": load_start, "loadavg_1min_end": load_average()}
+            "backends": backends, "busy_cores_start": busy_start, "busy_cores_end": busy_cores()}
 
 
 # ----- naming -----------------------------------------------------------------------------------
@@ -123,16 +141,17 @@ def usual_gemm_gflops(cpu_name: str, cpu_features: str, baselines=BASELINES_DIR)
 def loaded(run: dict, usual_gemm=float("nan")) -> list:
     """Why a run's timings are suspect, one phrase each (empty: the machine was quiet).
 
-    run: a mapping with load_start, load_end, cores and gemm_gflops (a row of reports.report.machines).
-    Loaded means a 1-minute load average above the core count when the run started or ended (other
-    work wanted the cores too), or a GEMM rate below USUAL_GEMM_FRACTION of this CPU's usual.
+    run: a mapping with load_start, load_end (cores other work kept busy), cores and gemm_gflops (a row
+    of reports.report.machines). Loaded means other work kept more than LOADED_BUSY_CORES cores busy
+    when the run started or ended, or a GEMM rate below USUAL_GEMM_FRACTION of this CPU's usual.
     """
     reasons = []
     cores = run.get("cores", float("nan"))
     for when in ("start", "end"):
         load = run.get(f"load_{when}", float("nan"))
-        if _known(load) and _known(cores) and load > cores:
-            reasons.append(f"load average {load:.2f} at the {when} on {int(cores)} cores")
+        if _known(load) and load > LOADED_BUSY_CORES:
+            of = f" of {int(cores)}" if _known(cores) else ""
+            reasons.append(f"{load:.2f} cores{of} busy with other work at the {when}")
     rate = run.get("gemm_gflops", float("nan"))
     if _known(rate) and _known(usual_gemm) and rate < USUAL_GEMM_FRACTION * usual_gemm:
         reasons.append(f"GEMM rate {rate:.0f} GFLOP/s, {rate / usual_gemm:.0%} of this CPU's best "

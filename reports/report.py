@@ -57,8 +57,8 @@ DISPLAY = {
     "speedup_vs_torch": "×torch", "gflops": "GFLOP/s", "pct_gemm": "% GEMM", "gbytes_per_s": "GB/s",
     "max_abs_error": "max abs err", "mean_abs_error": "mean abs err", "max_rel_error": "max rel err",
     "first_call_s": "first call s", "steady_s": "steady s", "old_ms": "old ms", "new_ms": "new ms",
-    "gemm_gflops": "GEMM GFLOP/s", "benchmarks": "cases", "datetime": "when", "load_start": "load at start",
-    "load_end": "load at end",
+    "gemm_gflops": "GEMM GFLOP/s", "benchmarks": "cases", "datetime": "when", "load_start": "busy at start",
+    "load_end": "busy at end",
 }
 
 
@@ -171,9 +171,9 @@ def verdict(df: pd.DataFrame, junit=None, warnings=()) -> str:
 # ----- the sections, one step each ------------------------------------------------------------------
 
 def machines_section(df, left_out, junit) -> Section:
-    text = ("Where each results file was measured, its fp32 GEMM rate (GFLOP/s), and the 1-minute load "
-            "average when the benchmarks started and ended (above the core count, other work shared the "
-            "machine and the timings are noisy).")
+    text = ("Where each results file was measured, its fp32 GEMM rate (GFLOP/s), and how many cores other "
+            "work kept busy just before the benchmarks started and after they ended (watched for a second "
+            "while cellbench slept; above half a core, the machine was shared and the timings are noisy).")
     checked = None if junit is None else set(junit["backend"])
     for name, why in (left_out or {}).items():
         status = untimed_status(why, None if checked is None else name in checked)

@@ -80,7 +80,7 @@ def load(paths) -> pd.DataFrame:
 
     Added columns: source (the file), machine (machine_label), cpu_name, cpu_features and cores
     (reports.machine.identity), gemm_gflops (the file's measured fp32 GEMM rate), load_start and
-    load_end (1-minute load averages), datetime, and per benchmark gflops = flops / median,
+    load_end (cores other work kept busy), datetime, and per benchmark gflops = flops / median,
     pct_gemm = gflops / gemm_gflops, gbytes_per_s = bytes / median and spread_pct = 100 · IQR / median.
     """
     frames = []
@@ -98,8 +98,8 @@ def load(paths) -> pd.DataFrame:
         for column, value in identity(data["machine_info"]).items():
             frame[column] = value
         frame["gemm_gflops"] = info.get("gemm_fp32_gflops", float("nan"))
-        frame["load_start"] = info.get("loadavg_1min_start", float("nan"))
-        frame["load_end"] = info.get("loadavg_1min_end", float("nan"))
+        frame["load_start"] = info.get("busy_cores_start", float("nan"))
+        frame["load_end"] = info.get("busy_cores_end", float("nan"))
         frame["datetime"] = data.get("datetime", "")
         frames.append(frame)
     df = pd.concat(frames, ignore_index=True)

@@ -129,7 +129,7 @@ def sweeps(df: pd.DataFrame) -> pd.DataFrame:
 
 def runs(df: pd.DataFrame) -> pd.DataFrame:
     """One row per results file: its machine (label, CPU, vector features, cores), fp32 GEMM rate,
-    benchmark count, date and 1-minute load averages (what reports.machine judges)."""
+    benchmark count, date and the cores other work kept busy (what reports.machine judges)."""
     columns = dict(cpu_name=("cpu_name", "first"), cpu_features=("cpu_features", "first"),
                    cores=("cores", "first"), gemm_gflops=("gemm_gflops", "first"), benchmarks=("name", "size"),
                    datetime=("datetime", "first"), load_start=("load_start", "first"),

@@ -9,7 +9,7 @@ machine_info["cellbench"], next to the CPU model and the BLAS in use.
 import pytest
 
 from reports.backends import resolve_backends
-from reports.machine import load_average, measure_gemm_rate, run_info
+from reports.machine import busy_cores, measure_gemm_rate, run_info
 from reports.matrix import MATRICES, cases
 
 
@@ -39,8 +39,8 @@ LOAD_KEY = pytest.StashKey[tuple]()
 
 
 def pytest_sessionstart(session):
-    # the 1-minute load average before and after: a busy machine makes every timing suspect
-    session.config.stash[LOAD_KEY] = load_average()
+    # the cores other work keeps busy before and after: a busy machine makes every timing suspect
+    session.config.stash[LOAD_KEY] = busy_cores()
 
 
 @pytest.fixture(scope="session")

@@ -75,7 +75,7 @@ def synthetic_run(monkeypatch, tmp_path, jit_s, torch_s, name="run.json"):
     monkeypatch.setattr(cpu_targets, "numpy_gemm", lambda repeats=5: {
         "gemm_size": 2048, "gemm_seconds": 0.1, "gemm_fp32_gflops": 100.0})
     monkeypatch.setattr(cpu_targets, "torch_mm_gflops", lambda: 120.0)
-    monkeypatch.setattr(machine, "load_average", lambda: 0.5)  # a quiet machine, whatever this one does
+    monkeypatch.setattr(machine, "busy_cores", lambda: 0.1)  # a quiet machine, whatever this one does
     path = tmp_path / name
     cpu_targets.main(["--cells", "lstm", "--configs", "S1", "M", "--modes", "inference", "--repeats", "2",
                       "--json", str(path)])
@@ -94,7 +94,7 @@ def test_the_json_is_pytest_benchmark_json_that_report_and_compare_read(monkeypa
     # torch's best row: lstm M inference, 2·50·32·4·256·512 FLOPs in 4 ms = 419 GFLOP/s
     assert info["torch_rnn_gflops"] == pytest.approx(cpu_targets.flops("lstm", "M", "inference") / 0.004 / 1e9)
     assert info["achievable_gflops"] == info["torch_rnn_gflops"] and info["torch_rnn_best"] == "lstm M inference"
-    assert {"loadavg_1min_start", "loadavg_1min_end", "cpu_count"} <= set(info)
+    assert {"busy_cores_start", "busy_cores_end", "cpu_count"} <= set(info)
 
     df = results.load([path])
     assert sorted(df["backend"].unique()) == ["jit.cpu", "torch.nn"] and len(df) == 4

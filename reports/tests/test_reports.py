@@ -247,15 +247,15 @@ def with_machine(tmp_path, name, **changes):
 
 
 def test_a_run_on_a_loaded_machine_gets_a_warning_at_the_top_of_its_report(tmp_path):
-    quiet = with_machine(tmp_path, "quiet.json", loadavg_1min_start=0.3, loadavg_1min_end=0.5)
-    busy = with_machine(tmp_path, "busy.json", loadavg_1min_start=3.5, loadavg_1min_end=1.0)  # 2 cores
+    quiet = with_machine(tmp_path, "quiet.json", busy_cores_start=0.3, busy_cores_end=0.5)  # at the line: quiet
+    busy = with_machine(tmp_path, "busy.json", busy_cores_start=1.5, busy_cores_end=0.1)  # 2 cores
     (tmp_path / "quiet").mkdir()
     line, warnings, _ = write_report(results.load([quiet]), tmp_path / "quiet", baselines=None)
     assert warnings == [] and "loaded" not in line
     assert "Warning" not in (tmp_path / "quiet" / "report.md").read_text()
     (tmp_path / "busy").mkdir()
     line, warnings, _ = write_report(results.load([busy]), tmp_path / "busy", baselines=None)
-    assert len(warnings) == 1 and "load average 3.50 at the start on 2 cores" in warnings[0]
+    assert len(warnings) == 1 and "1.50 cores of 2 busy with other work at the start" in warnings[0]
     assert "the machine was loaded" in line
     markdown = (tmp_path / "busy" / "report.md").read_text()
     assert markdown.index("> **Warning:**") < markdown.index("## Machines")  # at the top, under the verdict
@@ -293,7 +293,7 @@ def test_compare_counts_only_benchmarks_in_both_runs(tmp_path):
 @pytest.mark.parametrize("changes, reason", [
     ({"cpu_model": 17, "cpu_flags": ["avx", "avx2", "avx512f", "fma"]}, "different CPUs"),
     ({"gemm_fp32_gflops": 80.0}, "GEMM rates 50 vs 80 GFLOP/s"),
-    ({"loadavg_1min_end": 2.5}, "new run loaded (load average 2.50 at the end on 2 cores)"),
+    ({"busy_cores_end": 0.6}, "new run loaded (0.60 cores of 2 busy with other work at the end)"),
 ])
 def test_compare_of_runs_that_are_not_comparable_says_why_and_flags_no_regression(tmp_path, changes, reason):
     from reports.machine import differences
@@ -318,3 +318,21 @@ def test_times_are_written_in_plain_decimals_never_scientific_notation(df):
     fast = df.assign(median_s=df["median_s"] * 1e-4, **{"stats.min": df["stats.min"] * 1e-4})
     markdown = to_markdown(tables.per_config(fast)) + to_markdown(tables.headline(fast))
     assert "e-0" not in markdown and "e+0" not in markdown
+
+
+def test_busy_cores_sees_another_process_keep_a_core_busy():
+    """reports.machine.busy_cores counts the cores other work keeps busy while cellbench sleeps
+    (not the load average, whose minute-long memory counts cellbench's own work): a spinning
+    process next to it shows as about one busy core."""
+    import os
+    import time
+
+    from reports.machine import busy_cores
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 3\nwhile time.time() < end: pass"])
+    try:
+        time.sleep(0.3)  # let it start
+        busy = busy_cores(1.0)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert 0.7 <= busy <= (os.cpu_count() or 1) + 0.01, busy
