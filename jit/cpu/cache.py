@@ -123,7 +123,7 @@ class _KeyedOnTheHostTag:
         return super().from_function(py_func, py_file) if is_kernel_source(py_file) else None
 
 
-# Numba 0.63 dropped the leading underscores of these names
+# Recent Numba releases name these without a leading underscore; older ones (>= 0.60) with one
 _CacheImpl = getattr(caching, "CacheImpl", None) or caching._CacheImpl
 _UserProvidedCacheLocator = getattr(caching, "UserProvidedCacheLocator", None) or caching._UserProvidedCacheLocator
 _InTreeCacheLocator = getattr(caching, "InTreeCacheLocator", None) or caching._InTreeCacheLocator

@@ -22,8 +22,8 @@ UNIT_ALIGNMENT = PANEL_VECTORS * VECTOR_BYTES // 4
 
 #: Hidden size from which the threads share the time loop by units, on hosts with less than
 #: 1 MiB of L2 per core (Zen 3: 3–15% faster at H = 512 and 1024); None where rows were as fast
-#: or faster at every size (Zen 4, 1 MiB: rows 0.94–1.0× units' time for lstm and gru at
-#: H = 512 and 1024, 0.65–0.85× for rnn_tanh at 1024). See docs/jit-cpu.md.
+#: or faster at S2, M and L1 (Zen 4, 1 MiB: units 0.98–1.11× the rows' time; L2's lstm goes by
+#: units through UNIT_SPLIT_MIN_WEIGHT_BYTES). See docs/jit-cpu.md.
 UNIT_SPLIT_MIN_UNITS = 512 if L2_BYTES < (1 << 20) else None
 #: By units when W_hh takes half the shared L3 or more: by rows every thread streams all of
 #: it each step, and the threads' streams then spill to memory (Zen 4, 32 MiB L3, L2 config:
