@@ -6,7 +6,7 @@
 For each cell, config and mode, both implementations run on the same float32 weights and
 time-major inputs in the same process, interleaved in rounds (jit, torch, jit, torch, ...)
 so they share the machine's drift, with torch.set_num_threads equal to Numba's thread count
-(read without launching Numba's threading layer: see jit.cpu.backend.pool_threads). Each
+(read without launching Numba's threading layer: see jit.cpu.threads.pool_threads). Each
 round times the steady state of one implementation: a pause that lets the other's idle
 threads sleep (CALL_SETTLE_S), one untimed call, then BURST_CALLS timed calls back to back
 (see there for why). A first call (compilation or loading the on-disk cache) is timed apart.
@@ -176,7 +176,7 @@ def _runners(cell, config, mode):
 def _match_threads() -> int:
     """Give torch Numba's thread count (read without launching Numba's threading layer); return it."""
     import torch
-    from jit.cpu.backend import pool_threads
+    from jit.cpu.threads import pool_threads
     threads = pool_threads()
     torch.set_num_threads(threads)
     return threads

@@ -24,7 +24,7 @@ from .gemms import bias_grad, matmul_rows, weight_grad
 from .gru import gru_backward, gru_classic_backward, gru_classic_forward, gru_forward
 from .lstm import lstm_backward, lstm_forward
 from .rnn import rnn_backward, rnn_forward
-from .threads import call_threads, pool_threads, threads_for  # noqa: F401  (pool_threads: for peers)
+from .threads import call_threads, threads_for
 from .tiling import Tiling, projection_scratch, run_on_row_chunks, run_on_tiles, tiling_for
 from .workspace import scratch
 

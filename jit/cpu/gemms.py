@@ -13,9 +13,9 @@ def matmul_rows(a, b, n_threads: int):
     """a @ b into a new array, the result's rows shared among n_threads threads (BLAS on one each).
 
     Each element is one BLAS product over the whole inner dimension and the split depends only
-    on the shapes and the thread count, so repeat calls give the same bits. A small
-    product (threads.small_call) runs on the caller with jit.cpu.products.matmul, so a small call makes
-    no BLAS call; there ``a`` may be a transposed C array (daᵀ), read in place rather than copied.
+    on the shapes and the thread count, so repeat calls give the same bits. A small product
+    (threads.small_call) runs on the caller with jit.cpu.products.matmul, so a small call makes
+    no BLAS call; there ``a`` may be a transposed C array (daᵀ), read in place, not copied.
     """
     if small_call(a.shape[0] * a.shape[1] * b.shape[1]):
         return matmul(a if transposed_kernel_array(a) else kernel_array(a), kernel_array(b))
