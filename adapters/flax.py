@@ -1,0 +1,109 @@
+"""flax.linen's recurrent cells as a cellbench backend, differentiated by jax.vjp.
+
+    rnn_tanh, rnn_relu   flax.linen.SimpleCell(activation_fn=tanh / relu)
+    lstm                 flax.linen.LSTMCell
+    gru                  flax.linen.GRUCell: r, z = σ(·); n = tanh(W_in x + b_in + r⊙(W_hn h + b_hn));
+                         h' = (1 − z)⊙n + z⊙h, cellbench's gru (PyTorch's form) exactly
+    gru_classic          not supported: flax.linen has no reset-before-product GRU
+
+The cell is scanned over time with jax.lax.scan (what flax.linen.RNN does through flax.linen.scan),
+in float32 or float64 (see adapters.jax_common for JAX's 64-bit mode and for the padding of small
+shapes that keeps the property suite's compile count down). gates and cs are None: flax does not
+expose them.
+
+**Params.** flax's cells hold each gate's weights in a Dense submodule, kernel (in, out), so
+``w_ih`` rows of a gate become that Dense's kernel transposed. Where flax has one bias where
+PyTorch has two, the conversion has to add them:
+- SimpleCell: bias only on the input Dense 'i': b_ih + b_hh;
+- LSTMCell: bias only on the hidden Denses 'hi', 'hf', 'hg', 'ho': b_ih + b_hh per gate;
+- GRUCell: r and z have a bias only on the input Denses 'ir', 'iz': b_ih + b_hh for those blocks;
+  n has both, 'in' (b_in) and 'hn' (b_hn, inside r⊙(·)), so the n block is copied exactly.
+The sum is one rounding of one addition, and within cellbench's tolerances: a pre-activation sums
+the n = I + H + 2 terms W_ih x, W_hh h, b_ih and b_hh, and the suite's bound (n·u·Σ|terms|,
+docs/tolerances.md) holds for any order of that sum, adding the two biases first included. The
+gradients go back through the same sum, so db_ih = db_hh exactly, as in PyTorch.
+"""
+from __future__ import annotations
+
+import sys
+
+try:
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+except ImportError as exc:  # flax and jax are an optional extra
+    raise ImportError('adapters.flax needs flax and JAX: pip install -e ".[jax]"') from exc
+
+import numpy as np
+
+from . import jax_common
+from .known import KnownDefect
+
+name = "flax"
+cells = frozenset({"rnn_tanh", "rnn_relu", "lstm", "gru"})
+dtypes = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
+#: The property suite's sizes on this backend: within jax_common.SMALL, so that B, I and H run
+#: padded to one size and only T varies between compiled programs (see adapters.jax_common).
+max_test_sizes = {"T": 8, "B": jax_common.SMALL, "I": jax_common.SMALL, "H": jax_common.SMALL}
+known_defects: tuple[KnownDefect, ...] = ()
+backend = sys.modules[__name__]
+
+#: Each cell's flax.linen module, given H.
+CELL_MODULES = {
+    "rnn_tanh": lambda H: nn.SimpleCell(H, activation_fn=nn.tanh),
+    "rnn_relu": lambda H: nn.SimpleCell(H, activation_fn=nn.relu),
+    "lstm": nn.LSTMCell,
+    "gru": nn.GRUCell,
+}
+
+
+def _block(a, k: int, H: int):
+    """Gate block k (in PyTorch's row order) of a (G·H, ·) weight or (G·H,) bias."""
+    return a[k * H:(k + 1) * H]
+
+
+def flax_params(cell: str, w_ih, w_hh, b_ih, b_hh) -> dict:
+    """PyTorch-layout params as the flax cell's ``params`` collection (jnp or np arrays alike)."""
+    H = w_hh.shape[1]
+    if cell.startswith("rnn_"):
+        return {"i": {"kernel": w_ih.T, "bias": b_ih + b_hh}, "h": {"kernel": w_hh.T}}
+    if cell == "lstm":
+        out = {}
+        for k, gate in enumerate("ifgo"):
+            out["i" + gate] = {"kernel": _block(w_ih, k, H).T}
+            out["h" + gate] = {"kernel": _block(w_hh, k, H).T, "bias": _block(b_ih, k, H) + _block(b_hh, k, H)}
+        return out
+    out = {}
+    for k, gate in enumerate("rz"):
+        out["i" + gate] = {"kernel": _block(w_ih, k, H).T, "bias": _block(b_ih, k, H) + _block(b_hh, k, H)}
+        out["h" + gate] = {"kernel": _block(w_hh, k, H).T}
+    out["in"] = {"kernel": _block(w_ih, 2, H).T, "bias": _block(b_ih, 2, H)}
+    out["hn"] = {"kernel": _block(w_hh, 2, H).T, "bias": _block(b_hh, 2, H)}
+    return out
+
+
+def make_apply(cell: str, I: int, H: int, dtype):
+    """apply(w_ih, w_hh, b_ih, b_hh, x, state) -> (hs, state_n): the flax cell scanned over x."""
+    module = CELL_MODULES[cell](H)
+    lstm = cell == "lstm"
+
+    def apply(w_ih, w_hh, b_ih, b_hh, x, state):
+        variables = {"params": flax_params(cell, w_ih, w_hh, b_ih, b_hh)}
+        carry = (state[1], state[0]) if lstm else state[0]  # LSTMCell's carry is (c, h)
+
+        def step(carry, x_t):
+            return module.apply(variables, carry, x_t)
+        carry, hs = jax.lax.scan(step, carry, x)
+        return hs, ((carry[1], carry[0]) if lstm else (carry,))
+    return apply
+
+
+_programs = jax_common.Programs(make_apply)
+
+
+def forward(cell, params, x, h0, c0=None, *, training=True):
+    return jax_common.forward(_programs, cells, cell, params, x, h0, c0, training=training)
+
+
+def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
+    return jax_common.backward(_programs, cells, cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n)
