@@ -81,9 +81,9 @@ timeout 40 python -m reports.gpu_bench profile --out "$OUT"
 PROFILE_RC=$?
 
 echo "== property suite against jit.cuda on the device (log: $OUT/properties.log)"
-timeout "$PROPERTY_TIMEOUT_S" python -m pytest properties -v -p no:cacheprovider -m "not suite_power" \
+timeout "$PROPERTY_TIMEOUT_S" python -m pytest properties jit/cuda/tests -v -p no:cacheprovider -m "not suite_power" \
     -o faulthandler_timeout=90 \
-    --ignore=properties/test_reference.py --ignore=properties/test_jit_cpu.py \
+    --ignore=properties/test_reference.py \
     --junitxml="$OUT/properties_junit.xml" >"$OUT/properties.log" 2>&1
 PROPERTY_RC=$?
 tail -n 3 "$OUT/properties.log"

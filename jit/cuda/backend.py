@@ -34,7 +34,7 @@ cells = frozenset(CELLS)
 max_test_sizes = {"T": 4, "B": 3, "I": 5, "H": 7} if SIMULATOR else None
 #: And at most this many Hypothesis examples per property under the simulator: 8 keep the suite
 #: against jit.cuda under 3 minutes on the 2-core CI machine (the 7th and 8th examples cost ~0.6 s
-#: each, a call near the size limits). properties/test_jit_cuda.py covers the tile edges.
+#: each, a call near the size limits). jit/cuda/tests/test_jit_cuda.py covers the tile edges.
 max_test_examples = 8 if SIMULATOR else None
 #: True when the kernels run on the CUDA simulator: results are exact, timings mean nothing
 #: (reports.backends leaves such a backend out of every benchmark).

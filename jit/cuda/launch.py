@@ -39,7 +39,7 @@ GPU_TILES = Tiles(matmul=16, matmul_work=4, matmul_depth=16, units=32, rows=8, d
                   blocks_1d=1024)
 #: Under the simulator the cost is ~1 ms per simulated thread and per syncthreads round, so blocks
 #: are tiny and reductions take 8 at a time. At the suite's simulator sizes (H = 7, B = 3) the step
-#: grids then have a tail block in both axes and every tile a partial edge; properties/test_jit_cuda.py
+#: grids then have a tail block in both axes and every tile a partial edge; jit/cuda/tests/test_jit_cuda.py
 #: adds H = depth + 3 for a reduction over several tiles.
 SIMULATOR_TILES = Tiles(matmul=2, matmul_work=4, matmul_depth=4, units=4, rows=2, depth=8, threads_1d=8,
                         blocks_1d=1)

@@ -23,6 +23,9 @@ import reference
 from jit.cpu import arrays, backend, gemms, products, threads, tiling
 from reference.contract import NUM_GATES
 
+#: The repository root: the subprocess runs below start there.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
 DTYPES = (np.float32, np.float64)
 
 
@@ -796,7 +799,7 @@ def test_the_property_suite_passes_at_the_other_vector_width():
     from jit.cpu import host
 
     other = 32 if host.VECTOR_BYTES == 64 else 64
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = REPO
     env = dict(os.environ, CELLBENCH_VECTOR_BYTES=str(other), CELLBENCH_BACKEND="jit.cpu")
     command = [sys.executable, "-m", "pytest", *WIDTH_FAMILIES, "-q", "-x", "-p", "no:cacheprovider",
                "-k", f"not ({' or '.join(WIDTH_INDEPENDENT)})"]
@@ -907,7 +910,7 @@ def test_each_vector_width_has_its_own_cached_code(tmp_path):
     register tile are module constants, which Numba's cache key does not see): in one cache
     folder, a jit.cpu function at 32, then 64, then 32 again compiles, compiles, then loads.
     (A small function: the cache locator keys every function of jit.cpu's modules alike.)"""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = REPO
     runs = []
     for width in (32, 64, 32):
         env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), CELLBENCH_VECTOR_BYTES=str(width))

@@ -29,7 +29,7 @@ from jit.cuda.backend import _matmul  # noqa: E402
 from jit.cuda.elementwise import fill2d  # noqa: E402
 from jit.cuda.launch import SIMULATOR, TILES, LaunchError, launch  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 EPS = {np.float32: np.finfo(np.float32).eps, np.float64: np.finfo(np.float64).eps}
 
 MATMUL_BLOCK = TILES.matmul * TILES.matmul_work
