@@ -28,7 +28,8 @@ from hypothesis import HealthCheck, settings
 
 from reference.contract import CELLS
 
-from .backends import available, load_backend
+from . import verification_run
+from .backends import available, declared_dtypes, has_backward, known_defects, load_backend
 
 PROFILES = {
     # ci: reproducible (derandomize: the same examples on every run and machine), no deadline (Numba
@@ -62,6 +63,12 @@ def add_options(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cells(*names): the cells a property applies to")
+    config.addinivalue_line("markers", "needs_backward: the property checks gradients; skipped on a forward-only "
+                                       "backend (backward = None)")
+    config.addinivalue_line("markers", "in_dtype(name): the one dtype a property without a dtype parameter runs "
+                                       "in; skipped on a backend that does not declare it")
+    config.addinivalue_line("markers", "known_defect(finding): a framework defect (docs/findings.md) makes this "
+                                       "property fail on this backend")
     config.addinivalue_line("markers", "suite_power: runs the suite against broken backends in subprocesses "
                                        "(slow; deselect with -m 'not suite_power')")
     config.addinivalue_line("markers", "self_check: runs a built-in backend against itself in subprocesses, "
@@ -75,6 +82,23 @@ def pytest_configure(config):
     config.cellbench_backends = None
     if config.getoption("--backend") or os.environ.get("CELLBENCH_BACKEND"):
         selected_backends(config)  # a bad spec is a usage error, reported before anything runs
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """A --backend run (properties.verification_run) writes nothing into the working tree, and its
+    tests run in one pytest-xdist worker, so that a backend that aborts or segfaults kills only that worker."""
+    if explicit_backend(config):
+        verification_run.prepare(config)
+
+
+def pytest_unconfigure(config):
+    verification_run.clean_up(config)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent with -p no:xdist
+def pytest_handlecrashitem(crashitem, report, sched):
+    verification_run.name_the_example(report)
 
 
 def selected_backends(config) -> dict:
@@ -103,15 +127,25 @@ def pytest_report_header(config):
     return lines
 
 
+PROPERTIES_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
 def pytest_collection_modifyitems(config, items):
-    """With an explicit backend, leave out suite_power: it checks the suite itself (on its own
-    mutants), not the backend being verified."""
-    if not (config.getoption("--backend") or os.environ.get("CELLBENCH_BACKEND")):
+    """With an explicit backend, run only the properties of that backend: the tests that take the
+    ``backend`` fixture. Left out: suite_power (it checks the suite itself, on its own mutants), the
+    reference's own tests (properties/test_reference.py), and everything outside properties/ (the
+    built-in kernels' tests, the reports' tests), none of which checks the backend named."""
+    if not explicit_backend(config):
         return
-    kept = [item for item in items if item.get_closest_marker("suite_power") is None]
-    if len(kept) < len(items):
-        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("suite_power")])
-        items[:] = kept
+
+    def about_the_backend(item) -> bool:
+        return (item.get_closest_marker("suite_power") is None
+                and "backend" in getattr(item, "fixturenames", ())
+                and os.path.dirname(os.path.abspath(str(item.path))) == PROPERTIES_DIR)
+    dropped = [item for item in items if not about_the_backend(item)]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if about_the_backend(item)]
 
 
 def already_parametrized(metafunc, argname) -> bool:
@@ -124,28 +158,76 @@ def already_parametrized(metafunc, argname) -> bool:
     return False
 
 
+def explicit_backend(config) -> bool:
+    return bool(config.getoption("--backend") or os.environ.get("CELLBENCH_BACKEND"))
+
+
+def capability_marks(metafunc, backend_name, backend, cell, dtype, half=None) -> list:
+    """Skips for what the backend declares it lacks (a cell, a dtype, backward), else the marks of a
+    known framework defect: xfail naming the finding in a run of every backend; in a run of this
+    backend alone (--backend) the test fails as any does, and its report names the finding."""
+    definition = metafunc.definition
+    dtypes = declared_dtypes(backend)
+    fixed_dtype = definition.get_closest_marker("in_dtype")
+    if cell and cell not in backend.cells:
+        return [pytest.mark.skip(reason=f"backend {backend_name} does not support {cell} "
+                                        f"(not in its cells: {', '.join(sorted(backend.cells))})")]
+    for needed in ([dtype] if dtype is not None else []) + ([np.dtype(fixed_dtype.args[0])] if fixed_dtype else []):
+        if needed not in dtypes:
+            return [pytest.mark.skip(reason=f"backend {backend_name} does not support {needed} "
+                                            f"(its dtypes: {', '.join(sorted(map(str, dtypes)))})")]
+    if (definition.get_closest_marker("needs_backward") or half == "backward") and not has_backward(backend):
+        return [pytest.mark.skip(reason=f"backend {backend_name} is forward-only (backward = None): "
+                                        "this property checks gradients")]
+    dtype_name = None if dtype is None else DTYPE_IDS[dtype]
+    for defect in known_defects(backend):
+        if defect.matches(definition.originalname, cell, dtype_name, half):
+            marks = [pytest.mark.known_defect(defect.finding)]
+            if not explicit_backend(metafunc.config):
+                marks.append(pytest.mark.xfail(reason=f"known defect of {backend_name}: {defect.finding} "
+                                                      "(docs/findings.md)", strict=False))
+            return marks
+    return []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failure of a property that a known framework defect makes fail names the finding."""
+    report = yield
+    marker = item.get_closest_marker("known_defect")
+    if marker and report.failed and hasattr(report.longrepr, "addsection"):
+        report.longrepr.addsection(KNOWN_DEFECT_SECTION, f"{KNOWN_DEFECT_WORDS} {marker.args[0]} "
+                                                         "(docs/findings.md, with a reproducer)")
+    return report
+
+
+#: How a failure report names a known framework defect (reports.conformance reads it back).
+KNOWN_DEFECT_SECTION = "cellbench: known defect"
+KNOWN_DEFECT_WORDS = "this failure is the framework defect"
+
+
+#: A structure property with a ``half`` parameter runs twice: on forward's results, and on backward's.
+#: The forward half still runs on a forward-only backend; the backward half is skipped there.
+HALVES = ("forward", "backward")
+
+
 def pytest_generate_tests(metafunc):
     if "backend" not in metafunc.fixturenames or already_parametrized(metafunc, "backend"):
         return
     backends = selected_backends(metafunc.config)
     marker = metafunc.definition.get_closest_marker("cells")
     cells = marker.args if marker else CELLS
-    names = ["backend"]
-    if "cell" in metafunc.fixturenames:
-        names.append("cell")
-    if "dtype" in metafunc.fixturenames:
-        names.append("dtype")
+    names = ["backend"] + [name for name in ("cell", "dtype", "half") if name in metafunc.fixturenames]
     cases = []
     for backend_name, backend in backends.items():
         for cell in (cells if "cell" in names else [None]):
             for dtype in (DTYPE_IDS if "dtype" in names else [None]):
-                values = [backend] + ([cell] if cell else []) + ([dtype] if dtype is not None else [])
-                case_id = "-".join([backend_name] + ([cell] if cell else []) + ([DTYPE_IDS[dtype]] if dtype else []))
-                marks = []
-                if cell and cell not in backend.cells:
-                    marks = [pytest.mark.skip(reason=f"backend {backend_name} does not support {cell} "
-                                                     f"(not in its cells: {', '.join(sorted(backend.cells))})")]
-                cases.append(pytest.param(*values, id=case_id, marks=marks))
+                for half in (HALVES if "half" in names else [None]):
+                    values = [backend] + [v for v in (cell, dtype, half) if v is not None]
+                    case_id = "-".join([backend_name] + ([cell] if cell else [])
+                                       + ([DTYPE_IDS[dtype]] if dtype is not None else []) + ([half] if half else []))
+                    marks = capability_marks(metafunc, backend_name, backend, cell, dtype, half)
+                    cases.append(pytest.param(*values, id=case_id, marks=marks))
     metafunc.parametrize(names if len(names) > 1 else names[0], cases)
 
 

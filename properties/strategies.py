@@ -30,9 +30,16 @@ from hypothesis.extra import numpy as hnp
 from reference.contract import NUM_GATES, Params
 from reference.layers import ProjectedParams
 
+from .backends import declared_dtypes, has_backward, layer_features
 from .conditioning import direction_conditioning
+from .verification_run import note_example
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def dtypes_of(backend) -> st.SearchStrategy[np.dtype]:
+    """One of the dtypes the backend declares (both floats unless it declares ``dtypes``)."""
+    return st.sampled_from([d for d in DTYPES if d in declared_dtypes(backend)])
 
 #: Largest sizes any property draws (a backend's max_test_sizes can only lower them).
 SIZE_LIMITS = {"T": 300, "B": 300, "I": 300, "H": 300}
@@ -111,9 +118,11 @@ class Problem:
                        c0=cast(self.c0), dhs=cast(self.dhs), dh_n=cast(self.dh_n), dc_n=cast(self.dc_n))
 
     def forward(self, backend, **kwargs):
+        note_example(f"forward: {self.describe()}")  # named in the report if the backend kills the process
         return backend.forward(self.cell, self.params, self.x, self.h0, self.c0, **kwargs)
 
     def backward(self, backend, fwd):
+        note_example(f"backward: {self.describe()}")
         return backend.backward(self.cell, self.params, self.x, self.h0, self.c0, fwd, self.dhs, self.dh_n,
                                 self.dc_n)
 
@@ -213,12 +222,12 @@ DEFECTS = ("ndim", "size_mismatch", "mixed_dtypes", "integer_dtype", "non_finite
 def malformed_calls(draw, backend, cell: str, dtype):
     """(which, kwargs, defect, argument): the arguments of forward or backward with one defect.
 
-    ``which`` is "forward" or "backward"; the defect is placed in the drawn argument. Arrays
-    of the wrong ndim or dtype come from hypothesis.extra.numpy.
+    ``which`` is "forward" or "backward" ("forward" only on a forward-only backend); the defect
+    is placed in the drawn argument. Arrays of the wrong ndim or dtype come from hypothesis.extra.numpy.
     """
     problem = draw(problems(backend, cell, dtype, regimes=("pytorch_init",), x_scales=(1.0,),
                             limits={"T": 4, "B": 3, "I": 4, "H": 5}), label="well-formed problem")
-    which = draw(st.sampled_from(("forward", "backward")), label="call")
+    which = draw(st.sampled_from(("forward", "backward") if has_backward(backend) else ("forward",)), label="call")
     defect = draw(st.sampled_from(DEFECTS), label="defect")
     args = {"params": problem.params, "x": problem.x, "h0": problem.h0, "c0": problem.c0}
     names = ["x", "h0"] + (["c0"] if cell == "lstm" else []) + ["w_ih", "w_hh", "b_ih", "b_hh"]
@@ -341,10 +350,12 @@ class LayerProblem:
 
     def forward(self, layers, **kwargs):
         """``layers``: anything with layer_forward (a backend's own, or reference.layers.composed(backend))."""
+        note_example(f"layer_forward: {self.describe()}")
         return layers.layer_forward(self.cell, list(self.params), self.x, self.h0, self.c0,
                                     bidirectional=self.bidirectional, lengths=self.lengths, **kwargs)
 
     def backward(self, layers, fwd):
+        note_example(f"layer_backward: {self.describe()}")
         return layers.layer_backward(self.cell, list(self.params), self.x, self.h0, self.c0, fwd, self.dhs,
                                      self.dh_n, self.dc_n, bidirectional=self.bidirectional, lengths=self.lengths)
 
@@ -396,6 +407,14 @@ def layer_problems(draw, backend, cell: str, dtype, *, regimes=REGIMES, x_scales
     properties.conditioning), so "contracting" contracts in every layer.
     """
     dtype = np.dtype(dtype)
+    # What the backend's layers lack is never drawn (a property that needs it is skipped before).
+    features = layer_features(backend)
+    if "lengths" not in features:
+        lengths = None
+    if "bidirectional" not in features:
+        bidirectional = False
+    if "projection" not in features:
+        projection = False
     slow = bool(getattr(backend, "max_test_sizes", None))
     caps = [LAYER_LIMITS, limits or {}] + ([SLOW_BACKEND_LAYER_LIMITS] if slow else [])
     limits = limits_for(backend, {dim: min(cap.get(dim, LAYER_LIMITS[dim]) for cap in caps) for dim in LAYER_LIMITS})

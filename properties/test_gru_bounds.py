@@ -4,6 +4,10 @@ h_t = (1 − z_t)⊙n_t + z_t⊙h_{t−1} with z in [0, 1], for gru and gru_clas
 elementwise between h_{t−1} and n_t, hence ‖h_t‖∞ ≤ max(‖h_0‖∞, 1); and with the update gate
 saturated by its bias, h_t equals h_{t−1} (z = 1) or n_t (z = 0).
 
+n_t is the backend's own where it returns its gates; where it returns none (gates = None, as
+frameworks do), the suite recomputes n_t in float64 with the reference step from x_t, the params
+and the backend's own h_{t−1}, which mix_allowance's gap between two evaluations of n covers.
+
 Rounding allowance: however the mix is evaluated ((1 − z)n + zh, or n + z(h − n)), it takes at
 most 4 roundings of quantities bounded by |n| + |h|: 4u·(|n_t| + |h_{t−1}|).
 """
@@ -14,6 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from reference.backend import STEPS
+from reference.contract import Params
 
 from .asserts import assert_within, unit_roundoff
 from .conditioning import conditioning, sigmoid
@@ -25,11 +31,19 @@ SATURATION_MARGIN = 40.0
 
 
 def previous_and_candidate(problem, fwd):
-    """(h_{t−1}, n_t), each (T, B, H), from the backend's own forward result."""
+    """(h_{t−1}, n_t), each (T, B, H), from the backend's own forward result (n_t recomputed in
+    float64 from its h_{t−1} where it returns no gates)."""
     H = problem.h0.shape[1]
     hs = np.asarray(fwd.hs)
     h_prev = np.concatenate([np.asarray(problem.h0)[None], hs[:-1]])
-    return h_prev, np.asarray(fwd.gates)[..., 2 * H:]
+    if fwd.gates is not None:
+        return h_prev, np.asarray(fwd.gates)[..., 2 * H:]
+    T, B, I = problem.x.shape
+    params = Params(*(np.asarray(a, np.float64) for a in problem.params))
+    # every step at once: the T·B (x_t, h_{t−1}) pairs as one batch of the reference step
+    *_, cache = STEPS[problem.cell].forward(np.asarray(problem.x, np.float64).reshape(T * B, I),
+                                            h_prev.astype(np.float64).reshape(T * B, H), params)
+    return h_prev, cache.gates[:, 2 * H:].reshape(T, B, H)
 
 
 def mix_allowance(problem, h_prev, n):

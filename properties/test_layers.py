@@ -32,7 +32,8 @@ from reference.contract import Params
 from .asserts import (assert_close, assert_dtype, assert_within, layer_tolerances, projection_bound_allowance,
                       projection_tolerance, unit_roundoff)
 from .conditioning import layer_conditionings
-from .strategies import DTYPES, LayerProblem, layer_problems
+from .backends import has_layer_backward, layer_features
+from .strategies import LayerProblem, dtypes_of, layer_problems
 
 TRUTH_DTYPE = np.dtype(np.float64)
 TRUTH = reference.layers.REFERENCE
@@ -71,6 +72,16 @@ def _fewer_examples_on_slow_backends(request):
 def layers_of(backend):
     """The backend's own layers, or the composition of its cells."""
     return backend if hasattr(backend, "layer_forward") else reference.layers.composed(backend)
+
+
+def require(backend, *features, gradients=False):
+    """Skip, naming what is missing, where the backend's layers lack a feature this property needs
+    (``layer_features``) or, for ``gradients``, layer gradients (forward-only layers)."""
+    missing = sorted(set(features) - layer_features(backend))
+    if missing:
+        pytest.skip(f"backend {backend.name}'s layers do not support {', '.join(missing)} (its layer_features)")
+    if gradients and not has_layer_backward(backend):
+        pytest.skip(f"backend {backend.name}'s layers are forward-only: this property checks gradients")
 
 
 # ----- results as named arrays, and their comparison ----------------------------------------------
@@ -121,9 +132,10 @@ def assert_named_close(actual: dict, expected: dict, tols, *, scale=1.0, context
     return worst
 
 
-def results(problem: LayerProblem, layers) -> dict:
+def results(problem: LayerProblem, layers, with_gradients=True) -> dict:
+    """Outputs and (``with_gradients``) every gradient, by name."""
     fwd = problem.forward(layers)
-    return {**outputs(fwd), **gradients(problem.backward(layers, fwd))}
+    return {**outputs(fwd), **(gradients(problem.backward(layers, fwd)) if with_gradients else {})}
 
 
 # ----- agreement -----------------------------------------------------------------------------------
@@ -133,7 +145,6 @@ def test_layers_agree_with_the_reference(backend, cell, dtype, data):
     problem = data.draw(layer_problems(backend, cell, dtype, regimes=AGREEMENT_REGIMES), label="problem")
     exact = problem.astype(TRUTH_DTYPE)
     truth_fwd = exact.forward(TRUTH)
-    truth_grads = exact.backward(TRUTH, truth_fwd)
     tols = layer_tolerances(problem, dtype).plus(layer_tolerances(problem, TRUTH_DTYPE))
     event(f"L·D = {len(problem.params)}, lengths {'given' if problem.lengths is not None else 'none'}")
     context = f"{problem.describe()}; {tols.describe()}"
@@ -143,9 +154,11 @@ def test_layers_agree_with_the_reference(backend, cell, dtype, data):
     worst = assert_named_close(outputs(fwd), outputs(truth_fwd), tols, context=context, dtype=dtype)
     inference = problem.forward(layers, training=False)
     assert_named_close(outputs(inference), outputs(truth_fwd), tols, context=context + " (training=False)")
-    grads = problem.backward(layers, fwd)
-    worst = max(worst, assert_named_close(gradients(grads), gradients(truth_grads), tols, context=context,
-                                          dtype=dtype))
+    if has_layer_backward(backend):  # forward-only layers: the outputs above are all there is to check
+        truth_grads = exact.backward(TRUTH, truth_fwd)
+        grads = problem.backward(layers, fwd)
+        worst = max(worst, assert_named_close(gradients(grads), gradients(truth_grads), tols, context=context,
+                                              dtype=dtype))
     target(worst, label="largest error / tolerance")
 
 
@@ -189,8 +202,10 @@ def central_difference(layers, problem, direction, step):
     return (loss(problem, plus) - loss(problem, minus)) / (2 * step), signs
 
 
+@pytest.mark.in_dtype("float64")
 @given(data=st.data())
 def test_layer_gradients_match_central_differences(backend, cell, data):
+    require(backend, gradients=True)
     problem = data.draw(layer_problems(backend, cell, TRUTH_DTYPE, regimes=("contracting", "pytorch_init"),
                                        limits=FD_LIMITS), label="problem")
     rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 32 - 1), label="direction seed"))
@@ -242,22 +257,25 @@ def joined(*parts):
 
 @given(data=st.data())
 def test_stacking_is_composition(backend, cell, data):
-    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
+    dtype = data.draw(dtypes_of(backend), label="dtype")
     problem = data.draw(layer_problems(backend, cell, dtype, regimes=REGIMES, layers=2), label="problem")
     layers, D = layers_of(backend), problem.num_directions
-    whole = results(problem, layers)
+    grads_too = has_layer_backward(backend)
+    whole = results(problem, layers, grads_too)
 
     lower = layer_slice(problem, slice(0, D))
     lower_fwd = lower.forward(layers)
     upper = layer_slice(problem, slice(D, 2 * D), x=np.asarray(lower_fwd.hs))
     upper_fwd = upper.forward(layers)
-    upper_grads = upper.backward(layers, upper_fwd)
-    lower_grads = replace(lower, dhs=np.asarray(upper_grads.dx)).backward(layers, lower_fwd)
     expected = {"hs": upper_fwd.hs, "h_n": joined(lower_fwd.h_n, upper_fwd.h_n),
-                "c_n": joined(lower_fwd.c_n, upper_fwd.c_n), "dx": lower_grads.dx,
-                "dh0": joined(lower_grads.dh0, upper_grads.dh0), "dc0": joined(lower_grads.dc0, upper_grads.dc0)}
-    for k, per_direction in enumerate(list(lower_grads.dparams) + list(upper_grads.dparams)):
-        expected.update(param_gradients(k, per_direction))
+                "c_n": joined(lower_fwd.c_n, upper_fwd.c_n)}
+    if grads_too:
+        upper_grads = upper.backward(layers, upper_fwd)
+        lower_grads = replace(lower, dhs=np.asarray(upper_grads.dx)).backward(layers, lower_fwd)
+        expected.update({"dx": lower_grads.dx, "dh0": joined(lower_grads.dh0, upper_grads.dh0),
+                         "dc0": joined(lower_grads.dc0, upper_grads.dc0)})
+        for k, per_direction in enumerate(list(lower_grads.dparams) + list(upper_grads.dparams)):
+            expected.update(param_gradients(k, per_direction))
     assert_named_close(whole, expected, layer_tolerances(problem), scale=2,
                        context=problem.describe() + ", layer 1 run on layer 0's hs")
 
@@ -274,11 +292,13 @@ def reversed_rows(a, lengths):
 
 @given(data=st.data())
 def test_the_reverse_direction_is_the_forward_one_on_reversed_rows(backend, cell, data):
-    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
+    require(backend, "bidirectional")
+    dtype = data.draw(dtypes_of(backend), label="dtype")
     problem = data.draw(layer_problems(backend, cell, dtype, regimes=REGIMES, layers=1, bidirectional=True,
                                        lengths="given"), label="problem")
     layers, lengths, H_out = layers_of(backend), problem.row_lengths(), problem.h0.shape[2]
-    whole = results(problem, layers)
+    grads_too = has_layer_backward(backend)
+    whole = results(problem, layers, grads_too)
 
     def one_direction(k, **changes):
         return layer_slice(problem, slice(k, k + 1), bidirectional=False, **changes)
@@ -286,13 +306,14 @@ def test_the_reverse_direction_is_the_forward_one_on_reversed_rows(backend, cell
     reverse = one_direction(1, x=reversed_rows(problem.x, lengths),
                             dhs=reversed_rows(np.ascontiguousarray(problem.dhs[..., H_out:]), lengths))
     f_fwd, r_fwd = forward.forward(layers), reverse.forward(layers)
-    f_grads, r_grads = forward.backward(layers, f_fwd), reverse.backward(layers, r_fwd)
     expected = {"hs": np.concatenate([f_fwd.hs, reversed_rows(r_fwd.hs, lengths)], axis=2),
-                "h_n": joined(f_fwd.h_n, r_fwd.h_n), "c_n": joined(f_fwd.c_n, r_fwd.c_n),
-                "dx": np.asarray(f_grads.dx) + reversed_rows(r_grads.dx, lengths),
-                "dh0": joined(f_grads.dh0, r_grads.dh0), "dc0": joined(f_grads.dc0, r_grads.dc0)}
-    for k, per_direction in enumerate((f_grads.dparams[0], r_grads.dparams[0])):
-        expected.update(param_gradients(k, per_direction))
+                "h_n": joined(f_fwd.h_n, r_fwd.h_n), "c_n": joined(f_fwd.c_n, r_fwd.c_n)}
+    if grads_too:
+        f_grads, r_grads = forward.backward(layers, f_fwd), reverse.backward(layers, r_fwd)
+        expected.update({"dx": np.asarray(f_grads.dx) + reversed_rows(r_grads.dx, lengths),
+                         "dh0": joined(f_grads.dh0, r_grads.dh0), "dc0": joined(f_grads.dc0, r_grads.dc0)})
+        for k, per_direction in enumerate((f_grads.dparams[0], r_grads.dparams[0])):
+            expected.update(param_gradients(k, per_direction))
     assert_named_close(whole, expected, layer_tolerances(problem), scale=2,
                        context=problem.describe() + ", reverse direction run forward on each row reversed")
 
@@ -301,10 +322,12 @@ def test_the_reverse_direction_is_the_forward_one_on_reversed_rows(backend, cell
 
 @given(data=st.data())
 def test_each_row_is_itself_alone_truncated_then_padded_with_zeros(backend, cell, data):
-    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
+    require(backend, "lengths")
+    dtype = data.draw(dtypes_of(backend), label="dtype")
     problem = data.draw(layer_problems(backend, cell, dtype, regimes=REGIMES, lengths="short"), label="problem")
     layers, lengths = layers_of(backend), problem.row_lengths()
-    whole = results(problem, layers)
+    grads_too = has_layer_backward(backend)
+    whole = results(problem, layers, grads_too)
     tols = layer_tolerances(problem)
     sums = {}
     for b, n in enumerate(lengths):
@@ -315,15 +338,15 @@ def test_each_row_is_itself_alone_truncated_then_padded_with_zeros(backend, cell
             return None if a is None else np.ascontiguousarray(a[:, b:b + 1])
         alone = replace(problem, x=steps(problem.x), h0=state(problem.h0), c0=state(problem.c0), lengths=None,
                         dhs=steps(problem.dhs), dh_n=state(problem.dh_n), dc_n=state(problem.dc_n))
-        got = results(alone, layers)
+        got = results(alone, layers, grads_too)
         context = f"{problem.describe()}, row {b} (length {n}) alone"
-        for name in ("hs", "dx"):
+        for name in ("hs", "dx") if grads_too else ("hs",):
             np.testing.assert_array_equal(np.asarray(whole[name])[n:, b], 0, err_msg=(
                 f"{name} past row {b}'s length {n} must be zeros; {context}"))
         in_batch = {name: None if whole[name] is None else np.asarray(whole[name])[:n, b:b + 1]
-                    for name in ("hs", "dx")}
+                    for name in ("hs", "dx") if name in whole}
         in_batch.update({name: None if whole[name] is None else np.asarray(whole[name])[:, b:b + 1]
-                         for name in ("h_n", "c_n", "dh0", "dc0")})
+                         for name in ("h_n", "c_n", "dh0", "dc0") if name in whole})
         assert_named_close(in_batch, {name: got[name] for name in in_batch}, tols, scale=2, context=context)
         for name, value in got.items():
             if name.startswith("dparams[") and value is not None:
@@ -334,7 +357,8 @@ def test_each_row_is_itself_alone_truncated_then_padded_with_zeros(backend, cell
 
 @given(data=st.data())
 def test_a_gradient_at_padded_positions_changes_nothing(backend, cell, data):
-    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
+    require(backend, "lengths", gradients=True)
+    dtype = data.draw(dtypes_of(backend), label="dtype")
     problem = data.draw(layer_problems(backend, cell, dtype, lengths="short"), label="problem")
     scale = data.draw(st.sampled_from((1.0, 1e3)), label="padded gradient scale")
     T = problem.x.shape[0]
@@ -361,7 +385,8 @@ def sigmoid(a):
 def test_the_projection_is_w_hr_times_o_tanh_c(backend, cell, data):
     """At each row's last step, in each direction of one layer: h_n = W_hr (o⊙tanh c_n), with o
     recomputed in float64 from x and the backend's own previous h (in hs, or h0)."""
-    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
+    require(backend, "projection")
+    dtype = data.draw(dtypes_of(backend), label="dtype")
     problem = data.draw(layer_problems(backend, cell, dtype, regimes=REGIMES, layers=1, projection=True),
                         label="problem")
     fwd = problem.forward(layers_of(backend))
@@ -388,7 +413,8 @@ def test_the_projection_is_w_hr_times_o_tanh_c(backend, cell, data):
 @pytest.mark.cells("lstm")
 @given(data=st.data())
 def test_projected_outputs_are_bounded_by_w_hr_row_sums(backend, cell, data):
-    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
+    require(backend, "projection")
+    dtype = data.draw(dtypes_of(backend), label="dtype")
     problem = data.draw(layer_problems(backend, cell, dtype, regimes=("wide", "pytorch_init", "saturating"),
                                        x_scales=(1.0, 10.0, 1e3), projection=True), label="problem")
     fwd = problem.forward(layers_of(backend))
@@ -434,19 +460,23 @@ def as_plain_lstm(problem: LayerProblem) -> LayerProblem:
 @pytest.mark.cells("lstm")
 @given(data=st.data())
 def test_an_identity_projection_is_the_plain_lstm(backend, cell, data):
-    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
+    require(backend, "projection")
+    dtype = data.draw(dtypes_of(backend), label="dtype")
     problem = identity_projected(data.draw(layer_problems(backend, cell, dtype, regimes=REGIMES, projection=True),
                                            label="problem"))
     plain = as_plain_lstm(problem)
     layers = layers_of(backend)
     P, H = problem.params[0].w_hr.shape
     D = problem.num_directions
-    projected, unprojected = results(problem, layers), results(plain, layers)
+    grads_too = has_layer_backward(backend)
+    projected, unprojected = results(problem, layers, grads_too), results(plain, layers, grads_too)
     first_p = np.concatenate([np.arange(d * H, d * H + P) for d in range(D)])  # units the projection keeps
     expected = {"hs": np.asarray(unprojected["hs"])[..., first_p], "h_n": np.asarray(unprojected["h_n"])[..., :P],
-                "c_n": unprojected["c_n"], "dx": unprojected["dx"], "dh0": np.asarray(unprojected["dh0"])[..., :P],
-                "dc0": unprojected["dc0"]}
-    for k in range(len(problem.params)):
+                "c_n": unprojected["c_n"]}
+    if grads_too:
+        expected.update({"dx": unprojected["dx"], "dh0": np.asarray(unprojected["dh0"])[..., :P],
+                         "dc0": unprojected["dc0"]})
+    for k in range(len(problem.params) if grads_too else 0):
         dw_ih = np.asarray(unprojected[f"dparams[{k}].dw_ih"])
         expected.update({f"dparams[{k}].dw_ih": dw_ih if k < D else dw_ih[:, first_p],  # above layer 0: kept units
                          f"dparams[{k}].dw_hh": np.asarray(unprojected[f"dparams[{k}].dw_hh"])[:, :P],

@@ -7,6 +7,11 @@ inputs' memory layout; inputs are never modified, nor are earlier results by a l
 from two threads at once give the results of each alone; the dtype in is the dtype out, and h_n,
 c_n are the last of hs, cs.
 
+Each property that looks at both forward's and backward's results runs as two tests, its
+``half`` "forward" and "backward" (properties.conftest): a forward-only backend (backward = None)
+still gets the forward half. A backend may return gates = None and cs = None (frameworks do not
+expose them); the properties then check the fields it does return.
+
 Where two computations of the same quantity may round differently (another batch size can
 change a BLAS kernel's summation order), each is within properties.asserts' bound of the exact
 value, so they may differ by twice that bound.
@@ -20,7 +25,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from .asserts import BACKWARD_FIELDS, FORWARD_FIELDS, assert_close, assert_dtype, tolerances
+from .asserts import BACKWARD_FIELDS, FORWARD_FIELDS, OPTIONAL_FIELDS, assert_close, assert_dtype, tolerances
 from .strategies import Problem, problems
 
 #: Problems where the bound is tight (see test_agreement); structure holds in every regime, but
@@ -43,21 +48,22 @@ def assert_fields_close(actual: dict, expected: dict, tols, context):
             assert_close(field, actual[field], e, 2 * tols.for_field(field), context=context)
 
 
-def results(problem, backend) -> dict:
+def results(problem, backend, half) -> dict:
+    """Forward's fields (half "forward") or backward's (half "backward"), by name."""
     fwd = problem.forward(backend)
+    if half == "forward":
+        return {f: getattr(fwd, f) for f in FORWARD_FIELDS}
     grads = problem.backward(backend, fwd)
-    out = {f: getattr(fwd, f) for f in FORWARD_FIELDS}
-    out.update({f: getattr(grads, f) for f in BACKWARD_FIELDS})
-    return out
+    return {f: getattr(grads, f) for f in BACKWARD_FIELDS}
 
 
 @given(data=st.data())
-def test_permuting_the_batch_permutes_the_results(backend, cell, dtype, data):
+def test_permuting_the_batch_permutes_the_results(backend, cell, dtype, half, data):
     problem = data.draw(problems(backend, cell, dtype, regimes=REGIMES), label="problem")
     B = problem.x.shape[1]
     permutation = np.array(data.draw(st.permutations(range(B)), label="permutation"), dtype=np.intp)
-    whole = results(problem, backend)
-    permuted = results(rows(problem, permutation), backend)
+    whole = results(problem, backend, half)
+    permuted = results(rows(problem, permutation), backend, half)
     expected = {f: (None if v is None else np.take(v, permutation, axis=PER_ROW[f]) if f in PER_ROW else v)
                 for f, v in whole.items()}
     assert_fields_close(permuted, expected, tolerances(problem), problem.describe() + f", permutation {permutation}")
@@ -86,23 +92,25 @@ def test_running_in_two_parts_equals_running_at_once(backend, cell, dtype, data)
                    c0=None if first.c_n is None else np.asarray(first.c_n)).forward(backend)
     context = problem.describe() + f", split after T1={split}"
     tols = tolerances(problem)
-    joined = {"hs": np.concatenate([first.hs, rest.hs]), "h_n": rest.h_n, "c_n": rest.c_n,
-              "cs": None if whole.cs is None else np.concatenate([first.cs, rest.cs]),
-              "gates": np.concatenate([first.gates, rest.gates])}
+    def parts(field):
+        return None if getattr(whole, field) is None else np.concatenate([getattr(first, field), getattr(rest, field)])
+    joined = {"hs": parts("hs"), "h_n": rest.h_n, "c_n": rest.c_n, "cs": parts("cs"), "gates": parts("gates")}
     assert_fields_close(joined, {f: getattr(whole, f) for f in FORWARD_FIELDS}, tols, context)
 
 
 @given(data=st.data())
-def test_zero_steps_return_the_initial_state(backend, cell, dtype, data):
+def test_zero_steps_return_the_initial_state(backend, cell, dtype, half, data):
     problem = data.draw(problems(backend, cell, dtype, min_T=0, max_T=0), label="problem")
     T, B, I = problem.x.shape
     H = problem.h0.shape[1]
     fwd = problem.forward(backend)
     context = problem.describe()
-    assert np.shape(fwd.hs) == (0, B, H), f"hs: shape {np.shape(fwd.hs)}, expected (0, {B}, {H}); {context}"
-    np.testing.assert_array_equal(fwd.h_n, problem.h0, err_msg="h_n must equal h0 when T = 0")
-    if cell == "lstm":
-        np.testing.assert_array_equal(fwd.c_n, problem.c0, err_msg="c_n must equal c0 when T = 0")
+    if half == "forward":
+        assert np.shape(fwd.hs) == (0, B, H), f"hs: shape {np.shape(fwd.hs)}, expected (0, {B}, {H}); {context}"
+        np.testing.assert_array_equal(fwd.h_n, problem.h0, err_msg="h_n must equal h0 when T = 0")
+        if cell == "lstm":
+            np.testing.assert_array_equal(fwd.c_n, problem.c0, err_msg="c_n must equal c0 when T = 0")
+        return
     grads = problem.backward(backend, fwd)
     assert np.shape(grads.dx) == (0, B, I), f"dx: shape {np.shape(grads.dx)}, expected (0, {B}, {I}); {context}"
     np.testing.assert_array_equal(grads.dh0, problem.dh_n, err_msg="dh0 must equal dh_n when T = 0")
@@ -114,12 +122,12 @@ def test_zero_steps_return_the_initial_state(backend, cell, dtype, data):
 
 
 @given(data=st.data())
-def test_an_empty_batch_gives_empty_results(backend, cell, dtype, data):
+def test_an_empty_batch_gives_empty_results(backend, cell, dtype, half, data):
     """B = 0 (a batch filtered down to nothing) is a valid call: every per-row result has no rows,
     the rest keeps its shape, and the weight gradients are zero (nothing was summed)."""
     problem = data.draw(problems(backend, cell, dtype), label="problem")
     empty = rows(problem, np.array([], dtype=np.intp))
-    whole, got = results(problem, backend), results(empty, backend)
+    whole, got = results(problem, backend, half), results(empty, backend, half)
     context = problem.describe() + ", all rows dropped"
     for field, full in whole.items():
         if full is None:
@@ -159,7 +167,7 @@ def relaid(a, layout):
 
 
 @given(data=st.data())
-def test_results_do_not_depend_on_the_inputs_memory_layout(backend, cell, dtype, data):
+def test_results_do_not_depend_on_the_inputs_memory_layout(backend, cell, dtype, half, data):
     """Every input in Fortran order, as a strided view, or read-only gives the results of the same
     values in C order, up to the rounding of another summation order (a BLAS may pick its kernel
     by layout): the same 2× bound as the permutation property."""
@@ -169,14 +177,14 @@ def test_results_do_not_depend_on_the_inputs_memory_layout(backend, cell, dtype,
                     x=relaid(problem.x, layout), h0=relaid(problem.h0, layout), c0=relaid(problem.c0, layout),
                     dhs=relaid(problem.dhs, layout), dh_n=relaid(problem.dh_n, layout),
                     dc_n=relaid(problem.dc_n, layout))
-    assert_fields_close(results(moved, backend), results(problem, backend), tolerances(problem),
+    assert_fields_close(results(moved, backend, half), results(problem, backend, half), tolerances(problem),
                         problem.describe() + f", every input {layout}")
 
 
 @given(data=st.data())
-def test_the_same_call_gives_bit_identical_results(backend, cell, dtype, data):
+def test_the_same_call_gives_bit_identical_results(backend, cell, dtype, half, data):
     problem = data.draw(problems(backend, cell, dtype), label="problem")
-    first, second = results(problem, backend), results(problem, backend)
+    first, second = results(problem, backend, half), results(problem, backend, half)
     for field, value in first.items():
         if value is not None:
             np.testing.assert_array_equal(second[field], value, err_msg=f"{field} differs between two identical "
@@ -198,13 +206,13 @@ def other_values(problem: Problem) -> Problem:
 
 
 @given(data=st.data())
-def test_a_later_call_leaves_earlier_results_alone(backend, cell, dtype, data):
+def test_a_later_call_leaves_earlier_results_alone(backend, cell, dtype, half, data):
     """A result belongs to the caller: another call of the same shapes (here on other inputs)
     must not change it, as it would if a backend handed out a buffer it reuses."""
     problem = data.draw(problems(backend, cell, dtype), label="problem")
-    first = results(problem, backend)
+    first = results(problem, backend, half)
     kept = {f: None if v is None else np.array(v, copy=True) for f, v in first.items()}
-    results(other_values(problem), backend)
+    results(other_values(problem), backend, half)
     for field, value in kept.items():
         if value is not None:
             np.testing.assert_array_equal(np.asarray(first[field]), value, err_msg=(
@@ -254,7 +262,7 @@ def run_at_once(calls, switch_interval_s=1e-6):
 
 
 @given(data=st.data())
-def test_calls_from_two_threads_at_once_give_the_results_of_each_alone(backend, cell, dtype, data):
+def test_calls_from_two_threads_at_once_give_the_results_of_each_alone(backend, cell, dtype, half, data):
     """Two threads call forward and backward at the same time, on the problem and on the same
     shapes with other values: each gets the results of its call made alone, up to the
     permutation property's 2× bound (a threaded BLAS may share its threads otherwise when two
@@ -262,34 +270,35 @@ def test_calls_from_two_threads_at_once_give_the_results_of_each_alone(backend, 
     per calling thread (a state, a workspace) mixes the two calls' numbers."""
     problem = data.draw(problems(backend, cell, dtype, regimes=REGIMES), label="problem")
     other = other_values(problem)
-    alone = [results(p, backend) for p in (problem, other)]
+    alone = [results(p, backend, half) for p in (problem, other)]
     for round_ in range(CONCURRENT_ROUNDS):
-        together = run_at_once([lambda p=p: results(p, backend) for p in (problem, other)])
+        together = run_at_once([lambda p=p: results(p, backend, half) for p in (problem, other)])
         for got, expected, p, name in zip(together, alone, (problem, other), ("the problem", "its negation")):
             assert_fields_close(got, expected, tolerances(p), p.describe() + f" ({name}), called while another "
                                 f"thread called the backend (round {round_ + 1} of {CONCURRENT_ROUNDS})")
 
 
 @given(data=st.data())
-def test_inputs_are_not_modified(backend, cell, dtype, data):
+def test_inputs_are_not_modified(backend, cell, dtype, half, data):
+    """Forward leaves its inputs alone; backward leaves its inputs alone, forward's results included."""
     problem = data.draw(problems(backend, cell, dtype), label="problem")
     before = snapshot(problem)
     fwd = problem.forward(backend)
-    after_forward = snapshot(problem, fwd)
-    problem.backward(backend, fwd)
-    for name, value in snapshot(problem, fwd).items():
-        reference_value = before.get(name, after_forward[name])
-        np.testing.assert_array_equal(value, reference_value,
-                                      err_msg=f"{name} was modified by forward or backward; {problem.describe()}")
+    if half == "backward":
+        before = snapshot(problem, fwd)
+        problem.backward(backend, fwd)
+    for name, value in snapshot(problem, fwd if half == "backward" else None).items():
+        np.testing.assert_array_equal(value, before[name],
+                                      err_msg=f"{name} was modified by {half}; {problem.describe()}")
 
 
 @given(data=st.data())
-def test_dtypes_shapes_and_last_states(backend, cell, dtype, data):
+def test_dtypes_shapes_and_last_states(backend, cell, dtype, half, data):
     problem = data.draw(problems(backend, cell, dtype), label="problem")
     T, B, I = problem.x.shape
     H, G = problem.h0.shape[1], problem.params.w_hh.shape[0] // problem.h0.shape[1]
     fwd = problem.forward(backend)
-    grads = problem.backward(backend, fwd)
+    grads = problem.backward(backend, fwd) if half == "backward" else None
     context = problem.describe()
     lstm = cell == "lstm"
     expected_shapes = {"hs": (T, B, H), "h_n": (B, H), "c_n": (B, H) if lstm else None,
@@ -297,14 +306,20 @@ def test_dtypes_shapes_and_last_states(backend, cell, dtype, data):
                        "dc0": (B, H) if lstm else None, "dw_ih": (G * H, I), "dw_hh": (G * H, H),
                        "db_ih": (G * H,), "db_hh": (G * H,)}
     for field, shape in expected_shapes.items():
+        if (field in FORWARD_FIELDS) != (half == "forward"):
+            continue
         value = getattr(fwd if field in FORWARD_FIELDS else grads, field)
+        if value is None and field in OPTIONAL_FIELDS:
+            continue
         if shape is None:
             assert value is None, f"{field}: expected None for {cell}; got {type(value).__name__}; {context}"
             continue
         assert_dtype(field, value, dtype, context=context)
         assert np.shape(value) == shape, f"{field}: shape {np.shape(value)}, expected {shape}; {context}"
+    if half == "backward":
+        return
     np.testing.assert_array_equal(fwd.h_n, np.asarray(fwd.hs)[-1], err_msg=f"h_n must be hs[-1]; {context}")
-    if lstm:
+    if lstm and fwd.cs is not None:
         # c_n and cs[-1] are the same state; a backend that rebuilds cs from its gates (torch
         # does) may round it differently: each is within the state bound of the exact value.
         assert_close("c_n vs cs[-1]", fwd.c_n, np.asarray(fwd.cs)[-1], 2 * tolerances(problem).state,

@@ -32,6 +32,11 @@ FIRST_FAMILY = {"unstable_sigmoid": "test_robustness.py", "no_finite_check": "te
                 "upcast_output": "test_structure.py", "c_order_assumed": "test_structure.py",
                 "empty_batch_crash": "test_structure.py", "reused_output_buffer": "test_structure.py"}
 LAYER_FAMILY_FILES = ["test_layers.py"]
+#: A backend with declared limits runs every family that takes a backend.
+ALL_FAMILY_FILES = FAMILY_FILES + ["test_contract_errors.py"] + LAYER_FAMILY_FILES
+#: The crash isolation is shown on two empty-batch tests (each kills its worker) and the two
+#: permutation tests of the same cell and dtype, which must still run and pass after them.
+CRASH_SELECTION = ("-k", "lstm and float32 and (empty_batch or permuting)", "-p", "no:faulthandler")
 RUN_TIMEOUT_S = 300
 
 
@@ -40,13 +45,15 @@ def families_from(first_family: str) -> list:
     return [first_family] + [f for f in FAMILY_FILES if f != first_family]
 
 
-def run_suite(spec: str, files=tuple(FAMILY_FILES)) -> dict:
-    """Run the property families ``files`` against ``spec``; returns its exit code, junit counts and output tail."""
+def run_suite(spec: str, files=tuple(FAMILY_FILES), extra=("-x", "-n", "0")) -> dict:
+    """Run the property families ``files`` against ``spec``; returns its exit code, junit counts and output tail.
+    ``extra``: further pytest options; by default stop at the first failure and stay in one process
+    (none of these backends crashes, so the crash isolation's worker would only cost its start)."""
     env = {k: v for k, v in os.environ.items() if k not in ("CELLBENCH_BACKEND", "PYTEST_ADDOPTS")}
     env["CELLBENCH_PROFILE"] = "ci"
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "junit.xml"
-        command = [sys.executable, "-m", "pytest", *(str(PROPERTIES / f) for f in files), "-x", "-q",
+        command = [sys.executable, "-m", "pytest", *(str(PROPERTIES / f) for f in files), *extra, "-q",
                    "-p", "no:cacheprovider", "-m", "not suite_power", "--backend", spec, f"--junitxml={junit}"]
         proc = subprocess.run(command, cwd=PROPERTIES.parent, env=env, capture_output=True, text=True,
                               timeout=RUN_TIMEOUT_S)
@@ -66,6 +73,10 @@ def suite_runs():
     for name in sorted(MUTANTS, key=lambda n: n not in FIRST_FAMILY):  # the slower ones first
         spec = f"properties.mutants:{name}"
         runs[spec] = pool.submit(run_suite, spec, families_from(FIRST_FAMILY.get(name, "test_agreement.py")))
+    runs["properties.mutants:forward_only_float32"] = pool.submit(
+        run_suite, "properties.mutants:forward_only_float32", ALL_FAMILY_FILES)
+    runs["properties.mutants:aborts_on_empty_batch"] = pool.submit(
+        run_suite, "properties.mutants:aborts_on_empty_batch", ["test_structure.py"], CRASH_SELECTION)
     for name in ["independent_layers"] + sorted(LAYER_MUTANTS):
         spec = f"properties.mutants:{name}"
         runs[spec] = pool.submit(run_suite, spec, LAYER_FAMILY_FILES)
@@ -79,6 +90,26 @@ def test_the_independent_correct_backend_passes(suite_runs):
     assert run["returncode"] == 0 and run["failures"] == 0 and run["errors"] == 0 and run["tests"] > 0, (
         f"the independent correct backend must pass the whole suite; got exit code {run['returncode']}, "
         f"{run['failures']} failures, {run['errors']} errors:\n{run['tail']}")
+
+
+@pytest.mark.suite_power
+def test_a_backend_gets_no_failure_from_its_declared_limits(suite_runs):
+    """Forward only, float32 only, no gates and no cs: every family skips what needs more, and
+    judges the rest, which is correct."""
+    run = suite_runs["properties.mutants:forward_only_float32"].result()
+    assert run["returncode"] == 0 and run["failures"] == 0 and run["errors"] == 0 and run["tests"] > 0, (
+        f"a correct forward-only float32 backend must pass; got exit code {run['returncode']}, "
+        f"{run['failures']} failures, {run['errors']} errors:\n{run['tail']}")
+
+
+@pytest.mark.suite_power
+def test_a_backend_that_aborts_the_process_is_reported_and_the_rest_still_runs(suite_runs):
+    run = suite_runs["properties.mutants:aborts_on_empty_batch"].result()
+    assert run["returncode"] == 1 and run["tests"] == 4, f"expected 4 tests run, 2 of them crashed:\n{run['tail']}"
+    # xdist reports a crashed test as an error (it has no call phase); either counts as rejected.
+    assert run["failures"] + run["errors"] == 2, f"the two empty-batch tests must fail, the rest pass:\n{run['tail']}"
+    assert "crashed while running" in run["tail"] and "B=0" in run["tail"], (
+        f"the report must name the test that killed the process and its example:\n{run['tail']}")
 
 
 @pytest.mark.suite_power

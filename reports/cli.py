@@ -321,7 +321,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from reports.conformance import conformance_matrix, failures, read_junit
+    from reports.conformance import conformance_matrix, read_junit, verdicts
     from reports.report import to_markdown
     try:
         backend = load_backend(args.backend)
@@ -342,8 +342,11 @@ def cmd_verify(args) -> int:
     if len(others):  # the project's own example-based tests ran too; they are not about this backend
         print(f"\n(and {len(others)} other tests of the project: "
               f"{(others['outcome'] == 'failed').sum()} failed)")
-    for test in failures(cases):
-        print(f"FAILED {test}")
+    known = mine[mine["outcome"] == "known defect"]
+    if len(known):
+        print(f"\n{len(known)} tests fail through known framework defects (docs/findings.md)")
+    for verdict in verdicts(cases):
+        print(verdict)
     return code
 
 

@@ -9,6 +9,7 @@ the layer family, properties/test_layers.py, and so is the correct ``independent
 """
 from .independent import IndependentCells
 from .independent_layers import IndependentLayers
+from .limited import AbortsOnEmptyBatch, ForwardOnlyFloat32
 
 #: name -> the bug it carries (the property family expected to catch it first, in brackets).
 MUTANTS = {
@@ -49,3 +50,8 @@ LAYER_MUTANTS = {
 independent_layers = IndependentLayers(name="independent_layers")
 for _name in LAYER_MUTANTS:
     globals()[_name] = IndependentLayers(name=f"mutant.{_name}", bug=_name)
+
+#: Correct within declared limits (forward only, float32 only, no gates or cs): the whole suite passes it.
+forward_only_float32 = ForwardOnlyFloat32()
+#: Correct but for one fatal defect, an abort on B = 0: a run reports the test that died and goes on.
+aborts_on_empty_batch = AbortsOnEmptyBatch(name="aborting_kernel")

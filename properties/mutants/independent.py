@@ -18,6 +18,7 @@ import numpy as np
 
 GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3, "gru_classic": 3}
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+PARAM_NAMES = ("w_ih", "w_hh", "b_ih", "b_hh")
 
 
 def sigmoid(a):
@@ -38,7 +39,9 @@ class IndependentCells:
     # ----- input checks ------------------------------------------------------------------------
 
     def _check(self, cell, params, x, h0, c0, extra=()):
-        if not isinstance(cell, str) or cell not in GATES:
+        if not isinstance(cell, str):
+            raise TypeError(f"cell: expected a str; got {type(cell).__name__}")
+        if cell not in GATES:
             raise ValueError(f"cell: expected one of {sorted(GATES)}; got {cell!r}")
         arrays = {"x": (x, 3), "h0": (h0, 2)}
         if cell == "lstm":
@@ -47,7 +50,7 @@ class IndependentCells:
             arrays["c0"] = (c0, 2)
         elif c0 is not None:
             raise TypeError(f"c0: only lstm takes c0, not {cell}")
-        for pname, ndim in (("w_ih", 2), ("w_hh", 2), ("b_ih", 1), ("b_hh", 1)):
+        for pname, ndim in zip(PARAM_NAMES, (2, 2, 1, 1)):
             if not hasattr(params, pname):
                 raise TypeError(f"params: no attribute {pname}")
             arrays[pname] = (getattr(params, pname), ndim)
