@@ -34,6 +34,11 @@ FIRST_FAMILY = {"unstable_sigmoid": "test_robustness.py", "no_finite_check": "te
 LAYER_FAMILY_FILES = ["test_layers.py"]
 #: A backend with declared limits runs every family that takes a backend.
 ALL_FAMILY_FILES = FAMILY_FILES + ["test_contract_errors.py"] + LAYER_FAMILY_FILES
+#: The README's backend to copy (docs/examples/minimal_backend.py, a plain module): the families it
+#: must pass. Not the layer family: composed over its Python step loop it takes minutes, and its
+#: layers are reference.layers' composition, which the layer family judges on every other backend.
+MINIMAL_BACKEND = "docs.examples.minimal_backend"
+MINIMAL_BACKEND_FAMILY_FILES = FAMILY_FILES + ["test_contract_errors.py"]
 #: The crash isolation is shown on two empty-batch tests (each kills its worker) and the two
 #: permutation tests of the same cell and dtype, which must still run and pass after them.
 CRASH_SELECTION = ("-k", "lstm and float32 and (empty_batch or permuting)", "-p", "no:faulthandler")
@@ -73,6 +78,7 @@ def suite_runs():
     for name in sorted(MUTANTS, key=lambda n: n not in FIRST_FAMILY):  # the slower ones first
         spec = f"properties.mutants:{name}"
         runs[spec] = pool.submit(run_suite, spec, families_from(FIRST_FAMILY.get(name, "test_agreement.py")))
+    runs[MINIMAL_BACKEND] = pool.submit(run_suite, MINIMAL_BACKEND, MINIMAL_BACKEND_FAMILY_FILES)
     runs["properties.mutants:forward_only_float32"] = pool.submit(
         run_suite, "properties.mutants:forward_only_float32", ALL_FAMILY_FILES)
     runs["properties.mutants:aborts_on_empty_batch"] = pool.submit(
@@ -90,6 +96,20 @@ def test_the_independent_correct_backend_passes(suite_runs):
     assert run["returncode"] == 0 and run["failures"] == 0 and run["errors"] == 0 and run["tests"] > 0, (
         f"the independent correct backend must pass the whole suite; got exit code {run['returncode']}, "
         f"{run['failures']} failures, {run['errors']} errors:\n{run['tail']}")
+
+
+def test_the_readme_shows_the_minimal_backend_verbatim():
+    code = (PROPERTIES.parent / "docs" / "examples" / "minimal_backend.py").read_text()
+    readme = (PROPERTIES.parent / "README.md").read_text()
+    assert f"```python\n{code}```" in readme, "README.md's backend to copy differs from docs/examples/minimal_backend.py"
+
+
+@pytest.mark.suite_power
+def test_the_readme_minimal_backend_passes(suite_runs):
+    run = suite_runs[MINIMAL_BACKEND].result()
+    assert run["returncode"] == 0 and run["failures"] == 0 and run["errors"] == 0 and run["tests"] > 0, (
+        f"the README's minimal backend must pass; got exit code {run['returncode']}, {run['failures']} failures, "
+        f"{run['errors']} errors:\n{run['tail']}")
 
 
 @pytest.mark.suite_power

@@ -185,12 +185,18 @@ def check_forward_inputs(cell, params, x, h0, c0, *, supported=CELLS, array_type
 
 
 def check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, *, supported=CELLS,
-                          array_types=(np.ndarray,), isfinite=numpy_all_finite) -> Shapes:
-    """Validate backward's arguments: those of forward, plus fwd and the upstream gradients."""
+                          array_types=(np.ndarray,), isfinite=numpy_all_finite, fwd_fields=None) -> Shapes:
+    """Validate backward's arguments: those of forward, plus fwd and the upstream gradients.
+
+    ``fwd_fields``: the fields of fwd this backward reads, which must be there (default: hs, gates,
+    and cs for lstm, all a training forward keeps). A backward that recomputes the forward pass (a
+    framework's autodiff) reads none: ``fwd_fields=()``."""
     shapes = check_forward_inputs(cell, params, x, h0, c0, supported=supported,
                                   array_types=array_types, isfinite=isfinite)
     T, B, I, H, G, dtype = shapes
-    for attr in ("hs", "gates") + (("cs",) if cell == "lstm" else ()):
+    if fwd_fields is None:
+        fwd_fields = ("hs", "gates") + (("cs",) if cell == "lstm" else ())
+    for attr in fwd_fields:
         if getattr(fwd, attr, None) is None:
             raise ValueError(
                 f"fwd: expected the result of forward(..., training=True) with {attr!r}; "
@@ -208,8 +214,10 @@ def check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, *, supp
     _check_shape("dh_n", dh_n, (B, H), "the shape of h0")
     if dc_n is not None:
         _check_shape("dc_n", dc_n, (B, H), "the shape of h0")
-    _check_shape("fwd.hs", fwd.hs, (T, B, H), "T, B from x, H from h0")
-    _check_shape("fwd.gates", fwd.gates, (T, B, G * H), f"T, B, G·H for {cell}")
+    if "hs" in fwd_fields:
+        _check_shape("fwd.hs", fwd.hs, (T, B, H), "T, B from x, H from h0")
+    if "gates" in fwd_fields:
+        _check_shape("fwd.gates", fwd.gates, (T, B, G * H), f"T, B, G·H for {cell}")
     for name, a in (("dhs", dhs), ("dh_n", dh_n), ("dc_n", dc_n)):
         if a is not None:
             _check_finite(name, a, isfinite)
