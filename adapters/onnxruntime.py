@@ -34,7 +34,7 @@ import numpy as np
 
 try:
     import onnxruntime
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 except ImportError as exc:  # optional extra
     raise ImportError('adapters.onnxruntime needs onnx and onnxruntime: pip install -e ".[onnx]"') from exc
 
@@ -46,7 +46,8 @@ name = "onnxruntime"
 cells = frozenset(CELLS)
 dtypes = frozenset({np.dtype(np.float32)})
 backward = None  # onnxruntime's inference sessions have no gradients: forward only
-layer_projections = False  # ONNX's LSTM has no proj_size: layer_forward rejects w_hr with ValueError
+#: What layer_forward does natively; not "projection": ONNX's LSTM has no proj_size (ValueError for w_hr).
+layer_features = frozenset({"bidirectional", "lengths"})
 backend = sys.modules[__name__]
 
 #: The ONNX opset and IR version the graphs declare. RNN, LSTM and GRU last changed in opset 22
@@ -125,18 +126,24 @@ def _node(cell: str, H: int, D: int, x_name: str, suffix: str, I: int, with_leng
     return node, inputs, outputs
 
 
-def _model(nodes, inputs, outputs):
-    graph = helper.make_graph(nodes, "cellbench", inputs, outputs)
+def _model(nodes, inputs, outputs, initializers=()):
+    graph = helper.make_graph(nodes, "cellbench", inputs, outputs, initializer=list(initializers))
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION,
                              producer_name="cellbench")
 
 
-def cell_model(cell: str, I: int, H: int):
+def cell_model(cell: str, I: int, H: int, weights: OnnxWeights = None):
     """One node, D = 1: inputs X (T, B, I), W, R, B, initial_h (1, B, H) (, initial_c);
-    outputs Y (T, 1, B, H), Y_h (1, B, H) (, Y_c)."""
+    outputs Y (T, 1, B, H), Y_h (1, B, H) (, Y_c).
+
+    With ``weights`` (to_onnx's), W, R and B are the model's constants instead of inputs, as in a
+    deployed model; onnxruntime then prepacks them once, when the session is made."""
     node, inputs, outputs = _node(cell, H, 1, "X", "", I, with_lengths=False)
+    constants = [] if weights is None else [numpy_helper.from_array(np.asarray(getattr(weights, n))[None], n)
+                                            for n in OnnxWeights._fields]
+    inputs = [i for i in inputs if i.name not in {c.name for c in constants}]
     out_info = [_float_input(o, None) for o in outputs]
-    return _model([node], [_float_input("X", ["T", "B", I])] + inputs, out_info)
+    return _model([node], [_float_input("X", ["T", "B", I])] + inputs, out_info, constants)
 
 
 def layer_model(cell: str, I: int, H: int, L: int, D: int, with_lengths: bool):

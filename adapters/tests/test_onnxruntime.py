@@ -143,6 +143,38 @@ def test_layer_forward_agrees_with_the_reference(cell, L, bidirectional, lengths
         assert not np.asarray(got.hs)[steps].any(), "hs past a row's length must be zeros"
 
 
+def test_constant_weights_give_the_results_of_weights_fed_as_inputs():
+    """cell_model with weights (initializers, what the benchmark times) against the adapter's forward:
+    prepacked weights may change MLAS's summation order, so within 2× the agreement bound, not bit-equal."""
+    T, B, I, H = 5, 3, 4, 6
+    for cell in CELLS:
+        params, x, h0, c0 = problem(cell, T, B, I, H)
+        session = backend.make_session(backend.cell_model(cell, I, H, backend.to_onnx(cell, params)))
+        feeds = {"X": x, "initial_h": h0[None], **({"initial_c": c0[None]} if c0 is not None else {})}
+        Y, Y_h, *_ = session.run(None, feeds)
+        assert {i.name for i in session.get_inputs()} == set(feeds), "W, R and B must be constants"
+        fwd = backend.forward(cell, params, x, h0, c0)
+        assert_agrees("hs", Y[:, 0], fwd.hs, 2 * agreement_tolerance(T, I, H))
+        assert_agrees("h_n", Y_h[0], fwd.h_n, 2 * agreement_tolerance(T, I, H))
+
+
+def test_the_benchmark_times_session_run_and_skips_what_the_adapter_cannot_do():
+    from reports import matrix
+    from reports.benchmarks import bench_cells
+    config = matrix.Config("tiny", 4, 2, 3, 5)
+    inputs = bench_cells.as_dtype(bench_cells.case_inputs("lstm", config), "float32")
+    call, to_numpy = bench_cells.FRAMEWORK_CALLS[backend.name]("lstm", "inference", inputs)
+    got = to_numpy(call())
+    want = bench_cells.compared_arrays("inference", (backend.forward("lstm", *inputs[:4]),))
+    for key in ("hs", "h_n"):
+        assert_agrees(key, got[key], want[key], 2 * agreement_tolerance(config.T, config.I, config.H))
+    training = matrix.Case(backend.name, "lstm", config, "training", "float32")
+    float64_case = matrix.Case(backend.name, "lstm", config, "inference", "float64")
+    assert "forward only" in bench_cells.unsupported(backend, training)
+    assert "float64" in bench_cells.unsupported(backend, float64_case)
+    assert bench_cells.unsupported(backend, training._replace(mode="inference")) is None
+
+
 # ----- bad input ---------------------------------------------------------------------------------------------
 
 
@@ -177,7 +209,7 @@ def test_a_projection_is_refused_with_a_value_error():
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     with pytest.raises(ValueError, match=r"params\[0\]\.w_hr: expected no projection .*proj_size"):
         backend.layer_forward("lstm", [projected], x, np.zeros((1, B, P), np.float32), np.zeros((1, B, H), np.float32))
-    assert backend.layer_projections is False
+    assert "projection" not in backend.layer_features
 
 
 def test_declared_capabilities():

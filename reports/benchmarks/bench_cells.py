@@ -8,12 +8,17 @@ FLOPs, bytes, errors) goes into extra_info.
 
 Inputs are drawn in float64 and rounded through float32 once, so the float32 and float64
 cases see exactly the same numbers and share one float64 reference result.
+
+A backend that declares what it cannot do (``backward = None``: no training; ``dtypes``) has
+those cases skipped with the reason. A framework adapter whose framework has a call of its own is
+timed through that call (FRAMEWORK_CALLS): onnxruntime's session.run, as torch.nn stands for torch.
 """
 import functools
 import time
 import zlib
 
 import numpy as np
+import pytest
 
 import reference
 from reports.matrix import bytes_moved, flops, itemsize
@@ -101,16 +106,37 @@ def errors_against_reference(case, got):
     return {"max_abs_error": max_abs, "mean_abs_error": total / max(count, 1), "max_rel_error": max_rel}
 
 
+def unsupported(backend, case):
+    """Why the backend declares it cannot run this case, or None: training without a backward
+    (``backward = None``), a dtype outside its ``dtypes``."""
+    if case.mode == "training" and getattr(backend, "backward", True) is None:
+        return f"{case.backend} is forward only (backward = None): no training case"
+    declared = getattr(backend, "dtypes", None)
+    if declared is not None and np.dtype(case.dtype) not in {np.dtype(d) for d in declared}:
+        return f"{case.backend} declares dtypes {sorted(str(np.dtype(d)) for d in declared)}: no {case.dtype} case"
+    return None
+
+
 def test_cell(benchmark, backends, case):
     backend = backends[case.backend]
-    cfg = case.config
-    inputs = as_dtype(case_inputs(case.cell, cfg), case.dtype)
-    if hasattr(backend, "prepare"):  # a timing peer such as torch.nn (reports.torch_peer)
+    reason = unsupported(backend, case)
+    if reason:
+        pytest.skip(reason)
+    inputs = as_dtype(case_inputs(case.cell, case.config), case.dtype)
+    framework_call = FRAMEWORK_CALLS.get(str(getattr(backend, "name", "")))
+    if framework_call is not None:  # a framework adapter: time the framework's own call
+        call, to_numpy = framework_call(case.cell, case.mode, inputs)
+    elif hasattr(backend, "prepare"):  # a timing peer such as torch.nn (reports.torch_peer)
         call, to_numpy = backend.prepare(case.cell, case.mode, inputs)
     else:
         call = make_call(backend, case.cell, case.mode, inputs)
         to_numpy = functools.partial(compared_arrays, case.mode)
+    measure(benchmark, case, inputs, call, to_numpy)
 
+
+def measure(benchmark, case, inputs, call, to_numpy):
+    """Time one case's call: the first call apart, its errors against the reference, then the steady state."""
+    cfg = case.config
     start = time.perf_counter()
     first = call()
     first_call_s = time.perf_counter() - start
@@ -135,3 +161,39 @@ def test_cell(benchmark, backends, case):
     time.sleep(SETTLE_S)
     call()
     benchmark(call)
+
+
+# ----- framework adapters, timed through their framework's own call ---------------------------------------
+
+def onnxruntime_prepare(cell, mode, inputs):
+    """A no-argument callable running session.run once, and its result as the compared NumPy arrays.
+
+    The model is one ONNX node whose weights are constants (initializers), as a deployed model has
+    them, so onnxruntime prepacks them when the session is made; the session and the feeds are made
+    here, outside the timed call. onnxruntime's default thread count (one per physical core), as
+    torch.nn runs on every core. The conformance suite checks adapters.onnxruntime, which feeds the
+    weights as inputs (one session per shape); the errors recorded here are this path's own.
+    """
+    from adapters import onnxruntime as adapter
+
+    if mode != "inference":
+        raise ValueError(f"mode: onnxruntime is an inference peer (no gradients); got {mode!r}")
+    params, x, h0, c0, _ = inputs
+    I, H = x.shape[2], h0.shape[1]
+    session = adapter.make_session(adapter.cell_model(cell, I, H, adapter.to_onnx(cell, params)), threads=0)
+    feeds = {"X": np.ascontiguousarray(x), "initial_h": h0[None]}
+    if c0 is not None:
+        feeds["initial_c"] = c0[None]
+
+    def inference():
+        return session.run(None, feeds)
+
+    def to_numpy(result):
+        return {"hs": result[0][:, 0], "h_n": result[1][0]}  # Y (T, 1, B, H), Y_h (1, B, H)
+
+    return inference, to_numpy
+
+
+#: Framework adapters (by backend name) timed through the framework's own call rather than the
+#: contract's forward, whose per-call conversion of the weights is the adapter's cost, not the framework's.
+FRAMEWORK_CALLS = {"onnxruntime": onnxruntime_prepare}
