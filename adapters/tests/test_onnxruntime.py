@@ -217,7 +217,7 @@ def test_declared_capabilities():
     assert backend.dtypes == frozenset({np.dtype(np.float32)}) and backend.backward is None
     assert not hasattr(backend, "layer_backward")
     defects = check_known_defects(backend.known_defects)
-    assert {d.finding for d in defects} == set(backend.FOUND_IN), "every finding declared, and only those"
+    assert {d.finding for d in defects} <= set(backend.FOUND_IN), "every declared defect is a finding"
 
 
 # ----- the guard against aborts ------------------------------------------------------------------------------
@@ -337,6 +337,8 @@ def test_the_findings_page_has_a_section_per_finding_with_its_versions_and_repro
         listed = re.search(r"Versions with it: (.*)", section)
         assert listed and {v.strip(" `.") for v in listed.group(1).split(",")} == set(versions), \
             f"{finding}: the page's 'Versions with it' line must list {versions}"
+        for defect in (d for d in backend.known_defects if d.finding == finding):
+            assert all(test in section for test in defect.tests), f"{finding}: name the tests it fails"
         scripts = re.findall(r"docs/findings/(onnxruntime_\w+\.py)", section)
         assert scripts and all((FINDINGS_PAGE.parent / s).is_file() for s in scripts), f"{finding}: {scripts}"
 

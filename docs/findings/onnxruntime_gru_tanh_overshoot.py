@@ -24,7 +24,7 @@ def gru_session(linear_before_reset):
                helper.make_tensor("B", TensorProto.FLOAT, [1, 6], [-100.0, 0, 0, 0, 0, 0])]  # a_z = -100
     outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "Y_h")]
     graph = helper.make_graph([node], "gru", inputs, outputs, initializer=weights)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)], ir_version=10)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=7)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])

@@ -25,7 +25,7 @@ def lstm_session():
                helper.make_tensor("B", TensorProto.FLOAT, [1, 8], [-100.0, 0, 100, 0, 0, 0, 0, 0])]  # a_i, a_f
     outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("Y", "Y_h", "Y_c")]
     graph = helper.make_graph([node], "lstm", inputs, outputs, initializer=weights)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)], ir_version=10)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=7)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
