@@ -21,7 +21,8 @@ as it is: gates and cs are None (onnxruntime does not expose them), there is no 
 The adapter corrects nothing. Its one guard is against the inputs that abort the whole process in
 onnxruntime (LSTM with B = 0, GRU with T = 0 or B = 0): it raises RuntimeError naming the finding
 instead, and CELLBENCH_ONNXRUNTIME_UNGUARDED=1 turns it off so the real abort can be seen. Every
-defect is written up in docs/findings/onnxruntime.md and declared in ``known_defects``.
+defect is written up in docs/findings/onnxruntime.md, and declared in ``known_defects`` where it
+makes a property test fail.
 """
 from __future__ import annotations
 
