@@ -2,6 +2,7 @@
 its section, under its anchor, in docs/findings/<framework>.md, with a reproducer script that exists,
 and a row in docs/findings.md; every property test it names exists in the suite."""
 import importlib
+import importlib.util
 import re
 from pathlib import Path
 
@@ -24,8 +25,9 @@ def property_tests() -> set:
 
 @pytest.mark.parametrize("module_name", ADAPTERS)
 def test_every_declared_defect_is_written_up_with_a_reproducer(module_name):
-    pytest.importorskip(ADAPTERS[module_name])
-    module = importlib.import_module(module_name)
+    if importlib.util.find_spec(ADAPTERS[module_name]) is None:  # not importing it: keras picks its backend then
+        pytest.skip(f"{ADAPTERS[module_name]} is not installed")
+    module = importlib.import_module(module_name)  # an installed framework's adapter must import
     framework = module_name.rpartition(".")[2]
     defects = check_known_defects(getattr(module, "known_defects", ()))
     page = (FINDINGS / f"{framework}.md").read_text() if defects else ""
