@@ -28,7 +28,7 @@ PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 #: defines a cached kernel, so an edit here would otherwise leave stale machine code in use.
 SHARED_SOURCES = (os.path.join(PACKAGE_DIR, "..", "gatemath.py"), os.path.join(PACKAGE_DIR, "products.py"),
                   os.path.join(PACKAGE_DIR, "sync.py"), os.path.join(PACKAGE_DIR, "kernel_options.py"),
-                  os.path.join(PACKAGE_DIR, "host.py"))
+                  os.path.join(PACKAGE_DIR, "host.py"), os.path.join(PACKAGE_DIR, "steps.py"))
 STAMP_FILE = "cellbench-shared-sources.sha256"
 
 

@@ -22,6 +22,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, register_jitable
 
 from .host import L2_BYTES, PANEL_VECTORS, TILE_ROWS, VECTOR_BYTES  # noqa: F401  (fixed per host: jit.cpu.host)
+from .steps import gather_inputs, runs_direct
 
 #: Panels that panel_product runs every row tile on before moving on. Its tails are written
 #: for four: a one-row tile takes all four at once, a two-row tile two at a time.
@@ -381,6 +382,49 @@ def project_inputs(x, w_ih, H, b0, b1, j0, j1, out):
                 panel_product(rows, panels, columns)
 
 
+@njit(cache=True, error_model="numpy")
+def project_matrix(rows, w_ih, H, j0, j1, out):
+    """out[g, i, u] = rows[i] · W_ih[g·H + j0 + u] for every row i of ``rows`` (R, I): the
+    projection of a tile's inputs already gathered into one matrix (project_tile_inputs), W_ih
+    packed one group at a time as project_inputs does."""
+    I = rows.shape[1]
+    nj = j1 - j0
+    G = w_ih.shape[0] // H
+    W = panel_width(rows)
+    n_group = projection_group(I, W, rows.itemsize)
+    group = np.empty((n_group, I, W), rows.dtype)
+    for gate in range(G):
+        for c0 in range(0, nj, n_group * W):
+            c1 = min(nj, c0 + n_group * W)
+            panels = group[:-(-(c1 - c0) // W)]
+            pack_rows(w_ih, gate * H + j0 + c0, gate * H + j0 + c1, panels)
+            panel_product(rows, panels, out[gate, :, c0:c0 + panels.shape[0] * W])
+
+
+@njit(cache=True, error_model="numpy")
+def project_tile_inputs(x, w_ih, H, lengths, order, reverse, b0, b1, j0, j1, active, offsets, x_rows, out):
+    """The input projection of a time loop's tile (jit.cpu.steps): out[g, offsets[s] + r, u] =
+    x[t, order[b0 + r]] · W_ih[g·H + j0 + u] for each step s and running row r, t its time.
+
+    A direct tile whose rows all run every step is the cells' case, project_inputs (offsets[s]
+    = s·nb). Otherwise only the valid (step, row) pairs are projected: gathered, in the order
+    the loop reads them, into x_rows (≥ offsets[T] rows of I), then one product per group.
+    """
+    T = x.shape[0]
+    nb = b1 - b0
+    every_step = True
+    for s in range(T):
+        every_step &= active[s] == nb
+    if every_step and runs_direct(order, reverse, b0, b1):
+        project_inputs(x, w_ih, H, b0, b1, j0, j1, out)
+        return
+    if offsets[T] > x_rows.shape[0] or out.shape[1] < offsets[T]:
+        raise ValueError("project_tile_inputs: x_rows or out has fewer rows than the tile's valid steps")
+    rows = x_rows[:offsets[T]]
+    gather_inputs(x, lengths, order, reverse, b0, b1, active, offsets, rows)
+    project_matrix(rows, w_ih, H, j0, j1, out)
+
+
 @register_jitable
 def projection_group(K, W, itemsize):
     """Panels of W_ih that project_inputs packs at a time: PANEL_GROUP, or fewer where they
@@ -397,14 +441,14 @@ def gate_units(row, gate, H, j0, j1):
 
 
 @njit(cache=True, error_model="numpy")
-def store_gate_blocks(blocks, H, j0, j1, dest, row0):
-    """dest[row0 + b, g·H + j0 : g·H + j1] = blocks[g, b, :nj] for each gate block g and row b.
+def store_gate_blocks(blocks, n, H, j0, j1, dest, row0):
+    """dest[row0 + b, g·H + j0 : g·H + j1] = blocks[g, b, :nj] for each gate block g and row b < n.
 
-    blocks (G, nb, ≥ nj): a tile's per-gate values, nj = j1 − j0 units per gate (gate_outputs'
+    blocks (G, ≥ n, ≥ nj): a tile's per-gate values, nj = j1 − j0 units per gate (gate_outputs'
     layout); dest (B, G·H): one step of a per-step output (gates, da).
     """
     for gate in range(blocks.shape[0]):
-        store_rows(blocks[gate], dest, row0, gate * H + j0, j1 - j0)
+        store_rows(blocks[gate][:n], dest, row0, gate * H + j0, j1 - j0)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

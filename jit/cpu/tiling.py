@@ -6,6 +6,7 @@ slice of the units) each reads only its share of W_hh, and the threads wait for 
 once per step (jit.cpu.sync), since a step reads the previous h of every unit.
 split_by_units chooses (docs/jit-cpu.md has the measurements behind it).
 """
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -75,28 +76,58 @@ def tiling_for(cell: str, B: int, H: int, n_threads: int, weight_bytes: int = 0)
 
 
 def _own_part(own, k):
-    """The arguments that only tile k gets: (own[k],), or none."""
-    return () if own is None else (own[k],)
+    """The arguments that only tile k gets: a[k] for each array a of ``own``."""
+    return [a[k] for a in own]
 
 
-def run_on_tiles(kernel, *args, tiling: Tiling, own=None):
-    """``kernel(*args, [own[k],] arrivals, n_waiting, b0, b1, j0, j1)`` for each tile k, in
-    parallel. Unit tiles share one barrier counter; row tiles never wait (n_waiting = 1)."""
+def tile_pieces(kernel, *args, tiling: Tiling, own=()):
+    """[(kernel, (*args, *own parts of tile k, arrivals, n_waiting, b0, b1, j0, j1))] for each
+    tile k, to run in parallel (own: arrays whose [k] only tile k gets). Unit tiles share one
+    barrier counter; row tiles never wait (n_waiting = 1)."""
     arrivals, n_waiting = new_arrivals(), (len(tiling.tiles) if tiling.by_units else 1)
-    run_in_parallel([(kernel, (*args, *_own_part(own, k), arrivals, n_waiting, *tile))
-                     for k, tile in enumerate(tiling.tiles)])
+    return [(kernel, (*args, *_own_part(own, k), arrivals, n_waiting, *tile)) for k, tile in enumerate(tiling.tiles)]
 
 
-def run_on_row_chunks(kernel, *args, tiling: Tiling, own=None):
-    """``kernel(*args, [own[k],] b0, b1)`` for each row tile k, in parallel (gru_classic's
+def row_chunk_pieces(kernel, *args, tiling: Tiling, own=()):
+    """[(kernel, (*args, *own parts of tile k, b0, b1))] for each row tile k (gru_classic's
     kernels, which take rows only)."""
     assert not tiling.by_units
-    run_in_parallel([(kernel, (*args, *_own_part(own, k), b0, b1)) for k, (b0, b1, _, _) in enumerate(tiling.tiles)])
+    return [(kernel, (*args, *_own_part(own, k), b0, b1)) for k, (b0, b1, _, _) in enumerate(tiling.tiles)]
 
 
-def projection_scratch(tiling: Tiling, T: int, G: int, dtype) -> np.ndarray:
-    """Every tile's input projection (jit.cpu.products.project_inputs' out): [k] for tile k,
-    (G, T·rows, columns), sized for the largest tile; one scratch array (jit.cpu.workspace)."""
+def run_pieces(pieces):
+    """Run the pieces (kernel, args) at once, the first on the caller (jit.cpu.pool)."""
+    run_in_parallel(pieces)
+
+
+def run_on_tiles(kernel, *args, tiling: Tiling, own=()):
+    """tile_pieces(...), run in parallel."""
+    run_in_parallel(tile_pieces(kernel, *args, tiling=tiling, own=own))
+
+
+def run_on_row_chunks(kernel, *args, tiling: Tiling, own=()):
+    """row_chunk_pieces(...), run in parallel."""
+    run_in_parallel(row_chunk_pieces(kernel, *args, tiling=tiling, own=own))
+
+
+def projection_scratch(tiling: Tiling, T: int, G: int, dtype, role="") -> np.ndarray:
+    """Every tile's input projection (jit.cpu.products.project_tile_inputs' out): [k] for tile
+    k, (G, T·rows, columns), sized for the largest tile; one scratch array (jit.cpu.workspace)."""
     rows = max(b1 - b0 for b0, b1, _, _ in tiling.tiles)
     units = max(j1 - j0 for _, _, j0, j1 in tiling.tiles)
-    return scratch("xw", (len(tiling.tiles), G, T * rows, panel_columns(units, dtype)), dtype)
+    return scratch("xw" + role, (len(tiling.tiles), G, T * rows, panel_columns(units, dtype)), dtype)
+
+
+def gather_scratch(tiling: Tiling, T: int, I: int, dtype, gathers: bool, role="") -> np.ndarray:
+    """Every tile's gathered inputs (jit.cpu.products.project_tile_inputs' x_rows): [k] for tile
+    k, (T·rows, I); an empty array when no tile gathers (its rows run every step in batch order)."""
+    if not gathers:
+        return no_rows(len(tiling.tiles), np.dtype(dtype))
+    rows = max(b1 - b0 for b0, b1, _, _ in tiling.tiles)
+    return scratch("x_rows" + role, (len(tiling.tiles), T * rows, I), dtype)
+
+
+@lru_cache(maxsize=16)
+def no_rows(n_tiles: int, dtype) -> np.ndarray:
+    """(n_tiles, 0, 0) of dtype: the scratch a kernel is given where it needs none (never written)."""
+    return np.empty((n_tiles, 0, 0), dtype)
