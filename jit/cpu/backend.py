@@ -1,6 +1,7 @@
 """The jit.cpu backend: the contract (see reference.contract) on Numba CPU kernels.
 
-This module is the backend (``name``, ``cells``, ``forward``, ``backward``), the same shape as
+This module is the backend (``name``, ``cells``, ``forward``, ``backward``, and the layers'
+``layer_forward``, ``layer_backward`` from jit.cpu.layers), the same shape as
 reference.backend, whose results it must reproduce. Each cell call:
 
 1. validates its arguments with reference.contract, before any computation;
@@ -15,6 +16,7 @@ import numpy as np
 
 from reference.contract import CELLS, BackwardResult, ForwardResult, check_backward_inputs, check_forward_inputs
 
+from . import layers
 from .arrays import all_finite, kernel_array, previous_hidden
 from .launch import KERNELS, BackwardCall, ForwardCall, HiddenSide, parameter_gradients
 from .steps import every_row_in_order
@@ -24,6 +26,7 @@ from .workspace import scratch
 
 name = "jit.cpu"
 cells = frozenset(CELLS)
+layer_forward, layer_backward = layers.layer_forward, layers.layer_backward  # the layer contract, natively
 
 
 class CPUForwardResult(ForwardResult):

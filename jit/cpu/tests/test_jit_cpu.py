@@ -772,17 +772,32 @@ for cell in reference.CELLS:
             for a in (f.hs, f.h_n, f.gates, *g):
                 if a is not None:
                     digest.update(np.ascontiguousarray(a).tobytes())
+        # a layer: both directions, rows of different lengths, a layer reading both directions' hs
+        T, B, I, H = 4, 11, 37, 45
+        rng = np.random.default_rng(B)
+        params = [reference.init_params(cell, I if k < 2 else 2 * H, H, dtype=dtype, seed=k) for k in range(4)]
+        x = rng.uniform(-1, 1, (T, B, I)).astype(dtype)
+        h0 = rng.uniform(-1, 1, (4, B, H)).astype(dtype)
+        c0 = h0.copy() if cell == "lstm" else None
+        lengths = rng.integers(1, T, size=B, endpoint=True)
+        f = backend.layer_forward(cell, params, x, h0, c0, bidirectional=True, lengths=lengths)
+        g = backend.layer_backward(cell, params, x, h0, c0, f, np.ones_like(f.hs), h0, bidirectional=True,
+                                   lengths=lengths)
+        for a in (f.hs, f.h_n, f.c_n, g.dx, g.dh0, g.dc0, *(w for d in g.dparams for w in d)):
+            if a is not None:
+                digest.update(np.ascontiguousarray(a).tobytes())
 print(digest.hexdigest())
 """
 
 
-#: The other width's run: every family that runs the cells' kernels, and this file. Left out, to
-#: keep CI's time: the contract's errors (raised before any kernel), layers (which compose the
-#: cells' calls checked here), the reference's and jit.cuda's own tests; and, in this file, tests
-#: that run no kernel or only check processes, threads and the cache (the same code at either
-#: width), and this test itself.
+#: The other width's run: every family that runs jit.cpu's kernels (layers too: their gathered
+#: projections and state buffers are paths of their own), this file and the layers' one. Left out,
+#: to keep CI's time: the contract's errors (raised before any kernel), the reference's and
+#: jit.cuda's own tests; and, in these files, tests that run no kernel or only check processes,
+#: threads and the cache (the same code at either width), and this test itself.
 WIDTH_FAMILIES = tuple(f"properties/test_{family}.py" for family in (
-    "agreement", "gate_ranges", "gradient_flow", "gru_bounds", "robustness", "structure", "jit_cpu"))
+    "agreement", "gate_ranges", "gradient_flow", "gru_bounds", "robustness", "structure", "layers")) + (
+    "jit/cpu/tests/test_jit_cpu.py", "jit/cpu/tests/test_jit_cpu_layers.py")
 WIDTH_INDEPENDENT = ("the_other_vector_width", "own_cached_code", "read_only_package", "threading_layer",
                      "explicit_numba_cache_dir", "shared_sources", "forked_child", "pool", "workers",
                      "placement", "blas", "barrier", "scratch", "finiteness_check", "gate_math", "exp")
