@@ -1,7 +1,11 @@
-"""The jit.cpu speed targets (issues 4 and 22): jit.cpu against torch.nn's RNN/LSTM/GRU on the CPU.
+"""The jit.cpu speed targets (issues 4, 22 and 24): jit.cpu against torch.nn's RNN/LSTM/GRU on the CPU.
 
-    python -m reports.cpu_targets [--configs S1 M] [--cells lstm] [--modes inference]
+    python -m reports.cpu_targets [--configs S1 M S2-layers] [--cells lstm] [--modes inference]
                                   [--repeats 7] [--statistic median|min] [--json OUT]
+
+Cells (S1 … L2: one layer, one direction, every row T steps) and layers (S2-layers, M-layers,
+L1-layers: reports/benchmarks/bench_layers.py's cases, 2 layers, bidirectional, row lengths uniform
+in [T/2, T], torch fed a packed sequence; their target is not to be slower than torch, r = 1).
 
 For each cell, config and mode, both implementations run on the same float32 weights and
 time-major inputs in the same process, interleaved in rounds (jit, torch, jit, torch, ...)
@@ -15,6 +19,7 @@ FLOPs of the target (the matrix products only; the pointwise work is O(T·B·G·
 next to them for I = H ≥ 64):
     forward   2·T·B·G·H·(I + H)   the input projection x W_ihᵀ and the recurrent h W_hhᵀ
     training  3 × forward         forward, plus backward's da·W (for dx and dh) and daᵀ·[x, h]
+    layers    per layer-direction, with Σ lengths (the valid steps) for T·B and I = 2H above layer 0
 
 The machine's achievable rate is the best of three measured in the same run: numpy's fp32
 sgemm (2048²), torch's mm (2048², float32, torch on the same threads) and the rates torch itself
@@ -45,13 +50,17 @@ from reports.results import SCHEMA
 
 #: DeepBench-derived configs sized for a 2-core machine: (T, B, I = H).
 CONFIGS = {"S1": (50, 1, 64), "S2": (50, 16, 128), "M": (50, 32, 256), "L1": (25, 64, 512), "L2": (25, 16, 1024)}
+#: The layer rows of issue 24, named as reports/benchmarks/bench_layers.py names them: the cells'
+#: config they take their sizes from.
+LAYER_CONFIGS = {"S2-layers": "S2", "M-layers": "M", "L1-layers": "L1"}
 CELLS = ("lstm", "gru", "rnn_tanh")
 MODES = ("inference", "training")
-#: r per config and mode, from issue 4.
+#: r per config and mode, from issue 4; layers (issue 24): not slower than torch.
 RATIO_TARGETS = {
     "S1": {"inference": 0.25, "training": 0.4}, "S2": {"inference": 0.25, "training": 0.4},
     "M": {"inference": 0.5, "training": 0.5},
     "L1": {"inference": 0.8, "training": 0.6}, "L2": {"inference": 0.8, "training": 0.6},
+    **{name: {"inference": 1.0, "training": 1.0} for name in LAYER_CONFIGS},
 }
 #: Fraction of the achievable rate that the FLOP bound of the target asks for.
 TARGET_FRACTION = 0.75
@@ -118,8 +127,27 @@ def _timed(fn) -> float:
 # ----- one row: both implementations, interleaved ------------------------------------------------
 
 def flops(cell, config, mode) -> float:
+    if config in LAYER_CONFIGS:
+        return _layer_flops(cell, config, mode)
     T, B, H = CONFIGS[config]
     forward = 2 * T * B * NUM_GATES[cell] * H * (H + H)
+    return forward * (3 if mode == "training" else 1)
+
+
+def _layer_sizes(config):
+    """bench_layers' Sizes of a layer config."""
+    from reports.benchmarks import bench_layers
+    return bench_layers.layer_sizes(LAYER_CONFIGS[config])
+
+
+def _layer_flops(cell, config, mode) -> float:
+    """The products of every layer-direction over the valid steps: Σ lengths rows of 2·G·H·(I_l + H)."""
+    from reports.benchmarks import bench_layers
+    sizes = _layer_sizes(config)
+    valid = int(bench_layers.row_lengths(sizes.T, sizes.B).sum())
+    D = 2 if bench_layers.BIDIRECTIONAL else 1
+    widths = [sizes.I] + [D * sizes.H] * (bench_layers.NUM_LAYERS - 1)
+    forward = sum(D * 2 * valid * NUM_GATES[cell] * sizes.H * (width + sizes.H) for width in widths)
     return forward * (3 if mode == "training" else 1)
 
 
@@ -136,8 +164,20 @@ def _params_of(module):
                               for n in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")))
 
 
+def _layer_runners(cell, config, mode):
+    """(run_jit, run_torch) of a layer row: bench_layers' two timed calls, on its float32 inputs."""
+    from jit.cpu import backend
+    from reports.benchmarks import bench_layers
+    inputs = bench_layers.as_float32(bench_layers.layer_inputs(cell, _layer_sizes(config)))
+    run_jit, _ = bench_layers.contract_call(backend, cell, mode, inputs)
+    run_torch, _ = bench_layers.torch_call(cell, mode, inputs)
+    return run_jit, run_torch
+
+
 def _runners(cell, config, mode):
     """(run_jit, run_torch): zero-argument callables doing one measured call each."""
+    if config in LAYER_CONFIGS:
+        return _layer_runners(cell, config, mode)
     import torch
     from jit.cpu import backend
     T, B, H = CONFIGS[config]
@@ -255,17 +295,33 @@ def _stats(times) -> dict:
     return {**stats.as_dict(), "data": list(times), "iterations": 1}
 
 
+def _case_sizes(cell, config, mode) -> dict:
+    """A row's sizes, shapes, and the reports' FLOP and byte counts (pointwise work included), as
+    reports/benchmarks writes them into extra_info."""
+    if config in LAYER_CONFIGS:
+        from reports.benchmarks import bench_layers
+        sizes = _layer_sizes(config)
+        lengths = bench_layers.row_lengths(sizes.T, sizes.B)
+        D, L = (2 if bench_layers.BIDIRECTIONAL else 1), bench_layers.NUM_LAYERS
+        reported_flops, reported_bytes = bench_layers.work(cell, sizes, lengths, mode)
+        return {"T": sizes.T, "B": sizes.B, "I": sizes.I, "H": sizes.H, "layers": L, "directions": D,
+                "lengths": [int(n) for n in lengths], "valid_steps": int(lengths.sum()),
+                "shapes": {"x": [sizes.T, sizes.B, sizes.I], "h0": [L * D, sizes.B, sizes.H],
+                           "hs": [sizes.T, sizes.B, D * sizes.H]},
+                "flops": reported_flops, "bytes": reported_bytes}
+    T, B, H = CONFIGS[config]
+    return {"T": T, "B": B, "I": H, "H": H,
+            "shapes": {"x": [T, B, H], "h0": [B, H], "w_ih": [NUM_GATES[cell] * H, H],
+                       "w_hh": [NUM_GATES[cell] * H, H]},
+            "flops": matrix.flops(cell, T, B, H, H, mode), "bytes": matrix.bytes_moved(cell, T, B, H, H, mode, 4)}
+
+
 def benchmark_entries(row) -> list:
     """The row as two pytest-benchmark benchmarks, jit.cpu's and torch.nn's, with reports.results'
     extra_info fields (as reports/benchmarks writes them) and the target's."""
-    T, B, H = CONFIGS[row["config"]]
     case = {"schema": SCHEMA, "cell": row["cell"], "config": row["config"], "sweep": "", "mode": row["mode"],
-            "dtype": "float32", "T": T, "B": B, "I": H, "H": H,
-            "shapes": {"x": [T, B, H], "h0": [B, H], "w_ih": [NUM_GATES[row["cell"]] * H, H],
-                       "w_hh": [NUM_GATES[row["cell"]] * H, H]},
-            "flops": matrix.flops(row["cell"], T, B, H, H, row["mode"]),  # the reports' count, pointwise too
+            "dtype": "float32", **_case_sizes(row["cell"], row["config"], row["mode"]),
             "product_flops": row["flops"],  # the target's count
-            "bytes": matrix.bytes_moved(row["cell"], T, B, H, H, row["mode"], 4),
             "threads": row["threads"], "statistic": row["statistic"], "r": row["r"], "target_s": row["target_s"]}
     jit = {"backend": JIT, "first_call_s": row["first_call_s"], "time_s": row["jit_s"],
            "ratio_to_torch": row["ratio"], "met": bool(row["met"]),
@@ -308,7 +364,8 @@ def document(rows, cellbench_info, machine_info=None, commit_info=None, when=Non
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m reports.cpu_targets", description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", choices=[*CONFIGS, *LAYER_CONFIGS], default=[*CONFIGS, *LAYER_CONFIGS],
+                        help="cells' configs and layers' (default: all)")
     parser.add_argument("--cells", nargs="+", choices=CELLS, default=list(CELLS))
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--repeats", type=int, default=7,

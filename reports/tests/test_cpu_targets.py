@@ -15,6 +15,22 @@ def test_flops_count_both_products_of_every_gate_and_three_times_that_for_traini
     assert cpu_targets.flops("rnn_tanh", "M", "inference") == forward / 4
 
 
+def test_a_layer_rows_flops_count_every_layer_direction_over_the_valid_steps_only():
+    """S2-layers: 2 layers, 2 directions, layer 1 reading both directions' H units; T·B becomes
+    Σ lengths, the (step, row) pairs a packed sequence runs; lengths in [T/2, T]."""
+    from reports.benchmarks import bench_layers
+    T, B, H = cpu_targets.CONFIGS["S2"]
+    lengths = bench_layers.row_lengths(T, B)
+    assert lengths.shape == (B,) and lengths.min() >= T / 2 and lengths.max() <= T
+    assert (bench_layers.row_lengths(T, B) == lengths).all()  # a fixed seed: the same rows every run
+    valid = int(lengths.sum())
+    layer0, layer1 = 2 * 2 * valid * 4 * H * (H + H), 2 * 2 * valid * 4 * H * (2 * H + H)
+    assert cpu_targets.flops("lstm", "S2-layers", "inference") == layer0 + layer1
+    assert cpu_targets.flops("lstm", "S2-layers", "training") == 3 * (layer0 + layer1)
+    assert cpu_targets.RATIO_TARGETS["S2-layers"] == {"inference": 1.0, "training": 1.0}  # not slower than torch
+    assert set(cpu_targets.LAYER_CONFIGS) <= set(cpu_targets.parse_args([]).configs)  # measured by default
+
+
 def test_measure_interleaves_rounds_each_after_a_settling_pause_and_an_untimed_call(monkeypatch):
     """jit round, torch round, jit round, ...: each a CALL_SETTLE_S pause (neither runs while the
     other's idle threads spin), one untimed call, then BURST_CALLS timed calls; the untimed
@@ -65,7 +81,7 @@ def test_the_achievable_rate_is_the_best_of_numpy_torch_mm_and_torch_on_the_rnn_
     assert cpu_targets.achievable_gflops(dict(rates, torch_rnn_gflops=None)) == 300  # unknown: left out
 
 
-def synthetic_run(monkeypatch, tmp_path, jit_s, torch_s, name="run.json"):
+def synthetic_run(monkeypatch, tmp_path, jit_s, torch_s, name="run.json", configs=("S1", "M")):
     """cpu_targets.main end to end on two lstm rows, with nothing timed: every jit.cpu call 'takes'
     jit_s and every torch call torch_s (cpu_targets._timed returns what the runner returns)."""
     monkeypatch.setattr(cpu_targets, "_match_threads", lambda: 2)
@@ -77,7 +93,7 @@ def synthetic_run(monkeypatch, tmp_path, jit_s, torch_s, name="run.json"):
     monkeypatch.setattr(cpu_targets, "torch_mm_gflops", lambda: 120.0)
     monkeypatch.setattr(machine, "busy_cores", lambda: 0.1)  # a quiet machine, whatever this one does
     path = tmp_path / name
-    cpu_targets.main(["--cells", "lstm", "--configs", "S1", "M", "--modes", "inference", "--repeats", "2",
+    cpu_targets.main(["--cells", "lstm", "--configs", *configs, "--modes", "inference", "--repeats", "2",
                       "--json", str(path)])
     return path
 
@@ -118,6 +134,25 @@ def test_the_json_is_pytest_benchmark_json_that_report_and_compare_read(monkeypa
     out = capsys.readouterr().out
     assert out.count("REGRESSION") == 2  # jit.cpu's two rows, 1.8 -> 3 ms
     assert "4 benchmarks in both runs compared" in out and "2 regression(s) beyond 10%" in out
+
+
+def test_a_layer_rows_json_names_its_layers_and_lengths_and_reports_read_it(monkeypatch, tmp_path, capsys):
+    from reports import results
+    from reports.benchmarks import bench_layers
+    path = synthetic_run(monkeypatch, tmp_path, jit_s=0.003, torch_s=0.004, configs=("M-layers",))
+    data = json.loads(path.read_text())
+    jit = next(b for b in data["benchmarks"] if b["extra_info"]["backend"] == "jit.cpu")
+    info = jit["extra_info"]
+    T, B, H = cpu_targets.CONFIGS["M"]
+    assert (info["config"], info["T"], info["B"], info["I"], info["H"]) == ("M-layers", T, B, H, H)
+    assert (info["layers"], info["directions"]) == (2, 2)
+    assert info["lengths"] == bench_layers.row_lengths(T, B).tolist() and info["valid_steps"] == sum(info["lengths"])
+    assert info["product_flops"] == cpu_targets.flops("lstm", "M-layers", "inference")
+    assert info["r"] == 1.0 and info["met"] and not info["slower_than_torch"]  # 3 ms against torch's 4
+    assert jit["group"] == "lstm-M-layers-inference-float32"
+    df = results.load([path])
+    assert sorted(df["config"].unique()) == ["M-layers"] and len(df) == 2
+    assert "targets met: 1 of 1; slower than torch: 0 of 1" in capsys.readouterr().out
 
 
 def test_a_runs_machine_info_names_what_jit_cpu_compiled_for():
