@@ -1,6 +1,7 @@
 """The jit.cuda backend: the contract's forward and backward on the GPU, step for step like reference.backend.
 
-This module is itself a backend (``name``, ``cells``, ``forward``, ``backward``, ``available()``).
+This module is itself a backend (``name``, ``cells``, ``forward``, ``backward``, ``available()``, and
+the layer contract's ``layer_forward``, ``layer_backward`` from jit.cuda.layers).
 Forward projects every step's input with one matmul, then runs the cell's time loop. Backward
 rebuilds h_{t−1} for every t with one copy, runs BPTT's time loop, then forms the weight gradients
 and dx with matmuls over all T·B rows. Each cell's time loops (``TIME_LOOPS``, the twin of
@@ -203,7 +204,7 @@ def _rnn_forward(f: _ForwardLoop, relu):
     gates = f.gates() if f.training else None  # inference: rnn's one "gate" is h' itself
     h_prev = f.h0
     for t in range(f.T):
-        launch(rnn.rnn_step_forward_kernel, f.grid, f.block, f.xw[t], h_prev, f.w_hh, f.b_hh, relu, hs[t],
+        launch(rnn.rnn_step_forward_kernel, f.grid, f.block, f.xw, t, h_prev, f.w_hh, f.b_hh, relu, hs[t],
                gates[t] if f.training else hs[t])
         h_prev = hs[t]
     return f.result(hs, _copy(h_prev), gates)  # a copy: h0 itself when T = 0; results never alias inputs
@@ -224,7 +225,7 @@ def _lstm_forward(f: _ForwardLoop):
     h_prev, c_prev = f.h0, f.c0
     for t in range(f.T):
         c_next = cs[t] if f.training else c_pair[t % 2]
-        launch(lstm.lstm_step_forward_kernel, f.grid, f.block, f.xw[t], h_prev, c_prev, f.w_hh, f.b_hh, hs[t],
+        launch(lstm.lstm_step_forward_kernel, f.grid, f.block, f.xw, t, h_prev, c_prev, f.w_hh, f.b_hh, hs[t],
                c_next, gates[t if f.training else 0])
         h_prev, c_prev = hs[t], c_next
     return f.result(hs, _copy(h_prev), gates, _copy(c_prev), cs)
@@ -240,7 +241,7 @@ def _gru_forward(f: _ForwardLoop):
     hs, gates = f.empty(f.T, f.B, f.H), f.gates()
     h_prev = f.h0
     for t in range(f.T):
-        launch(gru.gru_step_forward_kernel, f.grid, f.block, f.xw[t], h_prev, f.w_hh, f.b_hh, hs[t],
+        launch(gru.gru_step_forward_kernel, f.grid, f.block, f.xw, t, h_prev, f.w_hh, f.b_hh, hs[t],
                gates[t if f.training else 0])
         h_prev = hs[t]
     return f.result(hs, _copy(h_prev), gates)
@@ -259,8 +260,8 @@ def _gru_classic_forward(f: _ForwardLoop):
     h_prev = f.h0
     for t in range(f.T):
         gates_t = gates[t if f.training else 0]
-        launch(gru.gru_classic_step_forward_rz_kernel, f.grid, f.block, f.xw[t], h_prev, f.w_hh, f.b_hh, gates_t, rh)
-        launch(gru.gru_classic_step_forward_n_kernel, f.grid, f.block, f.xw[t], h_prev, rh, f.w_hh, f.b_hh, hs[t],
+        launch(gru.gru_classic_step_forward_rz_kernel, f.grid, f.block, f.xw, t, h_prev, f.w_hh, f.b_hh, gates_t, rh)
+        launch(gru.gru_classic_step_forward_n_kernel, f.grid, f.block, f.xw, t, h_prev, rh, f.w_hh, f.b_hh, hs[t],
                gates_t)
         h_prev = hs[t]
     return f.result(hs, _copy(h_prev), gates)
@@ -330,10 +331,6 @@ class _BackwardLoop:
     def empty(self, *shape):
         return cuda.device_array(shape, self.da_x.dtype)
 
-    def dhs_prev(self, t):
-        """(dhs[t − 1], True): h_{t−1} also feeds the loss directly; at t = 0 it is h0, which does not."""
-        return (self.dhs[t - 1], True) if t else (self.dhs[0], False)
-
     def start(self):
         """∂L/∂h_T = dh_n + dhs[T − 1] in a fresh buffer, and a second one for the step before: the
         per-step path swaps them every step."""
@@ -363,8 +360,8 @@ def _rnn_backward(b: _BackwardLoop, relu):
     else:
         dh, dh_prev = b.start()
         for t in reversed(range(b.T)):
-            launch(rnn.rnn_step_backward_kernel, b.grid, b.block, dh, b.gates[t], b.w_hh, relu, *b.dhs_prev(t),
-                   b.da_x[t], dh_prev)
+            launch(rnn.rnn_step_backward_kernel, b.grid, b.block, dh, b.gates[t], b.w_hh, relu, b.dhs, t, b.da_x,
+                   dh_prev)
             dh, dh_prev = dh_prev, dh
     return _BPTT(dh, None, b.da_x, ((slice(None), b.h_prev_all),))
 
@@ -383,7 +380,7 @@ def _lstm_backward(b: _BackwardLoop):
         dc_prev = b.empty(b.B, b.H)
         for t in reversed(range(b.T)):
             launch(lstm.lstm_step_backward_kernel, b.grid, b.block, dh, dc, b.gates[t], b.cs[t - 1] if t else b.c0,
-                   b.cs[t], b.w_hh, *b.dhs_prev(t), b.da_x[t], dh_prev, dc_prev)
+                   b.cs[t], b.w_hh, b.dhs, t, b.da_x, dh_prev, dc_prev)
             dh, dh_prev = dh_prev, dh
             dc, dc_prev = dc_prev, dc
     return _BPTT(dh, dc, b.da_x, ((slice(None), b.h_prev_all),))
@@ -405,7 +402,7 @@ def _gru_backward(b: _BackwardLoop):
         dh, dh_prev = b.start()
         for t in reversed(range(b.T)):
             launch(gru.gru_step_backward_kernel, b.grid, b.block, dh, b.gates[t], b.h_prev_all[t], hn_all[t], b.w_hh,
-                   *b.dhs_prev(t), b.da_x[t], da_h[t], dh_prev)
+                   b.dhs, t, b.da_x, da_h[t], dh_prev)
             dh, dh_prev = dh_prev, dh
     return _BPTT(dh, None, da_h, ((slice(None), b.h_prev_all),))
 
@@ -425,10 +422,10 @@ def _gru_classic_backward(b: _BackwardLoop):
     else:
         dh, dh_prev = b.start()
         for t in reversed(range(b.T)):
-            launch(gru.gru_classic_step_backward_n_kernel, b.grid, b.block, dh, b.gates[t], b.h_prev_all[t], b.w_hh,
-                   b.da_x[t], da_h[t], d_rh, rh_all[t])
+            launch(gru.gru_classic_step_backward_n_kernel, b.grid, b.block, dh, b.gates[t], b.h_prev_all[t], b.w_hh, t,
+                   b.da_x, da_h[t], d_rh, rh_all[t])
             launch(gru.gru_classic_step_backward_rz_kernel, b.grid, b.block, dh, b.gates[t], b.h_prev_all[t], d_rh,
-                   b.w_hh, *b.dhs_prev(t), b.da_x[t], da_h[t], dh_prev)
+                   b.w_hh, b.dhs, t, b.da_x, da_h[t], dh_prev)
             dh, dh_prev = dh_prev, dh
     # reference.gru.gru_classic_step_backward: dW_hh = [from_h.dw (r, z rows); from_rh.dw (n rows)]
     return _BPTT(dh, None, da_h, ((slice(0, 2 * H), b.h_prev_all), (slice(2 * H, 3 * H), rh_all)))
@@ -483,3 +480,8 @@ def _backward_without_rows_or_units(cell, T, B, I, H, G, dtype):
                           _empty((B, H), dtype) if cell == "lstm" else None,
                           _zeros_from_host((G * H, I), dtype), _zeros_from_host((G * H, H), dtype),
                           _zeros_from_host((G * H,), dtype), _zeros_from_host((G * H,), dtype))
+
+
+# ----- layers: stacked, bidirectional, rows of different lengths (jit.cuda.layers) ----------------------
+# Imported last: jit.cuda.layers uses this module's launches above.
+from .layers import layer_backward, layer_forward  # noqa: E402, F401  (the layer contract, natively)

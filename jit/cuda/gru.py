@@ -4,55 +4,78 @@ gru (PyTorch / cuDNN): ``gru_step_forward`` computes one step on one tile; r sca
 which stays apart from the input side. gru_classic needs r⊙h of every unit before W_hn (r⊙h), a
 dependency across tiles, so each of its steps is two halves (rz, then n), two kernels per step or
 two grid synchronizations in the persistent kernel; its backward likewise (n, then rz). Each form
-reads forward tile, per-step kernel, persistent kernel, then backward in the same order.
+reads forward tile, per-step kernel, persistent kernel, layer kernel (rows of different lengths: a
+row past its length keeps its state; see jit.cuda.tiles.row_step), then backward in the same order.
 """
 from numba import cuda
 
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad
 
 from .tiles import (DEPTH, DEPTH_PADDED, ROWS, STEP_THREADS, UNITS, copy_state, gate_products, load_weight_rows,
-                    rows_times_weights, start_bptt, step_tiles, tile_origin)
+                    place_output, previous_output, row_step, rows_times_weights, start_bptt, step_tiles, tile_origin)
 
 
 # ----- gru forward ----------------------------------------------------------------------------------
 
 @cuda.jit(device=True)
-def gru_step_forward(xw_t, h_prev, w_hh, b_hh, h_next, gates_t, j0, b0, h_tile, w_tile, acc):
-    """One step on the tile of units j0… and rows b0…: r, z, n = tanh(xw_n + r⊙(W_hn h + b_hn)), h'.
+def gru_step_forward(xw, lengths, s, reverse, h_prev, w_hh, b_hh, h_next, gates_s, j0, b0, h_tile, w_tile, acc):
+    """One step on the tile of units j0… and rows b0…, at scan step s (each row's time step from
+    row_step; a row past its length keeps its state): r, z, n = tanh(xw_n + r⊙(W_hn h + b_hn)), h'.
     twin: reference.gru.gru_step_forward"""
     B = h_prev.shape[0]
     H = h_prev.shape[1]
     j = j0 + cuda.threadIdx.x
     b = b0 + cuda.threadIdx.y
     inside = b < B and j < H
+    active = False
+    t = s
+    if inside:
+        active, t = row_step(lengths, s, reverse, b)
     for g in range(3):
         acc[g] = acc.dtype.type(0.0)
     # affine: a_x + a_h for r and z; a_h alone for n (W_hn h + b_hn stays apart: r scales it)
-    if inside:
-        acc[0] = xw_t[b, j] + b_hh[j]
-        acc[1] = xw_t[b, H + j] + b_hh[H + j]
+    if active:
+        acc[0] = xw[t, b, j] + b_hh[j]
+        acc[1] = xw[t, b, H + j] + b_hh[H + j]
         acc[2] = b_hh[2 * H + j]
     gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile, j0, b0)
-    if inside:
+    if active:
         r = sigmoid(acc[0])
         z = sigmoid(acc[1])
-        n = tanh(xw_t[b, 2 * H + j] + r * acc[2])
+        n = tanh(xw[t, b, 2 * H + j] + r * acc[2])
         # gru_mix: h' = (1 − z)⊙n + z⊙h
         h_next[b, j] = (h_next.dtype.type(1.0) - z) * n + z * h_prev[b, j]
-        gates_t[b, j] = r
-        gates_t[b, H + j] = z
-        gates_t[b, 2 * H + j] = n
+        gates_s[b, j] = r
+        gates_s[b, H + j] = z
+        gates_s[b, 2 * H + j] = n
+    elif inside:  # past the row's length: its state is carried unchanged
+        h_next[b, j] = h_prev[b, j]
 
 
 @cuda.jit
-def gru_step_forward_kernel(xw_t, h_prev, w_hh, b_hh, h_next, gates_t):
-    """One step: gru_step_forward on this block's tile. twin: reference.gru.gru_step_forward"""
+def gru_step_forward_kernel(xw, t, h_prev, w_hh, b_hh, h_next, gates_t):
+    """Step t: gru_step_forward on this block's tile. twin: reference.gru.gru_step_forward"""
     DT = h_next.dtype
     h_tile = cuda.shared.array((ROWS, DEPTH), DT)
     w_tile = cuda.shared.array((3, UNITS, DEPTH_PADDED), DT)
     acc = cuda.local.array(3, DT)
-    gru_step_forward(xw_t, h_prev, w_hh, b_hh, h_next, gates_t, cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS,
-                     h_tile, w_tile, acc)
+    gru_step_forward(xw, None, t, False, h_prev, w_hh, b_hh, h_next, gates_t, cuda.blockIdx.x * UNITS,
+                     cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
+
+
+@cuda.jit
+def gru_layer_step_forward_kernel(xw, lengths, s, reverse, h_prev, w_hh, b_hh, h_next, gates_s, out):
+    """Scan step s of one layer-direction over rows of different lengths: gru_step_forward on this
+    block's tile, then the output of each row at its time step (out (T, B, H), zeros when padded).
+    twin: reference.layers.run_direction over reference.gru.gru_step_forward"""
+    DT = h_next.dtype
+    h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+    w_tile = cuda.shared.array((3, UNITS, DEPTH_PADDED), DT)
+    acc = cuda.local.array(3, DT)
+    j0 = cuda.blockIdx.x * UNITS
+    b0 = cuda.blockIdx.y * ROWS
+    gru_step_forward(xw, lengths, s, reverse, h_prev, w_hh, b_hh, h_next, gates_s, j0, b0, h_tile, w_tile, acc)
+    place_output(lengths, s, reverse, h_next, out, j0, b0)
 
 
 @cuda.jit
@@ -72,8 +95,8 @@ def gru_forward_persistent_kernel(xw, h0, hs_ext, w_hh, b_hh, gates, h_n):
     for t in range(xw.shape[0]):
         for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
             j0, b0 = tile_origin(q, H)
-            gru_step_forward(xw[t], hs_ext[t], w_hh, b_hh, hs_ext[t + 1], gates[t % n_g], j0, b0, h_tile, w_tile,
-                             acc)
+            gru_step_forward(xw, None, t, False, hs_ext[t], w_hh, b_hh, hs_ext[t + 1], gates[t % n_g], j0, b0, h_tile,
+                             w_tile, acc)
         grid.sync()
     copy_state(hs_ext[xw.shape[0]], h_n)  # by the threads that wrote h_T
 
@@ -81,40 +104,33 @@ def gru_forward_persistent_kernel(xw, h0, hs_ext, w_hh, b_hh, gates, h_n):
 # ----- gru backward ---------------------------------------------------------------------------------
 
 @cuda.jit(device=True)
-def gru_da(b, r, dh, gates_t, h_prev, hn_t, da_x_t, da_h_t, store):
-    """∂L/∂a for gate row r, input side (r, z, n) and hidden side (r, z, r⊙n): returns the hidden
-    side. hn_t = W_hn h + b_hn of this step. twin: reference.gru.gru_step_backward's da_x, da_h"""
+def gru_da(b, r, dh, gates_s, h_prev, hn_s):
+    """∂L/∂a for gate row r: (input side (r, z, n), hidden side (r, z, r⊙n)). hn_s = W_hn h + b_hn of
+    this step. twin: reference.gru.gru_step_backward's da_x, da_h"""
     H = dh.shape[1]
     g = r // H
     j = r - g * H
-    reset = gates_t[b, j]
-    z = gates_t[b, H + j]
-    n = gates_t[b, 2 * H + j]
+    reset = gates_s[b, j]
+    z = gates_s[b, H + j]
+    n = gates_s[b, 2 * H + j]
     if g == 1:  # gru_mix_backward: ∂L/∂z = dh⊙(h − n); ·σ'
         v = dh[b, j] * (h_prev[b, j] - n) * sigmoid_grad(z)
-        if store:
-            da_x_t[b, r] = v
-            da_h_t[b, r] = v
-        return v
+        return v, v
     # gru_mix_backward: ∂L/∂n = dh⊙(1 − z); ·tanh'
     da_n = dh[b, j] * (dh.dtype.type(1.0) - z) * tanh_grad(n)
     if g == 0:
-        v = da_n * hn_t[b, j] * sigmoid_grad(reset)
-        if store:
-            da_x_t[b, r] = v
-            da_h_t[b, r] = v
-        return v
-    if store:
-        da_x_t[b, r] = da_n
-        da_h_t[b, r] = da_n * reset
-    return da_n * reset  # r scales W_hn h + b_hn
+        v = da_n * hn_s[b, j] * sigmoid_grad(reset)
+        return v, v
+    return da_n, da_n * reset  # r scales W_hn h + b_hn
 
 
 @cuda.jit(device=True)
-def gru_step_backward(dh, gates_t, h_prev, hn_t, w_hh, dhs_prev, use_dhs_prev, da_x_t, da_h_t, dh_prev, k0, b0,
+def gru_step_backward(dh, gates_s, h_prev, hn_s, w_hh, dhs, lengths, s, reverse, da_x, da_h_s, dh_prev, k0, b0,
                       da_tile, w_tile):
-    """∂L/∂h_{t−1} = z⊙dh + da_h W_hh (+ dhs[t−1]) on the tile of columns k0… and rows b0…; the tiles
-    of the first columns store da_x, da_h. twin: reference.gru.gru_step_backward"""
+    """∂L/∂h_{s−1} = z⊙dh + da_h W_hh (+ dhs of the step before) on the tile of columns k0… and rows
+    b0…, at scan step s; the tiles of the first columns store da_x at each row's time step (zero at
+    a padded position) and da_h at s (step order, as the states dW_hh pairs it with). A row past its
+    length passes ∂L/∂h through: its state was carried. twin: reference.gru.gru_step_backward"""
     B = dh.shape[0]
     H = dh.shape[1]
     n_rows = 3 * H
@@ -129,7 +145,13 @@ def gru_step_backward(dh, gates_t, h_prev, hn_t, w_hh, dhs_prev, use_dhs_prev, d
             q = e - rr * DEPTH
             v = dh.dtype.type(0.0)
             if b0 + rr < B and r0 + q < n_rows:
-                v = gru_da(b0 + rr, r0 + q, dh, gates_t, h_prev, hn_t, da_x_t, da_h_t, store)
+                active, t = row_step(lengths, s, reverse, b0 + rr)
+                v_x = dh.dtype.type(0.0)
+                if active:
+                    v_x, v = gru_da(b0 + rr, r0 + q, dh, gates_s, h_prev, hn_s)
+                if store:
+                    da_x[t, b0 + rr, r0 + q] = v_x
+                    da_h_s[b0 + rr, r0 + q] = v
             da_tile[rr, q] = v
         # affine_backward: ∂L/∂h = da_h W_hh
         load_weight_rows(w_hh, 0, r0, n_rows, w_tile, k0)
@@ -137,19 +159,35 @@ def gru_step_backward(dh, gates_t, h_prev, hn_t, w_hh, dhs_prev, use_dhs_prev, d
         acc = rows_times_weights(acc, da_tile, w_tile)
         cuda.syncthreads()
     if b < B and k < H:
-        acc += dh[b, k] * gates_t[b, H + k]  # gru_mix_backward: the z⊙h term
-        if use_dhs_prev:  # reference.backend.backward: h_{t−1} also feeds the loss
-            acc += dhs_prev[b, k]
+        active, t = row_step(lengths, s, reverse, b)
+        if active:
+            acc += dh[b, k] * gates_s[b, H + k]  # gru_mix_backward: the z⊙h term
+        else:
+            acc = dh[b, k]
+        output, t_before = previous_output(lengths, s, reverse, b)
+        if output:  # reference.backend.backward: h_{t−1} also feeds the loss
+            acc += dhs[t_before, b, k]
         dh_prev[b, k] = acc
 
 
 @cuda.jit
-def gru_step_backward_kernel(dh, gates_t, h_prev, hn_t, w_hh, dhs_prev, use_dhs_prev, da_x_t, da_h_t, dh_prev):
-    """One step: gru_step_backward on this block's tile. twin: reference.gru.gru_step_backward"""
+def gru_step_backward_kernel(dh, gates_t, h_prev, hn_t, w_hh, dhs, t, da_x, da_h_t, dh_prev):
+    """Step t: gru_step_backward on this block's tile. twin: reference.gru.gru_step_backward"""
     DT = dh.dtype
     da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
     w_tile = cuda.shared.array((DEPTH, UNITS), DT)
-    gru_step_backward(dh, gates_t, h_prev, hn_t, w_hh, dhs_prev, use_dhs_prev, da_x_t, da_h_t, dh_prev,
+    gru_step_backward(dh, gates_t, h_prev, hn_t, w_hh, dhs, None, t, False, da_x, da_h_t, dh_prev,
+                      cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
+
+
+@cuda.jit
+def gru_layer_step_backward_kernel(dh, gates_s, h_prev, hn_s, w_hh, dhs, lengths, s, reverse, da_x, da_h_s, dh_prev):
+    """Scan step s of one layer-direction's BPTT over rows of different lengths: gru_step_backward on
+    this block's tile. twin: reference.layers.run_direction_backward over reference.gru.gru_step_backward"""
+    DT = dh.dtype
+    da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
+    w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+    gru_step_backward(dh, gates_s, h_prev, hn_s, w_hh, dhs, lengths, s, reverse, da_x, da_h_s, dh_prev,
                       cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
 
@@ -164,85 +202,131 @@ def gru_backward_persistent_kernel(dh_n, dh_pair, gates, h_prev_all, hn_all, w_h
     grid = cuda.cg.this_grid()
     T = gates.shape[0]
     H = dh_pair.shape[2]
-    start_bptt(dh_n, dhs[T - 1], dh_pair[0], dh_n, False, dh_n[:0])  # into slot 0; step T − 1 reads all of it
+    start_bptt(dh_n, dhs, None, False, dh_pair[0], dh_n, False, dh_n[:0])  # into slot 0; step T − 1 reads all of it
     grid.sync()
     for s in range(T):
         t = T - 1 - s
         for q in range(cuda.blockIdx.x, step_tiles(dh_pair.shape[1], H), cuda.gridDim.x):
             k0, b0 = tile_origin(q, H)
-            gru_step_backward(dh_pair[s % 2], gates[t], h_prev_all[t], hn_all[t], w_hh, dhs[max(t - 1, 0)], t > 0,
-                              da_x[t], da_h[t], dh_pair[1 - s % 2], k0, b0, da_tile, w_tile)
+            gru_step_backward(dh_pair[s % 2], gates[t], h_prev_all[t], hn_all[t], w_hh, dhs, None, t, False, da_x,
+                              da_h[t], dh_pair[1 - s % 2], k0, b0, da_tile, w_tile)
         grid.sync()
 
 
 # ----- gru_classic forward: r, z and r⊙h; then n and h' ------------------------------------------------
 
 @cuda.jit(device=True)
-def gru_classic_step_forward_rz(xw_t, h_prev, w_hh, b_hh, gates_t, rh, j0, b0, h_tile, w_tile, acc):
-    """First half of a step on the tile of units j0… and rows b0…: r, z, and r⊙h for W_hn.
+def gru_classic_step_forward_rz(xw, lengths, s, reverse, h_prev, w_hh, b_hh, gates_s, rh, j0, b0, h_tile, w_tile,
+                                acc):
+    """First half of a step on the tile of units j0… and rows b0…, at scan step s: r, z, and r⊙h for
+    W_hn (zero for a row past its length, which the second half keeps as it was).
     twin: reference.gru.gru_classic_step_forward, up to rh"""
     B = h_prev.shape[0]
     H = h_prev.shape[1]
     j = j0 + cuda.threadIdx.x
     b = b0 + cuda.threadIdx.y
     inside = b < B and j < H
+    active = False
+    t = s
+    if inside:
+        active, t = row_step(lengths, s, reverse, b)
     # affine: a_x + a_rz, blocks r and z
     for g in range(2):
         acc[g] = acc.dtype.type(0.0)
-        if inside:
-            acc[g] = xw_t[b, g * H + j] + b_hh[g * H + j]
+        if active:
+            acc[g] = xw[t, b, g * H + j] + b_hh[g * H + j]
     gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile, j0, b0)
-    if inside:
+    if active:
         r = sigmoid(acc[0])
-        gates_t[b, j] = r
-        gates_t[b, H + j] = sigmoid(acc[1])
+        gates_s[b, j] = r
+        gates_s[b, H + j] = sigmoid(acc[1])
         rh[b, j] = r * h_prev[b, j]
+    elif inside:
+        rh[b, j] = rh.dtype.type(0.0)
 
 
 @cuda.jit
-def gru_classic_step_forward_rz_kernel(xw_t, h_prev, w_hh, b_hh, gates_t, rh):
-    """First half of a step: gru_classic_step_forward_rz on this block's tile.
+def gru_classic_step_forward_rz_kernel(xw, t, h_prev, w_hh, b_hh, gates_t, rh):
+    """First half of step t: gru_classic_step_forward_rz on this block's tile.
     twin: reference.gru.gru_classic_step_forward, up to rh"""
     DT = gates_t.dtype
     h_tile = cuda.shared.array((ROWS, DEPTH), DT)
     w_tile = cuda.shared.array((2, UNITS, DEPTH_PADDED), DT)
     acc = cuda.local.array(2, DT)
-    gru_classic_step_forward_rz(xw_t, h_prev, w_hh, b_hh, gates_t, rh, cuda.blockIdx.x * UNITS,
+    gru_classic_step_forward_rz(xw, None, t, False, h_prev, w_hh, b_hh, gates_t, rh, cuda.blockIdx.x * UNITS,
+                                cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
+
+
+@cuda.jit
+def gru_classic_layer_step_forward_rz_kernel(xw, lengths, s, reverse, h_prev, w_hh, b_hh, gates_s, rh):
+    """First half of scan step s of one layer-direction over rows of different lengths:
+    gru_classic_step_forward_rz on this block's tile.
+    twin: reference.layers.run_direction over reference.gru.gru_classic_step_forward, up to rh"""
+    DT = gates_s.dtype
+    h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+    w_tile = cuda.shared.array((2, UNITS, DEPTH_PADDED), DT)
+    acc = cuda.local.array(2, DT)
+    gru_classic_step_forward_rz(xw, lengths, s, reverse, h_prev, w_hh, b_hh, gates_s, rh, cuda.blockIdx.x * UNITS,
                                 cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
 
 
 @cuda.jit(device=True)
-def gru_classic_step_forward_n(xw_t, h_prev, rh, w_hh, b_hh, h_next, gates_t, j0, b0, h_tile, w_tile, acc):
-    """Second half of a step on the tile of units j0… and rows b0…: n = tanh(xw_n + W_hn(r⊙h) + b_hn), h'.
+def gru_classic_step_forward_n(xw, lengths, s, reverse, h_prev, rh, w_hh, b_hh, h_next, gates_s, j0, b0, h_tile,
+                               w_tile, acc):
+    """Second half of a step on the tile of units j0… and rows b0…, at scan step s:
+    n = tanh(xw_n + W_hn(r⊙h) + b_hn), h'; a row past its length keeps its state.
     twin: reference.gru.gru_classic_step_forward, from n"""
     B = h_prev.shape[0]
     H = h_prev.shape[1]
     j = j0 + cuda.threadIdx.x
     b = b0 + cuda.threadIdx.y
     inside = b < B and j < H
+    active = False
+    t = s
+    if inside:
+        active, t = row_step(lengths, s, reverse, b)
     # affine: a_x + W_hn (r⊙h) + b_hn, block n
     acc[0] = acc.dtype.type(0.0)
-    if inside:
-        acc[0] = xw_t[b, 2 * H + j] + b_hh[2 * H + j]
+    if active:
+        acc[0] = xw[t, b, 2 * H + j] + b_hh[2 * H + j]
     gate_products(rh, w_hh, 2 * H, acc, h_tile, w_tile, j0, b0)
-    if inside:
+    if active:
         n = tanh(acc[0])
-        z = gates_t[b, H + j]
+        z = gates_s[b, H + j]
         # gru_mix: h' = (1 − z)⊙n + z⊙h
         h_next[b, j] = (h_next.dtype.type(1.0) - z) * n + z * h_prev[b, j]
-        gates_t[b, 2 * H + j] = n
+        gates_s[b, 2 * H + j] = n
+    elif inside:  # past the row's length: its state is carried unchanged
+        h_next[b, j] = h_prev[b, j]
 
 
 @cuda.jit
-def gru_classic_step_forward_n_kernel(xw_t, h_prev, rh, w_hh, b_hh, h_next, gates_t):
-    """Second half of a step: gru_classic_step_forward_n on this block's tile.
+def gru_classic_step_forward_n_kernel(xw, t, h_prev, rh, w_hh, b_hh, h_next, gates_t):
+    """Second half of step t: gru_classic_step_forward_n on this block's tile.
     twin: reference.gru.gru_classic_step_forward, from n"""
     DT = h_next.dtype
     h_tile = cuda.shared.array((ROWS, DEPTH), DT)
     w_tile = cuda.shared.array((1, UNITS, DEPTH_PADDED), DT)
     acc = cuda.local.array(1, DT)
-    gru_classic_step_forward_n(xw_t, h_prev, rh, w_hh, b_hh, h_next, gates_t, cuda.blockIdx.x * UNITS,
+    gru_classic_step_forward_n(xw, None, t, False, h_prev, rh, w_hh, b_hh, h_next, gates_t, cuda.blockIdx.x * UNITS,
                                cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
+
+
+@cuda.jit
+def gru_classic_layer_step_forward_n_kernel(xw, lengths, s, reverse, h_prev, rh, w_hh, b_hh, h_next, gates_s, out):
+    """Second half of scan step s of one layer-direction over rows of different lengths:
+    gru_classic_step_forward_n on this block's tile, then the output of each row at its time step
+    (out (T, B, H), zeros when padded).
+    twin: reference.layers.run_direction over reference.gru.gru_classic_step_forward, from n"""
+    DT = h_next.dtype
+    h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+    w_tile = cuda.shared.array((1, UNITS, DEPTH_PADDED), DT)
+    acc = cuda.local.array(1, DT)
+    j0 = cuda.blockIdx.x * UNITS
+    b0 = cuda.blockIdx.y * ROWS
+    gru_classic_step_forward_n(xw, lengths, s, reverse, h_prev, rh, w_hh, b_hh, h_next, gates_s, j0, b0, h_tile,
+                               w_tile, acc)
+    place_output(lengths, s, reverse, h_next, out, j0, b0)
 
 
 @cuda.jit
@@ -265,13 +349,13 @@ def gru_classic_forward_persistent_kernel(xw, h0, hs_ext, w_hh, b_hh, gates, rh,
     for t in range(xw.shape[0]):
         for q in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
             j0, b0 = tile_origin(q, H)
-            gru_classic_step_forward_rz(xw[t], hs_ext[t], w_hh, b_hh, gates[t % n_g], rh, j0, b0, h_tile, rz_tile,
-                                        acc)
+            gru_classic_step_forward_rz(xw, None, t, False, hs_ext[t], w_hh, b_hh, gates[t % n_g], rh, j0, b0, h_tile,
+                                        rz_tile, acc)
         grid.sync()
         for q in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
             j0, b0 = tile_origin(q, H)
-            gru_classic_step_forward_n(xw[t], hs_ext[t], rh, w_hh, b_hh, hs_ext[t + 1], gates[t % n_g], j0, b0,
-                                       h_tile, n_tile, acc)
+            gru_classic_step_forward_n(xw, None, t, False, hs_ext[t], rh, w_hh, b_hh, hs_ext[t + 1], gates[t % n_g],
+                                       j0, b0, h_tile, n_tile, acc)
         grid.sync()
     copy_state(hs_ext[xw.shape[0]], h_n)  # by the threads that wrote h_T
 
@@ -279,9 +363,11 @@ def gru_classic_forward_persistent_kernel(xw, h0, hs_ext, w_hh, b_hh, gates, rh,
 # ----- gru_classic backward: da_n and ∂L/∂(r⊙h); then da_r, da_z and ∂L/∂h_{t−1} ----------------------
 
 @cuda.jit(device=True)
-def gru_classic_step_backward_n(dh, gates_t, h_prev, w_hh, da_x_t, da_h_t, d_rh, rh_t, k0, b0, da_tile, w_tile):
-    """First half of a step on the tile of columns k0… and rows b0…: da_n, then ∂L/∂(r⊙h) = da_n W_hn;
-    also stores r⊙h of this step, the input of W_hn, for ∂L/∂W_hn after the time loop.
+def gru_classic_step_backward_n(dh, gates_s, h_prev, w_hh, lengths, s, reverse, da_x, da_h_s, d_rh, rh_s, k0, b0,
+                                da_tile, w_tile):
+    """First half of a step on the tile of columns k0… and rows b0…, at scan step s: da_n, then
+    ∂L/∂(r⊙h) = da_n W_hn; also stores r⊙h of this step, the input of W_hn, for ∂L/∂W_hn after the
+    time loop. da_x at each row's time step, da_h at s; a row past its length has da = 0 and r⊙h = 0.
     twin: reference.gru.gru_classic_step_backward, up to from_rh"""
     B = dh.shape[0]
     H = dh.shape[1]
@@ -298,11 +384,13 @@ def gru_classic_step_backward_n(dh, gates_t, h_prev, w_hh, da_x_t, da_h_t, d_rh,
             bb = b0 + rr
             j = r0 + q
             if bb < B and j < H:
-                # gru_mix_backward: ∂L/∂n = dh⊙(1 − z); ·tanh'
-                v = dh[bb, j] * (dh.dtype.type(1.0) - gates_t[bb, H + j]) * tanh_grad(gates_t[bb, 2 * H + j])
+                active, t = row_step(lengths, s, reverse, bb)
+                if active:
+                    # gru_mix_backward: ∂L/∂n = dh⊙(1 − z); ·tanh'
+                    v = dh[bb, j] * (dh.dtype.type(1.0) - gates_s[bb, H + j]) * tanh_grad(gates_s[bb, 2 * H + j])
                 if store:
-                    da_x_t[bb, 2 * H + j] = v
-                    da_h_t[bb, 2 * H + j] = v
+                    da_x[t, bb, 2 * H + j] = v
+                    da_h_s[bb, 2 * H + j] = v
             da_tile[rr, q] = v
         # affine_backward: ∂L/∂(r⊙h) = da_n W_hn
         load_weight_rows(w_hh, 2 * H, r0, H, w_tile, k0)
@@ -311,37 +399,54 @@ def gru_classic_step_backward_n(dh, gates_t, h_prev, w_hh, da_x_t, da_h_t, d_rh,
         cuda.syncthreads()
     if b < B and k < H:
         d_rh[b, k] = acc
-        rh_t[b, k] = gates_t[b, k] * h_prev[b, k]
+        active, t = row_step(lengths, s, reverse, b)
+        if active:
+            rh_s[b, k] = gates_s[b, k] * h_prev[b, k]
+        else:
+            rh_s[b, k] = rh_s.dtype.type(0.0)
 
 
 @cuda.jit
-def gru_classic_step_backward_n_kernel(dh, gates_t, h_prev, w_hh, da_x_t, da_h_t, d_rh, rh_t):
-    """First half of a step: gru_classic_step_backward_n on this block's tile.
+def gru_classic_step_backward_n_kernel(dh, gates_t, h_prev, w_hh, t, da_x, da_h_t, d_rh, rh_t):
+    """First half of step t: gru_classic_step_backward_n on this block's tile.
     twin: reference.gru.gru_classic_step_backward, up to from_rh"""
     DT = dh.dtype
     da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
     w_tile = cuda.shared.array((DEPTH, UNITS), DT)
-    gru_classic_step_backward_n(dh, gates_t, h_prev, w_hh, da_x_t, da_h_t, d_rh, rh_t, cuda.blockIdx.x * UNITS,
-                                cuda.blockIdx.y * ROWS, da_tile, w_tile)
+    gru_classic_step_backward_n(dh, gates_t, h_prev, w_hh, None, t, False, da_x, da_h_t, d_rh, rh_t,
+                                cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
+
+
+@cuda.jit
+def gru_classic_layer_step_backward_n_kernel(dh, gates_s, h_prev, w_hh, lengths, s, reverse, da_x, da_h_s, d_rh,
+                                             rh_s):
+    """First half of scan step s of one layer-direction's BPTT over rows of different lengths:
+    gru_classic_step_backward_n on this block's tile.
+    twin: reference.layers.run_direction_backward over reference.gru.gru_classic_step_backward, up to from_rh"""
+    DT = dh.dtype
+    da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
+    w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+    gru_classic_step_backward_n(dh, gates_s, h_prev, w_hh, lengths, s, reverse, da_x, da_h_s, d_rh, rh_s,
+                                cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
 
 @cuda.jit(device=True)
-def gru_classic_da_rz(b, r, dh, gates_t, h_prev, d_rh):
+def gru_classic_da_rz(b, r, dh, gates_s, h_prev, d_rh):
     """∂L/∂a for row r < 2H (the r or z block), given ∂L/∂(r⊙h).
     twin: reference.gru.gru_classic_step_backward's da_r, da_z"""
     H = dh.shape[1]
     if r < H:  # ∂L/∂r = ∂L/∂(r⊙h)⊙h; ·σ'
-        return d_rh[b, r] * h_prev[b, r] * sigmoid_grad(gates_t[b, r])
+        return d_rh[b, r] * h_prev[b, r] * sigmoid_grad(gates_s[b, r])
     j = r - H  # gru_mix_backward: ∂L/∂z = dh⊙(h − n); ·σ'
-    return dh[b, j] * (h_prev[b, j] - gates_t[b, 2 * H + j]) * sigmoid_grad(gates_t[b, r])
+    return dh[b, j] * (h_prev[b, j] - gates_s[b, 2 * H + j]) * sigmoid_grad(gates_s[b, r])
 
 
 @cuda.jit(device=True)
-def gru_classic_step_backward_rz(dh, gates_t, h_prev, d_rh, w_hh, dhs_prev, use_dhs_prev, da_x_t, da_h_t, dh_prev,
+def gru_classic_step_backward_rz(dh, gates_s, h_prev, d_rh, w_hh, dhs, lengths, s, reverse, da_x, da_h_s, dh_prev,
                                  k0, b0, da_tile, w_tile):
-    """Second half of a step on the tile of columns k0… and rows b0…:
-    ∂L/∂h_{t−1} = z⊙dh + r⊙∂L/∂(r⊙h) + da_rz W_hrz (+ dhs[t−1]).
-    twin: reference.gru.gru_classic_step_backward, from da_r"""
+    """Second half of a step on the tile of columns k0… and rows b0…, at scan step s:
+    ∂L/∂h_{s−1} = z⊙dh + r⊙∂L/∂(r⊙h) + da_rz W_hrz (+ dhs of the step before); a row past its length
+    passes ∂L/∂h through. twin: reference.gru.gru_classic_step_backward, from da_r"""
     B = dh.shape[0]
     H = dh.shape[1]
     n_rows = 2 * H
@@ -356,10 +461,12 @@ def gru_classic_step_backward_rz(dh, gates_t, h_prev, d_rh, w_hh, dhs_prev, use_
             q = e - rr * DEPTH
             v = dh.dtype.type(0.0)
             if b0 + rr < B and r0 + q < n_rows:
-                v = gru_classic_da_rz(b0 + rr, r0 + q, dh, gates_t, h_prev, d_rh)
+                active, t = row_step(lengths, s, reverse, b0 + rr)
+                if active:
+                    v = gru_classic_da_rz(b0 + rr, r0 + q, dh, gates_s, h_prev, d_rh)
                 if store:
-                    da_x_t[b0 + rr, r0 + q] = v
-                    da_h_t[b0 + rr, r0 + q] = v
+                    da_x[t, b0 + rr, r0 + q] = v
+                    da_h_s[b0 + rr, r0 + q] = v
             da_tile[rr, q] = v
         # affine_backward: ∂L/∂h = da_rz W_hrz
         load_weight_rows(w_hh, 0, r0, n_rows, w_tile, k0)
@@ -367,21 +474,38 @@ def gru_classic_step_backward_rz(dh, gates_t, h_prev, d_rh, w_hh, dhs_prev, use_
         acc = rows_times_weights(acc, da_tile, w_tile)
         cuda.syncthreads()
     if b < B and k < H:
-        acc += dh[b, k] * gates_t[b, H + k] + d_rh[b, k] * gates_t[b, k]  # gru_mix_backward's z⊙dh; r⊙∂L/∂(r⊙h)
-        if use_dhs_prev:  # reference.backend.backward: h_{t−1} also feeds the loss
-            acc += dhs_prev[b, k]
+        active, t = row_step(lengths, s, reverse, b)
+        if active:
+            acc += dh[b, k] * gates_s[b, H + k] + d_rh[b, k] * gates_s[b, k]  # gru_mix_backward's z⊙dh; r⊙∂L/∂(r⊙h)
+        else:
+            acc = dh[b, k]
+        output, t_before = previous_output(lengths, s, reverse, b)
+        if output:  # reference.backend.backward: h_{t−1} also feeds the loss
+            acc += dhs[t_before, b, k]
         dh_prev[b, k] = acc
 
 
 @cuda.jit
-def gru_classic_step_backward_rz_kernel(dh, gates_t, h_prev, d_rh, w_hh, dhs_prev, use_dhs_prev, da_x_t, da_h_t,
-                                        dh_prev):
-    """Second half of a step: gru_classic_step_backward_rz on this block's tile.
+def gru_classic_step_backward_rz_kernel(dh, gates_t, h_prev, d_rh, w_hh, dhs, t, da_x, da_h_t, dh_prev):
+    """Second half of step t: gru_classic_step_backward_rz on this block's tile.
     twin: reference.gru.gru_classic_step_backward, from da_r"""
     DT = dh.dtype
     da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
     w_tile = cuda.shared.array((DEPTH, UNITS), DT)
-    gru_classic_step_backward_rz(dh, gates_t, h_prev, d_rh, w_hh, dhs_prev, use_dhs_prev, da_x_t, da_h_t, dh_prev,
+    gru_classic_step_backward_rz(dh, gates_t, h_prev, d_rh, w_hh, dhs, None, t, False, da_x, da_h_t, dh_prev,
+                                 cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
+
+
+@cuda.jit
+def gru_classic_layer_step_backward_rz_kernel(dh, gates_s, h_prev, d_rh, w_hh, dhs, lengths, s, reverse, da_x, da_h_s,
+                                              dh_prev):
+    """Second half of scan step s of one layer-direction's BPTT over rows of different lengths:
+    gru_classic_step_backward_rz on this block's tile.
+    twin: reference.layers.run_direction_backward over reference.gru.gru_classic_step_backward, from da_r"""
+    DT = dh.dtype
+    da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
+    w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+    gru_classic_step_backward_rz(dh, gates_s, h_prev, d_rh, w_hh, dhs, lengths, s, reverse, da_x, da_h_s, dh_prev,
                                  cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
 
@@ -398,17 +522,17 @@ def gru_classic_backward_persistent_kernel(dh_n, dh_pair, gates, h_prev_all, d_r
     T = gates.shape[0]
     H = dh_pair.shape[2]
     tiles = step_tiles(dh_pair.shape[1], H)
-    start_bptt(dh_n, dhs[T - 1], dh_pair[0], dh_n, False, dh_n[:0])  # into slot 0; step T − 1 reads all of it
+    start_bptt(dh_n, dhs, None, False, dh_pair[0], dh_n, False, dh_n[:0])  # into slot 0; step T − 1 reads all of it
     grid.sync()
     for s in range(T):
         t = T - 1 - s
         for q in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
             k0, b0 = tile_origin(q, H)
-            gru_classic_step_backward_n(dh_pair[s % 2], gates[t], h_prev_all[t], w_hh, da_x[t], da_h[t], d_rh,
-                                        rh_all[t], k0, b0, da_tile, w_tile)
+            gru_classic_step_backward_n(dh_pair[s % 2], gates[t], h_prev_all[t], w_hh, None, t, False, da_x, da_h[t],
+                                        d_rh, rh_all[t], k0, b0, da_tile, w_tile)
         grid.sync()
         for q in range(cuda.blockIdx.x, tiles, cuda.gridDim.x):
             k0, b0 = tile_origin(q, H)
-            gru_classic_step_backward_rz(dh_pair[s % 2], gates[t], h_prev_all[t], d_rh, w_hh, dhs[max(t - 1, 0)],
-                                         t > 0, da_x[t], da_h[t], dh_pair[1 - s % 2], k0, b0, da_tile, w_tile)
+            gru_classic_step_backward_rz(dh_pair[s % 2], gates[t], h_prev_all[t], d_rh, w_hh, dhs, None, t, False,
+                                         da_x, da_h[t], dh_pair[1 - s % 2], k0, b0, da_tile, w_tile)
         grid.sync()

@@ -2,35 +2,42 @@
 
 Forward: ``lstm_step_forward`` computes one step on one tile (a, the gates i, f, g, o, c', h');
 the per-step kernel runs it on its block's tile, the persistent kernel on every tile of every
-step. Backward, in the same order: ∂L/∂a of the four gate rows of each unit while loading it,
-∂L/∂h_{t−1} = ∂L/∂a W_hh, and ∂L/∂c_{t−1} = f⊙∂L/∂c_t.
+step, the layer kernel on rows of different lengths (a row past its length keeps h and c; see
+jit.cuda.tiles.row_step). Backward, in the same order: ∂L/∂a of the four gate rows of each unit
+while loading it, ∂L/∂h_{t−1} = ∂L/∂a W_hh, and ∂L/∂c_{t−1} = f⊙∂L/∂c_t.
 """
 from numba import cuda
 
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad
 
 from .tiles import (DEPTH, DEPTH_PADDED, ROWS, STEP_THREADS, UNITS, copy_state, gate_products, load_weight_rows,
-                    rows_times_weights, start_bptt, step_tiles, tile_origin)
+                    place_output, previous_output, row_step, rows_times_weights, start_bptt, step_tiles, tile_origin)
 
 
 # ----- forward --------------------------------------------------------------------------------------
 
 @cuda.jit(device=True)
-def lstm_step_forward(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t, j0, b0, h_tile, w_tile, acc):
-    """One step on the tile of units j0… and rows b0…: a, i, f, g, o, c', h'.
+def lstm_step_forward(xw, lengths, s, reverse, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_s, j0, b0, h_tile,
+                      w_tile, acc):
+    """One step on the tile of units j0… and rows b0…, at scan step s (each row's time step from
+    row_step; a row past its length keeps h and c): a, i, f, g, o, c', h'.
     twin: reference.lstm.lstm_step_forward"""
     B = h_prev.shape[0]
     H = h_prev.shape[1]
     j = j0 + cuda.threadIdx.x
     b = b0 + cuda.threadIdx.y
     inside = b < B and j < H
+    active = False
+    t = s
+    if inside:
+        active, t = row_step(lengths, s, reverse, b)
     # affine: a = x W_ihᵀ + b_ih (xw, projected for all steps) + b_hh + h W_hhᵀ, blocks i, f, g, o
     for g in range(4):
         acc[g] = acc.dtype.type(0.0)
-        if inside:
-            acc[g] = xw_t[b, g * H + j] + b_hh[g * H + j]
+        if active:
+            acc[g] = xw[t, b, g * H + j] + b_hh[g * H + j]
     gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile, j0, b0)
-    if inside:
+    if active:
         # lstm_gates: i = σ(a_i), f = σ(a_f), g = tanh(a_g), o = σ(a_o)
         i = sigmoid(acc[0])
         f = sigmoid(acc[1])
@@ -41,21 +48,41 @@ def lstm_step_forward(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t,
         c_next[b, j] = c
         # lstm_output: h' = o⊙tanh(c')
         h_next[b, j] = o * tanh(c)
-        gates_t[b, j] = i
-        gates_t[b, H + j] = f
-        gates_t[b, 2 * H + j] = g
-        gates_t[b, 3 * H + j] = o
+        gates_s[b, j] = i
+        gates_s[b, H + j] = f
+        gates_s[b, 2 * H + j] = g
+        gates_s[b, 3 * H + j] = o
+    elif inside:  # past the row's length: its state is carried unchanged
+        h_next[b, j] = h_prev[b, j]
+        c_next[b, j] = c_prev[b, j]
 
 
 @cuda.jit
-def lstm_step_forward_kernel(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t):
-    """One step: lstm_step_forward on this block's tile. twin: reference.lstm.lstm_step_forward"""
+def lstm_step_forward_kernel(xw, t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t):
+    """Step t: lstm_step_forward on this block's tile. twin: reference.lstm.lstm_step_forward"""
     DT = h_next.dtype
     h_tile = cuda.shared.array((ROWS, DEPTH), DT)
     w_tile = cuda.shared.array((4, UNITS, DEPTH_PADDED), DT)
     acc = cuda.local.array(4, DT)
-    lstm_step_forward(xw_t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t, cuda.blockIdx.x * UNITS,
+    lstm_step_forward(xw, None, t, False, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t, cuda.blockIdx.x * UNITS,
                       cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
+
+
+@cuda.jit
+def lstm_layer_step_forward_kernel(xw, lengths, s, reverse, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_s,
+                                   out):
+    """Scan step s of one layer-direction over rows of different lengths: lstm_step_forward on this
+    block's tile, then the output of each row at its time step (out (T, B, H), zeros when padded).
+    twin: reference.layers.run_direction over reference.lstm.lstm_step_forward"""
+    DT = h_next.dtype
+    h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+    w_tile = cuda.shared.array((4, UNITS, DEPTH_PADDED), DT)
+    acc = cuda.local.array(4, DT)
+    j0 = cuda.blockIdx.x * UNITS
+    b0 = cuda.blockIdx.y * ROWS
+    lstm_step_forward(xw, lengths, s, reverse, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_s, j0, b0, h_tile,
+                      w_tile, acc)
+    place_output(lengths, s, reverse, h_next, out, j0, b0)
 
 
 @cuda.jit
@@ -81,8 +108,8 @@ def lstm_forward_persistent_kernel(xw, h0, c0, hs_ext, c_ext, w_hh, b_hh, gates,
     for t in range(xw.shape[0]):
         for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
             j0, b0 = tile_origin(q, H)
-            lstm_step_forward(xw[t], hs_ext[t], c_ext[t % n_c], w_hh, b_hh, hs_ext[t + 1], c_ext[(t + 1) % n_c],
-                              gates[t % n_g], j0, b0, h_tile, w_tile, acc)
+            lstm_step_forward(xw, None, t, False, hs_ext[t], c_ext[t % n_c], w_hh, b_hh, hs_ext[t + 1],
+                              c_ext[(t + 1) % n_c], gates[t % n_g], j0, b0, h_tile, w_tile, acc)
         grid.sync()
     copy_state(hs_ext[xw.shape[0]], h_n)  # by the threads that wrote h_T
     copy_state(c_ext[xw.shape[0] % n_c], c_n)
@@ -117,10 +144,13 @@ def lstm_da(b, r, dh, dc, gates_t, c_prev, c_t):
 
 
 @cuda.jit(device=True)
-def lstm_step_backward(dh, dc, gates_t, c_prev, c_t, w_hh, dhs_prev, use_dhs_prev, da_t, dh_prev, dc_prev, k0, b0,
-                       da_tile, w_tile):
-    """da (4 gate rows per unit), ∂L/∂h_{t−1} = da W_hh (+ dhs[t−1]) and ∂L/∂c_{t−1} = f⊙∂L/∂c_t on the
-    tile of columns k0… and rows b0…; the tiles of the first columns store da.
+def lstm_step_backward(dh, dc, gates_s, c_prev, c_s, w_hh, dhs, lengths, s, reverse, da_x, da_h_s, dh_prev, dc_prev,
+                       k0, b0, da_tile, w_tile):
+    """da (4 gate rows per unit), ∂L/∂h_{s−1} = da W_hh (+ dhs of the step before) and
+    ∂L/∂c_{s−1} = f⊙∂L/∂c_s on the tile of columns k0… and rows b0…, at scan step s; the tiles of
+    the first columns store da at each row's time step in da_x (T, B, 4H), zero at a padded
+    position, and in reverse also at s in da_h_s (dW_hh pairs it with the states in step order). A
+    row past its length passes ∂L/∂h and ∂L/∂c through: its state was carried.
     twin: reference.lstm.lstm_step_backward"""
     B = dh.shape[0]
     H = dh.shape[1]
@@ -136,9 +166,13 @@ def lstm_step_backward(dh, dc, gates_t, c_prev, c_t, w_hh, dhs_prev, use_dhs_pre
             q = e - rr * DEPTH
             v = dh.dtype.type(0.0)
             if b0 + rr < B and r0 + q < n_rows:
-                v = lstm_da(b0 + rr, r0 + q, dh, dc, gates_t, c_prev, c_t)
+                active, t = row_step(lengths, s, reverse, b0 + rr)
+                if active:
+                    v = lstm_da(b0 + rr, r0 + q, dh, dc, gates_s, c_prev, c_s)
                 if store:
-                    da_t[b0 + rr, r0 + q] = v
+                    da_x[t, b0 + rr, r0 + q] = v
+                    if reverse:
+                        da_h_s[b0 + rr, r0 + q] = v
             da_tile[rr, q] = v
         # affine_backward: ∂L/∂h = da W_hh
         load_weight_rows(w_hh, 0, r0, n_rows, w_tile, k0)
@@ -146,20 +180,38 @@ def lstm_step_backward(dh, dc, gates_t, c_prev, c_t, w_hh, dhs_prev, use_dhs_pre
         acc = rows_times_weights(acc, da_tile, w_tile)
         cuda.syncthreads()
     if b < B and k < H:
-        if use_dhs_prev:  # reference.backend.backward: h_{t−1} also feeds the loss
-            acc += dhs_prev[b, k]
+        active, t = row_step(lengths, s, reverse, b)
+        if active:
+            # lstm_cell_update_backward: ∂L/∂c = ∂L/∂c'⊙f
+            dc_prev[b, k] = lstm_dc_total(b, k, dh, dc, gates_s, c_s) * gates_s[b, H + k]
+        else:
+            acc = dh[b, k]
+            dc_prev[b, k] = dc[b, k]
+        output, t_before = previous_output(lengths, s, reverse, b)
+        if output:  # reference.backend.backward: h_{t−1} also feeds the loss
+            acc += dhs[t_before, b, k]
         dh_prev[b, k] = acc
-        # lstm_cell_update_backward: ∂L/∂c = ∂L/∂c'⊙f
-        dc_prev[b, k] = lstm_dc_total(b, k, dh, dc, gates_t, c_t) * gates_t[b, H + k]
 
 
 @cuda.jit
-def lstm_step_backward_kernel(dh, dc, gates_t, c_prev, c_t, w_hh, dhs_prev, use_dhs_prev, da_t, dh_prev, dc_prev):
-    """One step: lstm_step_backward on this block's tile. twin: reference.lstm.lstm_step_backward"""
+def lstm_step_backward_kernel(dh, dc, gates_t, c_prev, c_t, w_hh, dhs, t, da, dh_prev, dc_prev):
+    """Step t: lstm_step_backward on this block's tile. twin: reference.lstm.lstm_step_backward"""
     DT = dh.dtype
     da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
     w_tile = cuda.shared.array((DEPTH, UNITS), DT)
-    lstm_step_backward(dh, dc, gates_t, c_prev, c_t, w_hh, dhs_prev, use_dhs_prev, da_t, dh_prev, dc_prev,
+    lstm_step_backward(dh, dc, gates_t, c_prev, c_t, w_hh, dhs, None, t, False, da, da[t], dh_prev, dc_prev,
+                       cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
+
+
+@cuda.jit
+def lstm_layer_step_backward_kernel(dh, dc, gates_s, c_prev, c_s, w_hh, dhs, lengths, s, reverse, da_x, da_h_s,
+                                    dh_prev, dc_prev):
+    """Scan step s of one layer-direction's BPTT over rows of different lengths: lstm_step_backward
+    on this block's tile. twin: reference.layers.run_direction_backward over reference.lstm.lstm_step_backward"""
+    DT = dh.dtype
+    da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
+    w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+    lstm_step_backward(dh, dc, gates_s, c_prev, c_s, w_hh, dhs, lengths, s, reverse, da_x, da_h_s, dh_prev, dc_prev,
                        cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
 
@@ -175,7 +227,7 @@ def lstm_backward_persistent_kernel(dh_n, dc_n, use_dc_n, dh_pair, dc_pair, gate
     grid = cuda.cg.this_grid()
     T = gates.shape[0]
     H = dh_pair.shape[2]
-    start_bptt(dh_n, dhs[T - 1], dh_pair[0], dc_n, use_dc_n, dc_pair[0])  # step T − 1 reads all of it
+    start_bptt(dh_n, dhs, None, False, dh_pair[0], dc_n, use_dc_n, dc_pair[0])  # step T − 1 reads all of it
     grid.sync()
     for s in range(T):
         t = T - 1 - s
@@ -183,10 +235,10 @@ def lstm_backward_persistent_kernel(dh_n, dc_n, use_dc_n, dh_pair, dc_pair, gate
         before = 1 - now
         for q in range(cuda.blockIdx.x, step_tiles(dh_pair.shape[1], H), cuda.gridDim.x):
             k0, b0 = tile_origin(q, H)
-            if t > 0:  # h_{t−1} also feeds the loss directly, unless it is h0
-                lstm_step_backward(dh_pair[now], dc_pair[now], gates[t], cs[t - 1], cs[t], w_hh, dhs[t - 1], True,
+            if t > 0:
+                lstm_step_backward(dh_pair[now], dc_pair[now], gates[t], cs[t - 1], cs[t], w_hh, dhs, None, t, False,
+                                   da, da[t], dh_pair[before], dc_pair[before], k0, b0, da_tile, w_tile)
+            else:  # the cell state before step 0 is c0
+                lstm_step_backward(dh_pair[now], dc_pair[now], gates[t], c0, cs[t], w_hh, dhs, None, t, False, da,
                                    da[t], dh_pair[before], dc_pair[before], k0, b0, da_tile, w_tile)
-            else:
-                lstm_step_backward(dh_pair[now], dc_pair[now], gates[t], c0, cs[t], w_hh, dhs[0], False, da[t],
-                                   dh_pair[before], dc_pair[before], k0, b0, da_tile, w_tile)
         grid.sync()

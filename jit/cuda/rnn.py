@@ -1,48 +1,74 @@
 """The vanilla RNN's kernels (rnn_tanh, rnn_relu); twin: reference.rnn.
 
 Forward: ``rnn_step_forward`` computes one step on one tile, h' = act(xw + b_hh + W_hh h); the
-per-step kernel runs it on its block's tile, the persistent kernel on every tile of every step.
-Backward, in the same order: ∂L/∂a while loading it, then ∂L/∂h_{t−1} = ∂L/∂a W_hh.
+per-step kernel runs it on its block's tile, the persistent kernel on every tile of every step, the
+layer kernel on rows of different lengths (a row past its length keeps its state; see
+jit.cuda.tiles.row_step). Backward, in the same order: ∂L/∂a while loading it, then
+∂L/∂h_{t−1} = ∂L/∂a W_hh.
 """
 from numba import cuda
 
 from jit.gatemath import relu, relu_grad, tanh, tanh_grad
 
 from .tiles import (DEPTH, DEPTH_PADDED, ROWS, STEP_THREADS, UNITS, copy_state, gate_products, load_weight_rows,
-                    rows_times_weights, start_bptt, step_tiles, tile_origin)
+                    place_output, previous_output, row_step, rows_times_weights, start_bptt, step_tiles, tile_origin)
 
 
 # ----- forward --------------------------------------------------------------------------------------
 
 @cuda.jit(device=True)
-def rnn_step_forward(xw_t, h_prev, w_hh, b_hh, use_relu, h_next, gates_t, j0, b0, h_tile, w_tile, acc):
-    """h' = act(xw + b_hh + W_hh h) on the tile of units j0… and rows b0…; gates_t gets h' too.
+def rnn_step_forward(xw, lengths, s, reverse, h_prev, w_hh, b_hh, use_relu, h_next, gates_s, j0, b0, h_tile, w_tile,
+                     acc):
+    """h' = act(xw + b_hh + W_hh h) on the tile of units j0… and rows b0…, at scan step s (each row's
+    time step from row_step; a row past its length keeps its state); gates_s gets h' too.
     twin: reference.rnn.rnn_step_forward"""
     B = h_prev.shape[0]
     H = h_prev.shape[1]
     j = j0 + cuda.threadIdx.x
     b = b0 + cuda.threadIdx.y
     inside = b < B and j < H
+    active = False
+    t = s
+    if inside:
+        active, t = row_step(lengths, s, reverse, b)
     # affine: a = x W_ihᵀ + b_ih (xw, projected for all steps) + b_hh + h W_hhᵀ
     acc[0] = acc.dtype.type(0.0)
-    if inside:
-        acc[0] = xw_t[b, j] + b_hh[j]
+    if active:
+        acc[0] = xw[t, b, j] + b_hh[j]
     gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile, j0, b0)
-    if inside:
+    if active:
         h = relu(acc[0]) if use_relu else tanh(acc[0])  # act
         h_next[b, j] = h
-        gates_t[b, j] = h
+        gates_s[b, j] = h
+    elif inside:  # past the row's length: its state is carried unchanged
+        h_next[b, j] = h_prev[b, j]
 
 
 @cuda.jit
-def rnn_step_forward_kernel(xw_t, h_prev, w_hh, b_hh, use_relu, h_next, gates_t):
-    """One step: rnn_step_forward on this block's tile. twin: reference.rnn.rnn_step_forward"""
+def rnn_step_forward_kernel(xw, t, h_prev, w_hh, b_hh, use_relu, h_next, gates_t):
+    """Step t: rnn_step_forward on this block's tile. twin: reference.rnn.rnn_step_forward"""
     DT = h_next.dtype
     h_tile = cuda.shared.array((ROWS, DEPTH), DT)
     w_tile = cuda.shared.array((1, UNITS, DEPTH_PADDED), DT)
     acc = cuda.local.array(1, DT)
-    rnn_step_forward(xw_t, h_prev, w_hh, b_hh, use_relu, h_next, gates_t, cuda.blockIdx.x * UNITS,
+    rnn_step_forward(xw, None, t, False, h_prev, w_hh, b_hh, use_relu, h_next, gates_t, cuda.blockIdx.x * UNITS,
                      cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
+
+
+@cuda.jit
+def rnn_layer_step_forward_kernel(xw, lengths, s, reverse, h_prev, w_hh, b_hh, use_relu, h_next, gates_s, out):
+    """Scan step s of one layer-direction over rows of different lengths: rnn_step_forward on this
+    block's tile, then the output of each row at its time step (out (T, B, H), zeros when padded).
+    twin: reference.layers.run_direction over reference.rnn.rnn_step_forward"""
+    DT = h_next.dtype
+    h_tile = cuda.shared.array((ROWS, DEPTH), DT)
+    w_tile = cuda.shared.array((1, UNITS, DEPTH_PADDED), DT)
+    acc = cuda.local.array(1, DT)
+    j0 = cuda.blockIdx.x * UNITS
+    b0 = cuda.blockIdx.y * ROWS
+    rnn_step_forward(xw, lengths, s, reverse, h_prev, w_hh, b_hh, use_relu, h_next, gates_s, j0, b0, h_tile, w_tile,
+                     acc)
+    place_output(lengths, s, reverse, h_next, out, j0, b0)
 
 
 @cuda.jit
@@ -62,8 +88,8 @@ def rnn_forward_persistent_kernel(xw, h0, hs_ext, w_hh, b_hh, use_relu, gates, h
     for t in range(xw.shape[0]):
         for q in range(cuda.blockIdx.x, step_tiles(hs_ext.shape[1], H), cuda.gridDim.x):
             j0, b0 = tile_origin(q, H)
-            rnn_step_forward(xw[t], hs_ext[t], w_hh, b_hh, use_relu, hs_ext[t + 1], gates[t % n_g], j0, b0,
-                             h_tile, w_tile, acc)
+            rnn_step_forward(xw, None, t, False, hs_ext[t], w_hh, b_hh, use_relu, hs_ext[t + 1], gates[t % n_g],
+                             j0, b0, h_tile, w_tile, acc)
         grid.sync()
     copy_state(hs_ext[xw.shape[0]], h_n)  # by the threads that wrote h_T
 
@@ -77,9 +103,13 @@ def rnn_da(b, j, dh, h_t, use_relu):
 
 
 @cuda.jit(device=True)
-def rnn_step_backward(dh, h_t, w_hh, use_relu, dhs_prev, use_dhs_prev, da_t, dh_prev, k0, b0, da_tile, w_tile):
-    """da, then ∂L/∂h_{t−1} = da W_hh (+ dhs[t−1]) on the tile of columns k0… and rows b0…; the tiles
-    of the first columns store da. twin: reference.rnn.rnn_step_backward"""
+def rnn_step_backward(dh, h_s, w_hh, use_relu, dhs, lengths, s, reverse, da_x, da_h_s, dh_prev, k0, b0, da_tile,
+                      w_tile):
+    """da, then ∂L/∂h_{s−1} = da W_hh (+ dhs of the step before) on the tile of columns k0… and rows
+    b0…, at scan step s; the tiles of the first columns store da at each row's time step in da_x
+    (T, B, H), zero at a padded position, and in reverse also at s in da_h_s (dW_hh pairs it with the
+    states in step order). A row past its length passes ∂L/∂h through: its state was carried.
+    twin: reference.rnn.rnn_step_backward"""
     B = dh.shape[0]
     H = dh.shape[1]
     tid = cuda.threadIdx.y * UNITS + cuda.threadIdx.x
@@ -93,9 +123,13 @@ def rnn_step_backward(dh, h_t, w_hh, use_relu, dhs_prev, use_dhs_prev, da_t, dh_
             q = e - rr * DEPTH
             v = dh.dtype.type(0.0)
             if b0 + rr < B and r0 + q < H:
-                v = rnn_da(b0 + rr, r0 + q, dh, h_t, use_relu)
+                active, t = row_step(lengths, s, reverse, b0 + rr)
+                if active:
+                    v = rnn_da(b0 + rr, r0 + q, dh, h_s, use_relu)
                 if store:
-                    da_t[b0 + rr, r0 + q] = v
+                    da_x[t, b0 + rr, r0 + q] = v
+                    if reverse:
+                        da_h_s[b0 + rr, r0 + q] = v
             da_tile[rr, q] = v
         # affine_backward: ∂L/∂h = da W_hh
         load_weight_rows(w_hh, 0, r0, H, w_tile, k0)
@@ -103,19 +137,34 @@ def rnn_step_backward(dh, h_t, w_hh, use_relu, dhs_prev, use_dhs_prev, da_t, dh_
         acc = rows_times_weights(acc, da_tile, w_tile)
         cuda.syncthreads()
     if b < B and k < H:
-        if use_dhs_prev:  # reference.backend.backward: h_{t−1} also feeds the loss
-            acc += dhs_prev[b, k]
+        active, t = row_step(lengths, s, reverse, b)
+        if not active:
+            acc = dh[b, k]
+        output, t_before = previous_output(lengths, s, reverse, b)
+        if output:  # reference.backend.backward: h_{t−1} also feeds the loss
+            acc += dhs[t_before, b, k]
         dh_prev[b, k] = acc
 
 
 @cuda.jit
-def rnn_step_backward_kernel(dh, h_t, w_hh, use_relu, dhs_prev, use_dhs_prev, da_t, dh_prev):
-    """One step: rnn_step_backward on this block's tile. twin: reference.rnn.rnn_step_backward"""
+def rnn_step_backward_kernel(dh, h_t, w_hh, use_relu, dhs, t, da, dh_prev):
+    """Step t: rnn_step_backward on this block's tile. twin: reference.rnn.rnn_step_backward"""
     DT = dh.dtype
     da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
     w_tile = cuda.shared.array((DEPTH, UNITS), DT)
-    rnn_step_backward(dh, h_t, w_hh, use_relu, dhs_prev, use_dhs_prev, da_t, dh_prev, cuda.blockIdx.x * UNITS,
+    rnn_step_backward(dh, h_t, w_hh, use_relu, dhs, None, t, False, da, da[t], dh_prev, cuda.blockIdx.x * UNITS,
                       cuda.blockIdx.y * ROWS, da_tile, w_tile)
+
+
+@cuda.jit
+def rnn_layer_step_backward_kernel(dh, h_s, w_hh, use_relu, dhs, lengths, s, reverse, da_x, da_h_s, dh_prev):
+    """Scan step s of one layer-direction's BPTT over rows of different lengths: rnn_step_backward on
+    this block's tile. twin: reference.layers.run_direction_backward over reference.rnn.rnn_step_backward"""
+    DT = dh.dtype
+    da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
+    w_tile = cuda.shared.array((DEPTH, UNITS), DT)
+    rnn_step_backward(dh, h_s, w_hh, use_relu, dhs, lengths, s, reverse, da_x, da_h_s, dh_prev,
+                      cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
 
 @cuda.jit
@@ -129,12 +178,12 @@ def rnn_backward_persistent_kernel(dh_n, dh_pair, gates, w_hh, use_relu, dhs, da
     grid = cuda.cg.this_grid()
     T = gates.shape[0]
     H = dh_pair.shape[2]
-    start_bptt(dh_n, dhs[T - 1], dh_pair[0], dh_n, False, dh_n[:0])  # into slot 0; step T − 1 reads all of it
+    start_bptt(dh_n, dhs, None, False, dh_pair[0], dh_n, False, dh_n[:0])  # into slot 0; step T − 1 reads all of it
     grid.sync()
     for s in range(T):
         t = T - 1 - s
         for q in range(cuda.blockIdx.x, step_tiles(dh_pair.shape[1], H), cuda.gridDim.x):
             k0, b0 = tile_origin(q, H)
-            rnn_step_backward(dh_pair[s % 2], gates[t], w_hh, use_relu, dhs[max(t - 1, 0)], t > 0, da[t],
+            rnn_step_backward(dh_pair[s % 2], gates[t], w_hh, use_relu, dhs, None, t, False, da, da[t],
                               dh_pair[1 - s % 2], k0, b0, da_tile, w_tile)
         grid.sync()

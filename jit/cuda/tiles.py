@@ -12,6 +12,12 @@ Kernels are typed by their arguments (numba.cuda compiles one per dtype): shared
 take an array's dtype, never a bare Python float, which would promote float32 math to float64
 (``python -m jit.cuda.lowering_check`` checks). No warp-level operation is used, so every kernel runs
 unchanged under the CUDA simulator (a persistent one on a grid of one block, which walks every tile).
+
+Rows of different lengths (jit.cuda.layers): every step function takes ``lengths, s, reverse``.
+``row_step`` says whether a row runs scan step s and which time step it reads and writes then (s
+forward, its length − 1 − s in reverse), computed in the kernel from the (B,) lengths; a row past
+its length keeps its state. The cell kernels pass ``lengths = None`` (every row runs every step, in
+time order), which numba.cuda types away: their arithmetic is the same with or without layers.
 """
 from numba import cuda
 
@@ -24,6 +30,53 @@ STEP_THREADS = UNITS * ROWS
 # Shared-array shapes must be literal names to numba.cuda's typing (DEPTH + 1 inside the shape is
 # not folded); the +1 column keeps threads that read a column of a tile on different banks.
 DEPTH_PADDED = DEPTH + 1
+
+
+# ----- rows of different lengths ------------------------------------------------------------------
+
+@cuda.jit(device=True)
+def row_step(lengths, s, reverse, b):
+    """(whether row b runs scan step s, the time step it reads and writes): s forward, lengths[b] − 1 − s
+    in reverse, so that a short row's reverse direction starts at its own last step; past the row's
+    length (False, s), its padded position s. lengths None: (True, s) for every row.
+    twin: reference.layers.run_rows (rows still running) and reverse_within_lengths"""
+    if lengths is None:
+        return True, s
+    n = lengths[b]
+    if s >= n:
+        return False, s
+    if reverse:
+        return True, n - 1 - s
+    return True, s
+
+
+@cuda.jit(device=True)
+def previous_output(lengths, s, reverse, b):
+    """(whether row b's state before scan step s is one of its outputs, the time step of that output):
+    the step before, if the row ran it; h0 (s = 0) is no output. BPTT adds dhs there, and only there,
+    so a gradient given at a padded position is never read.
+    twin: reference.backend.backward's dhs[t − 1], reference.layers.run_rows_backward's spans"""
+    if s == 0:
+        return False, 0
+    return row_step(lengths, s - 1, reverse, b)
+
+
+@cuda.jit(device=True)
+def place_output(lengths, s, reverse, h_next, out, j0, b0):
+    """A layer's output of scan step s, by the threads that stepped the tile of units j0… and rows
+    b0…: row b's new state at its time step, or zero at its padded position. Over the T steps every
+    (t, b) of out (T, B, H) is written once. twin: reference.layers.run_rows' hs[start:end, rows]
+    and its zeros past each row's length"""
+    B = h_next.shape[0]
+    H = h_next.shape[1]
+    b = b0 + cuda.threadIdx.y
+    j = j0 + cuda.threadIdx.x
+    if b < B and j < H:
+        active, t = row_step(lengths, s, reverse, b)
+        if active:
+            out[t, b, j] = h_next[b, j]
+        else:
+            out[t, b, j] = out.dtype.type(0.0)
 
 
 # ----- forward: the recurrent product of all gate rows of a block's hidden units -------------------
@@ -124,16 +177,34 @@ def copy_state(src, dst):
 
 
 @cuda.jit(device=True)
-def start_bptt(dh_n, dhs_last, dh, dc_n, use_dc_n, dc):
-    """BPTT's start, by the threads of this block's tiles: ∂L/∂h_T = dh_n + dhs[T − 1] into dh and
-    (lstm: dc not empty) ∂L/∂c_T = dc_n, or 0 without one, into dc.
+def start_bptt(dh_n, dhs, lengths, reverse, dh, dc_n, use_dc_n, dc):
+    """BPTT's start, by the threads of this block's tiles: ∂L/∂h_T = dh_n + dhs[T − 1] into dh (a row
+    shorter than T: dh_n alone, its last output is added at its last step) and (lstm: dc not empty)
+    ∂L/∂c_T = dc_n, or 0 without one, into dc. dhs (T, B, H), T ≥ 1.
     twin: reference.backend.backward's d_state[0] + dhs[t] at t = T − 1, and its zero dc_n."""
     H = dh.shape[1]
+    last = dhs.shape[0] - 1
     for q in range(cuda.blockIdx.x, step_tiles(dh.shape[0], H), cuda.gridDim.x):
         j0, b0 = tile_origin(q, H)
         b = b0 + cuda.threadIdx.y
         j = j0 + cuda.threadIdx.x
         if b < dh.shape[0] and j < H:
-            dh[b, j] = dh_n[b, j] + dhs_last[b, j]
+            active, t = row_step(lengths, last, reverse, b)
+            if active:
+                dh[b, j] = dh_n[b, j] + dhs[t, b, j]
+            else:
+                dh[b, j] = dh_n[b, j]
             if dc.shape[0] > 0:
                 dc[b, j] = dc_n[b, j] if use_dc_n else dc.dtype.type(0.0)
+
+
+@cuda.jit
+def start_bptt_kernel(dh_n, dhs, lengths, reverse, dh):
+    """start_bptt of a cell without a cell state, on a 1-D grid of step tiles (the layers' BPTT)."""
+    start_bptt(dh_n, dhs, lengths, reverse, dh, dh_n, False, dh_n[:0])
+
+
+@cuda.jit
+def lstm_start_bptt_kernel(dh_n, dhs, lengths, reverse, dh, dc_n, use_dc_n, dc):
+    """start_bptt of the lstm, ∂L/∂c_T too, on a 1-D grid of step tiles (the layers' BPTT)."""
+    start_bptt(dh_n, dhs, lengths, reverse, dh, dc_n, use_dc_n, dc)
