@@ -45,7 +45,11 @@ dtypes = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
 #: The property suite's sizes on this backend: within jax_common.SMALL, so that B, I and H run
 #: padded to one size and only T varies between compiled programs (see adapters.jax_common).
 max_test_sizes = {"T": 8, "B": jax_common.SMALL, "I": jax_common.SMALL, "H": jax_common.SMALL}
+#: flax.linen passes every property: nothing to declare.
 known_defects: tuple[KnownDefect, ...] = ()
+#: Findings about Flax (docs/findings/flax.md) and the versions that have them. The one so far is in
+#: flax.nnx, which this adapter does not use (flax.nnx.GRUCell has no b_hn, so it could not claim gru).
+FOUND_IN = {"flax-nnx-grucell-no-b-hn": ("0.12.8",)}
 backend = sys.modules[__name__]
 
 #: Each cell's flax.linen module, given H.
