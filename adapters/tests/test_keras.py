@@ -1,0 +1,267 @@
+"""adapters.keras: the exact parameter conversion, agreement with the reference on fixed small
+examples, bad input, the import's backend checks, and each finding in docs/findings/keras.md
+re-checked against the installed Keras.
+
+The property suite judges the backend (``pytest properties --backend adapters.keras``); this file
+checks what the suite cannot see: the conversion itself, and whether each finding is present in the
+installed version, as FOUND_IN records. (The padding shared with adapters.flax is tested in
+test_flax.py.)
+"""
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("jax")
+if importlib.util.find_spec("keras") is None:  # not importing it: Keras picks its backend then, once
+    pytest.skip("keras is not installed", allow_module_level=True)
+
+import jax  # noqa: E402
+
+from adapters import keras as backend  # noqa: E402 (imports Keras on JAX)
+
+import keras  # noqa: E402
+
+import reference  # noqa: E402
+from adapters.known import check_known_defects  # noqa: E402
+from reference.contract import CELLS  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+FINDINGS_PAGE = ROOT / "docs" / "findings" / "keras.md"
+UNIT_ROUNDOFF = {np.dtype(np.float32): 2.0 ** -24, np.dtype(np.float64): 2.0 ** -53}
+FIELDS = {"forward": ("hs", "h_n", "c_n"), "backward": ("dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh")}
+
+
+def problem(cell, dtype=np.float32, T=5, B=3, I=4, H=6, seed=0):
+    """params (PyTorch's init), x, h0, c0 (lstm) and upstream gradients of a fixed small example."""
+    rng = np.random.default_rng(seed)
+    params = reference.init_params(cell, I, H, dtype=dtype, seed=seed)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0 = (0.5 * rng.standard_normal((B, H))).astype(dtype)
+    c0 = (0.5 * rng.standard_normal((B, H))).astype(dtype) if cell == "lstm" else None
+    dhs = rng.standard_normal((T, B, H)).astype(dtype)
+    dh_n = rng.standard_normal((B, H)).astype(dtype)
+    dc_n = rng.standard_normal((B, H)).astype(dtype) if cell == "lstm" else None
+    return params, x, h0, c0, dhs, dh_n, dc_n
+
+
+def float64(a):
+    if a is None:
+        return None
+    if hasattr(a, "w_ih"):
+        return type(a)(*(np.asarray(v, np.float64) for v in a))
+    return np.asarray(a, np.float64)
+
+
+def oracle_tolerance(T, B, I, H, dtype):
+    """|Keras − reference in float64| relative to max(1, |value|): docs/tolerances.md's oracle bound
+    8·(T + 1)·(I + H + 2 + B)·u. T steps of (I + H + 2)-term pre-activations at PyTorch's (contracting)
+    init add T·(I + H + 2)·u; weight gradients sum T·B terms more; ×2 for two summation orders, ×4 for
+    the activations' last bits. In float32 the float64 reference's own error is 2^29 times smaller."""
+    return 8 * (T + 1) * (I + H + 2 + B) * UNIT_ROUNDOFF[np.dtype(dtype)]
+
+
+def worst_excess(got, truth, tol) -> float:
+    """max(|got − truth| − tol·max(1, |truth|)): positive where the tolerance is exceeded."""
+    got, truth = np.asarray(got, np.float64), np.asarray(truth, np.float64)
+    assert got.shape == truth.shape, f"shape {got.shape}, expected {truth.shape}"
+    return float((np.abs(got - truth) - tol * np.maximum(1.0, np.abs(truth))).max(initial=-np.inf))
+
+
+def run_both(module, cell, params, x, h0, c0, dhs, dh_n, dc_n):
+    fwd = module.forward(cell, params, x, h0, c0)
+    return fwd, module.backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n)
+
+
+def errors_against_the_reference(cell, dtype, **sizes) -> dict:
+    """{field: worst excess over the oracle tolerance} of Keras against the float64 reference."""
+    params, x, h0, c0, dhs, dh_n, dc_n = problem(cell, dtype, **sizes)
+    fwd, grads = run_both(backend, cell, params, x, h0, c0, dhs, dh_n, dc_n)
+    truth = run_both(reference.backend, cell, *(float64(a) for a in (params, x, h0, c0, dhs, dh_n, dc_n)))
+    tol = oracle_tolerance(*x.shape, h0.shape[1], dtype)
+    out = {}
+    for result, expected, fields in zip((fwd, grads), truth, FIELDS.values()):
+        for field in fields:
+            if getattr(expected, field) is not None:
+                assert getattr(result, field).dtype == dtype, field
+                out[field] = worst_excess(getattr(result, field), getattr(expected, field), tol)
+    return out
+
+
+# ----- the conversion ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_params_convert_to_keras_by_gate_and_gradients_come_back_exactly(cell):
+    """kernel = W_ih^T and recurrent_kernel = W_hh^T with the gate blocks in Keras' order (GRU: z, r, h
+    for PyTorch's r, z, n), bit for bit; the bias is b_ih and b_hh stacked (GRU reset_after=True) or
+    their sum (the others: one rounding, as NumPy rounds it). jax.vjp through the conversion hands each
+    cotangent back to the entry it came from, and a summed bias's cotangent to both b_ih and b_hh."""
+    H = 4
+    params = reference.init_params(cell, 3, H, dtype=np.float32, seed=1)
+    kernel, recurrent, bias = backend.keras_weights(cell, *params, xp=np)
+    layer = backend.make_layer(cell, 3, H, np.float32)
+    assert [tuple(v.shape) for v in layer.trainable_variables] == [kernel.shape, recurrent.shape, bias.shape]
+    order = backend.KERAS_GRU_BLOCKS if cell.startswith("gru") else range(reference.NUM_GATES[cell])
+    for k_keras, k_torch in enumerate(order):
+        cols, rows = slice(k_keras * H, (k_keras + 1) * H), slice(k_torch * H, (k_torch + 1) * H)
+        np.testing.assert_array_equal(kernel[:, cols], params.w_ih[rows].T)
+        np.testing.assert_array_equal(recurrent[:, cols], params.w_hh[rows].T)
+        if cell == "gru":
+            np.testing.assert_array_equal(bias[:, cols], np.stack([params.b_ih[rows], params.b_hh[rows]]))
+        else:
+            np.testing.assert_array_equal(bias[cols], params.b_ih[rows] + params.b_hh[rows])
+
+    converted, pullback = jax.vjp(lambda *p: backend.keras_weights(cell, *p), *params)
+    cotangent = [np.arange(1, a.size + 1, dtype=np.float32).reshape(a.shape) for a in converted]
+    dw_ih, dw_hh, db_ih, db_hh = (np.asarray(g) for g in pullback(cotangent))
+    for k_keras, k_torch in enumerate(order):
+        cols, rows = slice(k_keras * H, (k_keras + 1) * H), slice(k_torch * H, (k_torch + 1) * H)
+        np.testing.assert_array_equal(dw_ih[rows], cotangent[0][:, cols].T)
+        np.testing.assert_array_equal(dw_hh[rows], cotangent[1][:, cols].T)
+        stacked = cotangent[2][:, cols] if cell == "gru" else np.stack([cotangent[2][cols]] * 2)
+        np.testing.assert_array_equal(np.stack([db_ih[rows], db_hh[rows]]), stacked)
+
+
+# ----- agreement with the reference ----------------------------------------------------------------
+
+#: float64 cases Keras gets right; the others are findings (checked below, and by the suite).
+FLOAT64_CORRECT = ("rnn_relu",)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_float32_agrees_with_the_reference_on_a_fixed_example(cell):
+    errors = errors_against_the_reference(cell, np.float32)
+    assert max(errors.values()) <= 0, f"over the oracle tolerance: {errors}"
+
+
+@pytest.mark.parametrize("cell", FLOAT64_CORRECT)
+def test_float64_agrees_with_the_reference_where_keras_computes_in_float64(cell):
+    errors = errors_against_the_reference(cell, np.float64)
+    assert max(errors.values()) <= 0, f"over the oracle tolerance: {errors}"
+
+
+def test_an_empty_batch_goes_to_keras_unpadded():
+    params, x, h0, c0, dhs, dh_n, dc_n = problem("lstm", T=3, B=0)
+    fwd, grads = run_both(backend, "lstm", params, x, h0, c0, dhs, dh_n, dc_n)
+    assert fwd.hs.shape == (3, 0, 6) and grads.dc0.shape == (0, 6) and not grads.dw_hh.any()
+
+
+# ----- bad input and the import ----------------------------------------------------------------------
+
+
+def test_bad_input_raises_before_keras_runs():
+    params, x, h0, *_ = problem("gru")
+    with pytest.raises(TypeError, match=r"x: expected dtype float32 or float64; got float16"):
+        backend.forward("gru", params, x.astype(np.float16), h0)
+    with pytest.raises(ValueError, match=r"params.w_hh: expected 3·H = 18 rows for gru"):
+        backend.forward("gru", params._replace(w_hh=params.w_hh[:6]), x, h0)
+    with pytest.raises(TypeError, match=r"c0: expected None for gru"):
+        backend.forward("gru", params, x, h0, h0)
+    with pytest.raises(ValueError, match=r"x: expected finite values"):
+        backend.forward("gru", params, np.full_like(x, np.inf), h0)
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("os.environ['KERAS_BACKEND'] = 'numpy'", "KERAS_BACKEND is 'numpy'"),
+    ("os.environ['KERAS_BACKEND'] = 'numpy'; import keras", "already imported with backend 'numpy'"),
+])
+def test_keras_on_another_backend_is_an_import_error_saying_so(setup, message):
+    code = f"import os; {setup}\ntry:\n    import adapters.keras\nexcept ImportError as e:\n    print(e)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"})
+    assert message in done.stdout, done.stdout + done.stderr[-500:]
+
+
+def test_declared_capabilities():
+    assert backend.name == "keras" and backend.cells == frozenset(CELLS)
+    assert backend.dtypes == frozenset({np.dtype(np.float32), np.dtype(np.float64)})
+    assert keras.backend.backend() == "jax"
+    defects = check_known_defects(backend.known_defects)
+    assert {d.finding for d in defects} == set(backend.FOUND_IN), "every finding is declared, and only those"
+
+
+# ----- the findings, against the installed version -----------------------------------------------------------
+
+INSTALLED = keras.__version__
+
+
+def expect(finding, present):
+    """Present exactly in the versions FOUND_IN lists; anything else means the record is out of date."""
+    listed = INSTALLED in backend.FOUND_IN[finding]
+    if present and not listed:
+        pytest.fail(f"{finding} is present in keras {INSTALLED}, which FOUND_IN and {FINDINGS_PAGE.name} "
+                    f"do not list: add it to both")
+    if listed and not present:
+        pytest.fail(f"{finding} is absent from keras {INSTALLED}, which FOUND_IN lists: fixed? Remove the "
+                    f"version from FOUND_IN and {FINDINGS_PAGE.name}, and the KnownDefect if no version in use "
+                    f"has it")
+
+
+def test_finding_float64_tanh_in_float32():
+    """Float64 lstm, gru and gru_classic exceed the float64 oracle bound (~1e-13 here) by float32's
+    rounding (~1e-8); rnn_relu, which has no tanh, does not."""
+    wrong = {cell: max(errors_against_the_reference(cell, np.float64).values()) > 0
+             for cell in ("lstm", "gru", "gru_classic")}
+    assert len(set(wrong.values())) == 1, f"some float64 cells are right, others not: {wrong}"
+    expect("keras-float64-tanh-in-float32", wrong["lstm"])
+
+
+def test_finding_simplernn_float64_typeerror():
+    try:
+        backend.forward("rnn_tanh", *problem("rnn_tanh", np.float64)[:3])
+        present = False
+    except TypeError as error:
+        assert "carry" in str(error), error
+        present = True
+    expect("keras-simplernn-float64-typeerror", present)
+
+
+def test_finding_zero_steps_indexerror():
+    raised = []
+    for cell in ("rnn_relu", "lstm", "gru_classic"):
+        params, x, h0, c0, *_ = problem(cell, T=0)
+        try:
+            fwd = backend.forward(cell, params, x, h0, c0)
+            raised.append(False)
+            np.testing.assert_array_equal(fwd.h_n, h0)
+        except IndexError:
+            raised.append(True)
+    assert len(set(raised)) == 1, f"T = 0 raises for some cells, not others: {raised}"
+    expect("keras-zero-steps-indexerror", raised[0])
+
+
+def test_the_findings_page_and_reproducers_agree_with_found_in():
+    """Each finding's section lists FOUND_IN's versions and names a reproducer; each reproducer runs to
+    its end and prints PRESENT exactly where FOUND_IN lists the installed version. They run one after
+    the other in one child process (most of each one's time is importing Keras)."""
+    text = FINDINGS_PAGE.read_text(encoding="utf-8")
+    scripts = {}
+    for finding, versions in backend.FOUND_IN.items():
+        match = re.search(rf'<a id="{re.escape(finding)}"></a>(.*?)(?=<a id=|\Z)', text, re.S)
+        assert match, f"{FINDINGS_PAGE.name}: no section with anchor {finding}"
+        section = match.group(1)
+        listed = re.search(r"Versions with it: (.*)", section)
+        assert listed and {v.strip(" `.") for v in listed.group(1).split(",")} == set(versions), \
+            f"{finding}: the page's 'Versions with it' line must list {versions}"
+        named = re.findall(r"docs/findings/(keras_\w+\.py)", section)
+        assert named, f"{finding}: its section names no reproducer"
+        scripts.update((script, finding) for script in named)
+    code = ("import runpy, sys\nfor path in sys.argv[1:]:\n"
+            "    print('=== ' + path, flush=True)\n    runpy.run_path(path, run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", code] + [str(FINDINGS_PAGE.parent / s) for s in scripts], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"})
+    assert done.returncode == 0, f"exit {done.returncode}; {done.stderr[-500:]}"
+    outputs = dict(re.findall(r"^=== [^\n]*/(keras_\w+\.py)\n(.*?)(?=^=== |\Z)", done.stdout, re.S | re.M))
+    for script, finding in scripts.items():
+        assert script in outputs, f"{script} printed nothing: {done.stdout[-500:]}"
+        verdict = outputs[script].strip().splitlines()[-1]
+        expected = "PRESENT" if INSTALLED in backend.FOUND_IN[finding] else "ABSENT"
+        assert verdict == expected, f"{script} says {verdict} in keras {INSTALLED}; FOUND_IN[{finding!r}] " \
+                                    f"lists {backend.FOUND_IN[finding]}"
