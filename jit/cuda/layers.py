@@ -311,6 +311,14 @@ def _params_view(p):
     return Params(*(device_view(getattr(p, name)) for name in PARAM_NAMES))
 
 
+def _params_list_view(params):
+    """Each layer-direction's parameters viewed (_params_view); anything but a list or tuple of them
+    (one cell's parameters, say) as it is, for the contract's check to name."""
+    if hasattr(params, "w_ih") or not isinstance(params, (list, tuple)):
+        return params
+    return [_params_view(p) for p in params]
+
+
 def _host_lengths(lengths):
     """lengths as the contract checks them: a device array is read back (B integers)."""
     return lengths.copy_to_host() if lengths is not None and is_device_array(lengths) else lengths
@@ -361,7 +369,7 @@ def layer_forward(cell, params, x, h0, c0=None, *, bidirectional=False, lengths=
     reference.layers.forward. NumPy arrays in give NumPy arrays out; device arrays in, device arrays
     out. With training=True the result also keeps, on the device, what layer_backward reads."""
     on_device = is_device_array(x)
-    params = [_params_view(p) for p in params] if isinstance(params, (list, tuple)) else params
+    params = _params_list_view(params)
     x, h0, c0 = device_view(x), device_view(h0), device_view(c0)
     lengths = _host_lengths(lengths)
     shapes = _validate(check_layer_forward_inputs, cell, params, (x, h0, c0), [("x", x), ("h0", h0), ("c0", c0)],
@@ -407,7 +415,7 @@ def layer_backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None, *, bidire
     dh0, dc0 and dparams (LayerParamGrads in params' order). ``fwd`` is layer_forward(...,
     training=True)'s result for the same arguments."""
     on_device = is_device_array(x)
-    params = [_params_view(p) for p in params] if isinstance(params, (list, tuple)) else params
+    params = _params_list_view(params)
     x, h0, c0 = device_view(x), device_view(h0), device_view(c0)
     dhs, dh_n, dc_n = device_view(dhs), device_view(dh_n), device_view(dc_n)
     lengths = _host_lengths(lengths)

@@ -286,3 +286,18 @@ def test_a_projection_goes_through_the_composition_of_the_cell_kernels_on_device
                                      cuda.to_device(x), cuda.to_device(h0), cuda.to_device(c0))
     assert isinstance(dev.hs, DeviceArray)
     np.testing.assert_array_equal(dev.hs.copy_to_host(), host.hs)
+
+
+def test_bad_layer_input_is_reported_by_the_layer_contracts_checks_device_arrays_too():
+    """The shared checks (reference.layers.check_layer_forward_inputs) see the caller's arguments as
+    given: one cell's parameters are named as such, and a NaN in a device array by its name."""
+    cell = "gru"
+    p = layer_problem(cell, np.float64)
+    with pytest.raises(TypeError, match=r"^params: expected a list or tuple .* put them in a list"):
+        cuda_backend.layer_forward(cell, p["params"][0], p["x"], p["h0"])
+    with pytest.raises(ValueError, match=r"^lengths: expected integers in 1\.\.T"):
+        cuda_backend.layer_forward(cell, p["params"], p["x"], p["h0"], lengths=np.zeros(B, int))
+    bad = p["h0"].copy()
+    bad[0, -1, -1] = np.nan
+    with pytest.raises(ValueError, match="^h0: expected finite"):
+        cuda_backend.layer_forward(cell, p["params"], cuda.to_device(p["x"]), cuda.to_device(bad))
