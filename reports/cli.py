@@ -31,6 +31,8 @@ from properties.backends import BUILTIN, BackendError, load_backend
 PACKAGE_DIR = Path(__file__).resolve().parent
 RUNS_DIR = PACKAGE_DIR / "runs"
 BENCH_FILE = PACKAGE_DIR / "benchmarks" / "bench_cells.py"
+#: Layers (stacked, bidirectional, row lengths) against torch.nn's packed sequences, in the same child run.
+LAYER_BENCH_FILE = PACKAGE_DIR / "benchmarks" / "bench_layers.py"
 
 #: pytest-benchmark settings for `cellbench run`: a few rounds of at most ~0.05 s each case keeps the
 #: default matrix near a minute and a half per backend-pair on 2 cores; the first call is timed apart.
@@ -74,8 +76,9 @@ def stream(command, log_path: Path, env=None, render=lambda line: line.rstrip() 
 
 
 def benchmark_progress(line: str):
-    """'...::test_cell[jit.cpu-lstm-M-training-float32] PASSED [ 40%]' -> '[ 40%] jit.cpu-lstm-M-... PASSED'."""
-    match = re.search(r"::test_cell\[(?P<case>[^\]]+)\] (?P<outcome>[A-Z]+)\s+(?P<progress>\[\s*\d+%\])", line)
+    """'...::test_cell[jit.cpu-lstm-M-training-float32] PASSED [ 40%]' -> '[ 40%] jit.cpu-lstm-M-... PASSED'
+    (test_layer's cases alike)."""
+    match = re.search(r"::test_(?:cell|layer)\[(?P<case>[^\]]+)\] (?P<outcome>[A-Z]+)\s+(?P<progress>\[\s*\d+%\])", line)
     return match and f"{match['progress']} {match['case']} {match['outcome']}"
 
 
@@ -189,7 +192,7 @@ def run_benchmarks(args, matrix: str, staging: Path):
     """Step 2 of `cellbench run`: the benchmark matrix in a child pytest; (its exit code, the JSON)."""
     print(f"[2/3] benchmarks ({matrix} matrix)", flush=True)
     bench_json = staging / "benchmarks.json"
-    command = [sys.executable, "-m", "pytest", str(BENCH_FILE), "-v", "-p", "no:cacheprovider",
+    command = [sys.executable, "-m", "pytest", str(BENCH_FILE), str(LAYER_BENCH_FILE), "-v", "-p", "no:cacheprovider",
                f"--bench-matrix={matrix}", f"--benchmark-json={bench_json}", *BENCH_OPTIONS]
     command += [f"--bench-backend={spec}" for spec in args.backend or ()]
     command += [f"--bench-cell={cell}" for cell in args.cell or ()]
