@@ -61,6 +61,15 @@ def load_backend(spec: str):
     return obj
 
 
+#: The built-ins that wrap a third-party framework (adapters/).
+FRAMEWORK_ADAPTERS = ("onnxruntime", "keras", "flax")
+
+
+def is_framework_adapter(backend) -> bool:
+    module = getattr(backend, "__name__", None) or type(backend).__module__
+    return module in {BUILTIN[name] for name in FRAMEWORK_ADAPTERS}
+
+
 #: Optional built-ins and the package each needs; without it the backend is left out.
 #: Any other failure to load a built-in is raised: a broken kernel must never vanish quietly.
 OPTIONAL_NEEDS = {"torch": "torch", "onnxruntime": "onnxruntime", "keras": "keras", "flax": "flax"}

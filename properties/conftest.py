@@ -29,7 +29,8 @@ from hypothesis import HealthCheck, settings
 from reference.contract import CELLS
 
 from . import verification_run
-from .backends import available, declared_dtypes, has_backward, known_defects, load_backend
+from .backends import (available, declared_dtypes, has_backward, is_framework_adapter, known_defects,
+                       load_backend)
 
 PROFILES = {
     # ci: reproducible (derandomize: the same examples on every run and machine), no deadline (Numba
@@ -176,6 +177,9 @@ def capability_marks(metafunc, backend_name, backend, cell, dtype, half=None) ->
         if needed not in dtypes:
             return [pytest.mark.skip(reason=f"backend {backend_name} does not support {needed} "
                                             f"(its dtypes: {', '.join(sorted(map(str, dtypes)))})")]
+    if half == "forward" and has_backward(backend):
+        return [pytest.mark.skip(reason=f"backend {backend_name} has backward: the backward half of this property "
+                                        "checks forward's results too")]
     if (definition.get_closest_marker("needs_backward") or half == "backward") and not has_backward(backend):
         return [pytest.mark.skip(reason=f"backend {backend_name} is forward-only (backward = None): "
                                         "this property checks gradients")]
@@ -206,8 +210,9 @@ KNOWN_DEFECT_SECTION = "cellbench: known defect"
 KNOWN_DEFECT_WORDS = "this failure is the framework defect"
 
 
-#: A structure property with a ``half`` parameter runs twice: on forward's results, and on backward's.
-#: The forward half still runs on a forward-only backend; the backward half is skipped there.
+#: A property with a ``half`` parameter has two tests: "forward" checks forward's results, "backward"
+#: forward's and backward's. A backend with backward runs the backward half (the forward half would
+#: repeat its forward checks); a forward-only backend runs the forward half.
 HALVES = ("forward", "backward")
 
 
@@ -232,6 +237,11 @@ def pytest_generate_tests(metafunc):
 
 
 EXAMPLES = pytest.StashKey[int]()
+#: Examples per property for a framework adapter in the run of every backend (plain ``pytest``, CI):
+#: there it is a regression check of the adapter beside the project's own backends, and JAX compiles
+#: per shape (the two JAX adapters alone took minutes of CI's 15 at the profile's 5). Judging a
+#: framework is the run of that backend alone (--backend, cellbench verify): the profile's count.
+DEFAULT_RUN_FRAMEWORK_EXAMPLES = 2
 
 
 @pytest.hookimpl(wrapper=True)
@@ -245,6 +255,8 @@ def pytest_runtest_call(item):
     saved_settings = item.obj._hypothesis_internal_use_settings
     backend = item.funcargs.get("backend")
     cap = getattr(backend, "max_test_examples", None)
+    if backend is not None and not explicit_backend(item.config) and is_framework_adapter(backend):
+        cap = min(int(cap or DEFAULT_RUN_FRAMEWORK_EXAMPLES), DEFAULT_RUN_FRAMEWORK_EXAMPLES)
     if cap:
         item.obj._hypothesis_internal_use_settings = settings(
             saved_settings, max_examples=min(saved_settings.max_examples, int(cap)))

@@ -7,9 +7,9 @@ inputs' memory layout; inputs are never modified, nor are earlier results by a l
 from two threads at once give the results of each alone; the dtype in is the dtype out, and h_n,
 c_n are the last of hs, cs.
 
-Each property that looks at both forward's and backward's results runs as two tests, its
-``half`` "forward" and "backward" (properties.conftest): a forward-only backend (backward = None)
-still gets the forward half. A backend may return gates = None and cs = None (frameworks do not
+Each property that looks at both forward's and backward's results has two tests, its ``half``
+"forward" (forward's results) and "backward" (forward's and backward's; properties.conftest): a
+backend with backward runs the backward half, a forward-only one (backward = None) the forward half. A backend may return gates = None and cs = None (frameworks do not
 expose them); the properties then check the fields it does return.
 
 Where two computations of the same quantity may round differently (another batch size can
@@ -49,12 +49,13 @@ def assert_fields_close(actual: dict, expected: dict, tols, context):
 
 
 def results(problem, backend, half) -> dict:
-    """Forward's fields (half "forward") or backward's (half "backward"), by name."""
+    """Forward's fields, and (half "backward") backward's too, by name."""
     fwd = problem.forward(backend)
-    if half == "forward":
-        return {f: getattr(fwd, f) for f in FORWARD_FIELDS}
-    grads = problem.backward(backend, fwd)
-    return {f: getattr(grads, f) for f in BACKWARD_FIELDS}
+    out = {f: getattr(fwd, f) for f in FORWARD_FIELDS}
+    if half == "backward":
+        grads = problem.backward(backend, fwd)
+        out.update({f: getattr(grads, f) for f in BACKWARD_FIELDS})
+    return out
 
 
 @given(data=st.data())
@@ -105,11 +106,11 @@ def test_zero_steps_return_the_initial_state(backend, cell, dtype, half, data):
     H = problem.h0.shape[1]
     fwd = problem.forward(backend)
     context = problem.describe()
+    assert np.shape(fwd.hs) == (0, B, H), f"hs: shape {np.shape(fwd.hs)}, expected (0, {B}, {H}); {context}"
+    np.testing.assert_array_equal(fwd.h_n, problem.h0, err_msg="h_n must equal h0 when T = 0")
+    if cell == "lstm":
+        np.testing.assert_array_equal(fwd.c_n, problem.c0, err_msg="c_n must equal c0 when T = 0")
     if half == "forward":
-        assert np.shape(fwd.hs) == (0, B, H), f"hs: shape {np.shape(fwd.hs)}, expected (0, {B}, {H}); {context}"
-        np.testing.assert_array_equal(fwd.h_n, problem.h0, err_msg="h_n must equal h0 when T = 0")
-        if cell == "lstm":
-            np.testing.assert_array_equal(fwd.c_n, problem.c0, err_msg="c_n must equal c0 when T = 0")
         return
     grads = problem.backward(backend, fwd)
     assert np.shape(grads.dx) == (0, B, I), f"dx: shape {np.shape(grads.dx)}, expected (0, {B}, {I}); {context}"
@@ -284,12 +285,14 @@ def test_inputs_are_not_modified(backend, cell, dtype, half, data):
     problem = data.draw(problems(backend, cell, dtype), label="problem")
     before = snapshot(problem)
     fwd = problem.forward(backend)
+    for name, value in snapshot(problem).items():
+        np.testing.assert_array_equal(value, before[name], err_msg=f"{name} was modified by forward; {problem.describe()}")
     if half == "backward":
         before = snapshot(problem, fwd)
         problem.backward(backend, fwd)
-    for name, value in snapshot(problem, fwd if half == "backward" else None).items():
-        np.testing.assert_array_equal(value, before[name],
-                                      err_msg=f"{name} was modified by {half}; {problem.describe()}")
+        for name, value in snapshot(problem, fwd).items():
+            np.testing.assert_array_equal(value, before[name],
+                                          err_msg=f"{name} was modified by backward; {problem.describe()}")
 
 
 @given(data=st.data())
@@ -306,7 +309,7 @@ def test_dtypes_shapes_and_last_states(backend, cell, dtype, half, data):
                        "dc0": (B, H) if lstm else None, "dw_ih": (G * H, I), "dw_hh": (G * H, H),
                        "db_ih": (G * H,), "db_hh": (G * H,)}
     for field, shape in expected_shapes.items():
-        if (field in FORWARD_FIELDS) != (half == "forward"):
+        if field not in FORWARD_FIELDS and half == "forward":
             continue
         value = getattr(fwd if field in FORWARD_FIELDS else grads, field)
         if value is None and field in OPTIONAL_FIELDS:
@@ -316,8 +319,6 @@ def test_dtypes_shapes_and_last_states(backend, cell, dtype, half, data):
             continue
         assert_dtype(field, value, dtype, context=context)
         assert np.shape(value) == shape, f"{field}: shape {np.shape(value)}, expected {shape}; {context}"
-    if half == "backward":
-        return
     np.testing.assert_array_equal(fwd.h_n, np.asarray(fwd.hs)[-1], err_msg=f"h_n must be hs[-1]; {context}")
     if lstm and fwd.cs is not None:
         # c_n and cs[-1] are the same state; a backend that rebuilds cs from its gates (torch
