@@ -9,7 +9,9 @@
 The cell is scanned over time with jax.lax.scan (what flax.linen.RNN does through flax.linen.scan),
 in float32 or float64 (see adapters.jax_common for JAX's 64-bit mode and for the padding of small
 shapes that keeps the property suite's compile count down). gates and cs are None: flax does not
-expose them.
+expose them. Layers natively (``layer_forward``, ``layer_backward``): flax.linen.RNN of the cell per
+layer, flax.linen.Bidirectional for two directions, seq_lengths for lengths (hs past a row's length,
+which flax leaves unspecified, set to zero as a packed sequence has it); no lstm projection.
 
 **Params.** flax's cells hold each gate's weights in a Dense submodule, kernel (in, out), so
 ``w_ih`` rows of a gate become that Dense's kernel transposed. Where flax has one bias where
@@ -102,7 +104,40 @@ def make_apply(cell: str, I: int, H: int, dtype):
     return apply
 
 
-_programs = jax_common.Programs(make_apply)
+def make_layer_apply(cell: str, L: int, D: int, dtype, with_lengths: bool):
+    """apply(weights, x, state, lengths) -> (hs, state_n): L layers, each a flax.linen.RNN of the cell
+    (D = 2: a flax.linen.Bidirectional of two, the reverse one with reverse=True, keep_order=True),
+    given seq_lengths when there are lengths; layer k + 1 reads layer k's outputs."""
+    lstm = cell == "lstm"
+
+    def carry_of(state, k):
+        return (state[1][k], state[0][k]) if lstm else state[0][k]  # LSTMCell's carry is (c, h)
+
+    def apply(weights, x, state, lengths):
+        H = weights[0][1].shape[1]
+        kwargs = {"seq_lengths": lengths} if with_lengths else {}
+        carries, layer_input = [], x
+        for k in range(L):
+            rnn = nn.RNN(CELL_MODULES[cell](H), time_major=True, return_carry=True)
+            if D == 1:
+                variables = {"params": {"cell": flax_params(cell, *weights[k])}}
+                carry, layer_input = rnn.apply(variables, layer_input, initial_carry=carry_of(state, k), **kwargs)
+                carries.append(carry)
+                continue
+            both = nn.Bidirectional(rnn, nn.RNN(CELL_MODULES[cell](H), reverse=True, keep_order=True),
+                                    time_major=True, return_carry=True)
+            variables = {"params": {"forward_rnn": {"cell": flax_params(cell, *weights[2 * k])},
+                                    "backward_rnn": {"cell": flax_params(cell, *weights[2 * k + 1])}}}
+            (forward, reverse), layer_input = both.apply(
+                variables, layer_input, initial_carry=(carry_of(state, 2 * k), carry_of(state, 2 * k + 1)), **kwargs)
+            carries += [forward, reverse]
+        if lstm:
+            return layer_input, (jnp.stack([h for _, h in carries]), jnp.stack([c for c, _ in carries]))
+        return layer_input, (jnp.stack(carries),)
+    return apply
+
+
+_programs = jax_common.Programs(make_apply, make_layer_apply)
 
 
 def forward(cell, params, x, h0, c0=None, *, training=True):
@@ -111,3 +146,18 @@ def forward(cell, params, x, h0, c0=None, *, training=True):
 
 def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
     return jax_common.backward(_programs, cells, cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n)
+
+
+#: Native layers: stacked, bidirectional (flax.linen.Bidirectional) and with lengths (seq_lengths);
+#: an lstm projection is a ValueError (flax has none).
+layer_features = frozenset({"bidirectional", "lengths"})
+
+
+def layer_forward(cell, params, x, h0, c0=None, *, bidirectional=False, lengths=None, training=True):
+    return jax_common.layer_forward(_programs, cells, cell, params, x, h0, c0, bidirectional=bidirectional,
+                                    lengths=lengths, training=training)
+
+
+def layer_backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None, *, bidirectional=False, lengths=None):
+    return jax_common.layer_backward(_programs, cells, cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n,
+                                     bidirectional=bidirectional, lengths=lengths)

@@ -143,27 +143,34 @@ class Padding:
 # ----- compiled programs -----------------------------------------------------------------------------
 
 class Programs:
-    """The compiled forward and forward-plus-vjp programs of one adapter, one per (cell, dtype, shape).
+    """Compiled programs of one adapter, by key: for cells, forward and forward-plus-vjp per (cell,
+    dtype, shape); for native layers, the same per (cell, dtype, shape, layers, directions, lengths).
 
     Compiling happens under a lock (a framework's tracing need not be thread-safe: Keras keeps
     scopes while it traces), running outside it: a compiled XLA program may run on several threads
     at once, and each call gets its own buffers.
     """
 
-    def __init__(self, make_apply: Callable):
+    def __init__(self, make_apply: Callable, make_layer_apply: Callable | None = None):
         self.make_apply = make_apply
+        self.make_layer_apply = make_layer_apply
         self.cache: OrderedDict = OrderedDict()
         self.lock = threading.Lock()
 
     def get(self, kind: str, cell: str, dtype, padding: Padding, args: tuple):
-        key = (kind, cell, np.dtype(dtype).name) + padding.key
+        """The cell program ``kind`` ("forward", "forward and vjp") for these padded sizes."""
+        def build():
+            apply = self.make_apply(cell, padding.Ip, padding.Hp, np.dtype(dtype))
+            return forward_program(apply) if kind == "forward" else forward_and_vjp_program(apply)
+        return self.compiled((kind, cell, np.dtype(dtype).name) + padding.key, build, args)
+
+    def compiled(self, key: tuple, build: Callable, args: tuple):
+        """The program ``build()`` traces, compiled for args, kept under key."""
         with self.lock:
             program = self.cache.get(key)
             if program is None:
                 try:
-                    apply = self.make_apply(cell, padding.Ip, padding.Hp, np.dtype(dtype))
-                    traced = forward_program(apply) if kind == "forward" else forward_and_vjp_program(apply)
-                    program = jax.jit(traced).lower(*args).compile()
+                    program = jax.jit(build()).lower(*args).compile()
                 except Exception as error:
                     # the framework cannot trace or compile this call (a defect, or an input it
                     # refuses): every later call of this key gets the same error without tracing again
@@ -247,3 +254,95 @@ def backward(programs: Programs, cells, cell, params, x, h0, c0, fwd, dhs, dh_n,
             pad.unpad_state(d_state0[1]) if lstm else None,
             unpad_blocks(dw_ih, G, H, pad.Hp, I), unpad_blocks(dw_hh, G, H, pad.Hp, H),
             unpad_blocks(db_ih, G, H, pad.Hp), unpad_blocks(db_hh, G, H, pad.Hp))
+
+
+# ----- native layers ---------------------------------------------------------------------------------
+#
+# An adapter with native layers supplies make_layer_apply(cell, L, D, dtype, with_lengths): a traceable
+#     apply(weights, x, state, lengths) -> (hs, state_n)
+# with weights a tuple of (w_ih, w_hh, b_ih, b_hh) per layer-direction in PyTorch's order, x (T, B, I),
+# state = (h0,) or (h0, c0) of shape (L·D, B, ·), lengths an int32 (B,) array or None; it stacks the
+# framework's own (bidirectional, masked) layers. Layers are never padded (their sizes are the suite's
+# smallest, and a layer's input columns would interleave padded units of the layer below).
+
+def _zero_past_lengths(hs, lengths):
+    """hs with every step at or past a row's length set to zero, as a packed sequence padded back
+    (torch's pad_packed_sequence) has it; a framework leaves those steps unspecified. Inside the
+    differentiated function, so a gradient given there reaches nothing."""
+    if lengths is None:
+        return hs
+    import jax.numpy as jnp
+    valid = jnp.arange(hs.shape[0])[:, None] < lengths[None, :]  # (T, B)
+    return jnp.where(valid[..., None], hs, jnp.zeros((), hs.dtype))
+
+
+def layer_program(make_layer_apply, cell, L, D, dtype, with_lengths, kind):
+    apply = make_layer_apply(cell, L, D, np.dtype(dtype), with_lengths)
+
+    def run_forward(weights, x, state, lengths):
+        hs, state_n = apply(weights, x, state, lengths)
+        return _zero_past_lengths(hs, lengths), state_n
+
+    def run_forward_and_vjp(weights, x, state, lengths, dhs, d_state):
+        (hs, state_n), pullback = jax.vjp(lambda w, x, s: run_forward(w, x, s, lengths), weights, x, state)
+        return hs, state_n, pullback((dhs, d_state))  # grads: (d weights, dx, d_state0)
+    return run_forward if kind == "forward" else run_forward_and_vjp
+
+
+def _layer_args(params, x, h0, c0, lengths, lstm):
+    weights = tuple(tuple(np.asarray(getattr(p, n)) for n in ("w_ih", "w_hh", "b_ih", "b_hh")) for p in params)
+    state = (np.asarray(h0), np.asarray(c0)) if lstm else (np.asarray(h0),)
+    lengths = None if lengths is None else np.asarray(lengths, np.int32)
+    return weights, np.asarray(x), state, lengths
+
+
+def _no_projection(shapes, params):
+    if shapes.projected:
+        raise ValueError(f"params[0].w_hr: expected no projection (the framework's recurrent layers have no "
+                         f"proj_size); got w_hr of shape {tuple(np.shape(params[0].w_hr))}")
+
+
+def layer_forward(programs: Programs, cells, cell, params, x, h0, c0=None, *, bidirectional=False, lengths=None,
+                  training=True):
+    """reference.layers.forward through the framework's own layers; ``runs`` is None (backward
+    recomputes through jax.vjp)."""
+    from reference.layers import LayerForwardResult, check_layer_forward_inputs
+    shapes = check_layer_forward_inputs(cell, params, x, h0, c0, bidirectional, lengths, supported=tuple(sorted(cells)))
+    _no_projection(shapes, params)
+    lstm = cell == "lstm"
+    args = _layer_args(params, x, h0, c0, lengths, lstm)
+    dtype = shapes.dtype
+    # as for cells: a small call reads forward's results from the program backward runs
+    kind = "vjp" if max(shapes.B, shapes.I, shapes.H) <= SMALL else "forward"
+    if kind == "vjp":
+        args += (np.zeros((shapes.T, shapes.B, shapes.D * shapes.H), dtype), tuple(np.zeros_like(s) for s in args[2]))
+    key = (f"layer {kind}", cell, dtype.name, shapes.T, shapes.B, shapes.I, shapes.H, shapes.L, shapes.D,
+           lengths is not None)
+    with x64_for(dtype):
+        program = programs.compiled(key, lambda: layer_program(programs.make_layer_apply, cell, shapes.L, shapes.D,
+                                                               dtype, lengths is not None, kind), args)
+        hs, state_n, *_ = program(*args)
+        return LayerForwardResult(np.array(hs), np.array(state_n[0]), np.array(state_n[1]) if lstm else None, None)
+
+
+def layer_backward(programs: Programs, cells, cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None, *,
+                   bidirectional=False, lengths=None):
+    """reference.layers.backward: jax.vjp of the framework's layers (fwd is not read)."""
+    from reference.layers import LayerBackwardResult, LayerParamGrads, check_layer_backward_inputs
+    shapes = check_layer_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, bidirectional, lengths,
+                                         supported=tuple(sorted(cells)))
+    _no_projection(shapes, params)
+    lstm = cell == "lstm"
+    dtype = shapes.dtype
+    d_state = ((np.asarray(dh_n), np.zeros_like(np.asarray(c0)) if dc_n is None else np.asarray(dc_n)) if lstm
+               else (np.asarray(dh_n),))
+    args = _layer_args(params, x, h0, c0, lengths, lstm) + (np.asarray(dhs), d_state)
+    key = ("layer vjp", cell, dtype.name, shapes.T, shapes.B, shapes.I, shapes.H, shapes.L, shapes.D,
+           lengths is not None)
+    with x64_for(dtype):
+        program = programs.compiled(key, lambda: layer_program(programs.make_layer_apply, cell, shapes.L, shapes.D,
+                                                               dtype, lengths is not None, "vjp"), args)
+        _, _, (d_weights, dx, d_state0) = program(*args)
+        dparams = [LayerParamGrads(*(np.array(g) for g in grads)) for grads in d_weights]
+        return LayerBackwardResult(np.array(dx), np.array(d_state0[0]), np.array(d_state0[1]) if lstm else None,
+                                   dparams)

@@ -9,7 +9,9 @@
 Each layer is called whole (return_sequences, return_state, an initial_state), through
 ``Layer.stateless_call`` inside one compiled JAX program, with the layer's own defaults (sigmoid
 recurrent activation, implementation 2). Keras is batch-major, so x goes in as (B, T, I) and hs
-comes back transposed (both exact). gates and cs are None: Keras does not expose them.
+comes back transposed (both exact). gates and cs are None: Keras does not expose them. Layers are
+composed by the suite from these calls; ``with_native_layers`` (below) is the same backend judged on
+Keras' own stacked, Bidirectional, masked layers instead.
 
 Keras must run on JAX: importing this module sets KERAS_BACKEND=jax when Keras is not yet
 imported, and raises ImportError when Keras is already imported with another backend or
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import os
 import sys
+from types import SimpleNamespace
 
 if "keras" in sys.modules:
     _running = sys.modules["keras"].backend.backend()
@@ -147,7 +150,48 @@ def make_apply(cell: str, I: int, H: int, dtype):
     return apply
 
 
-_programs = jax_common.Programs(make_apply)
+def make_layer_apply(cell: str, L: int, D: int, dtype, with_lengths: bool):
+    """apply(weights, x, state, lengths) -> (hs, state_n): L Keras layers of the cell (D = 2: each in
+    keras.layers.Bidirectional, merge_mode="concat", whose backward copy runs with go_backwards), given
+    a mask (B, T), True for a row's first ``length`` steps, when there are lengths; layer k + 1 reads
+    layer k's outputs. Keras holds a masked row's state, so its last state is the one at its length,
+    and the backward copy meets the masked steps first, so it starts at the row's own last step."""
+    lstm = cell == "lstm"
+    built = {}  # input features -> (layer, its non-trainable values), built on the first trace
+
+    def layer_for(I: int, H: int):
+        if I not in built:
+            layer = make_layer(cell, I, H, dtype)
+            if D == 2:
+                layer = keras.layers.Bidirectional(layer, merge_mode="concat", dtype=np.dtype(dtype).name)
+                layer.build((None, None, I))
+            built[I] = layer, [v.value for v in layer.non_trainable_variables]
+        return built[I]
+
+    def apply(weights, x, state, lengths):
+        H = weights[0][1].shape[1]
+        T = x.shape[0]
+        kwargs = {"mask": jnp.arange(T)[None, :] < lengths[:, None]} if with_lengths else {}
+        layer_input = jnp.swapaxes(x, 0, 1)  # Keras is batch-major
+        h_n, c_n = [], []
+        for k in range(L):
+            layer, non_trainable = layer_for(layer_input.shape[-1], H)
+            directions = range(k * D, (k + 1) * D)
+            trainable = [w for j in directions for w in keras_weights(cell, *weights[j])]
+            initial = [s for j in directions for s in ((state[0][j], state[1][j]) if lstm else (state[0][j],))]
+            outputs, _ = layer.stateless_call(trainable, non_trainable, layer_input, initial_state=initial, **kwargs)
+            layer_input, *states = outputs
+            per_direction = len(states) // D
+            for d in range(D):
+                h_n.append(states[d * per_direction])
+                if lstm:
+                    c_n.append(states[d * per_direction + 1])
+        hs = jnp.swapaxes(layer_input, 0, 1)
+        return hs, ((jnp.stack(h_n), jnp.stack(c_n)) if lstm else (jnp.stack(h_n),))
+    return apply
+
+
+_programs = jax_common.Programs(make_apply, make_layer_apply)
 
 
 def forward(cell, params, x, h0, c0=None, *, training=True):
@@ -156,3 +200,27 @@ def forward(cell, params, x, h0, c0=None, *, training=True):
 
 def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
     return jax_common.backward(_programs, cells, cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n)
+
+
+def native_layer_forward(cell, params, x, h0, c0=None, *, bidirectional=False, lengths=None, training=True):
+    """reference.layers.forward through Keras' own layers (make_layer_apply); no lstm projection."""
+    return jax_common.layer_forward(_programs, cells, cell, params, x, h0, c0, bidirectional=bidirectional,
+                                    lengths=lengths, training=training)
+
+
+def native_layer_backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None, *, bidirectional=False,
+                          lengths=None):
+    return jax_common.layer_backward(_programs, cells, cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n,
+                                     bidirectional=bidirectional, lengths=lengths)
+
+
+#: The same backend judged on Keras' own layers (stacked, Bidirectional, masks; no projection):
+#: ``pytest properties/test_layers.py --backend adapters.keras:with_native_layers``. Not the default
+#: (``backend`` has cells only, and the suite composes its layers from them), because each layer
+#: configuration is another compiled program of a few seconds: the layer family took 145 s this way
+#: against about 20 s composed, on a 2-core Zen 4 under load, which CI's time does not allow.
+with_native_layers = SimpleNamespace(
+    name="keras-native-layers", cells=cells, dtypes=dtypes, max_test_sizes=max_test_sizes,
+    known_defects=known_defects, forward=forward, backward=backward,
+    layer_features=frozenset({"bidirectional", "lengths"}),
+    layer_forward=native_layer_forward, layer_backward=native_layer_backward)

@@ -262,3 +262,68 @@ def test_the_findings_page_and_reproducer_agree_with_found_in():
             verdict = done.stdout.strip().splitlines()[-1]
             assert verdict == ("PRESENT" if INSTALLED in versions else "ABSENT"), \
                 f"{script} says {verdict} in flax {INSTALLED}; FOUND_IN[{finding!r}] lists {versions}"
+
+
+# ----- native layers -------------------------------------------------------------------------------
+
+
+def layer_problem(cell, dtype, L=2, bidirectional=True, T=4, B=3, I=3, H=4, seed=0):
+    """Per-layer-direction params (PyTorch's init), x, h0, c0 and upstream gradients of a fixed example."""
+    rng = np.random.default_rng(seed)
+    D = 2 if bidirectional else 1
+    params = [reference.init_params(cell, I if k < D else D * H, H, dtype=dtype, seed=seed + k) for k in range(L * D)]
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    h0 = (0.5 * rng.standard_normal((L * D, B, H))).astype(dtype)
+    c0 = (0.5 * rng.standard_normal((L * D, B, H))).astype(dtype) if cell == "lstm" else None
+    dhs = rng.standard_normal((T, B, D * H)).astype(dtype)
+    dh_n = rng.standard_normal((L * D, B, H)).astype(dtype)
+    dc_n = rng.standard_normal((L * D, B, H)).astype(dtype) if cell == "lstm" else None
+    return params, x, h0, c0, dhs, dh_n, dc_n
+
+
+def layer_tolerance(params, T, B, H, D, dtype):
+    """The oracle bound of one layer (with I the widest layer input, D·H) compounded through the layers:
+    layer k's input error, the bound of the layer below, enters its pre-activations times ‖W_ih‖∞ and
+    then contracts like its own rounding, so each layer multiplies the bound by 1 + ‖W_ih‖∞."""
+    L = len(params) // D
+    growth = 1 + max(np.abs(p.w_ih).sum(axis=1).max() for p in params)
+    return oracle_tolerance(T, B, max(params[0].w_ih.shape[1], D * H), H, dtype) * growth ** (L - 1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_native_layers_agree_with_the_reference_on_a_fixed_example(cell, dtype):
+    """Two bidirectional layers through flax.linen.Bidirectional with seq_lengths, rows of lengths
+    4, 1, 3 (not sorted): hs, h_n, c_n and every gradient against reference.layers in float64."""
+    from reference import layers
+    params, x, h0, c0, dhs, dh_n, dc_n = layer_problem(cell, dtype)
+    lengths = np.array([4, 1, 3])
+    kwargs = dict(bidirectional=True, lengths=lengths)
+    fwd = backend.layer_forward(cell, params, x, h0, c0, **kwargs)
+    grads = backend.layer_backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, **kwargs)
+    as64 = [float64(p) for p in params]
+    truth = layers.forward(cell, as64, *(float64(a) for a in (x, h0, c0)), **kwargs)
+    truth_grads = layers.backward(cell, as64, *(float64(a) for a in (x, h0, c0)), truth,
+                                  *(float64(a) for a in (dhs, dh_n, dc_n)), **kwargs)
+    tol = layer_tolerance(params, *x.shape[:2], 4, 2, dtype)
+    for field in ("hs", "h_n", "c_n"):
+        if getattr(truth, field) is not None:
+            assert_agrees(field, getattr(fwd, field), getattr(truth, field), tol)
+    np.testing.assert_array_equal(fwd.hs[1:, 1], 0, err_msg="hs past a row's length must be zero, exactly")
+    for field in ("dx", "dh0", "dc0"):
+        if getattr(truth_grads, field) is not None:
+            assert_agrees(field, getattr(grads, field), getattr(truth_grads, field), tol)
+    for k, (got, want) in enumerate(zip(grads.dparams, truth_grads.dparams)):
+        for field in ("dw_ih", "dw_hh", "db_ih", "db_hh"):
+            assert_agrees(f"dparams[{k}].{field}", getattr(got, field), getattr(want, field), tol)
+
+
+def test_native_layers_refuse_a_projection_with_a_value_error():
+    from reference.layers import ProjectedParams
+    params, x, h0, c0, *_ = layer_problem("lstm", np.float32, L=1, bidirectional=False)
+    P = 2
+    projected = [ProjectedParams(p.w_ih, p.w_hh[:, :P].copy(), p.b_ih, p.b_hh, np.ones((P, 4), np.float32))
+                 for p in params]
+    with pytest.raises(ValueError, match=r"params\[0\]\.w_hr: expected no projection"):
+        backend.layer_forward("lstm", projected, x, h0[:, :, :P].copy(), c0)
+    assert backend.layer_features == frozenset({"bidirectional", "lengths"})

@@ -152,6 +152,41 @@ def test_an_empty_batch_goes_to_keras_unpadded():
     assert fwd.hs.shape == (3, 0, 6) and grads.dc0.shape == (0, 6) and not grads.dw_hh.any()
 
 
+# ----- native layers (adapters.keras.with_native_layers) -----------------------------------------------
+
+
+def test_native_layers_agree_with_the_reference_on_a_fixed_example():
+    """Two bidirectional lstm layers through keras.layers.Bidirectional with a mask, rows of lengths
+    4, 1, 3 (not sorted), in float32: hs, h_n, c_n and every gradient against reference.layers in
+    float64. Tolerance: the oracle bound of one layer (I the widest input, D·H) times 1 + ‖W_ih‖∞ per
+    layer above the first (a layer's input error enters its pre-activations through W_ih)."""
+    from reference import layers
+    native = backend.with_native_layers
+    T, B, I, H, L, D = 4, 3, 3, 4, 2, 2
+    rng = np.random.default_rng(0)
+    params = [reference.init_params("lstm", I if k < D else D * H, H, dtype=np.float32, seed=k) for k in range(L * D)]
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    h0, c0, dh_n, dc_n = ((0.5 * rng.standard_normal((L * D, B, H))).astype(np.float32) for _ in range(4))
+    dhs = rng.standard_normal((T, B, D * H)).astype(np.float32)
+    kwargs = dict(bidirectional=True, lengths=np.array([4, 1, 3]))
+    fwd = native.layer_forward("lstm", params, x, h0, c0, **kwargs)
+    grads = native.layer_backward("lstm", params, x, h0, c0, fwd, dhs, dh_n, dc_n, **kwargs)
+    as64 = [float64(p) for p in params]
+    truth = layers.forward("lstm", as64, float64(x), float64(h0), float64(c0), **kwargs)
+    truth_grads = layers.backward("lstm", as64, float64(x), float64(h0), float64(c0), truth, float64(dhs),
+                                  float64(dh_n), float64(dc_n), **kwargs)
+    growth = 1 + max(np.abs(p.w_ih).sum(axis=1).max() for p in params)
+    tol = oracle_tolerance(T, B, D * H, H, np.float32) * growth ** (L - 1)
+    excess = {f: worst_excess(getattr(fwd, f), getattr(truth, f), tol) for f in ("hs", "h_n", "c_n")}
+    excess.update({f: worst_excess(getattr(grads, f), getattr(truth_grads, f), tol) for f in ("dx", "dh0", "dc0")})
+    for k, (got, want) in enumerate(zip(grads.dparams, truth_grads.dparams)):
+        excess.update({f"dparams[{k}].{f}": worst_excess(getattr(got, f), getattr(want, f), tol)
+                       for f in ("dw_ih", "dw_hh", "db_ih", "db_hh")})
+    assert max(excess.values()) <= 0, f"over the tolerance {tol:.3g}: {excess}"
+    np.testing.assert_array_equal(fwd.hs[1:, 1], 0, err_msg="hs past a row's length must be zero, exactly")
+    assert not hasattr(backend, "layer_forward"), "the default backend's layers are composed from its cells"
+
+
 # ----- bad input and the import ----------------------------------------------------------------------
 
 
