@@ -39,9 +39,10 @@ ALL_FAMILY_FILES = FAMILY_FILES + ["test_contract_errors.py"] + LAYER_FAMILY_FIL
 #: layers are reference.layers' composition, which the layer family judges on every other backend.
 MINIMAL_BACKEND = "docs.examples.minimal_backend"
 MINIMAL_BACKEND_FAMILY_FILES = FAMILY_FILES + ["test_contract_errors.py"]
-#: The crash isolation is shown on two empty-batch tests (each kills its worker) and the two
-#: permutation tests of the same cell and dtype, which must still run and pass after them.
-CRASH_SELECTION = ("-k", "lstm and float32 and (empty_batch or permuting)", "-p", "no:faulthandler")
+#: The crash isolation is shown on the empty-batch test (its backward half runs and kills its worker;
+#: the forward half is skipped, the backend having backward) and the memory-layout test of the same
+#: cell and dtype, which comes after it in the file and must still run, in a new worker, and pass.
+CRASH_SELECTION = ("-k", "lstm and float32 and (empty_batch or memory_layout)", "-p", "no:faulthandler")
 RUN_TIMEOUT_S = 300
 
 
@@ -125,9 +126,10 @@ def test_a_backend_gets_no_failure_from_its_declared_limits(suite_runs):
 @pytest.mark.suite_power
 def test_a_backend_that_aborts_the_process_is_reported_and_the_rest_still_runs(suite_runs):
     run = suite_runs["properties.mutants:aborts_on_empty_batch"].result()
-    assert run["returncode"] == 1 and run["tests"] == 4, f"expected 4 tests run, 2 of them crashed:\n{run['tail']}"
+    assert run["returncode"] == 1 and run["tests"] == 4, f"expected 4 tests, 2 of them skipped:\n{run['tail']}"
     # xdist reports a crashed test as an error (it has no call phase); either counts as rejected.
-    assert run["failures"] + run["errors"] == 2, f"the two empty-batch tests must fail, the rest pass:\n{run['tail']}"
+    assert run["failures"] + run["errors"] == 1 and "1 passed" in run["tail"], (
+        f"the empty-batch test must fail and the memory-layout test after it pass:\n{run['tail']}")
     assert "crashed while running" in run["tail"] and "B=0" in run["tail"], (
         f"the report must name the test that killed the process and its example:\n{run['tail']}")
 
