@@ -10,6 +10,7 @@ present in the installed version, as FOUND_IN records.
 import re
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -24,42 +25,17 @@ import reference  # noqa: E402
 from adapters import flax as backend  # noqa: E402
 from adapters import jax_common  # noqa: E402
 from adapters.known import check_known_defects  # noqa: E402
+from adapters.tests.common import expect_found, float64, oracle_tolerance, problem  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 FINDINGS_PAGE = ROOT / "docs" / "findings" / "flax.md"
-UNIT_ROUNDOFF = {np.dtype(np.float32): 2.0 ** -24, np.dtype(np.float64): 2.0 ** -53}
 DTYPES = (np.float32, np.float64)
 
 
-def problem(cell, dtype=np.float32, T=5, B=3, I=4, H=6, seed=0):
-    """params (PyTorch's init, biases drawn too), x, h0, c0 (lstm) and upstream gradients of a fixed
-    small example."""
-    rng = np.random.default_rng(seed)
-    params = reference.init_params(cell, I, H, dtype=dtype, seed=seed)
-    x = rng.standard_normal((T, B, I)).astype(dtype)
-    h0 = (0.5 * rng.standard_normal((B, H))).astype(dtype)
-    c0 = (0.5 * rng.standard_normal((B, H))).astype(dtype) if cell == "lstm" else None
-    dhs = rng.standard_normal((T, B, H)).astype(dtype)
-    dh_n = rng.standard_normal((B, H)).astype(dtype)
-    dc_n = rng.standard_normal((B, H)).astype(dtype) if cell == "lstm" else None
-    return params, x, h0, c0, dhs, dh_n, dc_n
 
 
-def float64(a):
-    if a is None:
-        return None
-    if hasattr(a, "w_ih"):
-        return type(a)(*(np.asarray(v, np.float64) for v in a))
-    return np.asarray(a, np.float64)
 
 
-def oracle_tolerance(T, B, I, H, dtype):
-    """|backend − reference in float64| relative to max(1, |value|): docs/tolerances.md's oracle bound
-    8·(T + 1)·(I + H + 2 + B)·u. T steps of (I + H + 2)-term pre-activations at PyTorch's (contracting)
-    init add T·(I + H + 2)·u; weight gradients sum T·B terms more; ×2 for two summation orders, ×4 for
-    the activations' last bits. The float64 reference's own error is 2^29 times smaller in float32, and
-    within the same bound in float64."""
-    return 8 * (T + 1) * (I + H + 2 + B) * UNIT_ROUNDOFF[np.dtype(dtype)]
 
 
 def assert_agrees(field, got, truth, tol):
@@ -226,17 +202,9 @@ def test_declared_capabilities():
 # ----- the finding, against the installed version ------------------------------------------------------
 
 INSTALLED = flax.__version__
+expect = partial(expect_found, "flax", INSTALLED, backend.FOUND_IN, FINDINGS_PAGE)
 
 
-def expect(finding, present):
-    """Present exactly in the versions FOUND_IN lists; anything else means the record is out of date."""
-    listed = INSTALLED in backend.FOUND_IN[finding]
-    if present and not listed:
-        pytest.fail(f"{finding} is present in flax {INSTALLED}, which FOUND_IN and {FINDINGS_PAGE.name} "
-                    f"do not list: add it to both")
-    if listed and not present:
-        pytest.fail(f"{finding} is absent from flax {INSTALLED}, which FOUND_IN lists: fixed? Update FOUND_IN "
-                    f"and {FINDINGS_PAGE.name}")
 
 
 def test_finding_nnx_grucell_has_no_b_hn():

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -29,41 +30,18 @@ import keras  # noqa: E402
 
 import reference  # noqa: E402
 from adapters.known import check_known_defects  # noqa: E402
+from adapters.tests.common import expect_found, float64, oracle_tolerance, problem  # noqa: E402
 from reference.contract import CELLS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 FINDINGS_PAGE = ROOT / "docs" / "findings" / "keras.md"
-UNIT_ROUNDOFF = {np.dtype(np.float32): 2.0 ** -24, np.dtype(np.float64): 2.0 ** -53}
 FIELDS = {"forward": ("hs", "h_n", "c_n"), "backward": ("dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh")}
 
 
-def problem(cell, dtype=np.float32, T=5, B=3, I=4, H=6, seed=0):
-    """params (PyTorch's init), x, h0, c0 (lstm) and upstream gradients of a fixed small example."""
-    rng = np.random.default_rng(seed)
-    params = reference.init_params(cell, I, H, dtype=dtype, seed=seed)
-    x = rng.standard_normal((T, B, I)).astype(dtype)
-    h0 = (0.5 * rng.standard_normal((B, H))).astype(dtype)
-    c0 = (0.5 * rng.standard_normal((B, H))).astype(dtype) if cell == "lstm" else None
-    dhs = rng.standard_normal((T, B, H)).astype(dtype)
-    dh_n = rng.standard_normal((B, H)).astype(dtype)
-    dc_n = rng.standard_normal((B, H)).astype(dtype) if cell == "lstm" else None
-    return params, x, h0, c0, dhs, dh_n, dc_n
 
 
-def float64(a):
-    if a is None:
-        return None
-    if hasattr(a, "w_ih"):
-        return type(a)(*(np.asarray(v, np.float64) for v in a))
-    return np.asarray(a, np.float64)
 
 
-def oracle_tolerance(T, B, I, H, dtype):
-    """|Keras − reference in float64| relative to max(1, |value|): docs/tolerances.md's oracle bound
-    8·(T + 1)·(I + H + 2 + B)·u. T steps of (I + H + 2)-term pre-activations at PyTorch's (contracting)
-    init add T·(I + H + 2)·u; weight gradients sum T·B terms more; ×2 for two summation orders, ×4 for
-    the activations' last bits. In float32 the float64 reference's own error is 2^29 times smaller."""
-    return 8 * (T + 1) * (I + H + 2 + B) * UNIT_ROUNDOFF[np.dtype(dtype)]
 
 
 def worst_excess(got, truth, tol) -> float:
@@ -224,18 +202,9 @@ def test_declared_capabilities():
 # ----- the findings, against the installed version -----------------------------------------------------------
 
 INSTALLED = keras.__version__
+expect = partial(expect_found, "keras", INSTALLED, backend.FOUND_IN, FINDINGS_PAGE)
 
 
-def expect(finding, present):
-    """Present exactly in the versions FOUND_IN lists; anything else means the record is out of date."""
-    listed = INSTALLED in backend.FOUND_IN[finding]
-    if present and not listed:
-        pytest.fail(f"{finding} is present in keras {INSTALLED}, which FOUND_IN and {FINDINGS_PAGE.name} "
-                    f"do not list: add it to both")
-    if listed and not present:
-        pytest.fail(f"{finding} is absent from keras {INSTALLED}, which FOUND_IN lists: fixed? Remove the "
-                    f"version from FOUND_IN and {FINDINGS_PAGE.name}, and the KnownDefect if no version in use "
-                    f"has it")
 
 
 def test_finding_float64_tanh_in_float32():

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ import onnxruntime  # noqa: E402
 import reference  # noqa: E402
 from adapters import onnxruntime as backend  # noqa: E402
 from adapters.known import check_known_defects  # noqa: E402
+from adapters.tests.common import expect_found, float64  # noqa: E402
+from adapters.tests.common import problem as cell_problem  # noqa: E402
 from reference.contract import CELLS, GATE_NAMES, NUM_GATES, Params  # noqa: E402
 from reference.layers import ProjectedParams  # noqa: E402
 
@@ -33,22 +36,9 @@ ULP_ABOVE_1 = 2.0 ** -23  # float32's spacing just above 1
 
 def problem(cell, T=5, B=3, I=4, H=6, seed=0):
     """float32 params (PyTorch's init), x, h0 and c0 (lstm) of a fixed small example."""
-    rng = np.random.default_rng(seed)
-    params = reference.init_params(cell, I, H, dtype=np.float32, seed=seed)
-    x = rng.standard_normal((T, B, I)).astype(np.float32)
-    h0 = (0.5 * rng.standard_normal((B, H))).astype(np.float32)
-    c0 = (0.5 * rng.standard_normal((B, H))).astype(np.float32) if cell == "lstm" else None
-    return params, x, h0, c0
+    return cell_problem(cell, np.float32, T, B, I, H, seed)[:4]
 
 
-def float64(a):
-    if a is None:
-        return None
-    if isinstance(a, (list, tuple)) and hasattr(a[0], "w_ih"):
-        return [type(p)(*(np.asarray(v, np.float64) for v in p)) for p in a]
-    if hasattr(a, "w_ih"):
-        return type(a)(*(np.asarray(v, np.float64) for v in a))
-    return np.asarray(a, np.float64)
 
 
 def agreement_tolerance(T, I, H):
@@ -247,18 +237,9 @@ def test_inputs_that_do_not_abort_pass_the_guard():
 # ----- the findings, against the installed version -----------------------------------------------------------
 
 INSTALLED = onnxruntime.__version__
+expect = partial(expect_found, "onnxruntime", INSTALLED, backend.FOUND_IN, FINDINGS_PAGE)
 
 
-def expect(finding, present):
-    """Present exactly in the versions FOUND_IN lists; anything else means the record is out of date."""
-    listed = INSTALLED in backend.FOUND_IN[finding]
-    if present and not listed:
-        pytest.fail(f"{finding} is present in onnxruntime {INSTALLED}, which FOUND_IN and {FINDINGS_PAGE.name} "
-                    f"do not list: add it to both")
-    if listed and not present:
-        pytest.fail(f"{finding} is absent from onnxruntime {INSTALLED}, which FOUND_IN lists: fixed? Remove the "
-                    f"version from FOUND_IN and {FINDINGS_PAGE.name}, and the guard or KnownDefect if no version "
-                    f"in use has it")
 
 
 def test_finding_gru_tanh_overshoot():
