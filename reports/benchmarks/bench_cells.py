@@ -91,7 +91,12 @@ def reference_result(cell, config, mode):
 
 def errors_against_reference(case, got):
     """Max and mean absolute error over all compared outputs, and the max error relative to max|ref|."""
-    truth = reference_result(case.cell, case.config, case.mode)
+    return error_summary(reference_result(case.cell, case.config, case.mode), got)
+
+
+def error_summary(truth: dict, got: dict) -> dict:
+    """Max and mean absolute error of ``got`` against ``truth`` over the keys of truth, and the max
+    error relative to max|truth| (bench_layers' errors too)."""
     max_abs, total, count, max_rel = 0.0, 0.0, 0, 0.0
     for key, ref in truth.items():
         diff = np.abs(np.asarray(got[key], dtype=np.float64) - ref)

@@ -31,6 +31,7 @@ import pytest
 
 import reference
 import reference.layers
+from reports.benchmarks.bench_cells import error_summary
 from reports.matrix import CONFIGS, bytes_moved, flops
 from reports.results import SCHEMA  # reports refuse a JSON whose benchmarks lack it
 
@@ -223,19 +224,7 @@ def reference_result(cell, sizes, mode):
 
 def errors_against_reference(case, got):
     """Max and mean absolute error over all compared outputs, and the max error relative to max|ref|."""
-    truth = reference_result(case.cell, case.sizes, case.mode)
-    max_abs, total, count, max_rel = 0.0, 0.0, 0, 0.0
-    for key, ref in truth.items():
-        diff = np.abs(got[key] - ref)
-        if diff.size == 0:
-            continue
-        max_abs = max(max_abs, float(diff.max()))
-        total += float(diff.sum())
-        count += diff.size
-        scale = float(np.abs(ref).max())
-        if scale > 0:
-            max_rel = max(max_rel, float(diff.max()) / scale)
-    return {"max_abs_error": max_abs, "mean_abs_error": total / max(count, 1), "max_rel_error": max_rel}
+    return error_summary(reference_result(case.cell, case.sizes, case.mode), got)
 
 
 def work(cell, sizes: Sizes, lengths, mode):
