@@ -1,7 +1,7 @@
 """The jit.cpu speed targets (issues 4, 22 and 24): jit.cpu against torch.nn's RNN/LSTM/GRU on the CPU.
 
     python -m reports.cpu_targets [--configs S1 M S2-layers] [--cells lstm] [--modes inference]
-                                  [--repeats 7] [--statistic median|min] [--json OUT]
+                                  [--repeats 7] [--statistic median|min] [--json OUT] [--isa avx2]
 
 Cells (S1 … L2: one layer, one direction, every row T steps) and layers (S2-layers, M-layers,
 L1-layers: reports/benchmarks/bench_layers.py's cases, 2 layers, bidirectional, row lengths uniform
@@ -38,7 +38,10 @@ benchmark per implementation and row, named like reports/benchmarks' (backend "j
 import argparse
 import datetime
 import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -373,7 +376,32 @@ def parse_args(argv=None):
     parser.add_argument("--statistic", choices=("median", "min"), default="median",
                         help="how the repeats are summarised (min on a machine shared with other work)")
     parser.add_argument("--json", metavar="OUT", help="also write the run as pytest-benchmark JSON")
+    parser.add_argument("--isa", choices=("native", "avx2"), default="native",
+                        help="avx2: hold every library to AVX2 on an AVX-512 host, a stand-in for an AVX2 "
+                             "machine (reports.machine.avx2_only_environ); the run is named as such")
     return parser.parse_args(argv)
+
+
+def run_held_to_avx2(argv) -> int:
+    """Run this command again, ``argv`` unchanged, in a child process whose libraries are held to
+    AVX2 (their switches are read at import, so this process, which may have imported them,
+    cannot be); the child's exit status."""
+    import llvmlite.binding as llvm
+    environ = machine.avx2_only_environ(os.environ, llvm.get_host_cpu_name(), llvm.get_host_cpu_features())
+    return subprocess.run([sys.executable, "-m", "reports.cpu_targets", *argv], env=environ).returncode
+
+
+def isa_limit_breaches() -> list:
+    """What in this process still uses AVX-512 though the run is held to AVX2 (empty when it holds
+    or the run is not held): see reports.machine.isa_limit_breaches."""
+    import torch
+    from numba.core import config
+    from threadpoolctl import threadpool_info
+
+    from jit.cpu import host
+    return machine.isa_limit_breaches(os.environ.get(machine.ISA_LIMIT_ENV) or None, host.VECTOR_BYTES,
+                                      config.CPU_FEATURES or "", torch.backends.cpu.get_cpu_capability(),
+                                      threadpool_info())
 
 
 def measure_rows(args, rates) -> list:
@@ -395,9 +423,17 @@ def measure_rows(args, rates) -> list:
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.isa == "avx2" and os.environ.get(machine.ISA_LIMIT_ENV) != "avx2":
+        sys.exit(run_held_to_avx2(argv))
     busy_start = machine.busy_cores()
     threads = _match_threads()
+    breaches = isa_limit_breaches()
+    if breaches:
+        sys.exit("cpu_targets: the run is held to AVX2, but " + "; ".join(breaches))
+    if os.environ.get(machine.ISA_LIMIT_ENV):
+        print("held to AVX2 on this host (--isa avx2): a stand-in for an AVX2 machine, named as one")
     rates = dict(numpy_gemm(), torch_mm_gflops=torch_mm_gflops())
     print(f"threads: numba {threads} = torch; fp32 rates so far: numpy sgemm {rates['gemm_fp32_gflops']:.1f}, "
           f"torch mm {rates['torch_mm_gflops']:.1f} GFLOP/s; times: {args.statistic} of {args.repeats}")

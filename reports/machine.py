@@ -96,7 +96,51 @@ def run_info(gemm: dict, busy_start: float, backends: dict) -> dict:
     return {**gemm, "cpu_model": cpu_model(), "cpu_count": os.cpu_count(), "jit_cpu": jit_cpu_host(),
             "blas": [{k: pool.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
                      for pool in threadpool_info()],
-            "backends": backends, "busy_cores_start": busy_start, "busy_cores_end": busy_cores()}
+            "backends": backends, "isa_limit": os.environ.get(ISA_LIMIT_ENV) or None,
+            "busy_cores_start": busy_start, "busy_cores_end": busy_cores()}
+
+
+# ----- holding a run to AVX2 --------------------------------------------------------------------
+
+#: `--isa avx2` measures an AVX-512 host as an AVX2 one would run: every library in the run is told
+#: not to use AVX-512, through the switches each reads at import. It is a stand-in for an AVX2
+#: machine, not one: the cores, caches and clocks stay the host's (on Zen 4, whose 512-bit
+#: operations take its 256-bit pipes twice, the peak FLOP rate stays the same).
+ISA_LIMIT_ENV = "CELLBENCH_ISA_LIMIT"
+#: LLVM's names for the features AVX-512 brings, and the newer sets built on it.
+AVX512_FEATURE_PREFIXES = ("avx512", "avx10", "evex512", "amx")
+
+
+def avx2_only_environ(environ, host_cpu_name: str, host_features: dict) -> dict:
+    """``environ`` plus the switches that hold each library of a run to AVX2 (and ISA_LIMIT_ENV):
+    jit.cpu 32-byte vectors; Numba compiling for the host's CPU with its AVX-512 features off;
+    torch's ATen kernels, oneDNN and MKL at AVX2; numpy's OpenBLAS on its Haswell kernels.
+    host_features: llvmlite's {feature: on} of the host."""
+    numba_features = ",".join(("+" if on and not name.startswith(AVX512_FEATURE_PREFIXES) else "-") + name
+                              for name, on in sorted(host_features.items()))
+    return {**environ, ISA_LIMIT_ENV: "avx2", "CELLBENCH_VECTOR_BYTES": "32",
+            "NUMBA_CPU_NAME": host_cpu_name, "NUMBA_CPU_FEATURES": numba_features,
+            "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+            "OPENBLAS_CORETYPE": "Haswell"}
+
+
+def isa_limit_breaches(limit, vector_bytes: int, numba_features: str, torch_capability: str, blas: list) -> list:
+    """What in a run held to ``limit`` ("avx2", or None: no limit) still uses AVX-512, one line
+    each (empty when the limit holds): jit.cpu's width, Numba's features, torch's capability, BLAS."""
+    if limit is None:
+        return []
+    breaches = []
+    if vector_bytes != 32:
+        breaches.append(f"jit.cpu compiles for {vector_bytes}-byte vectors")
+    if any(f"+{prefix}" in numba_features for prefix in AVX512_FEATURE_PREFIXES):
+        breaches.append("Numba compiles with AVX-512 features on")
+    if torch_capability and torch_capability.upper() not in ("AVX2", "DEFAULT"):
+        breaches.append(f"torch's CPU capability is {torch_capability}")
+    avx512_blas = [pool["architecture"] for pool in blas
+                   if str(pool.get("architecture") or "").lower() in ("skylakex", "cooperlake", "sapphirerapids")]
+    if avx512_blas:
+        breaches.append(f"BLAS runs its {avx512_blas[0]} kernels")
+    return breaches
 
 
 # ----- naming -----------------------------------------------------------------------------------
@@ -109,6 +153,9 @@ def identity(machine_info: dict) -> dict:
     family_model = (f"family {cpu['family']} model {cpu['model']}"
                     if cpu.get("family") is not None and cpu.get("model") is not None else "")
     features = sorted(f for f in cpu.get("flags", ()) if f.startswith(FEATURE_PREFIXES))
+    if info.get("isa_limit") == "avx2":  # a run held to AVX2 (avx2_only_environ) is another machine
+        features = [f for f in features if not f.startswith(AVX512_FEATURE_PREFIXES)]
+        family_model = f"{family_model}, AVX-512 off" if family_model else "AVX-512 off"
     return {"cpu_name": f"{brand}, {family_model}" if family_model else brand,
             "cpu_features": " ".join(features),
             "cores": info.get("cpu_count") or cpu.get("count") or float("nan")}

@@ -1,6 +1,7 @@
 """reports.cpu_targets' method, without timing anything: what it counts, the order it calls
 the two implementations in, and how a verdict follows from the numbers."""
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -166,3 +167,53 @@ def test_a_runs_machine_info_names_what_jit_cpu_compiled_for():
     assert info["jit_cpu"]["tile"] == f"{host.TILE_ROWS}x{host.PANEL_VECTORS}"
     assert info["jit_cpu"]["l2_bytes"] == host.L2_BYTES > 0
     assert f"{host.VECTOR_BYTES}-byte vectors" in info["jit_cpu"]["summary"]
+
+
+def test_isa_avx2_reruns_the_command_with_every_library_held_to_avx2(monkeypatch):
+    """--isa avx2 cannot hold libraries already imported: it runs the same command again in a child
+    whose environment holds jit.cpu, Numba, torch (ATen, oneDNN, MKL) and OpenBLAS to AVX2."""
+    monkeypatch.delenv(machine.ISA_LIMIT_ENV, raising=False)
+    calls = []
+    monkeypatch.setattr(cpu_targets.subprocess, "run",
+                        lambda command, env: calls.append((command, env)) or SimpleNamespace(returncode=3))
+    argv = ["--cells", "gru", "--isa", "avx2", "--json", "out.json"]
+    with pytest.raises(SystemExit) as stopped:
+        cpu_targets.main(argv)
+    assert stopped.value.code == 3  # the child's status is the command's
+    (command, env), = calls
+    assert command[1:] == ["-m", "reports.cpu_targets", *argv]
+    assert env[machine.ISA_LIMIT_ENV] == "avx2" and env["CELLBENCH_VECTOR_BYTES"] == "32"
+    assert (env["ATEN_CPU_CAPABILITY"], env["ONEDNN_MAX_CPU_ISA"], env["OPENBLAS_CORETYPE"]) == ("avx2", "AVX2",
+                                                                                                "Haswell")
+    features = env["NUMBA_CPU_FEATURES"].split(",")
+    assert "+avx2" in features or "-avx2" in features  # every host feature is named, on or off
+    assert not [f for f in features if f.startswith("+avx512") or f.startswith("+amx")]
+
+
+def test_avx2_only_environ_turns_off_each_avx512_feature_and_keeps_the_rest():
+    env = machine.avx2_only_environ({"PATH": "/bin"}, "znver4",
+                                    {"avx2": True, "fma": True, "avx512f": True, "avx512vl": True, "amx-tile": False,
+                                     "sse4.2": True})
+    assert env["PATH"] == "/bin" and env["NUMBA_CPU_NAME"] == "znver4"
+    assert env["NUMBA_CPU_FEATURES"] == "-amx-tile,+avx2,-avx512f,-avx512vl,+fma,+sse4.2"
+
+
+def test_a_run_held_to_avx2_refuses_to_start_where_a_library_still_uses_avx512():
+    assert machine.isa_limit_breaches(None, 64, "+avx512f", "AVX512", []) == []  # not held: nothing to check
+    assert machine.isa_limit_breaches("avx2", 32, "+avx2,-avx512f", "AVX2", [{"architecture": "Haswell"}]) == []
+    breaches = machine.isa_limit_breaches("avx2", 64, "+avx2,+avx512f", "AVX512",
+                                          [{"architecture": "SkylakeX"}])
+    assert breaches == ["jit.cpu compiles for 64-byte vectors", "Numba compiles with AVX-512 features on",
+                        "torch's CPU capability is AVX512", "BLAS runs its SkylakeX kernels"]
+
+
+def test_a_run_held_to_avx2_is_named_as_another_machine_than_its_host():
+    """Its numbers are not the host's: reports label it AVX2, and never compare it with the host's runs."""
+    from reports import results
+    host = {"cpu": {"brand_raw": "AMD EPYC", "family": 25, "model": 17, "flags": ["avx2", "avx512f", "fma"]},
+            "cellbench": {"cpu_count": 2}, "node": "n"}
+    held = {**host, "cellbench": {"cpu_count": 2, "isa_limit": "avx2"}}
+    assert machine.identity(held) == {"cpu_name": "AMD EPYC, family 25 model 17, AVX-512 off",
+                                      "cpu_features": "avx2 fma", "cores": 2}
+    assert machine.identity(held)["cpu_name"] != machine.identity(host)["cpu_name"]
+    assert results.machine_label(held) == "n (AMD EPYC, family 25 model 17, AVX-512 off, AVX2, 2 cores)"
