@@ -123,18 +123,46 @@ def blocks(n: int, per_block: int) -> int:
     return (n + per_block - 1) // per_block
 
 
-def launch(kernel, grid, block, *args):
-    """Launch kernel[grid, block](*args) after checking the configuration; skip an empty grid.
+class Counts:
+    """Kernel launches and device allocations of jit.cuda since the last ``reset()``, for the GPU
+    check's per-call figures and the tests. Every launch is counted in ``launch`` (the one place
+    that launches), every device array jit.cuda allocates in jit.cuda.workspace; numba-cuda's own
+    allocations inside a launch (none: every argument is a device array already) are not."""
 
-    Every launch of jit.cuda goes through here: a grid with a zero dimension has no work
-    (T = 0, for instance) and is not launched; a configuration the hardware cannot run is a
-    LaunchError naming the kernel; a driver error at launch is re-raised as one too.
-    """
+    def __init__(self):
+        self._lock = threading.Lock()  # += on an attribute is not atomic across threads
+        self.launches = 0
+        self.allocations = 0
+
+    def launched(self):
+        with self._lock:
+            self.launches += 1
+
+    def allocated(self):
+        with self._lock:
+            self.allocations += 1
+
+    def reset(self):
+        with self._lock:
+            self.launches = self.allocations = 0
+
+
+#: jit.cuda's launches and allocations: ``COUNTS.reset()``, one call, then ``COUNTS.launches``.
+COUNTS = Counts()
+
+#: (grid, block) -> the configuration as int tuples, checked once: a launch per time step would
+#: otherwise check the same configuration T times. None: an empty grid, skipped.
+_CHECKED_CONFIGS = {}
+
+
+def _checked_config(kernel, grid, block):
+    """(grid, block) as int tuples, or None for an empty grid; a LaunchError naming the kernel for a
+    configuration the hardware cannot run."""
     grid = tuple(int(g) for g in grid)
     block = tuple(int(b) for b in block)
-    name = getattr(kernel, "__name__", None) or getattr(getattr(kernel, "py_func", None), "__name__", "kernel")
     if any(g == 0 for g in grid):
-        return
+        return None
+    name = kernel_name(kernel)
     threads = 1
     for b in block:
         threads *= b
@@ -144,37 +172,109 @@ def launch(kernel, grid, block, *args):
     for g, limit, axis in zip(grid, MAX_GRID, "xyz"):
         if g > limit:
             raise LaunchError(f"jit.cuda: {name}: grid {grid} exceeds the {limit} blocks allowed along {axis}")
+    return grid, block
+
+
+def kernel_name(kernel) -> str:
+    """The Python name of a kernel (a dispatcher, a specialized one, or the simulator's)."""
+    return getattr(kernel, "__name__", None) or getattr(getattr(kernel, "py_func", None), "__name__", "kernel")
+
+
+def launch(kernel, grid, block, *args):
+    """Launch kernel[grid, block](*args) after checking the configuration; skip an empty grid.
+
+    Every launch of jit.cuda goes through here, and is counted here (``COUNTS.launches``): a grid
+    with a zero dimension has no work (T = 0, for instance) and is not launched; a configuration
+    the hardware cannot run is a LaunchError naming the kernel; a driver error at launch is
+    re-raised as one too. ``kernel`` may be a dispatcher or one from ``specialized`` (the fast
+    path: no type dispatch of the arguments at each launch).
+    """
+    key = (grid, block)
+    config = _CHECKED_CONFIGS.get(key, False)
+    if config is False:
+        config = _CHECKED_CONFIGS[key] = _checked_config(kernel, grid, block)
+    if config is None:
+        return
     try:
-        with _simulated_launch():
-            kernel[grid, block](*args)
+        if SIMULATOR:
+            with _simulated_launch():
+                kernel[config](*args)
+        else:
+            kernel[config](*args)
+        COUNTS.launched()
         if SYNC_EACH_LAUNCH:
             cuda.synchronize()
     except LaunchError:
         raise
     except Exception as exc:  # a driver or compile error: say which launch it was
-        raise LaunchError(f"jit.cuda: {name} with grid {grid}, block {block} failed: {exc}") from exc
+        raise LaunchError(f"jit.cuda: {kernel_name(kernel)} with grid {config[0]}, block {config[1]} failed: "
+                          f"{exc}") from exc
+
+
+def specialized(kernel, *args):
+    """``kernel`` compiled once for these arguments' types, as a dispatcher whose launches skip
+    numba-cuda's type dispatch of every argument (numba-cuda's ``Dispatcher.specialize``, which
+    keeps one per signature; the simulator's returns the kernel itself). A time loop specializes
+    its step kernel at its first step and launches it T times through ``launch`` with arguments of
+    exactly these types: a specialized dispatcher launches its one compilation whatever it is given.
+    An already specialized kernel is returned as it is."""
+    if getattr(kernel, "specialized", False):
+        return kernel
+    try:
+        return kernel.specialize(*args)
+    except Exception as exc:
+        raise LaunchError(f"jit.cuda: {kernel_name(kernel)}: cannot compile for these arguments: {exc}") from exc
+
+
+class CooperativeLimits:
+    """The most blocks a cooperative launch of a compiled kernel may have, asked of the driver once
+    per (compiled kernel, block, device) and kept; ``misses`` counts the driver's answers."""
+
+    def __init__(self):
+        self._limits = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, kernel, block) -> int:
+        device = None if SIMULATOR else cuda.get_current_device().id
+        key = (kernel, tuple(block), device)
+        limit = self._limits.get(key)
+        if limit is None:
+            self.misses += 1
+            # A specialized dispatcher holds exactly one compilation; the simulator answers 1 for any.
+            overload = kernel.overloads[None] if SIMULATOR else next(iter(kernel.overloads.values()))
+            limit = self._limits[key] = int(overload.max_cooperative_grid_blocks(block))
+        else:
+            self.hits += 1
+        return limit
+
+
+COOPERATIVE_LIMITS = CooperativeLimits()
 
 
 def cooperative_grid_limit(kernel, block, *args) -> int:
     """The most blocks of ``kernel`` (a grid-synchronizing one) that a cooperative launch with
     these arguments and this block may have: all of them must be resident on the GPU at once.
-    The simulator runs a cooperative grid of one block only. A LaunchError naming the kernel if
-    the limit cannot be found."""
-    name = getattr(getattr(kernel, "py_func", None), "__name__", "kernel")
+    Asked of the driver once per compiled kernel, block and device (``COOPERATIVE_LIMITS``). The
+    simulator runs a cooperative grid of one block only. A LaunchError naming the kernel if the
+    limit cannot be found."""
     try:
-        if SIMULATOR:  # any signature's overload answers 1
-            limit = kernel.overloads[None].max_cooperative_grid_blocks(block)
-        else:
-            from numba import typeof
-            limit = kernel.compile(tuple(typeof(a) for a in args)).max_cooperative_grid_blocks(block)
+        return COOPERATIVE_LIMITS.get(specialized(kernel, *args), block)
     except Exception as exc:
-        raise LaunchError(f"jit.cuda: {name}: cannot size a cooperative grid for block {block}: {exc}") from exc
-    return int(limit)
+        raise LaunchError(f"jit.cuda: {kernel_name(kernel)}: cannot size a cooperative grid for block {block}: "
+                          f"{exc}") from exc
 
 
-def synchronize(where: str):
-    """Wait for the device and report an asynchronous kernel fault against the call that made it."""
+def synchronize(where: str, flags=None):
+    """Wait for the device and report an asynchronous kernel fault against the call that made it.
+
+    With ``flags`` (a small device array), read them back instead and return them as a NumPy
+    array: the copy waits for all the work before it on the default stream, where jit.cuda
+    launches everything, so it is the call's one synchronize."""
     try:
-        cuda.synchronize()
+        if flags is None:
+            cuda.synchronize()
+            return None
+        return flags.copy_to_host()
     except Exception as exc:
         raise LaunchError(f"jit.cuda: a kernel of {where} failed: {exc}") from exc
