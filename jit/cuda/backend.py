@@ -7,8 +7,12 @@ rebuilds h_{t−1} for every t with one copy, runs BPTT's time loop, then forms 
 and dx with matmuls over all T·B rows. Each cell's time loops (``TIME_LOOPS``, the twin of
 reference.backend.STEPS) launch one fused kernel per step (two for gru_classic), or with
 ``persistent`` set one cooperative kernel for all steps: the same bits. Inputs are validated by
-reference.contract before anything runs; one kernel checks the finiteness of every device input.
+reference.contract before anything runs; the finiteness of every device input is checked by one
+kernel launched first and read at the call's one synchronize (DeviceFiniteness). A call's
+temporaries are reused from call to call (jit.cuda.workspace); the step kernels take whole arrays
+and t, specialized once per call (jit.cuda.launch.specialized).
 """
+import contextlib
 import os
 from functools import partial
 from types import SimpleNamespace
@@ -20,10 +24,11 @@ from numba import cuda
 from reference.contract import (CELLS, PARAM_NAMES, BackwardResult, ForwardResult, check_backward_inputs,
                                 check_forward_inputs)
 
-from . import elementwise, gru, lstm, rnn
-from .device_arrays import (ARRAY_TYPES, DeviceArray, contiguous_on_device, device_view, is_device_array,
-                            params_view, to_device, to_host)
-from .launch import SIMULATOR, TILES, LaunchError, blocks, cooperative_grid_limit, launch, synchronize
+from . import elementwise, gru, lstm, rnn, workspace
+from .device_arrays import (ARRAY_TYPES, DeviceArray, contiguous_on_device, device_view, is_device_array, params_view,
+                            to_host)
+from .launch import (SIMULATOR, TILES, LaunchError, blocks, cooperative_grid_limit, kernel_name, launch, specialized,
+                     synchronize)
 from .matmul import column_sums, matmul
 
 name = "jit.cuda"
@@ -47,6 +52,11 @@ simulated = SIMULATOR
 #: CELLBENCH_CUDA_PERSISTENT=1, or assign it.
 persistent = os.environ.get("CELLBENCH_CUDA_PERSISTENT", "") not in ("", "0")
 
+#: Whether a call checks that its device inputs hold no NaN or inf (one kernel launch, its counts read
+#: at the call's end; DeviceFiniteness). On by default; CELLBENCH_CUDA_CHECK_FINITE=0, or assigning
+#: False, skips it for a caller that knows its inputs are finite. NumPy inputs are always checked.
+check_finite = os.environ.get("CELLBENCH_CUDA_CHECK_FINITE", "") != "0"
+
 
 def available() -> bool:
     """True when kernels can run here: a CUDA GPU with its driver, or the CUDA simulator."""
@@ -56,35 +66,94 @@ def available() -> bool:
         return False
 
 
-# ----- validation ------------------------------------------------------------------------------------
+# ----- validation: the contract's check now, device finiteness at the call's end ---------------------
 
-def _finiteness(named_arrays):
-    """{id(a): all finite} for every array: NumPy's check on host arrays, one kernel launch for all
-    device arrays together (one block row per array) and one copy back."""
-    found = {}
-    on_device = [a for _, a in named_arrays if a is not None and isinstance(a, DeviceArray)]
-    for _, a in named_arrays:
-        if isinstance(a, np.ndarray):
-            found[id(a)] = bool(np.isfinite(a).all())
-    if on_device:
-        flats = tuple(a.reshape(a.size) if a.is_c_contiguous() else cuda.to_device(a.copy_to_host().ravel())
-                      for a in on_device)
-        counts = cuda.to_device(np.zeros(len(flats), np.int64))
+def _host_finite(a) -> bool:
+    """A NumPy array's finiteness, for the contract's check before any work; a device array's is
+    left to the call's check kernel (DeviceFiniteness) and passes here."""
+    return not isinstance(a, np.ndarray) or bool(np.isfinite(a).all())
+
+
+def _checked_arrays(params, arrays):
+    """The arrays whose finiteness the contract checks: the parameters and every array argument."""
+    return [getattr(params, p) for p in PARAM_NAMES] + [a for a in arrays if hasattr(a, "dtype")]
+
+
+class DeviceFiniteness:
+    """The finiteness of a call's device inputs, checked without a round trip before the compute:
+    one launch of count_nonfinite (a block row per array) queued ahead of the call's kernels, its
+    counts read back by the call's one synchronize (``finish``). The counts are the calling thread's
+    (jit.cuda.workspace) and stay zero from call to call; a call that finds a non-finite value, or
+    fails before reading them, discards them. Nothing is launched when ``check_finite`` is off, and
+    for empty arrays (finite, and a GPU indexes no empty device array)."""
+
+    ROLE = "nonfinite counts"
+
+    def __init__(self, arrays):
+        self.arrays = [a for a in arrays if isinstance(a, DeviceArray) and a.size] if check_finite else []
+        self.counts = None
+        if not self.arrays:
+            return
+        # A non-contiguous device array (a strided view) has no 1-D view: it is checked through a copy.
+        flats = tuple(a.reshape(a.size) if a.is_c_contiguous() else workspace.fresh_copy(a.copy_to_host().ravel())
+                      for a in self.arrays)
+        self.counts = workspace.zeroed(self.ROLE, len(flats), np.int64)
         longest = max(f.size for f in flats)
         grid = (min(blocks(longest, TILES.threads_1d), TILES.blocks_1d), len(flats))
-        launch(elementwise.count_nonfinite, grid, (TILES.threads_1d,), flats, counts)
-        for a, bad in zip(on_device, counts.copy_to_host()):
-            found[id(a)] = bad == 0
-    return found
+        launch(elementwise.count_nonfinite, grid, (TILES.threads_1d,), flats, self.counts)
+
+    def finish(self, where: str, check):
+        """The call's one synchronize; then, if a device input held NaN or inf, ``check(isfinite)``
+        (the contract's check, with each array's finiteness from the counts), which raises the
+        ValueError naming the first such argument; _device_call then discards the counts."""
+        counts = synchronize(where, self.counts)
+        if counts is None:
+            return
+        bad = {id(a) for a, n in zip(self.arrays, counts) if n}
+        if not bad:  # read and all zero: nothing left to discard, whatever happens after
+            self.counts = None
+            return
+        check(isfinite=lambda a: id(a) not in bad)
+        raise ValueError(f"{where}: a device input holds NaN or inf")  # the check names it; never reached
+
+    def abandon(self):
+        """Discard the counts (the check kernel may have counted something nobody read)."""
+        if self.counts is not None:
+            workspace.discard(self.ROLE)
+            self.counts = None
 
 
-def _validate(check, cell, params, arrays, **named):
-    """Run a contract check twice: first for types and shapes, then with every array's finiteness,
-    computed in one batch (a device array's finiteness costs a kernel and a copy back)."""
-    check(cell, params, *arrays, **named, array_types=ARRAY_TYPES, isfinite=lambda a: True)
-    pnames = [(p, getattr(params, p)) for p in PARAM_NAMES]
-    finite = _finiteness(pnames + [(str(i), a) for i, a in enumerate(arrays) if hasattr(a, "dtype")])
-    return check(cell, params, *arrays, **named, array_types=ARRAY_TYPES, isfinite=lambda a: finite[id(a)])
+@contextlib.contextmanager
+def _device_call(arrays):
+    """One call's device work: frees deferred until it ends (cuda.defer_cleanup), and the finiteness
+    check of its device inputs launched first; the body ends with ``finish``."""
+    with cuda.defer_cleanup():
+        check = DeviceFiniteness(arrays)
+        try:
+            yield check
+        except BaseException:
+            check.abandon()
+            raise
+
+
+# ----- where one call's arrays live -----------------------------------------------------------------
+
+class _Memory:
+    """One call's device arrays: a result the caller keeps on the device is a fresh array; a result
+    copied back to NumPy, and every temporary, is the calling thread's scratch array for its role
+    (jit.cuda.workspace): a second call of the same shapes allocates only the results it returns on
+    the device."""
+
+    def __init__(self, results_on_device: bool, dtype):
+        self.results_on_device, self.dtype = results_on_device, dtype
+
+    def result(self, role, *shape):
+        if self.results_on_device:
+            return workspace.fresh(shape, self.dtype)
+        return workspace.scratch(role, shape, self.dtype)
+
+    def scratch(self, role, *shape):
+        return workspace.scratch(role, shape, self.dtype)
 
 
 # ----- launches every cell shares --------------------------------------------------------------------
@@ -94,16 +163,15 @@ def _launch_1d(kernel, n, *args):
     launch(kernel, (min(blocks(n, TILES.threads_1d), TILES.blocks_1d),), (TILES.threads_1d,), *args)
 
 
-def _copy(src):
-    """A fresh contiguous device copy of a 2-D device array."""
-    dst = cuda.device_array(src.shape, src.dtype)
+def _copy(src, dst):
+    """dst = src, 2-D device arrays of one shape; returns dst."""
     _launch_1d(elementwise.copy2d, dst.size, src, dst)
     return dst
 
 
-def _zeros(shape, dtype):
-    dst = cuda.device_array(shape, dtype)
-    _launch_1d(elementwise.fill2d, dst.size, dst, dtype.type(0))
+def _fill_zeros(dst):
+    """dst = 0, a 2-D device array; returns dst."""
+    _launch_1d(elementwise.fill2d, dst.size, dst, dst.dtype.type(0))
     return dst
 
 
@@ -116,7 +184,7 @@ def _matmul(a, b, c, *, trans_a=False, trans_b=False, bias=None):
     if not use_bias:  # the kernel's bias argument still needs an array of the dtype; it is not read
         bias = _UNUSED_BIAS.get(c.dtype)
         if bias is None:
-            bias = _UNUSED_BIAS[c.dtype] = cuda.device_array(1, c.dtype)
+            bias = _UNUSED_BIAS[c.dtype] = workspace.fresh((1,), c.dtype)
     tile = TILES.matmul * TILES.matmul_work
     launch(matmul, (blocks(c.shape[1], tile), blocks(c.shape[0], tile)), (TILES.matmul, TILES.matmul),
            a, b, c, bias, trans_a, trans_b, use_bias)
@@ -127,15 +195,30 @@ def _step_grid(B, H):
     return (blocks(H, TILES.units), blocks(B, TILES.rows)), (TILES.units, TILES.rows)
 
 
+def _launch_steps(grid, block, steps, *kernels_and_args):
+    """Each (kernel, args) pair launched once per t in steps, in order, with args[1] = t: the step
+    kernels of a forward time loop. Each argument list is made once per call and passes the same
+    arrays at every step, so each kernel is specialized once (numba-cuda types its arguments once
+    per call instead of once per launch)."""
+    if not steps:
+        return
+    prepared = [(specialized(kernel, *args), args) for kernel, args in kernels_and_args]
+    for t in steps:
+        for kernel, args in prepared:
+            args[1] = t
+            launch(kernel, grid, block, *args)
+
+
 def _cooperative_launch(kernel, B, H, *args):
     """Launch a persistent kernel on a 1-D grid: a block per (units × rows) tile of a step, or as many
     as can be resident at once (a cooperative launch needs them all resident); the kernel walks the
-    remaining tiles itself."""
+    remaining tiles itself. The limit is asked of the driver once per compiled kernel and block."""
     block = (TILES.units, TILES.rows)
     tiles = blocks(H, TILES.units) * blocks(B, TILES.rows)
+    kernel = specialized(kernel, *args)
     resident = cooperative_grid_limit(kernel, block, *args)
     if resident < 1:  # launch() would skip the empty grid, and no result would be written
-        raise LaunchError(f"jit.cuda: {kernel.py_func.__name__}: not one block of {block} threads can be "
+        raise LaunchError(f"jit.cuda: {kernel_name(kernel)}: not one block of {block} threads can be "
                           f"resident for a cooperative launch")
     launch(kernel, (min(tiles, resident),), block, *args)
 
@@ -153,43 +236,62 @@ def forward(cell, params, x, h0, c0=None, *, training=True):
     on_device = is_device_array(x)
     params = params_view(params)
     x, h0, c0 = device_view(x), device_view(h0), device_view(c0)
-    T, B, I, H, G, dtype = _validate(check_forward_inputs, cell, params, (x, h0, c0))
-    if B == 0 or H == 0:
-        result = _forward_without_rows_or_units(cell, T, B, H, G, dtype, training)
-        return result if on_device else to_host(result)
-    w_ih, w_hh, b_ih, b_hh = (to_device(getattr(params, p)) for p in PARAM_NAMES)
-    x, h0, c0 = to_device(x), to_device(h0), to_device(c0)
-    # The input projection of every step at once: xw = x W_ihᵀ + b_ih, (T·B, G·H).
-    xw = cuda.device_array((T, B, G * H), dtype)
-    _matmul(contiguous_on_device(x).reshape(T * B, I), w_ih, _as_2d(xw), trans_b=True, bias=b_ih)
-    result = TIME_LOOPS[cell].forward(_ForwardLoop(xw, h0, c0, w_hh, b_hh, training))
-    synchronize(f"forward({cell!r})")
+    check = partial(check_forward_inputs, cell, params, x, h0, c0, array_types=ARRAY_TYPES)
+    T, B, I, H, G, dtype = check(isfinite=_host_finite)
+    with _device_call(_checked_arrays(params, (x, h0, c0))) as finiteness:
+        if B == 0 or H == 0:
+            result = _forward_without_rows_or_units(cell, T, B, H, G, dtype, training)
+        else:
+            w_ih, w_hh, b_ih, b_hh = (workspace.upload(f"params.{p}", getattr(params, p)) for p in PARAM_NAMES)
+            x, h0, c0 = workspace.upload("x", x), workspace.upload("h0", h0), workspace.upload("c0", c0)
+            # The input projection of every step at once: xw = x W_ihᵀ + b_ih, (T·B, G·H).
+            xw = workspace.scratch("forward.xw", (T, B, G * H), dtype)
+            _matmul(contiguous_on_device(x).reshape(T * B, I), w_ih, _as_2d(xw), trans_b=True, bias=b_ih)
+            memory = _Memory(on_device, dtype)
+            result = TIME_LOOPS[cell].forward(_ForwardLoop(xw, h0, c0, w_hh, b_hh, training, memory))
+        finiteness.finish(f"forward({cell!r})", check)
     return result if on_device else to_host(result)
 
 
 class _ForwardLoop:
     """One forward call's time loop: xw (T, B, G·H) = x W_ihᵀ + b_ih of every step, h0, c0 (lstm),
-    W_hh, b_hh; whether it keeps the gates (training), and whether it is one persistent launch."""
+    W_hh, b_hh; whether it keeps the gates (training), whether it is one persistent launch, and
+    where its arrays live (_Memory)."""
 
-    def __init__(self, xw, h0, c0, w_hh, b_hh, training):
+    def __init__(self, xw, h0, c0, w_hh, b_hh, training, memory):
         self.xw, self.h0, self.c0, self.w_hh, self.b_hh, self.training = xw, h0, c0, w_hh, b_hh, training
+        self.memory = memory
         self.T, self.B, self.GH = xw.shape
         self.H = w_hh.shape[1]
         self.persistent = persistent and self.T > 0
         self.grid, self.block = _step_grid(self.B, self.H)
 
-    def empty(self, *shape):
-        return cuda.device_array(shape, self.xw.dtype)
+    def result(self, role, *shape):
+        return self.memory.result(f"forward.{role}", *shape)
+
+    def scratch(self, role, *shape):
+        return self.memory.scratch(f"forward.{role}", *shape)
 
     def gates(self):
         """The gates (T, B, G·H) training keeps; in inference one step's scratch (1, B, G·H)."""
-        return self.empty(self.T if self.training else 1, self.B, self.GH)
+        if self.training:
+            return self.result("gates", self.T, self.B, self.GH)
+        return self.scratch("gates", 1, self.B, self.GH)
 
     def persistent_outputs(self):
         """hs_ext (T + 1, B, H), which holds h0 then h_1 … h_T; h_n; the gates."""
-        return self.empty(self.T + 1, self.B, self.H), self.empty(self.B, self.H), self.gates()
+        return self.result("hs_ext", self.T + 1, self.B, self.H), self.result("h_n", self.B, self.H), self.gates()
 
-    def result(self, hs, h_n, gates, c_n=None, cs=None):
+    def steps(self, *kernels_and_args):
+        """Each step kernel once per step (args[1] = t), in order."""
+        _launch_steps(self.grid, self.block, range(self.T), *kernels_and_args)
+
+    def last(self, first, ring, role):
+        """A copy of the state after the last step (first itself when T = 0): results never alias
+        inputs, nor the arrays the loop keeps."""
+        return _copy(ring[(self.T - 1) % ring.shape[0]] if self.T else first, self.result(role, self.B, self.H))
+
+    def output(self, hs, h_n, gates, c_n=None, cs=None):
         return ForwardResult(hs, h_n, c_n, cs, gates if self.training else None)
 
 
@@ -199,15 +301,11 @@ def _rnn_forward(f: _ForwardLoop, relu):
         hs_ext, h_n, gates = f.persistent_outputs()
         _cooperative_launch(rnn.rnn_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh, relu,
                             gates, h_n)
-        return f.result(hs_ext[1:], h_n, gates)
-    hs = f.empty(f.T, f.B, f.H)
-    gates = f.gates() if f.training else None  # inference: rnn's one "gate" is h' itself
-    h_prev = f.h0
-    for t in range(f.T):
-        launch(rnn.rnn_step_forward_kernel, f.grid, f.block, f.xw, t, h_prev, f.w_hh, f.b_hh, relu, hs[t],
-               gates[t] if f.training else hs[t])
-        h_prev = hs[t]
-    return f.result(hs, _copy(h_prev), gates)  # a copy: h0 itself when T = 0; results never alias inputs
+        return f.output(hs_ext[1:], h_n, gates)
+    hs = f.result("hs", f.T, f.B, f.H)
+    gates = f.gates() if f.training else hs  # inference: rnn's one "gate" is h' itself
+    f.steps((rnn.rnn_step_forward_kernel, [f.xw, 0, f.h0, hs, f.w_hh, f.b_hh, relu, gates]))
+    return f.output(hs, f.last(f.h0, hs, "h_n"), gates)
 
 
 def _lstm_forward(f: _ForwardLoop):
@@ -215,20 +313,18 @@ def _lstm_forward(f: _ForwardLoop):
     step's (training; the persistent kernel's c_ext holds c0 first), or two in turn (inference)."""
     if f.persistent:
         hs_ext, h_n, gates = f.persistent_outputs()
-        c_ext, c_n = f.empty(f.T + 1 if f.training else 2, f.B, f.H), f.empty(f.B, f.H)
+        if f.training:
+            c_ext = f.result("c_ext", f.T + 1, f.B, f.H)
+        else:
+            c_ext = f.scratch("c_ext", 2, f.B, f.H)
+        c_n = f.result("c_n", f.B, f.H)
         _cooperative_launch(lstm.lstm_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, f.c0, hs_ext, c_ext, f.w_hh,
                             f.b_hh, gates, h_n, c_n)
-        return f.result(hs_ext[1:], h_n, gates, c_n, c_ext[1:] if f.training else None)
-    hs, gates = f.empty(f.T, f.B, f.H), f.gates()
-    cs = f.empty(f.T, f.B, f.H) if f.training else None
-    c_pair = None if f.training else [f.empty(f.B, f.H) for _ in range(2)]
-    h_prev, c_prev = f.h0, f.c0
-    for t in range(f.T):
-        c_next = cs[t] if f.training else c_pair[t % 2]
-        launch(lstm.lstm_step_forward_kernel, f.grid, f.block, f.xw, t, h_prev, c_prev, f.w_hh, f.b_hh, hs[t],
-               c_next, gates[t if f.training else 0])
-        h_prev, c_prev = hs[t], c_next
-    return f.result(hs, _copy(h_prev), gates, _copy(c_prev), cs)
+        return f.output(hs_ext[1:], h_n, gates, c_n, c_ext[1:] if f.training else None)
+    hs, gates = f.result("hs", f.T, f.B, f.H), f.gates()
+    cs = f.result("cs", f.T, f.B, f.H) if f.training else f.scratch("c_pair", 2, f.B, f.H)
+    f.steps((lstm.lstm_step_forward_kernel, [f.xw, 0, f.h0, f.c0, hs, cs, f.w_hh, f.b_hh, gates]))
+    return f.output(hs, f.last(f.h0, hs, "h_n"), gates, f.last(f.c0, cs, "c_n"), cs if f.training else None)
 
 
 def _gru_forward(f: _ForwardLoop):
@@ -237,34 +333,25 @@ def _gru_forward(f: _ForwardLoop):
         hs_ext, h_n, gates = f.persistent_outputs()
         _cooperative_launch(gru.gru_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh, gates,
                             h_n)
-        return f.result(hs_ext[1:], h_n, gates)
-    hs, gates = f.empty(f.T, f.B, f.H), f.gates()
-    h_prev = f.h0
-    for t in range(f.T):
-        launch(gru.gru_step_forward_kernel, f.grid, f.block, f.xw, t, h_prev, f.w_hh, f.b_hh, hs[t],
-               gates[t if f.training else 0])
-        h_prev = hs[t]
-    return f.result(hs, _copy(h_prev), gates)
+        return f.output(hs_ext[1:], h_n, gates)
+    hs, gates = f.result("hs", f.T, f.B, f.H), f.gates()
+    f.steps((gru.gru_step_forward_kernel, [f.xw, 0, f.h0, hs, f.w_hh, f.b_hh, gates]))
+    return f.output(hs, f.last(f.h0, hs, "h_n"), gates)
 
 
 def _gru_classic_forward(f: _ForwardLoop):
     """Two kernels a step, rz then n: r⊙h of every unit must exist before W_hn (r⊙h) starts; or
     gru_classic_forward_persistent_kernel, which synchronizes its grid in between."""
-    rh = f.empty(f.B, f.H)
+    rh = f.scratch("rh", f.B, f.H)
     if f.persistent:
         hs_ext, h_n, gates = f.persistent_outputs()
         _cooperative_launch(gru.gru_classic_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh,
                             gates, rh, h_n)
-        return f.result(hs_ext[1:], h_n, gates)
-    hs, gates = f.empty(f.T, f.B, f.H), f.gates()
-    h_prev = f.h0
-    for t in range(f.T):
-        gates_t = gates[t if f.training else 0]
-        launch(gru.gru_classic_step_forward_rz_kernel, f.grid, f.block, f.xw, t, h_prev, f.w_hh, f.b_hh, gates_t, rh)
-        launch(gru.gru_classic_step_forward_n_kernel, f.grid, f.block, f.xw, t, h_prev, rh, f.w_hh, f.b_hh, hs[t],
-               gates_t)
-        h_prev = hs[t]
-    return f.result(hs, _copy(h_prev), gates)
+        return f.output(hs_ext[1:], h_n, gates)
+    hs, gates = f.result("hs", f.T, f.B, f.H), f.gates()
+    f.steps((gru.gru_classic_step_forward_rz_kernel, [f.xw, 0, f.h0, hs, f.w_hh, f.b_hh, gates, rh]),
+            (gru.gru_classic_step_forward_n_kernel, [f.xw, 0, f.h0, hs, rh, f.w_hh, f.b_hh, gates]))
+    return f.output(hs, f.last(f.h0, hs, "h_n"), gates)
 
 
 # ----- backward ----------------------------------------------------------------------------------------
@@ -277,69 +364,90 @@ def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
     dhs, dh_n, dc_n = device_view(dhs), device_view(dh_n), device_view(dc_n)
     if hasattr(fwd, "hs") and hasattr(fwd, "gates"):  # else the contract's check reports what is missing
         fwd = SimpleNamespace(**{a: device_view(getattr(fwd, a, None)) for a in ("hs", "gates", "cs")})
-    T, B, I, H, G, dtype = _validate(check_backward_inputs, cell, params, (x, h0, c0, fwd, dhs, dh_n, dc_n))
-    if B == 0 or H == 0:
-        result = _backward_without_rows_or_units(cell, T, B, I, H, G, dtype)
-        return result if on_device else to_host(result)
-    w_ih, w_hh, b_ih, b_hh = (to_device(getattr(params, p)) for p in PARAM_NAMES)
-    x, h0, c0, dhs, dh_n, dc_n = (to_device(a) for a in (x, h0, c0, dhs, dh_n, dc_n))
-    hs, gates = to_device(fwd.hs), to_device(fwd.gates)
-    cs = to_device(fwd.cs) if cell == "lstm" else None
+    check = partial(check_backward_inputs, cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, array_types=ARRAY_TYPES)
+    T, B, I, H, G, dtype = check(isfinite=_host_finite)
+    with _device_call(_checked_arrays(params, (x, h0, c0, dhs, dh_n, dc_n))) as finiteness:
+        if B == 0 or H == 0:
+            result = _backward_without_rows_or_units(cell, T, B, I, H, G, dtype)
+        else:
+            result = _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, (T, B, I, H, G),
+                               _Memory(on_device, dtype))
+        finiteness.finish(f"backward({cell!r})", check)
+    return result if on_device else to_host(result)
+
+
+def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, sizes, memory: _Memory):
+    """backward's launches, B ≥ 1 and H ≥ 1: BPTT, then the weight gradients and dx."""
+    T, B, I, H, G = sizes
+    w_ih, w_hh, b_ih, b_hh = (workspace.upload(f"params.{p}", getattr(params, p)) for p in PARAM_NAMES)
+    x, h0, c0 = workspace.upload("x", x), workspace.upload("h0", h0), workspace.upload("c0", c0)
+    dhs, dh_n, dc_n = workspace.upload("dhs", dhs), workspace.upload("dh_n", dh_n), workspace.upload("dc_n", dc_n)
+    hs, gates = workspace.upload("fwd.hs", fwd.hs), workspace.upload("fwd.gates", fwd.gates)
+    cs = workspace.upload("fwd.cs", fwd.cs) if cell == "lstm" else None
 
     # h_{t−1} for every t, (T, B, H): h0, then hs[0..T−2]. Read by the step kernels and by dW_hh.
-    h_prev_all = cuda.device_array((T, B, H), dtype)
+    h_prev_all = memory.scratch("backward.h_prev_all", T, B, H)
     if T:
-        _launch_1d(elementwise.copy2d, B * H, h0, h_prev_all[0])
+        _copy(h0, h_prev_all[0])
         if T > 1:
             _launch_1d(elementwise.copy2d, (T - 1) * B * H, _as_2d(contiguous_on_device(hs[:T - 1])),
                        _as_2d(h_prev_all[1:]))
     # ∂L/∂a of the gates' pre-activations, input side: dW_ih, db_ih, dx (the hidden side, da_h, differs
     # only in the n block of the GRUs).
-    da_x = cuda.device_array((T, B, G * H), dtype)
-    bptt = TIME_LOOPS[cell].backward(_BackwardLoop(dh_n, dc_n, dhs, gates, w_hh, b_hh, h_prev_all, da_x, c0, cs))
+    da_x = memory.scratch("backward.da_x", T, B, G * H)
+    bptt = TIME_LOOPS[cell].backward(_BackwardLoop(dh_n, dc_n, dhs, gates, w_hh, b_hh, h_prev_all, da_x, c0, cs,
+                                                   memory))
 
     # Weight gradients and dx over all T·B rows at once (twin of the sums over t in reference.backend).
     da_x2, da_h2 = _as_2d(da_x), _as_2d(bptt.da_h)
-    dw_ih = cuda.device_array((G * H, I), dtype)
+    dw_ih = memory.result("backward.dw_ih", G * H, I)
     _matmul(da_x2, _as_2d(contiguous_on_device(x)), dw_ih, trans_a=True)
-    dw_hh = cuda.device_array((G * H, H), dtype)
+    dw_hh = memory.result("backward.dw_hh", G * H, H)
     for rows, inputs in bptt.hidden_inputs:
         _matmul(da_h2[:, rows], _as_2d(inputs), dw_hh[rows], trans_a=True)
-    db_ih = cuda.device_array((G * H,), dtype)
+    db_ih = memory.result("backward.db_ih", G * H)
     _launch_1d(column_sums, G * H, da_x2, db_ih)
-    db_hh = cuda.device_array((G * H,), dtype)
+    db_hh = memory.result("backward.db_hh", G * H)
     _launch_1d(column_sums, G * H, da_h2, db_hh)
-    dx = cuda.device_array((T, B, I), dtype)
+    dx = memory.result("backward.dx", T, B, I)
     _matmul(da_x2, w_ih, _as_2d(dx))
-    synchronize(f"backward({cell!r})")
-    # dh0, dc0: fresh buffers of this call, never the caller's dh_n or dc_n
-    result = BackwardResult(dx, bptt.dh0, bptt.dc0, dw_ih, dw_hh, db_ih, db_hh)
-    return result if on_device else to_host(result)
+    # dh0, dc0: result buffers of this call, never the caller's dh_n or dc_n
+    return BackwardResult(dx, bptt.dh0, bptt.dc0, dw_ih, dw_hh, db_ih, db_hh)
 
 
 class _BackwardLoop:
     """One backward call's time loop (BPTT): what every cell's steps read (dh_n, dc_n, dhs, the stored
-    gates, W_hh, h_{t−1} of every t) and write (da_x), and whether it is one persistent launch."""
+    gates, W_hh, h_{t−1} of every t) and write (da_x), whether it is one persistent launch, and where
+    its arrays live (_Memory)."""
 
-    def __init__(self, dh_n, dc_n, dhs, gates, w_hh, b_hh, h_prev_all, da_x, c0, cs):
+    def __init__(self, dh_n, dc_n, dhs, gates, w_hh, b_hh, h_prev_all, da_x, c0, cs, memory):
         self.dh_n, self.dc_n, self.dhs, self.gates = dh_n, dc_n, dhs, gates
         self.w_hh, self.b_hh, self.h_prev_all, self.da_x, self.c0, self.cs = w_hh, b_hh, h_prev_all, da_x, c0, cs
+        self.memory = memory
         self.T, self.B, self.H = h_prev_all.shape
         self.persistent = persistent and self.T > 0
         self.grid, self.block = _step_grid(self.B, self.H)
 
-    def empty(self, *shape):
-        return cuda.device_array(shape, self.da_x.dtype)
+    def result(self, role, *shape):
+        return self.memory.result(f"backward.{role}", *shape)
+
+    def scratch(self, role, *shape):
+        return self.memory.scratch(f"backward.{role}", *shape)
+
+    def pair(self, role):
+        """(the buffer step T − 1 reads, the one it writes) of a state gradient the per-step path swaps
+        every step, ordered so that the last step (t = 0) writes the result buffer."""
+        result, other = self.result(role, self.B, self.H), self.scratch(f"{role} other", self.B, self.H)
+        return (result, other) if self.T % 2 == 0 else (other, result)
 
     def start(self):
-        """∂L/∂h_T = dh_n + dhs[T − 1] in a fresh buffer, and a second one for the step before: the
-        per-step path swaps them every step."""
-        dh = self.empty(self.B, self.H)
+        """∂L/∂h_T = dh_n + dhs[T − 1] in the first buffer of the pair (see ``pair``)."""
+        dh, dh_prev = self.pair("dh0")
         if self.T:
             _launch_1d(elementwise.add2d, self.B * self.H, self.dh_n, self.dhs[self.T - 1], dh)
         else:
-            _launch_1d(elementwise.copy2d, self.B * self.H, self.dh_n, dh)
-        return dh, self.empty(self.B, self.H)
+            _copy(self.dh_n, dh)
+        return dh, dh_prev
 
 
 class _BPTT(NamedTuple):
@@ -353,15 +461,17 @@ class _BPTT(NamedTuple):
 def _rnn_backward(b: _BackwardLoop, relu):
     """rnn_step_backward_kernel once a step, from t = T − 1 down, or rnn_backward_persistent_kernel."""
     if b.persistent:  # ∂L/∂h of the step being undone and of the one before, in turn
-        dh_pair = b.empty(2, b.B, b.H)
+        dh_pair = b.result("dh_pair", 2, b.B, b.H)
         _cooperative_launch(rnn.rnn_backward_persistent_kernel, b.B, b.H, b.dh_n, dh_pair, b.gates, b.w_hh, relu,
                             b.dhs, b.da_x)
         dh = dh_pair[b.T % 2]
     else:
         dh, dh_prev = b.start()
+        args = [dh, b.gates, b.w_hh, relu, b.dhs, 0, b.da_x, dh_prev]
+        step = specialized(rnn.rnn_step_backward_kernel, *args) if b.T else None
         for t in reversed(range(b.T)):
-            launch(rnn.rnn_step_backward_kernel, b.grid, b.block, dh, b.gates[t], b.w_hh, relu, b.dhs, t, b.da_x,
-                   dh_prev)
+            args[0], args[5], args[7] = dh, t, dh_prev
+            launch(step, b.grid, b.block, *args)
             dh, dh_prev = dh_prev, dh
     return _BPTT(dh, None, b.da_x, ((slice(None), b.h_prev_all),))
 
@@ -369,18 +479,23 @@ def _rnn_backward(b: _BackwardLoop, relu):
 def _lstm_backward(b: _BackwardLoop):
     """lstm_step_backward_kernel once a step, or lstm_backward_persistent_kernel; ∂L/∂c_T = dc_n, or 0."""
     if b.persistent:  # ∂L/∂h and ∂L/∂c of the step being undone and of the one before, in turn
-        dh_pair, dc_pair = b.empty(2, b.B, b.H), b.empty(2, b.B, b.H)
+        dh_pair, dc_pair = b.result("dh_pair", 2, b.B, b.H), b.result("dc_pair", 2, b.B, b.H)
         _cooperative_launch(lstm.lstm_backward_persistent_kernel, b.B, b.H, b.dh_n,
                             b.dh_n if b.dc_n is None else b.dc_n, b.dc_n is not None, dh_pair, dc_pair, b.gates,
                             b.cs, b.c0, b.w_hh, b.dhs, b.da_x)
         dh, dc = dh_pair[b.T % 2], dc_pair[b.T % 2]
     else:
         dh, dh_prev = b.start()
-        dc = _copy(b.dc_n) if b.dc_n is not None else _zeros((b.B, b.H), b.da_x.dtype)
-        dc_prev = b.empty(b.B, b.H)
+        dc, dc_prev = b.pair("dc0")
+        if b.dc_n is not None:
+            _copy(b.dc_n, dc)
+        else:
+            _fill_zeros(dc)
+        args = [dh, dc, b.gates, b.c0, b.cs, b.w_hh, b.dhs, 0, b.da_x, dh_prev, dc_prev]
+        step = specialized(lstm.lstm_step_backward_kernel, *args) if b.T else None
         for t in reversed(range(b.T)):
-            launch(lstm.lstm_step_backward_kernel, b.grid, b.block, dh, dc, b.gates[t], b.cs[t - 1] if t else b.c0,
-                   b.cs[t], b.w_hh, b.dhs, t, b.da_x, dh_prev, dc_prev)
+            args[0], args[1], args[7], args[9], args[10] = dh, dc, t, dh_prev, dc_prev
+            launch(step, b.grid, b.block, *args)
             dh, dh_prev = dh_prev, dh
             dc, dc_prev = dc_prev, dc
     return _BPTT(dh, dc, b.da_x, ((slice(None), b.h_prev_all),))
@@ -390,19 +505,21 @@ def _gru_backward(b: _BackwardLoop):
     """gru_step_backward_kernel once a step, or gru_backward_persistent_kernel, after one matmul for
     W_hn h_{t−1} + b_hn of every step (r scaled it in forward; forward does not keep it)."""
     H = b.H
-    da_h = b.empty(b.T, b.B, 3 * H)
-    hn_all = b.empty(b.T, b.B, H)
+    da_h = b.scratch("da_h", b.T, b.B, 3 * H)
+    hn_all = b.scratch("hn_all", b.T, b.B, H)
     _matmul(_as_2d(b.h_prev_all), b.w_hh[2 * H:], _as_2d(hn_all), trans_b=True, bias=b.b_hh[2 * H:])
     if b.persistent:
-        dh_pair = b.empty(2, b.B, H)
+        dh_pair = b.result("dh_pair", 2, b.B, H)
         _cooperative_launch(gru.gru_backward_persistent_kernel, b.B, H, b.dh_n, dh_pair, b.gates, b.h_prev_all,
                             hn_all, b.w_hh, b.dhs, b.da_x, da_h)
         dh = dh_pair[b.T % 2]
     else:
         dh, dh_prev = b.start()
+        args = [dh, b.gates, b.h_prev_all, hn_all, b.w_hh, b.dhs, 0, b.da_x, da_h, dh_prev]
+        step = specialized(gru.gru_step_backward_kernel, *args) if b.T else None
         for t in reversed(range(b.T)):
-            launch(gru.gru_step_backward_kernel, b.grid, b.block, dh, b.gates[t], b.h_prev_all[t], hn_all[t], b.w_hh,
-                   b.dhs, t, b.da_x, da_h[t], dh_prev)
+            args[0], args[6], args[9] = dh, t, dh_prev
+            launch(step, b.grid, b.block, *args)
             dh, dh_prev = dh_prev, dh
     return _BPTT(dh, None, da_h, ((slice(None), b.h_prev_all),))
 
@@ -411,21 +528,26 @@ def _gru_classic_backward(b: _BackwardLoop):
     """Two kernels a step, n then rz: ∂L/∂(r⊙h) of every unit must exist before the r rows' da; or
     gru_classic_backward_persistent_kernel. W_hn's gradient takes r⊙h_{t−1}, which the n half stores."""
     H = b.H
-    da_h = b.empty(b.T, b.B, 3 * H)
-    rh_all = b.empty(b.T, b.B, H)  # r⊙h_{t−1}, the input of W_hn
-    d_rh = b.empty(b.B, H)  # ∂L/∂(r⊙h) of the step
+    da_h = b.scratch("da_h", b.T, b.B, 3 * H)
+    rh_all = b.scratch("rh_all", b.T, b.B, H)  # r⊙h_{t−1}, the input of W_hn
+    d_rh = b.scratch("d_rh", b.B, H)  # ∂L/∂(r⊙h) of the step
     if b.persistent:
-        dh_pair = b.empty(2, b.B, H)
+        dh_pair = b.result("dh_pair", 2, b.B, H)
         _cooperative_launch(gru.gru_classic_backward_persistent_kernel, b.B, H, b.dh_n, dh_pair, b.gates,
                             b.h_prev_all, d_rh, rh_all, b.w_hh, b.dhs, b.da_x, da_h)
         dh = dh_pair[b.T % 2]
     else:
         dh, dh_prev = b.start()
+        n_args = [dh, b.gates, b.h_prev_all, b.w_hh, 0, b.da_x, da_h, d_rh, rh_all]
+        rz_args = [dh, b.gates, b.h_prev_all, d_rh, b.w_hh, b.dhs, 0, b.da_x, da_h, dh_prev]
+        if b.T:
+            n_step = specialized(gru.gru_classic_step_backward_n_kernel, *n_args)
+            rz_step = specialized(gru.gru_classic_step_backward_rz_kernel, *rz_args)
         for t in reversed(range(b.T)):
-            launch(gru.gru_classic_step_backward_n_kernel, b.grid, b.block, dh, b.gates[t], b.h_prev_all[t], b.w_hh, t,
-                   b.da_x, da_h[t], d_rh, rh_all[t])
-            launch(gru.gru_classic_step_backward_rz_kernel, b.grid, b.block, dh, b.gates[t], b.h_prev_all[t], d_rh,
-                   b.w_hh, b.dhs, t, b.da_x, da_h[t], dh_prev)
+            n_args[0], n_args[4] = dh, t
+            launch(n_step, b.grid, b.block, *n_args)
+            rz_args[0], rz_args[6], rz_args[9] = dh, t, dh_prev
+            launch(rz_step, b.grid, b.block, *rz_args)
             dh, dh_prev = dh_prev, dh
     # reference.gru.gru_classic_step_backward: dW_hh = [from_h.dw (r, z rows); from_rh.dw (n rows)]
     return _BPTT(dh, None, da_h, ((slice(0, 2 * H), b.h_prev_all), (slice(2 * H, 3 * H), rh_all)))
@@ -458,11 +580,11 @@ TIME_LOOPS = {
 # H200 with numba-cuda 0.30.4). The simulator's arrays are NumPy's and do not show it.
 
 def _empty(shape, dtype):
-    return cuda.device_array(shape, dtype)
+    return workspace.fresh(shape, dtype)
 
 
 def _zeros_from_host(shape, dtype):
-    return cuda.to_device(np.zeros(shape, dtype))
+    return workspace.fresh_copy(np.zeros(shape, dtype))
 
 
 def _forward_without_rows_or_units(cell, T, B, H, G, dtype, training):

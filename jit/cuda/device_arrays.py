@@ -1,14 +1,16 @@
 """Where jit.cuda's data lives: device arrays recognised, viewed, copied to the device and back.
 
-NumPy arrays in give NumPy arrays out (copied to the device and back); a device array in (a numba
-device array, or anything with ``__cuda_array_interface__``, such as a CUDA torch tensor) gives
-numba device arrays out, and nothing leaves the device.
+NumPy arrays in give NumPy arrays out (copied to the device and back, through the calling thread's
+scratch arrays: jit.cuda.workspace); a device array in (a numba device array, or anything with
+``__cuda_array_interface__``, such as a CUDA torch tensor) gives fresh numba device arrays out, and
+nothing leaves the device.
 """
 import numpy as np
 from numba import cuda
 
 from reference.contract import PARAM_NAMES, Params
 
+from . import workspace
 from .launch import SIMULATOR
 
 if SIMULATOR:
@@ -31,16 +33,10 @@ def device_view(a):
     return a
 
 
-def to_device(a):
-    """The array on the device: device arrays as they are, NumPy arrays copied (contiguous)."""
-    if a is None or isinstance(a, DeviceArray):
-        return a
-    return cuda.to_device(np.ascontiguousarray(a))
-
-
 def contiguous_on_device(a):
-    """A C-contiguous device array of a's values: a itself, or a copy through the host."""
-    return a if a.is_c_contiguous() else to_device(a.copy_to_host())
+    """A C-contiguous device array of a's values: a itself, or a copy through the host (a strided
+    view the caller passed; rare, and a round trip)."""
+    return a if a.is_c_contiguous() else workspace.fresh_copy(a.copy_to_host())
 
 
 def params_view(params):

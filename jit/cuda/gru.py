@@ -53,13 +53,15 @@ def gru_step_forward(xw, lengths, s, reverse, h_prev, w_hh, b_hh, h_next, gates_
 
 
 @cuda.jit
-def gru_step_forward_kernel(xw, t, h_prev, w_hh, b_hh, h_next, gates_t):
-    """Step t: gru_step_forward on this block's tile. twin: reference.gru.gru_step_forward"""
-    DT = h_next.dtype
+def gru_step_forward_kernel(xw, t, h0, hs, w_hh, b_hh, gates):
+    """Step t: gru_step_forward on this block's tile, from h0 (t = 0) or hs[t − 1] into hs[t] and
+    gates[t % len(gates)] (every step's, or one step's scratch). twin: reference.gru.gru_step_forward"""
+    DT = hs.dtype
     h_tile = cuda.shared.array((ROWS, DEPTH), DT)
     w_tile = cuda.shared.array((3, UNITS, DEPTH_PADDED), DT)
     acc = cuda.local.array(3, DT)
-    gru_step_forward(xw, None, t, False, h_prev, w_hh, b_hh, h_next, gates_t, cuda.blockIdx.x * UNITS,
+    h_prev = h0 if t == 0 else hs[t - 1]
+    gru_step_forward(xw, None, t, False, h_prev, w_hh, b_hh, hs[t], gates[t % gates.shape[0]], cuda.blockIdx.x * UNITS,
                      cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
 
 
@@ -171,12 +173,13 @@ def gru_step_backward(dh, gates_s, h_prev, hn_s, w_hh, dhs, lengths, s, reverse,
 
 
 @cuda.jit
-def gru_step_backward_kernel(dh, gates_t, h_prev, hn_t, w_hh, dhs, t, da_x, da_h_t, dh_prev):
-    """Step t: gru_step_backward on this block's tile. twin: reference.gru.gru_step_backward"""
+def gru_step_backward_kernel(dh, gates, h_prev_all, hn_all, w_hh, dhs, t, da_x, da_h, dh_prev):
+    """Step t: gru_step_backward on this block's tile; gates, h_prev_all (h_{t−1}), hn_all
+    (W_hn h_{t−1} + b_hn) and da_h hold every step's. twin: reference.gru.gru_step_backward"""
     DT = dh.dtype
     da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
     w_tile = cuda.shared.array((DEPTH, UNITS), DT)
-    gru_step_backward(dh, gates_t, h_prev, hn_t, w_hh, dhs, None, t, False, da_x, da_h_t, dh_prev,
+    gru_step_backward(dh, gates[t], h_prev_all[t], hn_all[t], w_hh, dhs, None, t, False, da_x, da_h[t], dh_prev,
                       cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
 
@@ -246,15 +249,16 @@ def gru_classic_step_forward_rz(xw, lengths, s, reverse, h_prev, w_hh, b_hh, gat
 
 
 @cuda.jit
-def gru_classic_step_forward_rz_kernel(xw, t, h_prev, w_hh, b_hh, gates_t, rh):
-    """First half of step t: gru_classic_step_forward_rz on this block's tile.
-    twin: reference.gru.gru_classic_step_forward, up to rh"""
-    DT = gates_t.dtype
+def gru_classic_step_forward_rz_kernel(xw, t, h0, hs, w_hh, b_hh, gates, rh):
+    """First half of step t: gru_classic_step_forward_rz on this block's tile, from h0 (t = 0) or
+    hs[t − 1], into gates[t % len(gates)] and rh. twin: reference.gru.gru_classic_step_forward, up to rh"""
+    DT = gates.dtype
     h_tile = cuda.shared.array((ROWS, DEPTH), DT)
     w_tile = cuda.shared.array((2, UNITS, DEPTH_PADDED), DT)
     acc = cuda.local.array(2, DT)
-    gru_classic_step_forward_rz(xw, None, t, False, h_prev, w_hh, b_hh, gates_t, rh, cuda.blockIdx.x * UNITS,
-                                cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
+    h_prev = h0 if t == 0 else hs[t - 1]
+    gru_classic_step_forward_rz(xw, None, t, False, h_prev, w_hh, b_hh, gates[t % gates.shape[0]], rh,
+                                cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
 
 
 @cuda.jit
@@ -301,15 +305,16 @@ def gru_classic_step_forward_n(xw, lengths, s, reverse, h_prev, rh, w_hh, b_hh, 
 
 
 @cuda.jit
-def gru_classic_step_forward_n_kernel(xw, t, h_prev, rh, w_hh, b_hh, h_next, gates_t):
-    """Second half of step t: gru_classic_step_forward_n on this block's tile.
-    twin: reference.gru.gru_classic_step_forward, from n"""
-    DT = h_next.dtype
+def gru_classic_step_forward_n_kernel(xw, t, h0, hs, rh, w_hh, b_hh, gates):
+    """Second half of step t: gru_classic_step_forward_n on this block's tile, from h0 (t = 0) or
+    hs[t − 1] into hs[t]. twin: reference.gru.gru_classic_step_forward, from n"""
+    DT = hs.dtype
     h_tile = cuda.shared.array((ROWS, DEPTH), DT)
     w_tile = cuda.shared.array((1, UNITS, DEPTH_PADDED), DT)
     acc = cuda.local.array(1, DT)
-    gru_classic_step_forward_n(xw, None, t, False, h_prev, rh, w_hh, b_hh, h_next, gates_t, cuda.blockIdx.x * UNITS,
-                               cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
+    h_prev = h0 if t == 0 else hs[t - 1]
+    gru_classic_step_forward_n(xw, None, t, False, h_prev, rh, w_hh, b_hh, hs[t], gates[t % gates.shape[0]],
+                               cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
 
 
 @cuda.jit
@@ -407,13 +412,13 @@ def gru_classic_step_backward_n(dh, gates_s, h_prev, w_hh, lengths, s, reverse, 
 
 
 @cuda.jit
-def gru_classic_step_backward_n_kernel(dh, gates_t, h_prev, w_hh, t, da_x, da_h_t, d_rh, rh_t):
-    """First half of step t: gru_classic_step_backward_n on this block's tile.
-    twin: reference.gru.gru_classic_step_backward, up to from_rh"""
+def gru_classic_step_backward_n_kernel(dh, gates, h_prev_all, w_hh, t, da_x, da_h, d_rh, rh_all):
+    """First half of step t: gru_classic_step_backward_n on this block's tile; gates, h_prev_all,
+    da_h and rh_all hold every step's. twin: reference.gru.gru_classic_step_backward, up to from_rh"""
     DT = dh.dtype
     da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
     w_tile = cuda.shared.array((DEPTH, UNITS), DT)
-    gru_classic_step_backward_n(dh, gates_t, h_prev, w_hh, None, t, False, da_x, da_h_t, d_rh, rh_t,
+    gru_classic_step_backward_n(dh, gates[t], h_prev_all[t], w_hh, None, t, False, da_x, da_h[t], d_rh, rh_all[t],
                                 cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
 
@@ -486,14 +491,14 @@ def gru_classic_step_backward_rz(dh, gates_s, h_prev, d_rh, w_hh, dhs, lengths, 
 
 
 @cuda.jit
-def gru_classic_step_backward_rz_kernel(dh, gates_t, h_prev, d_rh, w_hh, dhs, t, da_x, da_h_t, dh_prev):
-    """Second half of step t: gru_classic_step_backward_rz on this block's tile.
-    twin: reference.gru.gru_classic_step_backward, from da_r"""
+def gru_classic_step_backward_rz_kernel(dh, gates, h_prev_all, d_rh, w_hh, dhs, t, da_x, da_h, dh_prev):
+    """Second half of step t: gru_classic_step_backward_rz on this block's tile; gates, h_prev_all
+    and da_h hold every step's. twin: reference.gru.gru_classic_step_backward, from da_r"""
     DT = dh.dtype
     da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
     w_tile = cuda.shared.array((DEPTH, UNITS), DT)
-    gru_classic_step_backward_rz(dh, gates_t, h_prev, d_rh, w_hh, dhs, None, t, False, da_x, da_h_t, dh_prev,
-                                 cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
+    gru_classic_step_backward_rz(dh, gates[t], h_prev_all[t], d_rh, w_hh, dhs, None, t, False, da_x, da_h[t],
+                                 dh_prev, cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
 
 @cuda.jit

@@ -32,17 +32,16 @@ from functools import lru_cache, partial
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
-from numba import cuda
 
 import reference.layers
 from reference.contract import CELLS, PARAM_NAMES, Params
 from reference.layers import (LayerBackwardResult, LayerParamGrads, ProjectedParams, check_layer_backward_inputs,
                               check_layer_forward_inputs, row_lengths)
 
-from . import elementwise, gru, lstm, rnn
-from .backend import _as_2d, _finiteness, _launch_1d, _matmul, _step_grid
-from .device_arrays import ARRAY_TYPES, contiguous_on_device, device_view, is_device_array, to_device
-from .launch import TILES, blocks, launch, synchronize
+from . import elementwise, gru, lstm, rnn, workspace
+from .backend import _as_2d, _device_call, _host_finite, _launch_1d, _matmul, _step_grid
+from .device_arrays import ARRAY_TYPES, contiguous_on_device, device_view, is_device_array
+from .launch import TILES, blocks, launch
 from .matmul import column_sums
 from .tiles import lstm_start_bptt_kernel, start_bptt_kernel
 
@@ -89,19 +88,24 @@ class _DirectionForward:
         self.T, self.B, self.GH = xw.shape
         self.H = w_hh.shape[1]
         self.grid, self.block = _step_grid(self.B, self.H)
-        if training:
-            self.h_kept = self.empty(self.T, self.B, self.H)
+        if training:  # the trace: backward reads it after this call, so fresh arrays
+            self.h_kept = self.fresh(self.T, self.B, self.H)
             _launch_1d(elementwise.copy2d, self.B * self.H, h0, self.h_kept[0])
-            self.gates = self.empty(self.T, self.B, self.GH)
-            self.cs = self.empty(self.T, self.B, self.H) if c0 is not None else None
+            self.gates = self.fresh(self.T, self.B, self.GH)
+            self.cs = self.fresh(self.T, self.B, self.H) if c0 is not None else None
         else:
-            self.h_pair = (h_n, self.empty(self.B, self.H))
-            self.c_pair = (c_n, self.empty(self.B, self.H)) if c0 is not None else None
-            self.gates = self.empty(1, self.B, self.GH)
+            self.h_pair = (h_n, self.scratch("h other", self.B, self.H))
+            self.c_pair = (c_n, self.scratch("c other", self.B, self.H)) if c0 is not None else None
+            self.gates = self.scratch("gates", 1, self.B, self.GH)
             self.cs = None
 
-    def empty(self, *shape):
-        return cuda.device_array(shape, self.xw.dtype)
+    def fresh(self, *shape):
+        return workspace.fresh(shape, self.xw.dtype)
+
+    def scratch(self, role, *shape):
+        """The calling thread's array for role (jit.cuda.workspace): each layer-direction's run uses it
+        after the one before has, in stream order."""
+        return workspace.scratch(f"layers.{role}", shape, self.xw.dtype)
 
     def h_prev(self, s):
         if self.training:
@@ -162,7 +166,7 @@ def _gru_forward(f: _DirectionForward):
 
 def _gru_classic_forward(f: _DirectionForward):
     """Two kernels a scan step, rz then n (r⊙h of every unit before W_hn (r⊙h))."""
-    rh = f.empty(f.B, f.H)
+    rh = f.scratch("rh", f.B, f.H)
     for s in range(f.T):
         launch(gru.gru_classic_layer_step_forward_rz_kernel, f.grid, f.block, *f.step_args(s), f.h_prev(s), f.w_hh,
                f.b_hh, f.gates_at(s), rh)
@@ -185,12 +189,14 @@ class _DirectionBackward:
         self.GH = trace.gates.shape[2]
         self.dtype = trace.gates.dtype
         self.grid, self.block = _step_grid(self.B, self.H)
-        self.da_x = self.empty(self.T, self.B, self.GH)
-        self.dh_pair = (dh0, self.empty(self.B, self.H))
-        self.dc_pair = (dc0, self.empty(self.B, self.H)) if dc0 is not None else None
+        self.da_x = self.scratch("da_x", self.T, self.B, self.GH)
+        self.dh_pair = (dh0, self.scratch("dh other", self.B, self.H))
+        self.dc_pair = (dc0, self.scratch("dc other", self.B, self.H)) if dc0 is not None else None
 
-    def empty(self, *shape):
-        return cuda.device_array(shape, self.dtype)
+    def scratch(self, role, *shape):
+        """The calling thread's array for role (jit.cuda.workspace): each layer-direction's BPTT and
+        weight gradients use it after the one before has, in stream order."""
+        return workspace.scratch(f"layers.backward.{role}", shape, self.dtype)
 
     def dh_in(self, s):
         """∂L/∂h after scan step s: BPTT's start for the last step, else what step s + 1 wrote."""
@@ -219,7 +225,7 @@ class _DirectionBackward:
     def hidden_side(self):
         """∂L/∂a of the hidden side in step order, for lstm and rnn, whose values are da_x's: da_x itself
         forward (step order is time order), a second array in reverse."""
-        return self.empty(self.T, self.B, self.GH) if self.reverse else self.da_x
+        return self.scratch("da_h", self.T, self.B, self.GH) if self.reverse else self.da_x
 
     def step_args(self, s):
         """The arguments every layer step kernel has after its per-step arrays: dhs, lengths, s, reverse."""
@@ -254,8 +260,8 @@ def _lstm_backward(b: _DirectionBackward):
 def _gru_backward(b: _DirectionBackward):
     """After one matmul for W_hn h + b_hn of every step (r scaled it in forward, which does not keep it)."""
     H = b.H
-    da_h = b.empty(b.T, b.B, 3 * H)
-    hn_all = b.empty(b.T, b.B, H)
+    da_h = b.scratch("da_h", b.T, b.B, 3 * H)
+    hn_all = b.scratch("hn_all", b.T, b.B, H)
     _matmul(_as_2d(b.trace.h_prev), b.w_hh[2 * H:], _as_2d(hn_all), trans_b=True, bias=b.b_hh[2 * H:])
     b.start()
     for s in reversed(range(b.T)):
@@ -267,9 +273,9 @@ def _gru_backward(b: _DirectionBackward):
 def _gru_classic_backward(b: _DirectionBackward):
     """Two kernels a scan step, n then rz; W_hn's gradient takes r⊙h, which the n half stores."""
     H = b.H
-    da_h = b.empty(b.T, b.B, 3 * H)
-    rh_all = b.empty(b.T, b.B, H)
-    d_rh = b.empty(b.B, H)
+    da_h = b.scratch("da_h", b.T, b.B, 3 * H)
+    rh_all = b.scratch("rh_all", b.T, b.B, H)
+    d_rh = b.scratch("d_rh", b.B, H)
     b.start()
     for s in reversed(range(b.T)):
         launch(gru.gru_classic_layer_step_backward_n_kernel, b.grid, b.block, b.dh_in(s), b.trace.gates[s],
@@ -324,18 +330,12 @@ def _host_lengths(lengths):
     return lengths.copy_to_host() if lengths is not None and is_device_array(lengths) else lengths
 
 
-def _validate(check, cell, params, arrays, named_arrays, bidirectional, lengths):
-    """The layer contract's check twice, as jit.cuda.backend._validate: types and shapes first, then
-    finiteness, computed for every device array of the call in one kernel launch."""
-    def run(isfinite):
-        return check(cell, params, *arrays, bidirectional, lengths, supported=SUPPORTED, array_types=ARRAY_TYPES,
-                     isfinite=isfinite)
-    run(lambda a: True)
-    named = list(named_arrays)
-    for k, p in enumerate(params):
-        named += [(f"params[{k}].{name}", getattr(p, name)) for name in type(p)._fields]
-    finite = _finiteness(named)
-    return run(lambda a: finite[id(a)])
+def _checked_arrays(params, arrays):
+    """The arrays whose finiteness the layer contract checks: the arguments and every parameter."""
+    found = [a for a in arrays if a is not None]
+    for p in params:
+        found += [getattr(p, name) for name in type(p)._fields]
+    return found
 
 
 def _to_host(a):
@@ -348,7 +348,7 @@ def _to_host(a):
 
 
 def _to_device_result(a):
-    return None if a is None else cuda.to_device(np.ascontiguousarray(a))
+    return None if a is None else workspace.fresh_copy(a)
 
 
 def _host_params(params):
@@ -372,28 +372,57 @@ def layer_forward(cell, params, x, h0, c0=None, *, bidirectional=False, lengths=
     params = _params_list_view(params)
     x, h0, c0 = device_view(x), device_view(h0), device_view(c0)
     lengths = _host_lengths(lengths)
-    shapes = _validate(check_layer_forward_inputs, cell, params, (x, h0, c0), [("x", x), ("h0", h0), ("c0", c0)],
-                       bidirectional, lengths)
-    if shapes.projected:
-        return _projected_forward(cell, params, x, h0, c0, bidirectional, lengths, training, on_device)
-    T, B, _, H, _, G, L, D, _, dtype = shapes
-    if T == 0 or B == 0 or H == 0:
-        result = _forward_without_steps(shapes, _to_host(h0), _to_host(c0), training)
-        return _placed(result, on_device)
+    check = partial(check_layer_forward_inputs, cell, params, x, h0, c0, bidirectional, lengths, supported=SUPPORTED,
+                    array_types=ARRAY_TYPES)
+    shapes = check(isfinite=_host_finite)
+    where = f"layer_forward({cell!r})"
+    T, B, _, H, _, _, _, _, _, _ = shapes
+    with _device_call(_checked_arrays(params, (x, h0, c0))) as finiteness:
+        if shapes.projected or T == 0 or B == 0 or H == 0:  # answered on the host: the device inputs' check first
+            finiteness.finish(where, check)
+            if shapes.projected:
+                return _projected_forward(cell, params, x, h0, c0, bidirectional, lengths, training, on_device)
+            return _placed(_forward_without_steps(shapes, _to_host(h0), _to_host(c0), training), on_device)
+        result = _layers_forward(cell, params, x, h0, c0, lengths, shapes, training, on_device)
+        finiteness.finish(where, check)
+    return result if on_device else result._replace(hs=result.hs.copy_to_host(), h_n=result.h_n.copy_to_host(),
+                                                    c_n=None if result.c_n is None else result.c_n.copy_to_host())
 
-    weights = [Params(*(to_device(getattr(p, name)) for name in PARAM_NAMES)) for p in params]
-    x, h0, c0 = contiguous_on_device(to_device(x)), to_device(h0), to_device(c0)
-    rows = cuda.to_device(row_lengths(lengths, T, B).astype(np.int32))
-    h_n = cuda.device_array((L * D, B, H), dtype)
-    c_n = cuda.device_array((L * D, B, H), dtype) if c0 is not None else None
+
+def _layers_forward(cell, params, x, h0, c0, lengths, shapes, training, on_device) -> LayerForward:
+    """layer_forward's launches, T, B, H ≥ 1. Where the arrays live (jit.cuda.workspace): what the
+    result keeps on the device (its trace, and everything when the caller's arrays are on the device)
+    is fresh; the rest, the copies of NumPy inputs and the outputs copied back, the calling thread's
+    scratch arrays. Layer outputs alternate between two scratch arrays in inference."""
+    T, B, _, H, _, G, L, D, _, dtype = shapes
+
+    def result(role, *shape):
+        return workspace.fresh(shape, dtype) if on_device else workspace.scratch(f"layers.{role}", shape, dtype)
+
+    weights = [Params(*(workspace.upload(f"layers.params[{k}].{name}", getattr(p, name)) for name in PARAM_NAMES))
+               for k, p in enumerate(params)]
+    if training and isinstance(x, np.ndarray):  # the trace keeps the bottom layer's input
+        x = workspace.fresh_copy(x)
+    x = contiguous_on_device(workspace.upload("layers.x", x))
+    h0, c0 = workspace.upload("layers.h0", h0), workspace.upload("layers.c0", c0)
+    rows = workspace.upload("layers.lengths", row_lengths(lengths, T, B).astype(np.int32))
+    h_n = result("h_n", L * D, B, H)
+    c_n = result("c_n", L * D, B, H) if c0 is not None else None
     layer_input, traces = x, []
     for layer in range(L):
-        output = cuda.device_array((T, B, D * H), dtype)  # zeros past each row's length: every (t, b) written
+        # zeros past each row's length: every (t, b) written. Below the top, the next layer's input,
+        # kept by the trace in training.
+        if layer == L - 1:
+            output = result("hs", T, B, D * H)
+        elif training:
+            output = workspace.fresh((T, B, D * H), dtype)
+        else:
+            output = workspace.scratch(f"layers.output{layer % 2}", (T, B, D * H), dtype)
         directions = []
         for direction in range(D):
             k = layer * D + direction
             p = weights[k]
-            xw = cuda.device_array((T, B, G * H), dtype)  # every step's input projection, time order
+            xw = workspace.scratch("layers.xw", (T, B, G * H), dtype)  # every step's input projection, time order
             _matmul(_as_2d(layer_input), p.w_ih, _as_2d(xw), trans_b=True, bias=p.b_ih)
             run = _DirectionForward(xw, h0[k], None if c0 is None else c0[k], p.w_hh, p.b_hh, rows, direction == 1,
                                     output[:, :, direction * H:(direction + 1) * H], h_n[k],
@@ -402,10 +431,7 @@ def layer_forward(cell, params, x, h0, c0=None, *, bidirectional=False, lengths=
         if training:
             traces.append(LayerTrace(layer_input, tuple(directions)))
         layer_input = output
-    synchronize(f"layer_forward({cell!r})")
-    result = LayerForward(layer_input, h_n, c_n, tuple(traces) if training else None)
-    return result if on_device else result._replace(hs=result.hs.copy_to_host(), h_n=h_n.copy_to_host(),
-                                                    c_n=None if c_n is None else c_n.copy_to_host())
+    return LayerForward(layer_input, h_n, c_n, tuple(traces) if training else None)
 
 
 # ----- layer_backward -------------------------------------------------------------------------------
@@ -419,30 +445,53 @@ def layer_backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None, *, bidire
     x, h0, c0 = device_view(x), device_view(h0), device_view(c0)
     dhs, dh_n, dc_n = device_view(dhs), device_view(dh_n), device_view(dc_n)
     lengths = _host_lengths(lengths)
-    shapes = _validate(check_layer_backward_inputs, cell, params, (x, h0, c0, fwd, dhs, dh_n, dc_n),
-                       [("x", x), ("h0", h0), ("c0", c0), ("dhs", dhs), ("dh_n", dh_n), ("dc_n", dc_n)],
-                       bidirectional, lengths)
-    if shapes.projected:
-        return _projected_backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, bidirectional, lengths, on_device)
-    if getattr(fwd, "trace", None) is None:
+    check = partial(check_layer_backward_inputs, cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, bidirectional,
+                    lengths, supported=SUPPORTED, array_types=ARRAY_TYPES)
+    shapes = check(isfinite=_host_finite)
+    if not shapes.projected and getattr(fwd, "trace", None) is None:
         raise ValueError(f"fwd: expected the result of jit.cuda's layer_forward(..., training=True), which keeps "
                          f"what backward reads; got {type(fwd).__name__} without a trace")
-    T, B, I, H, _, G, L, D, _, dtype = shapes
-    if T == 0 or B == 0 or H == 0:
-        result = _backward_without_steps(shapes, params, _to_host(dh_n), _to_host(dc_n), c0 is not None)
-        return _placed_grads(result, on_device)
+    where = f"layer_backward({cell!r})"
+    T, B, _, H, _, _, _, _, _, _ = shapes
+    with _device_call(_checked_arrays(params, (x, h0, c0, dhs, dh_n, dc_n))) as finiteness:
+        if shapes.projected or T == 0 or B == 0 or H == 0:  # answered on the host: the device inputs' check first
+            finiteness.finish(where, check)
+            if shapes.projected:
+                return _projected_backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, bidirectional, lengths,
+                                           on_device)
+            result = _backward_without_steps(shapes, params, _to_host(dh_n), _to_host(dc_n), c0 is not None)
+            return _placed_grads(result, on_device)
+        result = _layers_backward(cell, params, c0, fwd, dhs, dh_n, dc_n, lengths, shapes, on_device)
+        finiteness.finish(where, check)
+    return result if on_device else _grads_to_host(result)
 
-    weights = [Params(*(to_device(getattr(p, name)) for name in PARAM_NAMES)) for p in params]
-    c0, dhs, dh_n, dc_n = (to_device(a) for a in (c0, dhs, dh_n, dc_n))
-    rows = cuda.to_device(row_lengths(lengths, T, B).astype(np.int32))
-    dh0 = cuda.device_array((L * D, B, H), dtype)
-    dc0 = cuda.device_array((L * D, B, H), dtype) if c0 is not None else None
+
+def _layers_backward(cell, params, c0, fwd, dhs, dh_n, dc_n, lengths, shapes, on_device) -> LayerBackwardResult:
+    """layer_backward's launches, T, B, H ≥ 1; arrays placed as in _layers_forward. The gradient of a
+    layer's input alternates between two scratch arrays (the layer above's is read meanwhile); the
+    bottom layer's is the result dx."""
+    T, B, _, H, _, G, L, D, _, dtype = shapes
+
+    def result(role, *shape):
+        return workspace.fresh(shape, dtype) if on_device else workspace.scratch(f"layers.backward.{role}", shape,
+                                                                                 dtype)
+
+    weights = [Params(*(workspace.upload(f"layers.params[{k}].{name}", getattr(p, name)) for name in PARAM_NAMES))
+               for k, p in enumerate(params)]
+    c0, dhs = workspace.upload("layers.c0", c0), workspace.upload("layers.dhs", dhs)
+    dh_n, dc_n = workspace.upload("layers.dh_n", dh_n), workspace.upload("layers.dc_n", dc_n)
+    rows = workspace.upload("layers.lengths", row_lengths(lengths, T, B).astype(np.int32))
+    dh0 = result("dh0", L * D, B, H)
+    dc0 = result("dc0", L * D, B, H) if c0 is not None else None
     dparams = [None] * len(params)
     d_output = dhs  # (T, B, D·H): ∂L/∂ of the layer's output, the top layer's from the caller
     for layer in reversed(range(L)):
         trace = fwd.trace[layer]
         layer_input = trace.input
-        d_input = None
+        if layer == 0:
+            d_input = result("dx", *layer_input.shape)
+        else:
+            d_input = workspace.scratch(f"layers.backward.d_output{layer % 2}", layer_input.shape, dtype)
         for direction in range(D):
             k = layer * D + direction
             p = weights[k]
@@ -450,31 +499,29 @@ def layer_backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None, *, bidire
                                      d_output[:, :, direction * H:(direction + 1) * H], None if c0 is None else c0[k],
                                      p.w_hh, p.b_hh, rows, direction == 1, dh0[k], None if dc0 is None else dc0[k])
             bptt = LAYER_TIME_LOOPS[cell].backward(run)
-            dparams[k] = _weight_gradients(run, bptt, p, layer_input)
-            dx = cuda.device_array(layer_input.shape, dtype)
-            _matmul(_as_2d(run.da_x), p.w_ih, _as_2d(dx))
-            if d_input is None:
-                d_input = dx
+            dparams[k] = _weight_gradients(run, bptt, p, layer_input, result, k)
+            if direction == 0:
+                _matmul(_as_2d(run.da_x), p.w_ih, _as_2d(d_input))
             else:  # the layer's input feeds both directions: their gradients add
+                dx = workspace.scratch("layers.backward.dx reverse", layer_input.shape, dtype)
+                _matmul(_as_2d(run.da_x), p.w_ih, _as_2d(dx))
                 _launch_1d(elementwise.add2d, dx.size, _as_2d(d_input), _as_2d(dx), _as_2d(d_input))
         d_output = d_input
-    synchronize(f"layer_backward({cell!r})")
-    result = LayerBackwardResult(d_output, dh0, dc0, dparams)
-    return result if on_device else _grads_to_host(result)
+    return LayerBackwardResult(d_output, dh0, dc0, dparams)
 
 
-def _weight_gradients(run: _DirectionBackward, bptt: _DirectionBPTT, p, layer_input) -> LayerParamGrads:
-    """dW_ih, dW_hh, db_ih, db_hh over all T·B rows at once (as jit.cuda.backend.backward)."""
-    dtype = run.da_x.dtype
+def _weight_gradients(run: _DirectionBackward, bptt: _DirectionBPTT, p, layer_input, result, k) -> LayerParamGrads:
+    """dW_ih, dW_hh, db_ih, db_hh over all T·B rows at once (as jit.cuda.backend.backward), into the
+    result arrays of layer-direction k."""
     da_x2, da_h2 = _as_2d(run.da_x), _as_2d(bptt.da_h)
-    dw_ih = cuda.device_array(p.w_ih.shape, dtype)
+    dw_ih = result(f"params[{k}].dw_ih", *p.w_ih.shape)
     _matmul(da_x2, _as_2d(layer_input), dw_ih, trans_a=True)
-    dw_hh = cuda.device_array(p.w_hh.shape, dtype)
+    dw_hh = result(f"params[{k}].dw_hh", *p.w_hh.shape)
     for rows, inputs in bptt.hidden_inputs:
         _matmul(da_h2[:, rows], _as_2d(inputs), dw_hh[rows], trans_a=True)
-    db_ih = cuda.device_array(p.b_ih.shape, dtype)
+    db_ih = result(f"params[{k}].db_ih", *p.b_ih.shape)
     _launch_1d(column_sums, db_ih.size, da_x2, db_ih)
-    db_hh = cuda.device_array(p.b_hh.shape, dtype)
+    db_hh = result(f"params[{k}].db_hh", *p.b_hh.shape)
     _launch_1d(column_sums, db_hh.size, da_h2, db_hh)
     return LayerParamGrads(dw_ih, dw_hh, db_ih, db_hh)
 

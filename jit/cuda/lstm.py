@@ -58,14 +58,19 @@ def lstm_step_forward(xw, lengths, s, reverse, h_prev, c_prev, w_hh, b_hh, h_nex
 
 
 @cuda.jit
-def lstm_step_forward_kernel(xw, t, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t):
-    """Step t: lstm_step_forward on this block's tile. twin: reference.lstm.lstm_step_forward"""
-    DT = h_next.dtype
+def lstm_step_forward_kernel(xw, t, h0, c0, hs, cs, w_hh, b_hh, gates):
+    """Step t: lstm_step_forward on this block's tile, from h0, c0 (t = 0) or the states step t − 1
+    wrote, into hs[t], cs[t % len(cs)] and gates[t % len(gates)]: cs holds every step's cell state
+    (training) or two in turn, gates every step's (training) or one step's scratch.
+    twin: reference.lstm.lstm_step_forward"""
+    DT = hs.dtype
     h_tile = cuda.shared.array((ROWS, DEPTH), DT)
     w_tile = cuda.shared.array((4, UNITS, DEPTH_PADDED), DT)
     acc = cuda.local.array(4, DT)
-    lstm_step_forward(xw, None, t, False, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_t, cuda.blockIdx.x * UNITS,
-                      cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
+    h_prev = h0 if t == 0 else hs[t - 1]
+    c_prev = c0 if t == 0 else cs[(t - 1) % cs.shape[0]]
+    lstm_step_forward(xw, None, t, False, h_prev, c_prev, w_hh, b_hh, hs[t], cs[t % cs.shape[0]],
+                      gates[t % gates.shape[0]], cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
 
 
 @cuda.jit
@@ -194,12 +199,14 @@ def lstm_step_backward(dh, dc, gates_s, c_prev, c_s, w_hh, dhs, lengths, s, reve
 
 
 @cuda.jit
-def lstm_step_backward_kernel(dh, dc, gates_t, c_prev, c_t, w_hh, dhs, t, da, dh_prev, dc_prev):
-    """Step t: lstm_step_backward on this block's tile. twin: reference.lstm.lstm_step_backward"""
+def lstm_step_backward_kernel(dh, dc, gates, c0, cs, w_hh, dhs, t, da, dh_prev, dc_prev):
+    """Step t: lstm_step_backward on this block's tile; gates and cs (T, B, ·) hold every step's, c0
+    is the cell state before step 0. twin: reference.lstm.lstm_step_backward"""
     DT = dh.dtype
     da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
     w_tile = cuda.shared.array((DEPTH, UNITS), DT)
-    lstm_step_backward(dh, dc, gates_t, c_prev, c_t, w_hh, dhs, None, t, False, da, da[t], dh_prev, dc_prev,
+    c_prev = c0 if t == 0 else cs[t - 1]
+    lstm_step_backward(dh, dc, gates[t], c_prev, cs[t], w_hh, dhs, None, t, False, da, da[t], dh_prev, dc_prev,
                        cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
 

@@ -45,13 +45,15 @@ def rnn_step_forward(xw, lengths, s, reverse, h_prev, w_hh, b_hh, use_relu, h_ne
 
 
 @cuda.jit
-def rnn_step_forward_kernel(xw, t, h_prev, w_hh, b_hh, use_relu, h_next, gates_t):
-    """Step t: rnn_step_forward on this block's tile. twin: reference.rnn.rnn_step_forward"""
-    DT = h_next.dtype
+def rnn_step_forward_kernel(xw, t, h0, hs, w_hh, b_hh, use_relu, gates):
+    """Step t: rnn_step_forward on this block's tile, from h0 (t = 0) or hs[t − 1] into hs[t] and
+    gates[t] (gates (T, B, H), or hs itself in inference). twin: reference.rnn.rnn_step_forward"""
+    DT = hs.dtype
     h_tile = cuda.shared.array((ROWS, DEPTH), DT)
     w_tile = cuda.shared.array((1, UNITS, DEPTH_PADDED), DT)
     acc = cuda.local.array(1, DT)
-    rnn_step_forward(xw, None, t, False, h_prev, w_hh, b_hh, use_relu, h_next, gates_t, cuda.blockIdx.x * UNITS,
+    h_prev = h0 if t == 0 else hs[t - 1]
+    rnn_step_forward(xw, None, t, False, h_prev, w_hh, b_hh, use_relu, hs[t], gates[t], cuda.blockIdx.x * UNITS,
                      cuda.blockIdx.y * ROWS, h_tile, w_tile, acc)
 
 
@@ -147,12 +149,13 @@ def rnn_step_backward(dh, h_s, w_hh, use_relu, dhs, lengths, s, reverse, da_x, d
 
 
 @cuda.jit
-def rnn_step_backward_kernel(dh, h_t, w_hh, use_relu, dhs, t, da, dh_prev):
-    """Step t: rnn_step_backward on this block's tile. twin: reference.rnn.rnn_step_backward"""
+def rnn_step_backward_kernel(dh, gates, w_hh, use_relu, dhs, t, da, dh_prev):
+    """Step t: rnn_step_backward on this block's tile; gates (T, B, H) hold every step's h'.
+    twin: reference.rnn.rnn_step_backward"""
     DT = dh.dtype
     da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
     w_tile = cuda.shared.array((DEPTH, UNITS), DT)
-    rnn_step_backward(dh, h_t, w_hh, use_relu, dhs, None, t, False, da, da[t], dh_prev, cuda.blockIdx.x * UNITS,
+    rnn_step_backward(dh, gates[t], w_hh, use_relu, dhs, None, t, False, da, da[t], dh_prev, cuda.blockIdx.x * UNITS,
                       cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
 

@@ -8,6 +8,11 @@ its columns of ∂L/∂h_{t−1} = ∂L/∂a · W_hh, computing ∂L/∂a while 
 (``load_weight_rows``, ``rows_times_weights``). A persistent kernel walks tile q = 0, 1, … of a
 step with a 1-D grid (``step_tiles``, ``tile_origin``) and synchronizes the grid between steps.
 
+The per-step kernels take whole arrays and the step t, never a slice made on the host (each costs a
+device array and numba-cuda's type dispatch): the state step t reads is h0 at t = 0, else what step
+t − 1 wrote, ``hs[t − 1]`` (a cell state ring of two in inference: ``cs[(t − 1) % 2]``), chosen in
+the kernel. (A device function cannot return that view: numba returns only arrays passed in.)
+
 Kernels are typed by their arguments (numba.cuda compiles one per dtype): shared arrays and constants
 take an array's dtype, never a bare Python float, which would promote float32 math to float64
 (``python -m jit.cuda.lowering_check`` checks). No warp-level operation is used, so every kernel runs
