@@ -56,6 +56,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
@@ -83,7 +84,7 @@ SIMULATOR_DEVICE = "CUDA simulator"
 class Settings(NamedTuple):
     """How much each measurement repeats."""
     calls: int  # timed calls per figure (host and device; busy again)
-    step_replays: int  # replays per batch of a kernel launched at least T times in a call
+    step_replays: int  # replays per batch of a step kernel (launched a multiple of T times per call)
     other_replays: int  # the same for the other kernels
     batches: int  # batches of replays (each one sample of the device time per launch)
     grid_syncs: int  # N of the grid.sync kernel
@@ -862,6 +863,8 @@ def main(argv=None):
         parser.error(f"--cells: expected some of {', '.join(CELLS)}; got {args.cells!r}")
     if args.calls is not None and args.calls < 1:
         parser.error(f"--calls: expected at least 1; got {args.calls}")
+    # the spin kernel's one block and the 32-block grid are small on purpose
+    warnings.filterwarnings("ignore", message="Grid size .* under-utilization")
     path = run(args.out, args.configs, cells, args.deadline_s, args.calls)
     print(f"gpu_probe: wrote {path}")
     return 0
