@@ -32,16 +32,16 @@ class Tiles(NamedTuple):
     blocks_1d: int  # at most this many blocks for them
 
 
-#: 16×16 matmul threads with 4×4 outputs each (64×64 tiles, K step 16: 2·64·17·8 B ≈ 17 KB of
-#: shared memory in float64) and 32×8 step threads (4·32·33·8 B ≈ 34 KB): under the 48 KB of
+#: 16×16 matmul threads with 8×8 outputs each (128×128 tiles, K step 8, two buffers: 2·2·8·132·8 B
+#: ≈ 34 KB of shared memory in float64) and 32×8 step threads (4·32·33·8 B ≈ 34 KB): under the 48 KB of
 #: static shared memory every GPU has.
-GPU_TILES = Tiles(matmul=16, matmul_work=4, matmul_depth=16, units=32, rows=8, depth=32, threads_1d=256,
+GPU_TILES = Tiles(matmul=16, matmul_work=8, matmul_depth=8, units=32, rows=8, depth=32, threads_1d=256,
                   blocks_1d=1024)
 #: Under the simulator the cost is ~1 ms per simulated thread and per syncthreads round, so blocks
 #: are tiny and reductions take 8 at a time. At the suite's simulator sizes (H = 7, B = 3) the step
 #: grids then have a tail block in both axes and every tile a partial edge; jit/cuda/tests/test_jit_cuda.py
 #: adds H = depth + 3 for a reduction over several tiles.
-SIMULATOR_TILES = Tiles(matmul=2, matmul_work=4, matmul_depth=4, units=4, rows=2, depth=8, threads_1d=8,
+SIMULATOR_TILES = Tiles(matmul=2, matmul_work=8, matmul_depth=4, units=4, rows=2, depth=8, threads_1d=8,
                         blocks_1d=1)
 TILES = SIMULATOR_TILES if SIMULATOR else GPU_TILES
 
