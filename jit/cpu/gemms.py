@@ -1,27 +1,51 @@
 """Backward's GEMMs after the time loop: dx, dW_ih, dW_hh and the biases' gradients from the
 stored ∂L/∂(pre-activations). twin: reference.affine.affine_backward, summed over t."""
 import numpy as np
+from numba import njit
 
 from .arrays import kernel_array, transposed_kernel_array
+from .host import L2_BYTES
 from .pool import run_in_parallel
-from .products import matmul
+from .products import PANEL_GROUP, columns_per_panel, matmul, matmul_into
 from .threads import small_call
 from .tiling import split
 
 
-def matmul_rows(a, b, n_threads: int):
-    """a @ b into a new array, the result's rows shared among n_threads threads (BLAS on one each).
+def panels_fit_l2(K: int, dtype) -> bool:
+    """Whether panel_product's group of PANEL_GROUP panels of K rows fits one core's L2: then
+    the panel kernel, which packs no block of K, keeps its rate (6–10% above one thread of
+    OpenBLAS at the DeepBench shapes on Zen 4); past it, a BLAS that blocks K wins."""
+    itemsize = np.dtype(dtype).itemsize
+    return PANEL_GROUP * K * columns_per_panel(itemsize) * itemsize <= L2_BYTES
 
-    Each element is one BLAS product over the whole inner dimension and the split depends only
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def matmul_row_range(a, b, r0, r1, out):
+    """out[r0:r1] = a[r0:r1] @ b: one thread's rows of matmul_rows."""
+    matmul_into(a[r0:r1], b, out[r0:r1])
+
+
+def matmul_rows(a, b, n_threads: int):
+    """a @ b into a new array, the result's rows shared among n_threads threads.
+
+    Each element is one dot product over the whole inner dimension and the split depends only
     on the shapes and the thread count, so repeat calls give the same bits. A small product
-    (threads.small_call) runs on the caller with jit.cpu.products.matmul, so a small call makes
-    no BLAS call; there ``a`` may be a transposed C array (daᵀ), read in place, not copied.
+    (threads.small_call) runs on the caller, where ``a`` may be a transposed C array (daᵀ),
+    read in place, not copied. Otherwise each thread takes some rows: with the panel kernel
+    (jit.cpu.products.matmul_into, b packed by each thread) where ``a`` is C-contiguous and
+    the panels fit L2 (panels_fit_l2), its bits independent of the split; else with BLAS on
+    one thread. (daᵀ goes to BLAS: read in place, its rows a page apart, the panel kernel was
+    7% slower at L1 and level at M on two threads; docs/perf-log.md.)
     """
     if small_call(a.shape[0] * a.shape[1] * b.shape[1]):
         return matmul(a if transposed_kernel_array(a) else kernel_array(a), kernel_array(b))
     out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
-    parts = max(1, min(n_threads, a.shape[0]))
-    run_in_parallel([(np.matmul, (a[r0:r1], b, out[r0:r1])) for r0, r1 in split(a.shape[0], parts)])
+    rows = split(a.shape[0], max(1, min(n_threads, a.shape[0])))
+    if a.flags.c_contiguous and a.flags.writeable and panels_fit_l2(a.shape[1], out.dtype):
+        b = kernel_array(b)
+        run_in_parallel([(matmul_row_range, (a, b, r0, r1, out)) for r0, r1 in rows])
+    else:
+        run_in_parallel([(np.matmul, (a[r0:r1], b, out[r0:r1])) for r0, r1 in rows])
     return out
 
 

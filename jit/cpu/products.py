@@ -311,17 +311,27 @@ def pack_columns(w, j0, j1):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def matmul(a, b):
-    """a (M, K) @ b (K, N) on the calling thread, as a new C-contiguous (M, N) array: b packed
-    as panels (pack_columns), then panel_product. The GEMMs of small calls (jit.cpu.gemms).
-    twin: reference.affine.affine / affine_backward's products.
+    """a (M, K) @ b (K, N) on the calling thread, as a new C-contiguous (M, N) array
+    (matmul_into). twin: reference.affine.affine / affine_backward's products."""
+    out = np.empty((a.shape[0], b.shape[1]), b.dtype)
+    matmul_into(a, b, out)
+    return out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def matmul_into(a, b, out):
+    """out = a (M, K) @ b (K, N) on the calling thread, out's rows contiguous: b packed as
+    panels (pack_columns), then panel_product, through a scratch when N is not a whole number
+    of panels. The GEMMs of jit.cpu.gemms. twin: reference.affine.affine_backward's products.
     """
     N = b.shape[1]
     panels = pack_columns(b, 0, N)
-    out = product_output(a.shape[0], panels)
-    panel_product(a, panels, out)
-    if out.shape[1] == N:
-        return out
-    return out[:, :N].copy()  # N not a whole number of panels: drop the padding
+    if product_columns(panels) == N:
+        panel_product(a, panels, out)
+        return
+    whole = product_output(a.shape[0], panels)  # zero-padded past N: drop the padding
+    panel_product(a, panels, whole)
+    store_rows(whole, out, 0, 0, N)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
