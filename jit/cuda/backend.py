@@ -195,8 +195,8 @@ def _step_grid(B, H):
     return (blocks(H, TILES.units), blocks(B, TILES.rows)), (TILES.units, TILES.rows)
 
 
-def _launch_steps(grid, block, steps, *kernels_and_args):
-    """Each (kernel, args) pair launched once per t in steps, in order, with args[1] = t: the step
+def _launch_steps(grid, block, steps, *kernels_and_args, at=1):
+    """Each (kernel, args) pair launched once per t in steps, in order, with args[at] = t: the step
     kernels of a forward time loop. Each argument list is made once per call and passes the same
     arrays at every step, so each kernel is specialized once (numba-cuda types its arguments once
     per call instead of once per launch)."""
@@ -205,7 +205,7 @@ def _launch_steps(grid, block, steps, *kernels_and_args):
     prepared = [(specialized(kernel, *args), args) for kernel, args in kernels_and_args]
     for t in steps:
         for kernel, args in prepared:
-            args[1] = t
+            args[at] = t
             launch(kernel, grid, block, *args)
 
 

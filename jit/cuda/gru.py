@@ -66,11 +66,15 @@ def gru_step_forward_kernel(xw, t, h0, hs, w_hh, b_hh, gates):
 
 
 @cuda.jit
-def gru_layer_step_forward_kernel(xw, lengths, s, reverse, h_prev, w_hh, b_hh, h_next, gates_s, out):
+def gru_layer_step_forward_kernel(xw, lengths, s, reverse, h_first, h_steps, h_last, w_hh, b_hh, gates, out):
     """Scan step s of one layer-direction over rows of different lengths: gru_step_forward on this
     block's tile, then the output of each row at its time step (out (T, B, H), zeros when padded).
+    States and gates as rnn_layer_step_forward_kernel's.
     twin: reference.layers.run_direction over reference.gru.gru_step_forward"""
-    DT = h_next.dtype
+    DT = h_last.dtype
+    h_prev = h_first if s == 0 else h_steps[(s - 1) % h_steps.shape[0]]
+    h_next = h_last if s == xw.shape[0] - 1 else h_steps[s % h_steps.shape[0]]
+    gates_s = gates[s % gates.shape[0]]
     h_tile = cuda.shared.array((ROWS, DEPTH), DT)
     w_tile = cuda.shared.array((3, UNITS, DEPTH_PADDED), DT)
     acc = cuda.local.array(3, DT)
@@ -184,13 +188,14 @@ def gru_step_backward_kernel(dh, gates, h_prev_all, hn_all, w_hh, dhs, t, da_x, 
 
 
 @cuda.jit
-def gru_layer_step_backward_kernel(dh, gates_s, h_prev, hn_s, w_hh, dhs, lengths, s, reverse, da_x, da_h_s, dh_prev):
+def gru_layer_step_backward_kernel(dh, gates, h_prev_all, hn_all, w_hh, dhs, lengths, s, reverse, da_x, da_h, dh_prev):
     """Scan step s of one layer-direction's BPTT over rows of different lengths: gru_step_backward on
-    this block's tile. twin: reference.layers.run_direction_backward over reference.gru.gru_step_backward"""
+    this block's tile; gates, the states read, W_hn h + b_hn and da_h (T, B, ·) in step order, whole,
+    indexed here by s. twin: reference.layers.run_direction_backward over reference.gru.gru_step_backward"""
     DT = dh.dtype
     da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
     w_tile = cuda.shared.array((DEPTH, UNITS), DT)
-    gru_step_backward(dh, gates_s, h_prev, hn_s, w_hh, dhs, lengths, s, reverse, da_x, da_h_s, dh_prev,
+    gru_step_backward(dh, gates[s], h_prev_all[s], hn_all[s], w_hh, dhs, lengths, s, reverse, da_x, da_h[s], dh_prev,
                       cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
 
@@ -262,11 +267,14 @@ def gru_classic_step_forward_rz_kernel(xw, t, h0, hs, w_hh, b_hh, gates, rh):
 
 
 @cuda.jit
-def gru_classic_layer_step_forward_rz_kernel(xw, lengths, s, reverse, h_prev, w_hh, b_hh, gates_s, rh):
+def gru_classic_layer_step_forward_rz_kernel(xw, lengths, s, reverse, h_first, h_steps, w_hh, b_hh, gates, rh):
     """First half of scan step s of one layer-direction over rows of different lengths:
-    gru_classic_step_forward_rz on this block's tile.
+    gru_classic_step_forward_rz on this block's tile. States and gates as
+    rnn_layer_step_forward_kernel's.
     twin: reference.layers.run_direction over reference.gru.gru_classic_step_forward, up to rh"""
-    DT = gates_s.dtype
+    DT = gates.dtype
+    h_prev = h_first if s == 0 else h_steps[(s - 1) % h_steps.shape[0]]
+    gates_s = gates[s % gates.shape[0]]
     h_tile = cuda.shared.array((ROWS, DEPTH), DT)
     w_tile = cuda.shared.array((2, UNITS, DEPTH_PADDED), DT)
     acc = cuda.local.array(2, DT)
@@ -318,12 +326,16 @@ def gru_classic_step_forward_n_kernel(xw, t, h0, hs, rh, w_hh, b_hh, gates):
 
 
 @cuda.jit
-def gru_classic_layer_step_forward_n_kernel(xw, lengths, s, reverse, h_prev, rh, w_hh, b_hh, h_next, gates_s, out):
+def gru_classic_layer_step_forward_n_kernel(xw, lengths, s, reverse, h_first, h_steps, h_last, rh, w_hh, b_hh, gates,
+                                            out):
     """Second half of scan step s of one layer-direction over rows of different lengths:
     gru_classic_step_forward_n on this block's tile, then the output of each row at its time step
-    (out (T, B, H), zeros when padded).
+    (out (T, B, H), zeros when padded). States and gates as rnn_layer_step_forward_kernel's.
     twin: reference.layers.run_direction over reference.gru.gru_classic_step_forward, from n"""
-    DT = h_next.dtype
+    DT = h_last.dtype
+    h_prev = h_first if s == 0 else h_steps[(s - 1) % h_steps.shape[0]]
+    h_next = h_last if s == xw.shape[0] - 1 else h_steps[s % h_steps.shape[0]]
+    gates_s = gates[s % gates.shape[0]]
     h_tile = cuda.shared.array((ROWS, DEPTH), DT)
     w_tile = cuda.shared.array((1, UNITS, DEPTH_PADDED), DT)
     acc = cuda.local.array(1, DT)
@@ -423,15 +435,16 @@ def gru_classic_step_backward_n_kernel(dh, gates, h_prev_all, w_hh, t, da_x, da_
 
 
 @cuda.jit
-def gru_classic_layer_step_backward_n_kernel(dh, gates_s, h_prev, w_hh, lengths, s, reverse, da_x, da_h_s, d_rh,
-                                             rh_s):
+def gru_classic_layer_step_backward_n_kernel(dh, gates, h_prev_all, w_hh, lengths, s, reverse, da_x, da_h, d_rh,
+                                             rh_all):
     """First half of scan step s of one layer-direction's BPTT over rows of different lengths:
-    gru_classic_step_backward_n on this block's tile.
+    gru_classic_step_backward_n on this block's tile; gates, the states read, da_h and r⊙h (T, B, ·)
+    in step order, whole, indexed here by s.
     twin: reference.layers.run_direction_backward over reference.gru.gru_classic_step_backward, up to from_rh"""
     DT = dh.dtype
     da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
     w_tile = cuda.shared.array((DEPTH, UNITS), DT)
-    gru_classic_step_backward_n(dh, gates_s, h_prev, w_hh, lengths, s, reverse, da_x, da_h_s, d_rh, rh_s,
+    gru_classic_step_backward_n(dh, gates[s], h_prev_all[s], w_hh, lengths, s, reverse, da_x, da_h[s], d_rh, rh_all[s],
                                 cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
 
@@ -502,16 +515,16 @@ def gru_classic_step_backward_rz_kernel(dh, gates, h_prev_all, d_rh, w_hh, dhs, 
 
 
 @cuda.jit
-def gru_classic_layer_step_backward_rz_kernel(dh, gates_s, h_prev, d_rh, w_hh, dhs, lengths, s, reverse, da_x, da_h_s,
+def gru_classic_layer_step_backward_rz_kernel(dh, gates, h_prev_all, d_rh, w_hh, dhs, lengths, s, reverse, da_x, da_h,
                                               dh_prev):
     """Second half of scan step s of one layer-direction's BPTT over rows of different lengths:
-    gru_classic_step_backward_rz on this block's tile.
+    gru_classic_step_backward_rz on this block's tile; per-step arrays as the first half's.
     twin: reference.layers.run_direction_backward over reference.gru.gru_classic_step_backward, from da_r"""
     DT = dh.dtype
     da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
     w_tile = cuda.shared.array((DEPTH, UNITS), DT)
-    gru_classic_step_backward_rz(dh, gates_s, h_prev, d_rh, w_hh, dhs, lengths, s, reverse, da_x, da_h_s, dh_prev,
-                                 cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
+    gru_classic_step_backward_rz(dh, gates[s], h_prev_all[s], d_rh, w_hh, dhs, lengths, s, reverse, da_x, da_h[s],
+                                 dh_prev, cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
 
 @cuda.jit

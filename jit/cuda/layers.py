@@ -39,9 +39,9 @@ from reference.layers import (LayerBackwardResult, LayerParamGrads, ProjectedPar
                               check_layer_forward_inputs, row_lengths)
 
 from . import elementwise, gru, lstm, rnn, workspace
-from .backend import _as_2d, _device_call, _host_finite, _launch_1d, _matmul, _step_grid
+from .backend import _as_2d, _device_call, _host_finite, _launch_1d, _launch_steps, _matmul, _step_grid
 from .device_arrays import ARRAY_TYPES, contiguous_on_device, device_view, is_device_array
-from .launch import TILES, blocks, launch
+from .launch import TILES, blocks, launch, specialized
 from .matmul import column_sums
 from .tiles import lstm_start_bptt_kernel, start_bptt_kernel
 
@@ -76,26 +76,30 @@ class _DirectionForward:
     W_hh, b_hh, the rows' lengths and the direction; writes its output (T, B, H) (a column block of
     the layer's output) and h_n, c_n (its slots of the results).
 
-    Where scan step s reads and writes the state: training keeps every state a step reads (h_prev,
-    for backward) and every cell state; inference two buffers in turn, ordered so that the last
-    step writes the result slot itself. T ≥ 1, B ≥ 1, H ≥ 1.
+    The step kernels take each state as (first, steps, last) and index it by the scan step s
+    themselves (no per-step view made here): step s reads ``first`` (s = 0) or steps[(s − 1) %
+    len(steps)], and writes steps[s % len(steps)], or ``last`` at the last step. Training keeps every
+    state a step reads (h_kept, for backward: h0's copy, then steps = h_kept[1:]) and every cell state
+    (steps = cs, the last of them also ``last``); inference two of each in turn, the last step writing
+    the result slot itself. T ≥ 1, B ≥ 1, H ≥ 1.
     """
 
     def __init__(self, xw, h0, c0, w_hh, b_hh, lengths, reverse, out, h_n, c_n, training):
-        self.xw, self.h0, self.c0, self.w_hh, self.b_hh = xw, h0, c0, w_hh, b_hh
-        self.lengths, self.reverse, self.out, self.h_n, self.c_n = lengths, reverse, out, h_n, c_n
-        self.training = training
+        self.xw, self.w_hh, self.b_hh, self.lengths, self.reverse, self.out = xw, w_hh, b_hh, lengths, reverse, out
+        self.h_n, self.c_n, self.training = h_n, c_n, training
         self.T, self.B, self.GH = xw.shape
         self.H = w_hh.shape[1]
         self.grid, self.block = _step_grid(self.B, self.H)
         if training:  # the trace: backward reads it after this call, so fresh arrays
             self.h_kept = self.fresh(self.T, self.B, self.H)
             _launch_1d(elementwise.copy2d, self.B * self.H, h0, self.h_kept[0])
+            self.h_states = (h0, self.h_kept[1:], h_n)
             self.gates = self.fresh(self.T, self.B, self.GH)
             self.cs = self.fresh(self.T, self.B, self.H) if c0 is not None else None
+            self.c_states = (c0, self.cs, self.cs[self.T - 1]) if c0 is not None else ()
         else:
-            self.h_pair = (h_n, self.scratch("h other", self.B, self.H))
-            self.c_pair = (c_n, self.scratch("c other", self.B, self.H)) if c0 is not None else None
+            self.h_states = (h0, self.scratch("h steps", 2, self.B, self.H), h_n)
+            self.c_states = (c0, self.scratch("c steps", 2, self.B, self.H), c_n) if c0 is not None else ()
             self.gates = self.scratch("gates", 1, self.B, self.GH)
             self.cs = None
 
@@ -107,30 +111,15 @@ class _DirectionForward:
         after the one before has, in stream order."""
         return workspace.scratch(f"layers.{role}", shape, self.xw.dtype)
 
-    def h_prev(self, s):
-        if self.training:
-            return self.h_kept[s]
-        return self.h0 if s == 0 else self.h_next(s - 1)
+    def run(self, *kernels_and_args):
+        """Each (kernel, args) launched once a scan step, in order; args start with xw, lengths, s,
+        reverse (s set at each step)."""
+        _launch_steps(self.grid, self.block, range(self.T), *kernels_and_args, at=2)
+        return self.trace()
 
-    def h_next(self, s):
-        if self.training:
-            return self.h_kept[s + 1] if s < self.T - 1 else self.h_n
-        return self.h_pair[(self.T - 1 - s) % 2]
-
-    def c_prev(self, s):
-        if s == 0:
-            return self.c0
-        return self.cs[s - 1] if self.training else self.c_next(s - 1)
-
-    def c_next(self, s):
-        return self.cs[s] if self.training else self.c_pair[(self.T - 1 - s) % 2]
-
-    def gates_at(self, s):
-        return self.gates[s if self.training else 0]
-
-    def step_args(self, s):
-        """The arguments every layer step kernel starts with: xw, lengths, s, reverse."""
-        return self.xw, self.lengths, s, self.reverse
+    def step_args(self):
+        """The arguments every layer step kernel starts with: xw, lengths, s (set at each step), reverse."""
+        return [self.xw, self.lengths, 0, self.reverse]
 
     def trace(self):
         if not self.training:
@@ -142,37 +131,29 @@ class _DirectionForward:
 
 def _rnn_forward(f: _DirectionForward, relu):
     """rnn_layer_step_forward_kernel once a scan step."""
-    for s in range(f.T):
-        launch(rnn.rnn_layer_step_forward_kernel, f.grid, f.block, *f.step_args(s), f.h_prev(s), f.w_hh, f.b_hh, relu,
-               f.h_next(s), f.gates_at(s), f.out)
-    return f.trace()
+    return f.run((rnn.rnn_layer_step_forward_kernel,
+                  f.step_args() + [*f.h_states, f.w_hh, f.b_hh, relu, f.gates, f.out]))
 
 
 def _lstm_forward(f: _DirectionForward):
     """lstm_layer_step_forward_kernel once a scan step."""
-    for s in range(f.T):
-        launch(lstm.lstm_layer_step_forward_kernel, f.grid, f.block, *f.step_args(s), f.h_prev(s), f.c_prev(s),
-               f.w_hh, f.b_hh, f.h_next(s), f.c_next(s), f.gates_at(s), f.out)
-    return f.trace()
+    return f.run((lstm.lstm_layer_step_forward_kernel,
+                  f.step_args() + [*f.h_states, *f.c_states, f.w_hh, f.b_hh, f.gates, f.out]))
 
 
 def _gru_forward(f: _DirectionForward):
     """gru_layer_step_forward_kernel once a scan step."""
-    for s in range(f.T):
-        launch(gru.gru_layer_step_forward_kernel, f.grid, f.block, *f.step_args(s), f.h_prev(s), f.w_hh, f.b_hh,
-               f.h_next(s), f.gates_at(s), f.out)
-    return f.trace()
+    return f.run((gru.gru_layer_step_forward_kernel, f.step_args() + [*f.h_states, f.w_hh, f.b_hh, f.gates, f.out]))
 
 
 def _gru_classic_forward(f: _DirectionForward):
     """Two kernels a scan step, rz then n (r⊙h of every unit before W_hn (r⊙h))."""
     rh = f.scratch("rh", f.B, f.H)
-    for s in range(f.T):
-        launch(gru.gru_classic_layer_step_forward_rz_kernel, f.grid, f.block, *f.step_args(s), f.h_prev(s), f.w_hh,
-               f.b_hh, f.gates_at(s), rh)
-        launch(gru.gru_classic_layer_step_forward_n_kernel, f.grid, f.block, *f.step_args(s), f.h_prev(s), rh, f.w_hh,
-               f.b_hh, f.h_next(s), f.gates_at(s), f.out)
-    return f.trace()
+    h_first, h_steps, _ = f.h_states
+    return f.run((gru.gru_classic_layer_step_forward_rz_kernel,
+                  f.step_args() + [h_first, h_steps, f.w_hh, f.b_hh, f.gates, rh]),
+                 (gru.gru_classic_layer_step_forward_n_kernel,
+                  f.step_args() + [*f.h_states, rh, f.w_hh, f.b_hh, f.gates, f.out]))
 
 
 # ----- one direction's BPTT ------------------------------------------------------------------------
@@ -227,9 +208,10 @@ class _DirectionBackward:
         forward (step order is time order), a second array in reverse."""
         return self.scratch("da_h", self.T, self.B, self.GH) if self.reverse else self.da_x
 
-    def step_args(self, s):
-        """The arguments every layer step kernel has after its per-step arrays: dhs, lengths, s, reverse."""
-        return self.dhs, self.lengths, s, self.reverse
+    def step_args(self):
+        """The arguments every layer step kernel has after its per-step arrays: dhs, lengths, s (set at
+        each step), reverse."""
+        return self.dhs, self.lengths, None, self.reverse
 
 
 class _DirectionBPTT(NamedTuple):
@@ -238,22 +220,39 @@ class _DirectionBPTT(NamedTuple):
     hidden_inputs: tuple  # (rows, input (T, B, H)) pairs: dW_hh[rows] = da_h[:, rows]ᵀ input, summed over steps
 
 
+def _bptt_steps(b: _DirectionBackward, *kernels_and_args):
+    """Each (kernel, args, slots) launched once a scan step, in reverse, in order. ``slots`` names
+    where the step's values go in args: "s", and "dh_in", "dh_out", "dc_in", "dc_out" (the pair
+    buffers, whole arrays taking turns); everything else is the same at every step, so each kernel
+    is specialized once, and no per-step view is made (the kernels index by s)."""
+    picks = {"s": lambda s: s, "dh_in": b.dh_in, "dh_out": b.dh_out, "dc_in": b.dc_in, "dc_out": b.dc_out}
+    prepared = []
+    for kernel, args, slots in kernels_and_args:
+        for name, at in slots.items():
+            args[at] = picks[name](b.T - 1)
+        prepared.append((specialized(kernel, *args), args, [(at, picks[name]) for name, at in slots.items()]))
+    for s in reversed(range(b.T)):
+        for kernel, args, slots in prepared:
+            for at, pick in slots:
+                args[at] = pick(s)
+            launch(kernel, b.grid, b.block, *args)
+
+
 def _rnn_backward(b: _DirectionBackward, relu):
     da_h = b.hidden_side()
     b.start()
-    for s in reversed(range(b.T)):
-        launch(rnn.rnn_layer_step_backward_kernel, b.grid, b.block, b.dh_in(s), b.trace.gates[s], b.w_hh, relu,
-               *b.step_args(s), b.da_x, da_h[s], b.dh_out(s))
+    _bptt_steps(b, (rnn.rnn_layer_step_backward_kernel,
+                    [None, b.trace.gates, b.w_hh, relu, *b.step_args(), b.da_x, da_h, None],
+                    {"dh_in": 0, "s": 6, "dh_out": 10}))
     return _DirectionBPTT(da_h, ((slice(None), b.trace.h_prev),))
 
 
 def _lstm_backward(b: _DirectionBackward):
     da_h = b.hidden_side()
     b.start()
-    cs = b.trace.cs
-    for s in reversed(range(b.T)):
-        launch(lstm.lstm_layer_step_backward_kernel, b.grid, b.block, b.dh_in(s), b.dc_in(s), b.trace.gates[s],
-               cs[s - 1] if s else b.c0, cs[s], b.w_hh, *b.step_args(s), b.da_x, da_h[s], b.dh_out(s), b.dc_out(s))
+    _bptt_steps(b, (lstm.lstm_layer_step_backward_kernel,
+                    [None, None, b.trace.gates, b.c0, b.trace.cs, b.w_hh, *b.step_args(), b.da_x, da_h, None, None],
+                    {"dh_in": 0, "dc_in": 1, "s": 8, "dh_out": 12, "dc_out": 13}))
     return _DirectionBPTT(da_h, ((slice(None), b.trace.h_prev),))
 
 
@@ -264,9 +263,9 @@ def _gru_backward(b: _DirectionBackward):
     hn_all = b.scratch("hn_all", b.T, b.B, H)
     _matmul(_as_2d(b.trace.h_prev), b.w_hh[2 * H:], _as_2d(hn_all), trans_b=True, bias=b.b_hh[2 * H:])
     b.start()
-    for s in reversed(range(b.T)):
-        launch(gru.gru_layer_step_backward_kernel, b.grid, b.block, b.dh_in(s), b.trace.gates[s], b.trace.h_prev[s],
-               hn_all[s], b.w_hh, *b.step_args(s), b.da_x, da_h[s], b.dh_out(s))
+    _bptt_steps(b, (gru.gru_layer_step_backward_kernel,
+                    [None, b.trace.gates, b.trace.h_prev, hn_all, b.w_hh, *b.step_args(), b.da_x, da_h, None],
+                    {"dh_in": 0, "s": 7, "dh_out": 11}))
     return _DirectionBPTT(da_h, ((slice(None), b.trace.h_prev),))
 
 
@@ -277,11 +276,13 @@ def _gru_classic_backward(b: _DirectionBackward):
     rh_all = b.scratch("rh_all", b.T, b.B, H)
     d_rh = b.scratch("d_rh", b.B, H)
     b.start()
-    for s in reversed(range(b.T)):
-        launch(gru.gru_classic_layer_step_backward_n_kernel, b.grid, b.block, b.dh_in(s), b.trace.gates[s],
-               b.trace.h_prev[s], b.w_hh, b.lengths, s, b.reverse, b.da_x, da_h[s], d_rh, rh_all[s])
-        launch(gru.gru_classic_layer_step_backward_rz_kernel, b.grid, b.block, b.dh_in(s), b.trace.gates[s],
-               b.trace.h_prev[s], d_rh, b.w_hh, *b.step_args(s), b.da_x, da_h[s], b.dh_out(s))
+    _bptt_steps(b, (gru.gru_classic_layer_step_backward_n_kernel,
+                    [None, b.trace.gates, b.trace.h_prev, b.w_hh, b.lengths, None, b.reverse, b.da_x, da_h, d_rh,
+                     rh_all],
+                    {"dh_in": 0, "s": 5}),
+                (gru.gru_classic_layer_step_backward_rz_kernel,
+                 [None, b.trace.gates, b.trace.h_prev, d_rh, b.w_hh, *b.step_args(), b.da_x, da_h, None],
+                 {"dh_in": 0, "s": 7, "dh_out": 11}))
     return _DirectionBPTT(da_h, ((slice(0, 2 * H), b.trace.h_prev), (slice(2 * H, 3 * H), rh_all)))
 
 

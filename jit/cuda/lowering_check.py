@@ -22,7 +22,8 @@ from numba.cuda import config as cuda_config
 def kernel_signatures(nb):
     """{kernel: argument types} for one float type, with contiguous arrays as forward/backward pass them;
     the layers' per-direction views (a column block of a layer's output or its gradient) are 'A'. The
-    per-step cell kernels take whole arrays and the step t (see jit.cuda.tiles)."""
+    per-step cell kernels take whole arrays and the step t, the layer kernels whole arrays and the
+    scan step s (see jit.cuda.tiles and jit.cuda.layers)."""
     from jit.cuda import elementwise, gru, lstm, matmul, rnn, tiles
     A3, A2, A1, flag, step = nb[:, :, ::1], nb[:, ::1], nb[::1], nt.boolean, nt.int64
     view3, lengths = nb[:, :, :], nt.int32[::1]
@@ -33,32 +34,32 @@ def kernel_signatures(nb):
         elementwise.copy2d: (A2, A2), elementwise.add2d: (A2, A2, A2), elementwise.fill2d: (A2, nb),
         elementwise.count_nonfinite: (nt.UniTuple(A1, 7), nt.int64[::1]),
         rnn.rnn_step_forward_kernel: (A3, step, A2, A3, A2, A1, flag, A3),
-        rnn.rnn_layer_step_forward_kernel: (A3, *rows, A2, A2, A1, flag, A2, A2, view3),
+        rnn.rnn_layer_step_forward_kernel: (A3, *rows, A2, A3, A2, A2, A1, flag, A3, view3),
         rnn.rnn_forward_persistent_kernel: (A3, A2, A3, A2, A1, flag, A3, A2),
         rnn.rnn_step_backward_kernel: (A2, A3, A2, flag, A3, step, A3, A2),
-        rnn.rnn_layer_step_backward_kernel: (A2, A2, A2, flag, view3, *rows, A3, A2, A2),
+        rnn.rnn_layer_step_backward_kernel: (A2, A3, A2, flag, view3, *rows, A3, A3, A2),
         rnn.rnn_backward_persistent_kernel: (A2, A3, A3, A2, flag, A3, A3),
         lstm.lstm_step_forward_kernel: (A3, step, A2, A2, A3, A3, A2, A1, A3),
-        lstm.lstm_layer_step_forward_kernel: (A3, *rows, A2, A2, A2, A1, A2, A2, A2, view3),
+        lstm.lstm_layer_step_forward_kernel: (A3, *rows, A2, A3, A2, A2, A3, A2, A2, A1, A3, view3),
         lstm.lstm_forward_persistent_kernel: (A3, A2, A2, A3, A3, A2, A1, A3, A2, A2),
         lstm.lstm_step_backward_kernel: (A2, A2, A3, A2, A3, A2, A3, step, A3, A2, A2),
-        lstm.lstm_layer_step_backward_kernel: (A2, A2, A2, A2, A2, A2, view3, *rows, A3, A2, A2, A2),
+        lstm.lstm_layer_step_backward_kernel: (A2, A2, A3, A2, A3, A2, view3, *rows, A3, A3, A2, A2),
         lstm.lstm_backward_persistent_kernel: (A2, A2, flag, A3, A3, A3, A3, A2, A2, A3, A3),
         gru.gru_step_forward_kernel: (A3, step, A2, A3, A2, A1, A3),
-        gru.gru_layer_step_forward_kernel: (A3, *rows, A2, A2, A1, A2, A2, view3),
+        gru.gru_layer_step_forward_kernel: (A3, *rows, A2, A3, A2, A2, A1, A3, view3),
         gru.gru_forward_persistent_kernel: (A3, A2, A3, A2, A1, A3, A2),
         gru.gru_step_backward_kernel: (A2, A3, A3, A3, A2, A3, step, A3, A3, A2),
-        gru.gru_layer_step_backward_kernel: (A2, A2, A2, A2, A2, view3, *rows, A3, A2, A2),
+        gru.gru_layer_step_backward_kernel: (A2, A3, A3, A3, A2, view3, *rows, A3, A3, A2),
         gru.gru_backward_persistent_kernel: (A2, A3, A3, A3, A3, A2, A3, A3, A3),
         gru.gru_classic_step_forward_rz_kernel: (A3, step, A2, A3, A2, A1, A3, A2),
-        gru.gru_classic_layer_step_forward_rz_kernel: (A3, *rows, A2, A2, A1, A2, A2),
+        gru.gru_classic_layer_step_forward_rz_kernel: (A3, *rows, A2, A3, A2, A1, A3, A2),
         gru.gru_classic_step_forward_n_kernel: (A3, step, A2, A3, A2, A2, A1, A3),
-        gru.gru_classic_layer_step_forward_n_kernel: (A3, *rows, A2, A2, A2, A1, A2, A2, view3),
+        gru.gru_classic_layer_step_forward_n_kernel: (A3, *rows, A2, A3, A2, A2, A2, A1, A3, view3),
         gru.gru_classic_forward_persistent_kernel: (A3, A2, A3, A2, A1, A3, A2, A2),
         gru.gru_classic_step_backward_n_kernel: (A2, A3, A3, A2, step, A3, A3, A2, A3),
-        gru.gru_classic_layer_step_backward_n_kernel: (A2, A2, A2, A2, *rows, A3, A2, A2, A2),
+        gru.gru_classic_layer_step_backward_n_kernel: (A2, A3, A3, A2, *rows, A3, A3, A2, A3),
         gru.gru_classic_step_backward_rz_kernel: (A2, A3, A3, A2, A2, A3, step, A3, A3, A2),
-        gru.gru_classic_layer_step_backward_rz_kernel: (A2, A2, A2, A2, A2, view3, *rows, A3, A2, A2),
+        gru.gru_classic_layer_step_backward_rz_kernel: (A2, A3, A3, A2, A2, view3, *rows, A3, A3, A2),
         gru.gru_classic_backward_persistent_kernel: (A2, A3, A3, A3, A2, A3, A2, A3, A3, A3),
         tiles.start_bptt_kernel: (A2, view3, lengths, flag, A2),
         tiles.lstm_start_bptt_kernel: (A2, view3, lengths, flag, A2, A2, flag, A2),

@@ -74,12 +74,19 @@ def lstm_step_forward_kernel(xw, t, h0, c0, hs, cs, w_hh, b_hh, gates):
 
 
 @cuda.jit
-def lstm_layer_step_forward_kernel(xw, lengths, s, reverse, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_s,
-                                   out):
+def lstm_layer_step_forward_kernel(xw, lengths, s, reverse, h_first, h_steps, h_last, c_first, c_steps, c_last,
+                                   w_hh, b_hh, gates, out):
     """Scan step s of one layer-direction over rows of different lengths: lstm_step_forward on this
     block's tile, then the output of each row at its time step (out (T, B, H), zeros when padded).
+    The states h and c, and the gates, as rnn_layer_step_forward_kernel's h and gates.
     twin: reference.layers.run_direction over reference.lstm.lstm_step_forward"""
-    DT = h_next.dtype
+    DT = h_last.dtype
+    last = xw.shape[0] - 1
+    h_prev = h_first if s == 0 else h_steps[(s - 1) % h_steps.shape[0]]
+    h_next = h_last if s == last else h_steps[s % h_steps.shape[0]]
+    c_prev = c_first if s == 0 else c_steps[(s - 1) % c_steps.shape[0]]
+    c_next = c_last if s == last else c_steps[s % c_steps.shape[0]]
+    gates_s = gates[s % gates.shape[0]]
     h_tile = cuda.shared.array((ROWS, DEPTH), DT)
     w_tile = cuda.shared.array((4, UNITS, DEPTH_PADDED), DT)
     acc = cuda.local.array(4, DT)
@@ -211,14 +218,17 @@ def lstm_step_backward_kernel(dh, dc, gates, c0, cs, w_hh, dhs, t, da, dh_prev, 
 
 
 @cuda.jit
-def lstm_layer_step_backward_kernel(dh, dc, gates_s, c_prev, c_s, w_hh, dhs, lengths, s, reverse, da_x, da_h_s,
-                                    dh_prev, dc_prev):
+def lstm_layer_step_backward_kernel(dh, dc, gates, c0, cs, w_hh, dhs, lengths, s, reverse, da_x, da_h, dh_prev,
+                                    dc_prev):
     """Scan step s of one layer-direction's BPTT over rows of different lengths: lstm_step_backward
-    on this block's tile. twin: reference.layers.run_direction_backward over reference.lstm.lstm_step_backward"""
+    on this block's tile; gates, the cell states after each step and da_h (T, B, ·) in step order,
+    whole, indexed here by s, c0 the cell state before step 0.
+    twin: reference.layers.run_direction_backward over reference.lstm.lstm_step_backward"""
     DT = dh.dtype
     da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
     w_tile = cuda.shared.array((DEPTH, UNITS), DT)
-    lstm_step_backward(dh, dc, gates_s, c_prev, c_s, w_hh, dhs, lengths, s, reverse, da_x, da_h_s, dh_prev, dc_prev,
+    c_prev = c0 if s == 0 else cs[s - 1]
+    lstm_step_backward(dh, dc, gates[s], c_prev, cs[s], w_hh, dhs, lengths, s, reverse, da_x, da_h[s], dh_prev, dc_prev,
                        cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
 

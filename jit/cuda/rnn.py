@@ -58,11 +58,18 @@ def rnn_step_forward_kernel(xw, t, h0, hs, w_hh, b_hh, use_relu, gates):
 
 
 @cuda.jit
-def rnn_layer_step_forward_kernel(xw, lengths, s, reverse, h_prev, w_hh, b_hh, use_relu, h_next, gates_s, out):
+def rnn_layer_step_forward_kernel(xw, lengths, s, reverse, h_first, h_steps, h_last, w_hh, b_hh, use_relu, gates,
+                                  out):
     """Scan step s of one layer-direction over rows of different lengths: rnn_step_forward on this
     block's tile, then the output of each row at its time step (out (T, B, H), zeros when padded).
+    The states are given whole, indexed here by s (no per-step view made on the host): step s
+    reads h_first (s = 0) or h_steps[(s − 1) % len], and writes h_steps[s % len], or h_last at the
+    last step (every step's in training, two in turn in inference); gates[s % len(gates)].
     twin: reference.layers.run_direction over reference.rnn.rnn_step_forward"""
-    DT = h_next.dtype
+    DT = h_last.dtype
+    h_prev = h_first if s == 0 else h_steps[(s - 1) % h_steps.shape[0]]
+    h_next = h_last if s == xw.shape[0] - 1 else h_steps[s % h_steps.shape[0]]
+    gates_s = gates[s % gates.shape[0]]
     h_tile = cuda.shared.array((ROWS, DEPTH), DT)
     w_tile = cuda.shared.array((1, UNITS, DEPTH_PADDED), DT)
     acc = cuda.local.array(1, DT)
@@ -160,13 +167,14 @@ def rnn_step_backward_kernel(dh, gates, w_hh, use_relu, dhs, t, da, dh_prev):
 
 
 @cuda.jit
-def rnn_layer_step_backward_kernel(dh, h_s, w_hh, use_relu, dhs, lengths, s, reverse, da_x, da_h_s, dh_prev):
+def rnn_layer_step_backward_kernel(dh, gates, w_hh, use_relu, dhs, lengths, s, reverse, da_x, da_h, dh_prev):
     """Scan step s of one layer-direction's BPTT over rows of different lengths: rnn_step_backward on
-    this block's tile. twin: reference.layers.run_direction_backward over reference.rnn.rnn_step_backward"""
+    this block's tile; gates (the activations) and da_h (T, B, H) in step order, whole, indexed here
+    by s. twin: reference.layers.run_direction_backward over reference.rnn.rnn_step_backward"""
     DT = dh.dtype
     da_tile = cuda.shared.array((ROWS, DEPTH_PADDED), DT)
     w_tile = cuda.shared.array((DEPTH, UNITS), DT)
-    rnn_step_backward(dh, h_s, w_hh, use_relu, dhs, lengths, s, reverse, da_x, da_h_s, dh_prev,
+    rnn_step_backward(dh, gates[s], w_hh, use_relu, dhs, lengths, s, reverse, da_x, da_h[s], dh_prev,
                       cuda.blockIdx.x * UNITS, cuda.blockIdx.y * ROWS, da_tile, w_tile)
 
 

@@ -165,6 +165,54 @@ def test_the_step_kernel_is_specialized_once_per_call_not_once_per_step(monkeypa
                                                      "gru_classic_step_forward_n_kernel"]
 
 
+@pytest.mark.skipif(not SIMULATOR, reason="counts the simulator's device-array views")
+@pytest.mark.parametrize("cell", sorted(reference.CELLS))
+def test_a_layer_call_makes_no_view_per_step(cell, monkeypatch):
+    """The layer step kernels take whole arrays and the scan step s: the device-array views a layer
+    forward and backward make on the host (outside kernels) do not grow with T. Counted by wrapping
+    the simulated array's indexing, paused while a kernel runs (the kernels index arrays too)."""
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+    from jit.cuda import layers
+    seen = {"views": 0, "in_kernel": False}
+    index = FakeCUDAArray.__getitem__
+
+    def counting_index(self, key):
+        if not seen["in_kernel"]:
+            seen["views"] += 1
+        return index(self, key)
+    monkeypatch.setattr(FakeCUDAArray, "__getitem__", counting_index)
+    for module in (cuda_backend, layers):
+        def in_kernel(*args, _launch=module.launch):
+            seen["in_kernel"] = True
+            try:
+                return _launch(*args)
+            finally:
+                seen["in_kernel"] = False
+        monkeypatch.setattr(module, "launch", in_kernel)
+
+    def views_of_a_call(steps):
+        rng = np.random.default_rng(5)
+        params = [reference.init_params(cell, input_size=size, hidden_size=H, dtype=np.float64, seed=k)
+                  for k, size in enumerate((I, I, 2 * H, 2 * H))]
+        x = rng.standard_normal((steps, B, I))
+        h0 = rng.standard_normal((4, B, H))
+        c0 = rng.standard_normal((4, B, H)) if cell == "lstm" else None
+        x, h0, c0 = (None if a is None else cuda.to_device(a) for a in (x, h0, c0))
+        lengths = [steps, 1]
+        views = []
+        for _ in range(2):  # the second call: compiled, scratch arrays in place
+            seen["views"] = 0
+            fwd = cuda_backend.layer_forward(cell, params, x, h0, c0, bidirectional=True, lengths=lengths)
+            dhs = cuda.to_device(np.ones((steps, B, 2 * H)))
+            cuda_backend.layer_backward(cell, params, x, h0, c0, fwd, dhs, cuda.to_device(np.zeros((4, B, H))),
+                                        None if c0 is None else cuda.to_device(np.zeros((4, B, H))),
+                                        bidirectional=True, lengths=lengths)
+            views.append(seen["views"])
+        return views[-1]
+
+    assert views_of_a_call(2) == views_of_a_call(6)
+
+
 def test_the_cooperative_limit_is_asked_of_the_driver_once_per_kernel_and_block(monkeypatch):
     monkeypatch.setattr(cuda_backend, "persistent", True)
     asked = []
