@@ -299,46 +299,19 @@ def profile_calls(out_dir, config_kind=None, cell="lstm", calls=10):
     time (cProfile, by own time), per-step and with each time loop as one persistent launch. It says
     whether a call is bound by launches on the host, and what one launch instead of T buys. Returns
     the summary lines."""
-    import jit.cuda.backend as cuda_backend
-
     name, T, B, I, H = configs(config_kind)[0]
     case = Case(cell, T, B, I, H)
     summary = [f"{cell} {name} (T={T}, B={B}, I={I}, H={H}) on {_device_name()}, {calls} calls per figure"]
     details = []
-    with counted_launches(cuda_backend) as launches:
-        for variant, persistent in (("per-step", False), ("persistent", True)):
-            for mode in MODES:
-                line, profile = _profile_call(case, mode, persistent, f"{variant} {mode}", launches, calls)
-                summary.append(line)
-                details += profile
+    for variant, persistent in (("per-step", False), ("persistent", True)):
+        for mode in MODES:
+            line, profile = _profile_call(case, mode, persistent, f"{variant} {mode}", calls)
+            summary.append(line)
+            details += profile
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "profile.txt").write_text("\n".join(summary + [""] + details) + "\n")
     return "\n".join(summary)
-
-
-class LaunchCount:
-    """Kernel launches counted since the last reset."""
-
-    def __init__(self):
-        self.count = 0
-
-
-@contextlib.contextmanager
-def counted_launches(cuda_backend):
-    """Count every kernel launch of jit.cuda.backend inside the block (all of them go through its launch)."""
-    counter = LaunchCount()
-    launch = cuda_backend.launch
-
-    def counted_launch(*args):
-        counter.count += 1
-        return launch(*args)
-
-    cuda_backend.launch = counted_launch
-    try:
-        yield counter
-    finally:
-        cuda_backend.launch = launch
 
 
 def _seconds_per_call(call, calls):
@@ -348,19 +321,19 @@ def _seconds_per_call(call, calls):
     return (time.perf_counter() - start) / calls
 
 
-def _profile_call(case, mode, persistent, label, launches, calls):
+def _profile_call(case, mode, persistent, label, calls):
     """(summary line, cProfile lines) of one jit.cuda call: launches per call; on a GPU its time beside
     cuDNN fp32's, and the 20 Python functions with the most own time."""
-    from jit.cuda.launch import SIMULATOR
+    from jit.cuda.launch import COUNTS, SIMULATOR  # COUNTS: every launch of jit.cuda, layers' too
 
     call = case.jit_cuda_call(mode, persistent)
     try:
         call()  # compiles, and warms the allocator
     except Exception as exc:  # e.g. a cooperative launch this GPU refuses: say so, go on
         return f"{label}: failed: {type(exc).__name__}: {exc}", []
-    launches.count = 0
+    COUNTS.reset()
     wall = _seconds_per_call(call, calls)
-    per_call = launches.count / calls
+    per_call = COUNTS.launches / calls
     if SIMULATOR:  # simulated timings are never shown
         return f"{label}: {per_call:.0f} kernel launches per call (CUDA simulator: no timings)", []
     line = f"{label}: {per_call:.0f} kernel launches per call, {wall * 1e3:.2f} ms per call " \
