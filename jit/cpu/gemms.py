@@ -6,17 +6,24 @@ from numba import njit
 from .arrays import kernel_array, transposed_kernel_array
 from .host import L2_BYTES
 from .pool import run_in_parallel
-from .products import PANEL_GROUP, columns_per_panel, matmul, matmul_into
+from .products import PANEL_GROUP, matmul, matmul_into
 from .threads import small_call
 from .tiling import split
 
 
-def panels_fit_l2(K: int, dtype) -> bool:
-    """Whether panel_product's group of PANEL_GROUP panels of K rows fits one core's L2: then
-    the panel kernel, which packs no block of K, keeps its rate (6–10% above one thread of
-    OpenBLAS at the DeepBench shapes on Zen 4); past it, a BLAS that blocks K wins."""
-    itemsize = np.dtype(dtype).itemsize
-    return PANEL_GROUP * K * columns_per_panel(itemsize) * itemsize <= L2_BYTES
+#: The bytes of a panel row at 64-byte vectors (two vectors), whatever the host's width: the
+#: choice between the panel kernel and BLAS must not depend on the width, whose two code paths
+#: give the same bits (test_the_property_suite_passes_at_the_other_vector_width).
+PANEL_ROW_BYTES = 128
+
+
+def panel_kernel_wins(K: int, dtype) -> bool:
+    """Whether a large GEMM with inner dimension K runs on the panel kernel: where a group of
+    PANEL_GROUP panels of K rows, at 64-byte vectors, fits one core's L2 (the panel kernel packs
+    no block of K; past that, a BLAS that blocks K wins). Zen 4, two threads, backward's dx:
+    0.91–0.96× one thread of OpenBLAS per row block at S2, M and L1 with 64-byte vectors; held
+    to 32-byte vectors, against OpenBLAS's Haswell kernels, level (0.98–1.07×)."""
+    return PANEL_GROUP * K * PANEL_ROW_BYTES <= L2_BYTES
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -33,15 +40,14 @@ def matmul_rows(a, b, n_threads: int):
     (threads.small_call) runs on the caller, where ``a`` may be a transposed C array (daᵀ),
     read in place, not copied. Otherwise each thread takes some rows: with the panel kernel
     (jit.cpu.products.matmul_into, b packed by each thread) where ``a`` is C-contiguous and
-    the panels fit L2 (panels_fit_l2), its bits independent of the split; else with BLAS on
-    one thread. (daᵀ goes to BLAS: read in place, its rows a page apart, the panel kernel was
+    panel_kernel_wins, its bits independent of the split; else with BLAS on one thread. (daᵀ goes to BLAS: read in place, its rows a page apart, the panel kernel was
     7% slower at L1 and level at M on two threads; docs/perf-log.md.)
     """
     if small_call(a.shape[0] * a.shape[1] * b.shape[1]):
         return matmul(a if transposed_kernel_array(a) else kernel_array(a), kernel_array(b))
     out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
     rows = split(a.shape[0], max(1, min(n_threads, a.shape[0])))
-    if a.flags.c_contiguous and a.flags.writeable and panels_fit_l2(a.shape[1], out.dtype):
+    if a.flags.c_contiguous and a.flags.writeable and panel_kernel_wins(a.shape[1], out.dtype):
         b = kernel_array(b)
         run_in_parallel([(matmul_row_range, (a, b, r0, r1, out)) for r0, r1 in rows])
     else:
