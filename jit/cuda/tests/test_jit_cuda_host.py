@@ -165,22 +165,24 @@ def test_the_step_kernel_is_specialized_once_per_call_not_once_per_step(monkeypa
                                                      "gru_classic_step_forward_n_kernel"]
 
 
-@pytest.mark.skipif(not SIMULATOR, reason="counts the simulator's device-array views")
 @pytest.mark.parametrize("cell", sorted(reference.CELLS))
 def test_a_layer_call_makes_no_view_per_step(cell, monkeypatch):
     """The layer step kernels take whole arrays and the scan step s: the device-array views a layer
     forward and backward make on the host (outside kernels) do not grow with T. Counted by wrapping
-    the simulated array's indexing, paused while a kernel runs (the kernels index arrays too)."""
-    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+    the device array's indexing, paused while a kernel runs (simulated kernels index arrays too)."""
     from jit.cuda import layers
+    if SIMULATOR:
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as DeviceArray
+    else:
+        from numba.cuda.cudadrv.devicearray import DeviceNDArray as DeviceArray
     seen = {"views": 0, "in_kernel": False}
-    index = FakeCUDAArray.__getitem__
+    index = DeviceArray.__getitem__
 
     def counting_index(self, key):
         if not seen["in_kernel"]:
             seen["views"] += 1
         return index(self, key)
-    monkeypatch.setattr(FakeCUDAArray, "__getitem__", counting_index)
+    monkeypatch.setattr(DeviceArray, "__getitem__", counting_index)
     for module in (cuda_backend, layers):
         def in_kernel(*args, _launch=module.launch):
             seen["in_kernel"] = True
