@@ -34,6 +34,38 @@ TILE_SIZE = KSTEP * BLOCK_PADDED
 TILES_SIZE = 2 * TILE_SIZE
 
 
+@cuda.jit(device=True)
+def tile_element(e, k_major):
+    """(i, kk): where element e of a thread block's share of a BLOCK×KSTEP operand tile lies, i along
+    the tile's rows (op(a)'s m, op(b)'s n) and kk along K. The index that runs fastest over threads
+    follows the operand's memory order, (K, ·) when k_major, else (·, K), so the loads coalesce."""
+    if k_major:
+        kk = e // BLOCK
+        return e - kk * BLOCK, kk
+    i = e // KSTEP
+    return i, e - i * KSTEP
+
+
+@cuda.jit(device=True)
+def stage_k_step(x, k_major, origin, extent, k_next, K, tid, staged, zero):
+    """staged[r] = this thread's r-th element of the operand tile at (origin, k_next): x[k, origin + i]
+    when k_major, else x[origin + i, k]; zero outside x (rows ≥ extent, k ≥ K)."""
+    for r in range(LOADS):
+        i, kk = tile_element(tid + r * THREADS, k_major)
+        v = zero
+        if origin + i < extent and k_next + kk < K:
+            v = x[k_next + kk, origin + i] if k_major else x[origin + i, k_next + kk]
+        staged[r] = v
+
+
+@cuda.jit(device=True)
+def store_k_step(staged, k_major, tid, tiles, buffer):
+    """The elements stage_k_step loaded into shared buffer ``buffer`` of tiles, k-major ([kk][i])."""
+    for r in range(LOADS):
+        i, kk = tile_element(tid + r * THREADS, k_major)
+        tiles[buffer + kk * BLOCK_PADDED + i] = staged[r]
+
+
 @cuda.jit
 def matmul(a, b, c, bias, trans_a, trans_b, use_bias):
     """c = op(a) @ op(b) (+ bias on every row), op(m) = mᵀ when its flag is set.
@@ -81,32 +113,8 @@ def matmul(a, b, c, bias, trans_a, trans_b, use_bias):
         k_next = (s + 1) * KSTEP
         more = s + 1 < steps  # the same for every thread of the block: the syncs stay uniform
         if more:
-            for r in range(LOADS):
-                e = tid + r * THREADS
-                # The element index that runs fastest over threads follows the operand's memory
-                # order, so the loads coalesce.
-                if trans_a:  # a is (K, M)
-                    kk = e // BLOCK
-                    i = e - kk * BLOCK
-                else:
-                    i = e // KSTEP
-                    kk = e - i * KSTEP
-                v = zero
-                if m0 + i < M and k_next + kk < K:
-                    v = a[k_next + kk, m0 + i] if trans_a else a[m0 + i, k_next + kk]
-                a_next[r] = v
-            for r in range(LOADS):
-                e = tid + r * THREADS
-                if trans_b:  # b is (N, K)
-                    j = e // KSTEP
-                    kk = e - j * KSTEP
-                else:
-                    kk = e // BLOCK
-                    j = e - kk * BLOCK
-                v = zero
-                if k_next + kk < K and n0 + j < N:
-                    v = b[n0 + j, k_next + kk] if trans_b else b[k_next + kk, n0 + j]
-                b_next[r] = v
+            stage_k_step(a, trans_a, m0, M, k_next, K, tid, a_next, zero)
+            stage_k_step(b, not trans_b, n0, N, k_next, K, tid, b_next, zero)
         if s >= 0:
             a_at = (s & 1) * TILE_SIZE + ty
             b_at = (s & 1) * TILE_SIZE + tx
@@ -122,24 +130,8 @@ def matmul(a, b, c, bias, trans_a, trans_b, use_bias):
                         acc[i, j] += a_column[i] * b_row[j]
         if more:
             staged = ((s + 1) & 1) * TILE_SIZE
-            for r in range(LOADS):
-                e = tid + r * THREADS
-                if trans_a:
-                    kk = e // BLOCK
-                    i = e - kk * BLOCK
-                else:
-                    i = e // KSTEP
-                    kk = e - i * KSTEP
-                a_tiles[staged + kk * BLOCK_PADDED + i] = a_next[r]
-            for r in range(LOADS):
-                e = tid + r * THREADS
-                if trans_b:
-                    j = e // KSTEP
-                    kk = e - j * KSTEP
-                else:
-                    kk = e // BLOCK
-                    j = e - kk * BLOCK
-                b_tiles[staged + kk * BLOCK_PADDED + j] = b_next[r]
+            store_k_step(a_next, trans_a, tid, a_tiles, staged)
+            store_k_step(b_next, not trans_b, tid, b_tiles, staged)
         cuda.syncthreads()
     for i in range(WORK):
         m = m0 + ty + i * TILE
