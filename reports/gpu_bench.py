@@ -113,7 +113,7 @@ def _torch_cuda():
     return torch if torch.cuda.is_available() else None
 
 
-def _device_name():
+def device_name():
     from jit.cuda.launch import SIMULATOR
     if SIMULATOR:
         return SIMULATOR_DEVICE
@@ -286,7 +286,7 @@ def test_gpu(benchmark, backend, cell, cfg, mode):
     benchmark.extra_info.update({
         "schema": SCHEMA, "backend": backend, "cell": cell, "config": name, "sweep": "", "mode": mode,
         "dtype": "float32", "T": T, "B": B, "I": I, "H": H, "flops": flops(cell, T, B, I, H, mode),
-        "device": _device_name(), "max_abs_diff_vs_cudnn": diff,
+        "device": device_name(), "max_abs_diff_vs_cudnn": diff,
     })
     benchmark(call)
 
@@ -301,7 +301,7 @@ def profile_calls(out_dir, config_kind=None, cell="lstm", calls=10):
     the summary lines."""
     name, T, B, I, H = configs(config_kind)[0]
     case = Case(cell, T, B, I, H)
-    summary = [f"{cell} {name} (T={T}, B={B}, I={I}, H={H}) on {_device_name()}, {calls} calls per figure"]
+    summary = [f"{cell} {name} (T={T}, B={B}, I={I}, H={H}) on {device_name()}, {calls} calls per figure"]
     details = []
     for variant, persistent in (("per-step", False), ("persistent", True)):
         for mode in MODES:

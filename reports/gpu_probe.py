@@ -64,6 +64,8 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 from numba import cuda
 
+from reports.gpu_bench import Case, device_name
+
 PROBE_SCHEMA = "cellbench-gpu-probe/1"
 TOOL = "reports.gpu_probe"
 CELLS = ("lstm", "gru", "rnn_tanh")
@@ -78,7 +80,6 @@ T_DEEPBENCH = 25
 #: The persistent kernels' block (jit.cuda.launch.GPU_TILES: 32 units × 8 rows).
 GRID_SYNC_BLOCK = 256
 GRID_SYNC_FEW_BLOCKS = 32
-SIMULATOR_DEVICE = "CUDA simulator"
 
 
 class Settings(NamedTuple):
@@ -501,7 +502,6 @@ def grid_sync_rows(timer, settings, device):
 def _stages_of(row):
     """The jit.cuda calls of a row (forward; or forward, backward), as the benchmark makes them, on
     numba device arrays (no torch)."""
-    from reports.gpu_bench import Case
     return Case(row.cell, row.T, row.B, row.I, row.H, peer=False).jit_cuda_stages(row.mode, PATHS[row.path])
 
 
@@ -672,14 +672,6 @@ def _write(path, data):
     os.replace(partial, path)
 
 
-def _device_name():
-    from jit.cuda.launch import SIMULATOR
-    if SIMULATOR:
-        return SIMULATOR_DEVICE
-    name = cuda.get_current_device().name
-    return name.decode() if isinstance(name, bytes) else str(name)
-
-
 def run(out_dir, kind="deepbench", cells=CELLS, deadline_s=None, calls=None, log=print):
     """Measure everything, writing OUT/gpu_probe.json after each row; return its path."""
     from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
@@ -691,7 +683,7 @@ def run(out_dir, kind="deepbench", cells=CELLS, deadline_s=None, calls=None, log
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "gpu_probe.json"
-    device = _device_name()
+    device = device_name()
     machine_info, commit_info = pytest_benchmark_generate_machine_info(), get_commit_info()
     todo = rows(kind, cells)
     info = {"tool": TOOL, "device": device, "configs": kind, "settings": settings._asdict(),

@@ -134,7 +134,7 @@ def test_the_report_names_the_device_and_lists_every_target_row_with_its_figures
 
 
 def test_a_simulated_run_judges_nothing_and_shows_no_timing(tmp_path):
-    sim = gpu_probe.SIMULATOR_DEVICE
+    sim = gpu_bench.SIMULATOR_DEVICE
     probe = probe_file(tmp_path, [call_entry("lstm", "tiny", "inference", "per-step", 1e-6, device=sim)])
     bench = bench_file(tmp_path, {("jit.cuda", "DB-H512-B16", "inference"): 3.0,
                                   ("torch.cudnn", "DB-H512-B16", "inference"): 2.0}, device=sim)
