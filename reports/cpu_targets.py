@@ -289,8 +289,9 @@ def summary_line(rows) -> str:
     return f"targets met: {met} of {len(rows)}; slower than torch: {slower} of {len(rows)}"
 
 
-def _stats(times) -> dict:
-    """pytest-benchmark's stats of the timed calls (one call per round), with the data."""
+def benchmark_stats(times) -> dict:
+    """pytest-benchmark's stats of the timed calls (seconds, one call per round), with the data:
+    the "stats" of a benchmark entry (also reports.gpu_probe's)."""
     from pytest_benchmark.stats import Stats
     stats = Stats()
     for seconds in times:
@@ -341,7 +342,7 @@ def benchmark_entries(row) -> list:
             "param": param, "extra_info": {**case, **own},
             "options": {"timer": "perf_counter", "repeats": len(times) // BURST_CALLS, "burst_calls": BURST_CALLS,
                         "call_settle_s": CALL_SETTLE_S, "interleaved": True},
-            "stats": _stats(times),
+            "stats": benchmark_stats(times),
         })
     return entries
 

@@ -64,6 +64,7 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 from numba import cuda
 
+from reports.cpu_targets import benchmark_stats
 from reports.gpu_bench import Case, device_name
 
 PROBE_SCHEMA = "cellbench-gpu-probe/1"
@@ -636,11 +637,7 @@ def _stats(samples):
         return {"min": nan, "max": nan, "mean": nan, "stddev": nan, "rounds": 0, "median": nan, "iqr": nan,
                 "q1": nan, "q3": nan, "iqr_outliers": 0, "stddev_outliers": 0, "outliers": "0;0", "ld15iqr": nan,
                 "hd15iqr": nan, "ops": nan, "total": 0.0, "data": [], "iterations": 1}
-    from pytest_benchmark.stats import Stats
-    stats = Stats()
-    for seconds in finite:
-        stats.update(seconds)
-    return {**stats.as_dict(), "data": finite, "iterations": 1}
+    return benchmark_stats(finite)
 
 
 def entry(kind, name_parts, extra, samples):
