@@ -10,7 +10,8 @@ Two jobs, one per entry point:
 Backends measured in one process, on the same weights and inputs (fp32, time-major):
 ``jit.cuda`` (numba device arrays viewing the same torch tensors: no copies in the timed call),
 ``jit.cuda.persistent`` (the same with jit.cuda.backend.persistent: each time loop one cooperative
-launch), ``torch.cudnn`` (TF32 off: the parity row TARGET_RATIO refers to) and ``torch.cudnn.tf32``
+launch), ``jit.cuda.split`` (persistent, with the split-K forward of jit.cuda.backend.split_k: rnn, lstm
+and gru; jit.cuda.split), ``torch.cudnn`` (TF32 off: the parity row TARGET_RATIO refers to) and ``torch.cudnn.tf32``
 (torch's default, cuDNN allowed to use TF32). Modes: ``inference`` (forward, training=False /
 torch.no_grad) and ``training`` (forward + backward). Each timed call ends with a synchronize
 (jit.cuda's forward and backward synchronize themselves), so pytest-benchmark's wall-clock
@@ -47,7 +48,9 @@ from reports.matrix import flops
 
 CELLS = ("lstm", "gru", "rnn_tanh")
 MODES = ("inference", "training")
-BACKENDS = ("jit.cuda", "jit.cuda.persistent", "torch.cudnn", "torch.cudnn.tf32")
+BACKENDS = ("jit.cuda", "jit.cuda.persistent", "jit.cuda.split", "torch.cudnn", "torch.cudnn.tf32")
+#: jit.cuda's time-loop variants: backend name -> (jit.cuda.backend.persistent, jit.cuda.backend.split_k).
+JIT_TIME_LOOPS = {"jit.cuda": (False, False), "jit.cuda.persistent": (True, False), "jit.cuda.split": (True, True)}
 #: The issue's targets: jit.cuda's time at most this multiple of cuDNN fp32 (TF32 off) at these batches,
 TARGET_RATIO = {"inference": 1.5, "training": 2.0}
 SPEED_TARGET_BATCHES = (16, 32, 64)
@@ -138,15 +141,16 @@ def _torch_rnn(torch, cell, params, I, H):
 
 
 @contextlib.contextmanager
-def time_loops(backend, persistent):
-    """jit.cuda's backend with persistent time loops on or off inside the block, as it was after:
-    the benchmark's calls switch it per backend and must not leave a caller's setting changed."""
-    before = backend.persistent
-    backend.persistent = persistent
+def time_loops(backend, persistent, split_k=False):
+    """jit.cuda's backend with persistent time loops (and their split-K forward) on or off inside the
+    block, as it was after: the benchmark's calls switch them per backend and must not leave a
+    caller's settings changed."""
+    before = backend.persistent, backend.split_k
+    backend.persistent, backend.split_k = persistent, split_k
     try:
         yield
     finally:
-        backend.persistent = before
+        backend.persistent, backend.split_k = before
 
 
 class Case:
@@ -164,7 +168,7 @@ class Case:
         self.torch = _torch_cuda() if peer else None
         self._rnn = None
 
-    def jit_cuda_stages(self, mode, persistent=False):
+    def jit_cuda_stages(self, mode, persistent=False, split_k=False):
         """The jit.cuda calls of one timed call, in order: inference (forward) or training (forward,
         then backward). Each stage takes what the one before returned (None for the first) and returns
         (hs, dW_hh or None); reports.gpu_probe times the stages apart, each ending in its own wait."""
@@ -182,23 +186,23 @@ class Case:
         cell = self.cell
 
         def inference(_=None):
-            with time_loops(backend, persistent):
+            with time_loops(backend, persistent, split_k):
                 return backend.forward(cell, p, x, h0, c0, training=False).hs, None
 
         def forward(_=None):
-            with time_loops(backend, persistent):
+            with time_loops(backend, persistent, split_k):
                 return backend.forward(cell, p, x, h0, c0, training=True), None
 
         def backward(previous):
             fwd = previous[0]
-            with time_loops(backend, persistent):
+            with time_loops(backend, persistent, split_k):
                 return fwd.hs, backend.backward(cell, p, x, h0, c0, fwd, dhs, dh_n).dw_hh
 
         return (inference,) if mode == "inference" else (forward, backward)
 
-    def jit_cuda_call(self, mode, persistent=False):
+    def jit_cuda_call(self, mode, persistent=False, split_k=False):
         """One timed call: every stage of jit_cuda_stages in turn; returns (hs, dW_hh or None)."""
-        stages = self.jit_cuda_stages(mode, persistent)
+        stages = self.jit_cuda_stages(mode, persistent, split_k)
 
         def call():
             result = None
@@ -274,7 +278,7 @@ def test_gpu(benchmark, backend, cell, cfg, mode):
     if backend.startswith("torch") and case.torch is None:
         pytest.skip("torch with CUDA is not available here: no cuDNN rows")
     if backend.startswith("jit.cuda"):
-        call = case.jit_cuda_call(mode, persistent=backend == "jit.cuda.persistent")
+        call = case.jit_cuda_call(mode, *JIT_TIME_LOOPS[backend])
     else:
         call = case.torch_call(mode, tf32=backend.endswith("tf32"))
     first = call()  # compiles jit.cuda's kernels on the first case, warms cuDNN's plans
@@ -368,7 +372,7 @@ def load_results(path):
 
 
 #: (backend, column prefix) of each jit.cuda variant in the comparison.
-JIT_VARIANTS = (("jit.cuda", ""), ("jit.cuda.persistent", "persistent "))
+JIT_VARIANTS = (("jit.cuda", ""), ("jit.cuda.persistent", "persistent "), ("jit.cuda.split", "split "))
 CASE = ["cell", "config", "mode"]
 
 
@@ -377,7 +381,7 @@ def _limit(mode, B, variant):
     the speed targets at B ∈ {16, 32, 64}; at B ≤ 8 only the persistent path's, faster than cuDNN."""
     if B in SPEED_TARGET_BATCHES:
         return TARGET_RATIO[mode], False
-    if B in SMALL_BATCHES and variant == "jit.cuda.persistent":
+    if B in SMALL_BATCHES and JIT_TIME_LOOPS.get(variant, (False,))[0]:  # a persistent variant
         return 1.0, True
     return None
 
@@ -451,9 +455,14 @@ NOT_MEASURED, NOT_JUDGED = "not measured", "not judged (simulator)"
 UNSURE = "unsure (busy time holds host gaps)"
 
 
-def _verdict(per_step, persistent, judged_paths, limit, strict):
+#: The paths judged against the targets, as reports.gpu_probe names them, and the comparison
+#: column prefix (JIT_VARIANTS) of each.
+PATH_PREFIXES = {"per-step": "", "persistent": "persistent ", "split-k": "split "}
+PERSISTENT_PATHS = ("persistent", "split-k")
+
+
+def _verdict(figures, judged_paths, limit, strict):
     """(judged path, verdict): the best of the judged paths' figures against the limit."""
-    figures = {"per-step": per_step, "persistent": persistent}
     measured = {p: figures[p] for p in judged_paths if figures[p] == figures[p]}
     if not measured:
         return "", NOT_MEASURED
@@ -463,45 +472,45 @@ def _verdict(per_step, persistent, judged_paths, limit, strict):
 
 
 def targets(table=None, overheads=None, simulated=False):
-    """Issue 23's targets, one row per target × cell × config × mode: the per-step and the persistent
-    path's figure (×cuDNN fp32, or µs of host overhead), the limit, the path judged and the verdict.
+    """Issue 23's targets, one row per target × cell × config × mode: each path's figure (×cuDNN fp32,
+    or µs of host overhead: per-step, persistent, and persistent with the split-K forward), the limit,
+    the path judged and the verdict.
 
-    Speed (B ∈ {16, 32, 64}) and host overhead: the better path is judged; a user may take either.
-    B ≤ 8: the persistent path. ``table`` is comparison()'s, ``overheads`` reports.gpu_probe's
+    Speed (B ∈ {16, 32, 64}) and host overhead: the best path is judged; a user may take any.
+    B ≤ 8: the best persistent path. ``table`` is comparison()'s, ``overheads`` reports.gpu_probe's
     host_overheads(); either may be None (not measured). Under the simulator nothing is judged."""
     import pandas as pd
-    both, persistent_only = ("per-step", "persistent"), ("persistent",)
     records = []
 
-    def add(target, case, per_step, persistent, unit, limit, strict, paths, exact=None):
-        path, verdict = _verdict(per_step, persistent, paths, limit, strict)
+    def add(target, case, figures, unit, limit, strict, paths, exact=None):
+        path, verdict = _verdict(figures, paths, limit, strict)
         if verdict == "met" and exact is not None and not exact.get(path, False):
             verdict = UNSURE
         if simulated:
-            per_step = persistent = float("nan")
+            figures = dict.fromkeys(figures, float("nan"))
             path, verdict = "", NOT_JUDGED
-        records.append({"target": target, **case, "per-step": per_step, "persistent": persistent, "unit": unit,
-                        "limit": limit, "judged": path, "verdict": verdict})
+        records.append({"target": target, **case, **figures, "unit": unit, "limit": limit, "judged": path,
+                        "verdict": verdict})
 
     if table is not None:
         nan = pd.Series(float("nan"), index=table.index)
-        step = table.get("ratio vs cuDNN fp32", nan)
-        persistent = table.get("persistent ratio vs cuDNN fp32", nan)
+        ratios = {path: table.get(f"{prefix}ratio vs cuDNN fp32", nan) for path, prefix in PATH_PREFIXES.items()}
         for i, row in table.iterrows():
             case = {"cell": row["cell"], "config": row["config"], "mode": row["mode"]}
+            figures = {path: ratio[i] for path, ratio in ratios.items()}
             if row["B"] in SPEED_TARGET_BATCHES:
                 limit = TARGET_RATIO[row["mode"]]
-                add(SPEED[row["mode"]], case, step[i], persistent[i], "× cuDNN", limit, False, both)
+                add(SPEED[row["mode"]], case, figures, "× cuDNN", limit, False, tuple(PATH_PREFIXES))
             elif row["B"] in SMALL_BATCHES:
-                add(SMALL_BATCH, case, step[i], persistent[i], "× cuDNN", 1.0, True, persistent_only)
+                add(SMALL_BATCH, case, figures, "× cuDNN", 1.0, True, PERSISTENT_PATHS)
     if overheads is not None and not overheads.empty:
         for (cell, config, mode), group in overheads.groupby(CASE, sort=False):
             by_path = group.set_index("path")
-            figure = {p: by_path["overhead_s"].get(p, float("nan")) * 1e6 for p in both}
-            exact = {p: bool(by_path["exact"].get(p, False)) for p in both} if "exact" in by_path else None
-            add(HOST_OVERHEAD, {"cell": cell, "config": config, "mode": mode}, figure["per-step"],
-                figure["persistent"], "µs", HOST_OVERHEAD_LIMIT_S * 1e6, True, both, exact)
-    columns = ["target", *CASE, "per-step", "persistent", "unit", "limit", "judged", "verdict"]
+            figures = {p: by_path["overhead_s"].get(p, float("nan")) * 1e6 for p in PATH_PREFIXES}
+            exact = {p: bool(by_path["exact"].get(p, False)) for p in PATH_PREFIXES} if "exact" in by_path else None
+            add(HOST_OVERHEAD, {"cell": cell, "config": config, "mode": mode}, figures, "µs",
+                HOST_OVERHEAD_LIMIT_S * 1e6, True, tuple(PATH_PREFIXES), exact)
+    columns = ["target", *CASE, *PATH_PREFIXES, "unit", "limit", "judged", "verdict"]
     return pd.DataFrame(records, columns=columns)
 
 
@@ -510,8 +519,7 @@ def targets_summary(rows):
     import pandas as pd
     records = []
     for target, group in rows.groupby("target", sort=False):
-        judged = [r["per-step" if r["judged"] == "per-step" else "persistent"] for _, r in group.iterrows()
-                  if r["judged"]]
+        judged = [r[r["judged"]] for _, r in group.iterrows() if r["judged"]]
         records.append({"target": target, "rows": len(group), "met": int((group["verdict"] == "met").sum()),
                         "missed": int((group["verdict"] == "missed").sum()),
                         "unsure": int((group["verdict"] == UNSURE).sum()),
@@ -529,7 +537,7 @@ def _figure(value, unit):
 def targets_markdown(rows):
     """The row-by-row table with each figure written with its unit."""
     shown = rows.copy()
-    for column in ("per-step", "persistent"):
+    for column in PATH_PREFIXES:
         shown[column] = [_figure(v, u) for v, u in zip(rows[column], rows["unit"])]
     shown["limit"] = [("< " if u == "µs" or t == SMALL_BATCH else "≤ ") + _figure(v, u)
                       for v, u, t in zip(rows["limit"], rows["unit"], rows["target"])]
@@ -608,8 +616,9 @@ def write_report(results_path, out_dir, properties_junit=None, probe_path=None):
     lines += ["## Issue 23's targets", ""]
     if not simulated:
         lines += ["fp32 with TF32 off, T = 25, I = H. Speed: jit.cuda's median time over cuDNN's at B ∈ {16, 32, "
-                  "64}, the better of the per-step and persistent paths judged; B ∈ {4, 8}: the persistent path "
-                  "judged, faster than cuDNN; host overhead: reports.gpu_probe's host − busy time per call, "
+                  "64}, the best of the per-step, persistent and split-K paths judged; B ∈ {4, 8}: the "
+                  "better persistent path judged, faster than cuDNN; host overhead: reports.gpu_probe's host − "
+                  "busy time per call, "
                   f"{UNSURE!r} where it is under the limit but the busy time was not the GPU's work alone "
                   "(a blocking copy or sync before the call's end, or launches not all queued).", ""]
     summary_of_targets = targets_summary(target_rows)
@@ -617,15 +626,17 @@ def write_report(results_path, out_dir, properties_junit=None, probe_path=None):
     if not target_rows.empty:
         lines += ["### Row by row", "", targets_markdown(target_rows), ""]
     lines += ["## jit.cuda vs cuDNN (reports/gpu_bench.py)", ""]
-    summary = persistent = None
+    summary = persistent = split_summary = None
     if table is None:
         lines += [f"no benchmark results ({results_path}): the benchmark did not finish; see gpu_bench.log", ""]
     else:
         if simulated:
-            hidden = ("ratio", "persistent ratio", "jit.cuda G", "target", "met", "persistent met")
+            hidden = ("ratio", "persistent ratio", "split ratio", "jit.cuda G", "target", "met", "persistent met",
+                      "split met")
             table = table[[c for c in table.columns if not (c.endswith(" ms") or c.startswith(hidden))]]
         else:
             summary, persistent = short_summary(table), short_summary(table, "persistent ")
+            split_summary = short_summary(table, "split ")
             lines += ["times are pytest-benchmark medians of whole calls ending in a synchronize; target: the "
                       "limit on jit.cuda / cuDNN fp32 (TF32 off): forward 1.5, forward + backward 2 at B ≥ 16; "
                       "at B ≤ 8 the persistent path's, < 1.", ""]
@@ -635,6 +646,9 @@ def write_report(results_path, out_dir, properties_junit=None, probe_path=None):
         if persistent is not None:
             lines += ["### Summary with each time loop as one cooperative launch (jit.cuda.persistent)", "",
                       _markdown(persistent), ""]
+        if split_summary is not None:
+            lines += ["### Summary with the persistent split-K forward (jit.cuda.split)", "",
+                      _markdown(split_summary), ""]
     lines += ["## Where the time goes (reports/gpu_probe.py)", ""]
     if probe is None:
         lines += [f"no probe results ({probe_path}): the probe did not run or wrote nothing", ""]
@@ -652,6 +666,8 @@ def write_report(results_path, out_dir, properties_junit=None, probe_path=None):
         text += ["jit.cuda:", _markdown(summary)]
     if persistent is not None:
         text += ["jit.cuda.persistent:", _markdown(persistent)]
+    if split_summary is not None:
+        text += ["jit.cuda.split:", _markdown(split_summary)]
     return "\n".join(text)
 
 

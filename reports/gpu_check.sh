@@ -2,11 +2,12 @@
 # The real-GPU check of jit.cuda (issues 5 and 23), for a person with an NVIDIA GPU. In OUTDIR:
 #   0. device.txt: the GPU, driver and packages; one kernel compiled and run first (a numba-cuda that
 #      cannot compile there is one clear message, not a failure in every phase).
-#   1. gpu_bench.json, gpu_bench.log: jit.cuda (per-step, and jit.cuda.persistent: each time loop one
-#      cooperative launch) vs torch cuDNN nn.RNN/LSTM/GRU, fp32 with TF32 off plus torch's default TF32
-#      row, T=25, I=H in 512/1024/2048, B in 16/32/64 then 4/8, lstm/gru/rnn_tanh, forward and
-#      forward+backward, on device arrays (reports/gpu_bench.py). Cases past the bench deadline skip
-#      themselves, so pytest-benchmark still writes its JSON (a killed one writes nothing).
+#   1. gpu_bench.json, gpu_bench.log: jit.cuda (per-step; jit.cuda.persistent: each time loop one
+#      cooperative launch; jit.cuda.split: that with the split-K forward) vs torch cuDNN
+#      nn.RNN/LSTM/GRU, fp32 with TF32 off plus torch's default TF32 row, T=25, I=H in 512/1024/2048,
+#      B in 16/32/64 then 4/8, lstm/gru/rnn_tanh, forward and forward+backward, on device arrays
+#      (reports/gpu_bench.py). Cases past the bench deadline skip themselves, so pytest-benchmark
+#      still writes its JSON (a killed one writes nothing).
 #   2. gpu_probe.json, gpu_probe.log: host vs device time per call (CUDA events), launches, allocations,
 #      copies and syncs per call, each kernel's device time, µs per grid.sync (reports/gpu_probe.py);
 #      rewritten after every row, so a run cut short keeps what it measured.

@@ -11,7 +11,8 @@ past --deadline-s. ``python -m reports.gpu_bench summarize --probe`` turns it in
 (probe_tables here) and judges the host-overhead target with it.
 
 Per jit.cuda call at T = 25 (H ∈ {512, 2048} × B ∈ {16, 64}, then B ∈ {4, 8}; per-step and
-persistent time loops; inference and training), on numba device arrays (no torch in this process):
+persistent time loops, and persistent ones with the split-K forward; inference and training), on
+numba device arrays (no torch in this process):
 
   host_s      time.perf_counter around the call, after a synchronize: what the caller waits.
   device_s    CUDA events recorded on the default stream around the call. For a call that ends in
@@ -65,15 +66,16 @@ import numpy as np
 from numba import cuda
 
 from reports.cpu_targets import benchmark_stats
-from reports.gpu_bench import Case, device_name
+from reports.gpu_bench import JIT_TIME_LOOPS, Case, device_name
 
 PROBE_SCHEMA = "cellbench-gpu-probe/1"
 TOOL = "reports.gpu_probe"
 CELLS = ("lstm", "gru", "rnn_tanh")
 MODES = ("inference", "training")
-#: path name -> jit.cuda.backend.persistent, and the benchmark's backend name of each path.
-PATHS = {"per-step": False, "persistent": True}
-BACKEND_OF_PATH = {"per-step": "jit.cuda", "persistent": "jit.cuda.persistent"}
+#: path name -> the benchmark's backend name of each path, whose time loops
+#: (reports.gpu_bench.JIT_TIME_LOOPS) it runs.
+BACKEND_OF_PATH = {"per-step": "jit.cuda", "persistent": "jit.cuda.persistent", "split-k": "jit.cuda.split"}
+PATHS = tuple(BACKEND_OF_PATH)
 #: (H, B) at T = 25, in the order measured: if the deadline cuts the run, the first rows matter most.
 MAIN_SHAPES = ((512, 16), (2048, 64), (512, 64), (2048, 16))
 SMALL_BATCH_SHAPES = ((512, 4), (2048, 8), (512, 8), (2048, 4))
@@ -114,14 +116,13 @@ class Row(NamedTuple):
 
 
 def rows(kind="deepbench", cells=CELLS):
-    """The call rows in the order measured: the main shapes on both paths, then the small batches
-    on the persistent path (its target), then on the per-step path."""
+    """The call rows in the order measured: the main shapes on every path, then the small batches
+    on the persistent paths (their target), then on the per-step path."""
     if kind == "tiny":
         shapes = [("tiny", 3, 2, 5, 5, path) for path in PATHS]
     elif kind == "deepbench":
         main = [(H, B, path) for H, B in MAIN_SHAPES for path in PATHS]
-        small = [(H, B, "persistent") for H, B in SMALL_BATCH_SHAPES] + \
-                [(H, B, "per-step") for H, B in SMALL_BATCH_SHAPES]
+        small = [(H, B, path) for path in ("persistent", "split-k", "per-step") for H, B in SMALL_BATCH_SHAPES]
         shapes = [(f"DB-H{H}-B{B}", T_DEEPBENCH, B, H, H, path) for H, B, path in main + small]
     else:
         raise ValueError(f"configs: expected deepbench or tiny; got {kind!r}")
@@ -503,7 +504,8 @@ def grid_sync_rows(timer, settings, device):
 def _stages_of(row):
     """The jit.cuda calls of a row (forward; or forward, backward), as the benchmark makes them, on
     numba device arrays (no torch)."""
-    return Case(row.cell, row.T, row.B, row.I, row.H, peer=False).jit_cuda_stages(row.mode, PATHS[row.path])
+    return Case(row.cell, row.T, row.B, row.I, row.H, peer=False).jit_cuda_stages(
+        row.mode, *JIT_TIME_LOOPS[BACKEND_OF_PATH[row.path]])
 
 
 def _run(stages):

@@ -24,7 +24,7 @@ from numba import cuda
 from reference.contract import (CELLS, PARAM_NAMES, BackwardResult, ForwardResult, check_backward_inputs,
                                 check_forward_inputs)
 
-from . import elementwise, gru, lstm, rnn, workspace
+from . import elementwise, gru, lstm, rnn, split, workspace
 from .device_arrays import (ARRAY_TYPES, DeviceArray, contiguous_on_device, device_view, is_device_array, params_view,
                             to_host)
 from .launch import (SIMULATOR, TILES, LaunchError, blocks, cooperative_grid_limit, kernel_name, launch, specialized,
@@ -51,6 +51,14 @@ simulated = SIMULATOR
 #: step. Off by default: the per-step path is the one checked on a GPU. Set by
 #: CELLBENCH_CUDA_PERSISTENT=1, or assign it.
 persistent = os.environ.get("CELLBENCH_CUDA_PERSISTENT", "") not in ("", "0")
+
+#: With ``persistent``: the forward time loops of rnn_*, lstm and gru run split-K
+#: (``*_forward_split_kernel``, jit.cuda.split): every step's recurrent product cut into (units, slice
+#: of k) items for more blocks, W_hh's slices kept in shared memory where the grid holds them all;
+#: their sums agree with the tile kernels' within rounding, not bit for bit. gru_classic and the
+#: backward time loops keep the tile kernels. Off by default until a GPU measures it against them.
+#: Set by CELLBENCH_CUDA_SPLIT_K=1, or assign it.
+split_k = os.environ.get("CELLBENCH_CUDA_SPLIT_K", "") not in ("", "0")
 
 #: Whether a call checks that its device inputs hold no NaN or inf (one kernel launch, its counts read
 #: at the call's end; DeviceFiniteness). On by default; CELLBENCH_CUDA_CHECK_FINITE=0, or assigning
@@ -209,18 +217,47 @@ def _launch_steps(grid, block, steps, *kernels_and_args, at=1):
             launch(kernel, grid, block, *args)
 
 
+def _resident_blocks(kernel, block, *args) -> int:
+    """The most blocks a cooperative launch of ``kernel`` may have (asked of the driver once per
+    compiled kernel and block); a LaunchError if not one can be resident, since launch() would skip
+    the empty grid and no result would be written."""
+    resident = cooperative_grid_limit(kernel, block, *args)
+    if resident < 1:
+        raise LaunchError(f"jit.cuda: {kernel_name(kernel)}: not one block of {block} threads can be "
+                          f"resident for a cooperative launch")
+    return resident
+
+
 def _cooperative_launch(kernel, B, H, *args):
     """Launch a persistent kernel on a 1-D grid: a block per (units × rows) tile of a step, or as many
     as can be resident at once (a cooperative launch needs them all resident); the kernel walks the
-    remaining tiles itself. The limit is asked of the driver once per compiled kernel and block."""
+    remaining tiles itself."""
     block = (TILES.units, TILES.rows)
     tiles = blocks(H, TILES.units) * blocks(B, TILES.rows)
     kernel = specialized(kernel, *args)
-    resident = cooperative_grid_limit(kernel, block, *args)
-    if resident < 1:  # launch() would skip the empty grid, and no result would be written
-        raise LaunchError(f"jit.cuda: {kernel_name(kernel)}: not one block of {block} threads can be "
-                          f"resident for a cooperative launch")
-    launch(kernel, (min(tiles, resident),), block, *args)
+    launch(kernel, (min(tiles, _resident_blocks(kernel, block, *args)),), block, *args)
+
+
+def split_slice_depth(H: int, resident: int) -> int:
+    """k per item of the split-K forward on a grid of at most ``resident`` blocks: SPLIT_DEPTH, each
+    block then keeping its slice of W_hh in shared memory, where the grid holds every item; else
+    slices just long enough that it does, or the whole of k where even one slice per unit block is
+    more items than the grid (the blocks then walk several items each)."""
+    unit_blocks = blocks(H, split.SPLIT_UNITS)
+    slices = max(1, min(blocks(H, split.SPLIT_DEPTH), resident // unit_blocks))
+    return split.SPLIT_DEPTH * blocks(blocks(H, split.SPLIT_DEPTH), slices)
+
+
+def _split_launch(f, kernel, *args):
+    """Launch a split-K forward kernel (jit.cuda.split) of the loop ``f``: ``args`` are its arguments
+    before the partial sums and the slice depth, which are sized here from the resident grid."""
+    block = (split.SPLIT_UNITS, split.SPLIT_ROWS)
+    typed_like = f.scratch("split.typed_like", 1, 1, 1)  # the partials' type: sizing waits on the limit
+    kernel = specialized(kernel, *args, typed_like, split.SPLIT_DEPTH)
+    resident = _resident_blocks(kernel, block, *args, typed_like, split.SPLIT_DEPTH)
+    depth = split_slice_depth(f.H, resident)
+    partial = f.scratch("split.partial", blocks(f.H, depth), f.B, f.GH)
+    launch(kernel, (min(split.item_count(f.H, depth), resident),), block, *args, partial, depth)
 
 
 def _as_2d(a3):
@@ -264,6 +301,7 @@ class _ForwardLoop:
         self.T, self.B, self.GH = xw.shape
         self.H = w_hh.shape[1]
         self.persistent = persistent and self.T > 0
+        self.split = self.persistent and split_k
         self.grid, self.block = _step_grid(self.B, self.H)
 
     def result(self, role, *shape):
@@ -299,8 +337,11 @@ def _rnn_forward(f: _ForwardLoop, relu):
     """rnn_tanh or (relu) rnn_relu: rnn_step_forward_kernel once a step, or rnn_forward_persistent_kernel."""
     if f.persistent:
         hs_ext, h_n, gates = f.persistent_outputs()
-        _cooperative_launch(rnn.rnn_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh, relu,
-                            gates, h_n)
+        if f.split:
+            _split_launch(f, rnn.rnn_forward_split_kernel, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh, relu, gates, h_n)
+        else:
+            _cooperative_launch(rnn.rnn_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh, relu,
+                                gates, h_n)
         return f.output(hs_ext[1:], h_n, gates)
     hs = f.result("hs", f.T, f.B, f.H)
     gates = f.gates() if f.training else hs  # inference: rnn's one "gate" is h' itself
@@ -318,8 +359,12 @@ def _lstm_forward(f: _ForwardLoop):
         else:
             c_ext = f.scratch("c_ext", 2, f.B, f.H)
         c_n = f.result("c_n", f.B, f.H)
-        _cooperative_launch(lstm.lstm_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, f.c0, hs_ext, c_ext, f.w_hh,
-                            f.b_hh, gates, h_n, c_n)
+        if f.split:
+            _split_launch(f, lstm.lstm_forward_split_kernel, f.xw, f.h0, f.c0, hs_ext, c_ext, f.w_hh, f.b_hh, gates,
+                          h_n, c_n)
+        else:
+            _cooperative_launch(lstm.lstm_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, f.c0, hs_ext, c_ext,
+                                f.w_hh, f.b_hh, gates, h_n, c_n)
         return f.output(hs_ext[1:], h_n, gates, c_n, c_ext[1:] if f.training else None)
     hs, gates = f.result("hs", f.T, f.B, f.H), f.gates()
     cs = f.result("cs", f.T, f.B, f.H) if f.training else f.scratch("c_pair", 2, f.B, f.H)
@@ -331,8 +376,11 @@ def _gru_forward(f: _ForwardLoop):
     """gru_step_forward_kernel once a step, or gru_forward_persistent_kernel."""
     if f.persistent:
         hs_ext, h_n, gates = f.persistent_outputs()
-        _cooperative_launch(gru.gru_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh, gates,
-                            h_n)
+        if f.split:
+            _split_launch(f, gru.gru_forward_split_kernel, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh, gates, h_n)
+        else:
+            _cooperative_launch(gru.gru_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh,
+                                gates, h_n)
         return f.output(hs_ext[1:], h_n, gates)
     hs, gates = f.result("hs", f.T, f.B, f.H), f.gates()
     f.steps((gru.gru_step_forward_kernel, [f.xw, 0, f.h0, hs, f.w_hh, f.b_hh, gates]))
@@ -426,6 +474,7 @@ class _BackwardLoop:
         self.memory = memory
         self.T, self.B, self.H = h_prev_all.shape
         self.persistent = persistent and self.T > 0
+        self.split = self.persistent and split_k
         self.grid, self.block = _step_grid(self.B, self.H)
 
     def result(self, role, *shape):

@@ -11,11 +11,40 @@ from numba import cuda
 
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad
 
+from .split import KERNEL_OPTIONS as SPLIT_KERNEL_OPTIONS
+from .split import (CHUNK_ROWS, SPLIT_DEPTH_PADDED, SPLIT_ROWS_PER_THREAD, SPLIT_UNITS, add_partials,
+                    copy_state_split, element_stride, first_element, recurrent_partials)
 from .tiles import (DEPTH, DEPTH_PADDED, ROWS, STEP_THREADS, UNITS, copy_state, gate_products, load_weight_rows,
                     place_output, previous_output, row_step, rows_times_weights, start_bptt, step_tiles, tile_origin)
 
 
 # ----- gru forward ----------------------------------------------------------------------------------
+
+@cuda.jit(device=True)
+def gru_input_side(xw, t, b, j, b_hh, acc):
+    """acc = what the pre-activations at (b, j) hold before h W_hhᵀ, which the caller adds: affine's
+    a_x + b_hh for r and z; b_hn alone for n (W_hn h + b_hn stays apart: r scales it).
+    twin: reference.gru.gru_step_forward's affine"""
+    H = b_hh.shape[0] // 3
+    acc[0] = xw[t, b, j] + b_hh[j]
+    acc[1] = xw[t, b, H + j] + b_hh[H + j]
+    acc[2] = b_hh[2 * H + j]
+
+
+@cuda.jit(device=True)
+def gru_update(acc, xw, t, b, j, h_prev, h_next, gates_s):
+    """r, z, n = tanh(xw_n + r⊙(W_hn h + b_hn)) and h' at (b, j) from acc, stored with the gates.
+    twin: reference.gru.gru_step_forward after affine"""
+    H = h_next.shape[1]
+    r = sigmoid(acc[0])
+    z = sigmoid(acc[1])
+    n = tanh(xw[t, b, 2 * H + j] + r * acc[2])
+    # gru_mix: h' = (1 − z)⊙n + z⊙h
+    h_next[b, j] = (h_next.dtype.type(1.0) - z) * n + z * h_prev[b, j]
+    gates_s[b, j] = r
+    gates_s[b, H + j] = z
+    gates_s[b, 2 * H + j] = n
+
 
 @cuda.jit(device=True)
 def gru_step_forward(xw, lengths, s, reverse, h_prev, w_hh, b_hh, h_next, gates_s, j0, b0, h_tile, w_tile, acc):
@@ -33,21 +62,11 @@ def gru_step_forward(xw, lengths, s, reverse, h_prev, w_hh, b_hh, h_next, gates_
         active, t = row_step(lengths, s, reverse, b)
     for g in range(3):
         acc[g] = acc.dtype.type(0.0)
-    # affine: a_x + a_h for r and z; a_h alone for n (W_hn h + b_hn stays apart: r scales it)
     if active:
-        acc[0] = xw[t, b, j] + b_hh[j]
-        acc[1] = xw[t, b, H + j] + b_hh[H + j]
-        acc[2] = b_hh[2 * H + j]
+        gru_input_side(xw, t, b, j, b_hh, acc)
     gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile, j0, b0)
     if active:
-        r = sigmoid(acc[0])
-        z = sigmoid(acc[1])
-        n = tanh(xw[t, b, 2 * H + j] + r * acc[2])
-        # gru_mix: h' = (1 − z)⊙n + z⊙h
-        h_next[b, j] = (h_next.dtype.type(1.0) - z) * n + z * h_prev[b, j]
-        gates_s[b, j] = r
-        gates_s[b, H + j] = z
-        gates_s[b, 2 * H + j] = n
+        gru_update(acc, xw, t, b, j, h_prev, h_next, gates_s)
     elif inside:  # past the row's length: its state is carried unchanged
         h_next[b, j] = h_prev[b, j]
 
@@ -105,6 +124,34 @@ def gru_forward_persistent_kernel(xw, h0, hs_ext, w_hh, b_hh, gates, h_n):
                              w_tile, acc)
         grid.sync()
     copy_state(hs_ext[xw.shape[0]], h_n)  # by the threads that wrote h_T
+
+
+@cuda.jit(**SPLIT_KERNEL_OPTIONS)
+def gru_forward_split_kernel(xw, h0, hs_ext, w_hh, b_hh, gates, h_n, partial, slice_depth):
+    """gru_forward_persistent_kernel's steps in two phases each, as lstm_forward_split_kernel.
+    twin: reference.backend.forward's time loop over reference.gru.gru_step_forward"""
+    DT = hs_ext.dtype
+    w_slice = cuda.shared.array((3, SPLIT_UNITS, SPLIT_DEPTH_PADDED), DT)
+    h_slice = cuda.shared.array((CHUNK_ROWS, SPLIT_DEPTH_PADDED), DT)
+    sums = cuda.local.array((3, SPLIT_ROWS_PER_THREAD), DT)
+    pre = cuda.local.array(3, DT)
+    grid = cuda.cg.this_grid()
+    T = xw.shape[0]
+    H = hs_ext.shape[2]
+    n_g = gates.shape[0]
+    copy_state_split(h0, hs_ext[0])
+    grid.sync()
+    for t in range(T):
+        recurrent_partials(hs_ext[t], w_hh, t == 0, slice_depth, partial, w_slice, h_slice, sums)
+        grid.sync()
+        for e in range(first_element(), hs_ext.shape[1] * H, element_stride()):
+            b = e // H
+            j = e - b * H
+            gru_input_side(xw, t, b, j, b_hh, pre)
+            add_partials(partial, b, j, H, pre)
+            gru_update(pre, xw, t, b, j, hs_ext[t], hs_ext[t + 1], gates[t % n_g])
+        grid.sync()
+    copy_state_split(hs_ext[T], h_n)
 
 
 # ----- gru backward ---------------------------------------------------------------------------------

@@ -30,19 +30,26 @@ class Tiles(NamedTuple):
     depth: int  # reduction step of a step kernel (k of W_hh h, or gate rows of da W_hh)
     threads_1d: int  # threads per block of the grid-stride kernels (copies, column sums, checks)
     blocks_1d: int  # at most this many blocks for them
+    split_units: int  # the split-K forward (jit.cuda.split): hidden units per item, threadIdx.x
+    split_rows: int  # its threads along batch rows, threadIdx.y
+    split_rows_per_thread: int  # batch rows each thread sums: a chunk is split_rows · this rows
+    split_depth: int  # k per shared slice of W_hh: an item's slice, or a step of a longer one
 
 
 #: 16×16 matmul threads with 8×8 outputs each (128×128 tiles, K step 8, two buffers: 2·2·8·132·8 B
 #: ≈ 34 KB of shared memory in float64) and 32×8 step threads (4·32·33·8 B ≈ 34 KB): under the 48 KB of
 #: static shared memory every GPU has.
+#: The split-K forward: 16 × 8 threads, each 4 rows × every gate of its unit (16 sums in lstm), a
+#: slice of 32 k: (4·16 + 32)·33·8 B ≈ 25 KB of shared memory in float64; four blocks per SM
+#: (jit.cuda.split.KERNEL_OPTIONS), so that an H100's grid holds lstm H = 512's 512 items.
 GPU_TILES = Tiles(matmul=16, matmul_work=8, matmul_depth=8, units=32, rows=8, depth=32, threads_1d=256,
-                  blocks_1d=1024)
+                  blocks_1d=1024, split_units=16, split_rows=8, split_rows_per_thread=4, split_depth=32)
 #: Under the simulator the cost is ~1 ms per simulated thread and per syncthreads round, so blocks
 #: are tiny and reductions take 8 at a time. At the suite's simulator sizes (H = 7, B = 3) the step
 #: grids then have a tail block in both axes and every tile a partial edge; jit/cuda/tests/test_jit_cuda.py
 #: adds H = depth + 3 for a reduction over several tiles.
 SIMULATOR_TILES = Tiles(matmul=2, matmul_work=8, matmul_depth=4, units=4, rows=2, depth=8, threads_1d=8,
-                        blocks_1d=1)
+                        blocks_1d=1, split_units=2, split_rows=2, split_rows_per_thread=2, split_depth=4)
 TILES = SIMULATOR_TILES if SIMULATOR else GPU_TILES
 
 MAX_THREADS_PER_BLOCK = 1024

@@ -10,11 +10,45 @@ from numba import cuda
 
 from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad
 
+from .split import KERNEL_OPTIONS as SPLIT_KERNEL_OPTIONS
+from .split import (CHUNK_ROWS, SPLIT_DEPTH_PADDED, SPLIT_ROWS_PER_THREAD, SPLIT_UNITS, add_partials,
+                    copy_state_split, element_stride, first_element, recurrent_partials)
 from .tiles import (DEPTH, DEPTH_PADDED, ROWS, STEP_THREADS, UNITS, copy_state, gate_products, load_weight_rows,
                     place_output, previous_output, row_step, rows_times_weights, start_bptt, step_tiles, tile_origin)
 
 
 # ----- forward --------------------------------------------------------------------------------------
+
+@cuda.jit(device=True)
+def lstm_input_side(xw, t, b, j, b_hh, acc):
+    """acc[g] = the pre-activation of gate block g at (b, j) but for h W_hhᵀ, which the caller adds:
+    affine's a = x W_ihᵀ + b_ih (xw, projected for all steps) + b_hh + h W_hhᵀ, blocks i, f, g, o.
+    twin: reference.lstm.lstm_step_forward's affine"""
+    H = b_hh.shape[0] // 4
+    for g in range(4):
+        acc[g] = xw[t, b, g * H + j] + b_hh[g * H + j]
+
+
+@cuda.jit(device=True)
+def lstm_update(acc, b, j, c_prev, h_next, c_next, gates_s):
+    """The gates, c' and h' at (b, j) from the pre-activations acc[0:4], stored with the gates.
+    twin: reference.lstm.lstm_step_forward after affine"""
+    H = h_next.shape[1]
+    # lstm_gates: i = σ(a_i), f = σ(a_f), g = tanh(a_g), o = σ(a_o)
+    i = sigmoid(acc[0])
+    f = sigmoid(acc[1])
+    g = tanh(acc[2])
+    o = sigmoid(acc[3])
+    # lstm_cell_update: c' = f⊙c + i⊙g
+    c = f * c_prev[b, j] + i * g
+    c_next[b, j] = c
+    # lstm_output: h' = o⊙tanh(c')
+    h_next[b, j] = o * tanh(c)
+    gates_s[b, j] = i
+    gates_s[b, H + j] = f
+    gates_s[b, 2 * H + j] = g
+    gates_s[b, 3 * H + j] = o
+
 
 @cuda.jit(device=True)
 def lstm_step_forward(xw, lengths, s, reverse, h_prev, c_prev, w_hh, b_hh, h_next, c_next, gates_s, j0, b0, h_tile,
@@ -31,27 +65,13 @@ def lstm_step_forward(xw, lengths, s, reverse, h_prev, c_prev, w_hh, b_hh, h_nex
     t = s
     if inside:
         active, t = row_step(lengths, s, reverse, b)
-    # affine: a = x W_ihᵀ + b_ih (xw, projected for all steps) + b_hh + h W_hhᵀ, blocks i, f, g, o
     for g in range(4):
         acc[g] = acc.dtype.type(0.0)
-        if active:
-            acc[g] = xw[t, b, g * H + j] + b_hh[g * H + j]
+    if active:
+        lstm_input_side(xw, t, b, j, b_hh, acc)
     gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile, j0, b0)
     if active:
-        # lstm_gates: i = σ(a_i), f = σ(a_f), g = tanh(a_g), o = σ(a_o)
-        i = sigmoid(acc[0])
-        f = sigmoid(acc[1])
-        g = tanh(acc[2])
-        o = sigmoid(acc[3])
-        # lstm_cell_update: c' = f⊙c + i⊙g
-        c = f * c_prev[b, j] + i * g
-        c_next[b, j] = c
-        # lstm_output: h' = o⊙tanh(c')
-        h_next[b, j] = o * tanh(c)
-        gates_s[b, j] = i
-        gates_s[b, H + j] = f
-        gates_s[b, 2 * H + j] = g
-        gates_s[b, 3 * H + j] = o
+        lstm_update(acc, b, j, c_prev, h_next, c_next, gates_s)
     elif inside:  # past the row's length: its state is carried unchanged
         h_next[b, j] = h_prev[b, j]
         c_next[b, j] = c_prev[b, j]
@@ -125,6 +145,39 @@ def lstm_forward_persistent_kernel(xw, h0, c0, hs_ext, c_ext, w_hh, b_hh, gates,
         grid.sync()
     copy_state(hs_ext[xw.shape[0]], h_n)  # by the threads that wrote h_T
     copy_state(c_ext[xw.shape[0] % n_c], c_n)
+
+
+@cuda.jit(**SPLIT_KERNEL_OPTIONS)
+def lstm_forward_split_kernel(xw, h0, c0, hs_ext, c_ext, w_hh, b_hh, gates, h_n, c_n, partial, slice_depth):
+    """lstm_forward_persistent_kernel's steps in two phases each (jit.cuda.split): the partial
+    products of every (units, slice of k) item into partial (slices, B, 4H), a grid.sync, then the
+    pointwise update of every (b, j) from xw + b_hh + the partials; the same arrays otherwise.
+    twin: reference.backend.forward's time loop over reference.lstm.lstm_step_forward"""
+    DT = hs_ext.dtype
+    w_slice = cuda.shared.array((4, SPLIT_UNITS, SPLIT_DEPTH_PADDED), DT)
+    h_slice = cuda.shared.array((CHUNK_ROWS, SPLIT_DEPTH_PADDED), DT)
+    sums = cuda.local.array((4, SPLIT_ROWS_PER_THREAD), DT)
+    pre = cuda.local.array(4, DT)
+    grid = cuda.cg.this_grid()
+    T = xw.shape[0]
+    H = hs_ext.shape[2]
+    n_c = c_ext.shape[0]
+    n_g = gates.shape[0]
+    copy_state_split(h0, hs_ext[0])
+    copy_state_split(c0, c_ext[0])
+    grid.sync()
+    for t in range(T):
+        recurrent_partials(hs_ext[t], w_hh, t == 0, slice_depth, partial, w_slice, h_slice, sums)
+        grid.sync()
+        for e in range(first_element(), hs_ext.shape[1] * H, element_stride()):
+            b = e // H
+            j = e - b * H
+            lstm_input_side(xw, t, b, j, b_hh, pre)
+            add_partials(partial, b, j, H, pre)
+            lstm_update(pre, b, j, c_ext[t % n_c], hs_ext[t + 1], c_ext[(t + 1) % n_c], gates[t % n_g])
+        grid.sync()  # step t + 1 reads all of h_{t+1}; the partials are overwritten
+    copy_state_split(hs_ext[T], h_n)
+    copy_state_split(c_ext[T % n_c], c_n)
 
 
 # ----- backward -------------------------------------------------------------------------------------

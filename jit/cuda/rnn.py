@@ -10,11 +10,29 @@ from numba import cuda
 
 from jit.gatemath import relu, relu_grad, tanh, tanh_grad
 
+from .split import KERNEL_OPTIONS as SPLIT_KERNEL_OPTIONS
+from .split import (CHUNK_ROWS, SPLIT_DEPTH_PADDED, SPLIT_ROWS_PER_THREAD, SPLIT_UNITS, add_partials,
+                    copy_state_split, element_stride, first_element, recurrent_partials)
 from .tiles import (DEPTH, DEPTH_PADDED, ROWS, STEP_THREADS, UNITS, copy_state, gate_products, load_weight_rows,
                     place_output, previous_output, row_step, rows_times_weights, start_bptt, step_tiles, tile_origin)
 
 
 # ----- forward --------------------------------------------------------------------------------------
+
+@cuda.jit(device=True)
+def rnn_input_side(xw, t, b, j, b_hh, acc):
+    """acc[0] = the pre-activation at (b, j) but for h W_hhᵀ, which the caller adds: affine's
+    a = x W_ihᵀ + b_ih (xw, projected for all steps) + b_hh + h W_hhᵀ. twin: reference.rnn's affine"""
+    acc[0] = xw[t, b, j] + b_hh[j]
+
+
+@cuda.jit(device=True)
+def rnn_update(acc, b, j, use_relu, h_next, gates_s):
+    """h' = act(a) at (b, j), into h_next and gates_s. twin: reference.rnn.rnn_step_forward's act"""
+    h = relu(acc[0]) if use_relu else tanh(acc[0])
+    h_next[b, j] = h
+    gates_s[b, j] = h
+
 
 @cuda.jit(device=True)
 def rnn_step_forward(xw, lengths, s, reverse, h_prev, w_hh, b_hh, use_relu, h_next, gates_s, j0, b0, h_tile, w_tile,
@@ -31,15 +49,12 @@ def rnn_step_forward(xw, lengths, s, reverse, h_prev, w_hh, b_hh, use_relu, h_ne
     t = s
     if inside:
         active, t = row_step(lengths, s, reverse, b)
-    # affine: a = x W_ihᵀ + b_ih (xw, projected for all steps) + b_hh + h W_hhᵀ
     acc[0] = acc.dtype.type(0.0)
     if active:
-        acc[0] = xw[t, b, j] + b_hh[j]
+        rnn_input_side(xw, t, b, j, b_hh, acc)
     gate_products(h_prev, w_hh, 0, acc, h_tile, w_tile, j0, b0)
     if active:
-        h = relu(acc[0]) if use_relu else tanh(acc[0])  # act
-        h_next[b, j] = h
-        gates_s[b, j] = h
+        rnn_update(acc, b, j, use_relu, h_next, gates_s)
     elif inside:  # past the row's length: its state is carried unchanged
         h_next[b, j] = h_prev[b, j]
 
@@ -101,6 +116,34 @@ def rnn_forward_persistent_kernel(xw, h0, hs_ext, w_hh, b_hh, use_relu, gates, h
                              j0, b0, h_tile, w_tile, acc)
         grid.sync()
     copy_state(hs_ext[xw.shape[0]], h_n)  # by the threads that wrote h_T
+
+
+@cuda.jit(**SPLIT_KERNEL_OPTIONS)
+def rnn_forward_split_kernel(xw, h0, hs_ext, w_hh, b_hh, use_relu, gates, h_n, partial, slice_depth):
+    """rnn_forward_persistent_kernel's steps in two phases each, as lstm_forward_split_kernel.
+    twin: reference.backend.forward's time loop over reference.rnn.rnn_step_forward"""
+    DT = hs_ext.dtype
+    w_slice = cuda.shared.array((1, SPLIT_UNITS, SPLIT_DEPTH_PADDED), DT)
+    h_slice = cuda.shared.array((CHUNK_ROWS, SPLIT_DEPTH_PADDED), DT)
+    sums = cuda.local.array((1, SPLIT_ROWS_PER_THREAD), DT)
+    pre = cuda.local.array(1, DT)
+    grid = cuda.cg.this_grid()
+    T = xw.shape[0]
+    H = hs_ext.shape[2]
+    n_g = gates.shape[0]
+    copy_state_split(h0, hs_ext[0])
+    grid.sync()
+    for t in range(T):
+        recurrent_partials(hs_ext[t], w_hh, t == 0, slice_depth, partial, w_slice, h_slice, sums)
+        grid.sync()
+        for e in range(first_element(), hs_ext.shape[1] * H, element_stride()):
+            b = e // H
+            j = e - b * H
+            rnn_input_side(xw, t, b, j, b_hh, pre)
+            add_partials(partial, b, j, H, pre)
+            rnn_update(pre, b, j, use_relu, hs_ext[t + 1], gates[t % n_g])
+        grid.sync()
+    copy_state_split(hs_ext[T], h_n)
 
 
 # ----- backward -------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """reports.gpu_bench's summary on synthetic results: issue 23's targets judged row by row (speed at
-B ≥ 16, the persistent path at B ≤ 8, the host overhead from reports.gpu_probe), and the report that
-names the device; nothing here times anything."""
+B ≥ 16 on the best path, the better persistent path at B ≤ 8, the host overhead from
+reports.gpu_probe), and the report that names the device; nothing here times anything."""
 import json
 import math
 
@@ -45,19 +45,21 @@ def probe_file(tmp_path, entries):
 
 
 MEDIANS = {
-    # B = 16: inference per-step 1.5× (met at the limit), persistent 2×; training per-step 2.5×, persistent 1.9×
+    # B = 16: inference per-step 1.5× (met at the limit), persistent 2×; training per-step 2.5×, persistent
+    # 1.9×, split-K 1.8× (the best, judged)
     ("jit.cuda", "DB-H512-B16", "inference"): 3.0, ("jit.cuda.persistent", "DB-H512-B16", "inference"): 4.0,
     ("torch.cudnn", "DB-H512-B16", "inference"): 2.0,
     ("jit.cuda", "DB-H512-B16", "training"): 5.0, ("jit.cuda.persistent", "DB-H512-B16", "training"): 3.8,
-    ("torch.cudnn", "DB-H512-B16", "training"): 2.0,
+    ("jit.cuda.split", "DB-H512-B16", "training"): 3.6, ("torch.cudnn", "DB-H512-B16", "training"): 2.0,
     # B = 32: per-step only, 2× in inference: missed
     ("jit.cuda", "DB-H512-B32", "inference"): 4.0, ("torch.cudnn", "DB-H512-B32", "inference"): 2.0,
-    # B = 4: per-step 0.5× does not count; persistent 1.05×: missed. B = 8: persistent 0.95×: met;
-    # B = 8 inference: persistent exactly 1×, not faster: missed
+    # B = 4: per-step 0.5× does not count; persistent 1.05×, split-K 1.1×: missed. B = 8: persistent
+    # 0.95×: met; B = 8 inference: persistent exactly 1×, not faster, split-K 0.9×: met by split-K
     ("jit.cuda", "DB-H512-B4", "inference"): 1.0, ("jit.cuda.persistent", "DB-H512-B4", "inference"): 2.1,
-    ("torch.cudnn", "DB-H512-B4", "inference"): 2.0,
+    ("jit.cuda.split", "DB-H512-B4", "inference"): 2.2, ("torch.cudnn", "DB-H512-B4", "inference"): 2.0,
     ("jit.cuda.persistent", "DB-H512-B8", "training"): 1.9, ("torch.cudnn", "DB-H512-B8", "training"): 2.0,
-    ("jit.cuda.persistent", "DB-H512-B8", "inference"): 2.0, ("torch.cudnn", "DB-H512-B8", "inference"): 2.0,
+    ("jit.cuda.persistent", "DB-H512-B8", "inference"): 2.0, ("jit.cuda.split", "DB-H512-B8", "inference"): 1.8,
+    ("torch.cudnn", "DB-H512-B8", "inference"): 2.0,
 }
 
 
@@ -67,25 +69,31 @@ def judged(rows, target, config, mode):
     return row.iloc[0]
 
 
-def test_speed_targets_judge_the_better_path_at_batch_16_and_up_and_only_the_persistent_one_at_8(tmp_path):
+def test_speed_targets_judge_the_best_path_at_batch_16_and_up_and_only_the_persistent_ones_at_8(tmp_path):
     table = gpu_bench.comparison(gpu_bench.load_results(bench_file(tmp_path, MEDIANS)))
     rows = gpu_bench.targets(table)
     inference = judged(rows, gpu_bench.SPEED["inference"], "DB-H512-B16", "inference")
     assert (inference["per-step"], inference["persistent"]) == (1.5, 2.0)
     assert (inference["judged"], inference["verdict"]) == ("per-step", "met")  # ≤ 1.5 includes 1.5
     training = judged(rows, gpu_bench.SPEED["training"], "DB-H512-B16", "training")
-    assert training["judged"] == "persistent" and training["verdict"] == "met"
+    assert (training["persistent"], training["split-k"]) == (1.9, 1.8)
+    assert training["judged"] == "split-k" and training["verdict"] == "met"
+    assert math.isnan(inference["split-k"])  # not measured: not judged
     assert judged(rows, gpu_bench.SPEED["inference"], "DB-H512-B32", "inference")["verdict"] == "missed"
     b4 = judged(rows, gpu_bench.SMALL_BATCH, "DB-H512-B4", "inference")
     assert b4["per-step"] == 0.5 and b4["judged"] == "persistent" and b4["verdict"] == "missed"
     assert judged(rows, gpu_bench.SMALL_BATCH, "DB-H512-B8", "training")["verdict"] == "met"
-    assert judged(rows, gpu_bench.SMALL_BATCH, "DB-H512-B8", "inference")["verdict"] == "missed"  # 1× is not faster
+    b8 = judged(rows, gpu_bench.SMALL_BATCH, "DB-H512-B8", "inference")
+    assert b8["persistent"] == 1.0 and (b8["judged"], b8["verdict"]) == ("split-k", "met")  # 1× is not faster
+    b8_training = judged(rows, gpu_bench.SMALL_BATCH, "DB-H512-B8", "training")  # no split-K figure
+    assert (b8_training["judged"], b8_training["verdict"]) == ("persistent", "met")
     # no speed target at B ≤ 8, no small-batch target at B ≥ 16
     assert set(rows[rows["target"] == gpu_bench.SMALL_BATCH]["config"]) == {"DB-H512-B4", "DB-H512-B8"}
     assert not rows[rows["target"].isin(gpu_bench.SPEED.values())]["config"].isin(["DB-H512-B4", "DB-H512-B8"]).any()
     # the comparison's own columns agree: per-step has no target at B = 4, persistent < 1 there
     at_b4 = table.set_index(["config", "mode"]).loc[("DB-H512-B4", "inference")]
-    assert at_b4["met"] == "" and at_b4["persistent met"] == "no" and at_b4["target"] == 1.0
+    assert at_b4["met"] == "" and at_b4["persistent met"] == "no" and at_b4["split met"] == "no"
+    assert at_b4["target"] == 1.0
     # the per-cell summary counts the speed targets' configs only
     summary = gpu_bench.short_summary(table).set_index("mode")
     assert summary.loc["inference", "met"] == "1/2" and summary.loc["training", "met"] == "0/1"
@@ -94,6 +102,7 @@ def test_speed_targets_judge_the_better_path_at_batch_16_and_up_and_only_the_per
 def test_host_overhead_is_judged_on_the_better_path_and_unsure_when_busy_time_held_host_gaps(tmp_path):
     entries = [call_entry("lstm", "DB-H512-B16", "inference", "per-step", 250e-6),
                call_entry("lstm", "DB-H512-B16", "inference", "persistent", 80e-6),
+               call_entry("lstm", "DB-H512-B16", "inference", "split-k", 120e-6),
                call_entry("gru", "DB-H512-B16", "training", "per-step", 90e-6, exact=False),
                call_entry("gru", "DB-H512-B16", "training", "persistent", 0.0, error="LaunchError: refused"),
                call_entry("rnn_tanh", "DB-H512-B16", "inference", "per-step", 150e-6)]
@@ -102,6 +111,7 @@ def test_host_overhead_is_judged_on_the_better_path_and_unsure_when_busy_time_he
     assert rows["target"].eq(gpu_bench.HOST_OVERHEAD).all() and len(rows) == 3
     lstm_row = rows[(rows["cell"] == "lstm")].iloc[0]
     assert lstm_row["per-step"] == pytest.approx(250) and lstm_row["persistent"] == pytest.approx(80)
+    assert lstm_row["split-k"] == pytest.approx(120)
     assert (lstm_row["judged"], lstm_row["verdict"]) == ("persistent", "met")
     gru_row = rows[rows["cell"] == "gru"].iloc[0]
     assert math.isnan(gru_row["persistent"]) and gru_row["verdict"] == gpu_bench.UNSURE
@@ -119,12 +129,13 @@ def test_the_report_names_the_device_and_lists_every_target_row_with_its_figures
     assert report.startswith("# jit.cuda vs cuDNN on Test GPU") and "132 SMs" in report
     rows = report.split("### Row by row")[1].split("##")[0].splitlines()
     cells = [[c.strip() for c in line.split("|")[1:-1]] for line in rows if line.startswith("| ")][1:]
-    assert ["training ≤ 2× cuDNN fp32", "lstm", "DB-H512-B16", "training", "2.5×", "1.9×", "≤ 2×", "persistent",
-            "met"] in cells
-    assert ["host overhead per call < 100 µs", "lstm", "DB-H512-B16", "inference", "250 µs", "", "< 100 µs",
+    assert ["training ≤ 2× cuDNN fp32", "lstm", "DB-H512-B16", "training", "2.5×", "1.9×", "1.8×", "≤ 2×",
+            "split-k", "met"] in cells
+    assert ["host overhead per call < 100 µs", "lstm", "DB-H512-B16", "inference", "250 µs", "", "", "< 100 µs",
             "per-step", "missed"] in cells
     assert len(cells) == 7  # 3 speed rows, 3 at B ≤ 8, 1 host overhead
     assert "### Where a call's time goes" in report and "overhead µs" in report
+    assert "### Summary with the persistent split-K forward (jit.cuda.split)" in report
     assert "device: Test GPU" in text and "issue 23's targets" in text and "host overhead per call" in text
     # one missing part is said, not a failure
     only_probe = gpu_bench.write_report(tmp_path / "missing.json", tmp_path / "p", probe_path=probe)

@@ -152,6 +152,47 @@ def test_persistent_time_loops_give_the_per_step_kernels_bits(cell, dtype, train
                 np.testing.assert_array_equal(g, w, err_msg=field)
 
 
+#: The split-K forward's sizes (jit.cuda.split): a batch of one chunk and one row more; H past a
+#: unit block and a slice of k (several items, several slices where the slice depth is forced to
+#: SPLIT_DEPTH), or one unit block in one slice (one item, W_hh's slice kept from step 0 on).
+SPLIT_B = TILES.split_rows * TILES.split_rows_per_thread + 1
+SPLIT_H = {"slices": max(TILES.split_units, TILES.split_depth) + 3, "kept": TILES.split_units}
+
+
+@pytest.mark.parametrize("plan", ["rule", "slices", "kept"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+def test_split_k_forward_matches_the_reference(cell, dtype, plan, monkeypatch):
+    """The split-K forward (backend.split_k with persistent) against the float64 reference, within
+    agreement_tolerance: its sums run per slice of k, then across slices, another order than the
+    reference's, and T, I and the tests' H (≥ SPLIT_H) bound its forward error there (B enters only
+    the weight gradients). "rule": the slice depth backend.split_slice_depth chooses (under the
+    simulator's grid of one block, the whole of k per item); "slices": SPLIT_DEPTH forced, so each
+    step sums several slices and a block walks several items, reloading W_hh's slice; "kept": one
+    item, its slice loaded at step 0 only. Inference gives training's bits (the same kernel, the
+    gates kept or not), and the split leaves the backward alone."""
+    monkeypatch.setattr(cuda_backend, "persistent", True)
+    monkeypatch.setattr(cuda_backend, "split_k", True)
+    if plan != "rule":
+        monkeypatch.setattr(cuda_backend, "split_slice_depth", lambda H, resident: TILES.split_depth)
+    rng = np.random.default_rng(5)
+    H_split = SPLIT_H.get(plan, SPLIT_H["slices"])
+    p = reference.init_params(cell, I, H_split, dtype=dtype, seed=5)
+    x = rng.standard_normal((T, SPLIT_B, I)).astype(dtype)
+    h0 = (0.5 * rng.standard_normal((SPLIT_B, H_split))).astype(dtype)
+    c0 = (0.5 * rng.standard_normal((SPLIT_B, H_split))).astype(dtype) if cell == "lstm" else None
+    fwd = cuda_backend.forward(cell, p, x, h0, c0)
+    as64 = (lambda a: None if a is None else a.astype(np.float64))
+    ref = reference.backend.forward(cell, reference.Params(*(w.astype(np.float64) for w in p)), as64(x), as64(h0),
+                                    as64(c0))
+    for field in ("hs", "h_n", "c_n", "cs", "gates"):
+        if getattr(ref, field) is not None:
+            assert_close(f"forward.{field}", getattr(fwd, field), getattr(ref, field), dtype)
+    inference = cuda_backend.forward(cell, p, x, h0, c0, training=False)
+    np.testing.assert_array_equal(inference.hs, fwd.hs)
+    np.testing.assert_array_equal(inference.h_n, fwd.h_n)
+
+
 @pytest.mark.parametrize("cell", ["lstm", "gru_classic"])
 def test_device_arrays_in_give_device_arrays_out(cell):
     dtype = np.float32
@@ -365,19 +406,19 @@ def test_gpu_profile_counts_the_launches_of_a_call_and_times_only_on_a_gpu(tmp_p
 
 
 @pytest.mark.parametrize("mode", ["inference", "training"])
-@pytest.mark.parametrize("persistent", [False, True])
-def test_gpu_bench_calls_leave_the_persistent_setting_as_they_found_it(mode, persistent):
-    """A timed call switches jit.cuda.backend.persistent for its own launches only (the
-    benchmark runs both variants in one process; the setting is the user's)."""
-    from reports.gpu_bench import Case
-    before = cuda_backend.persistent
+@pytest.mark.parametrize("variant", ["jit.cuda", "jit.cuda.persistent", "jit.cuda.split"])
+def test_gpu_bench_calls_leave_the_time_loop_settings_as_they_found_them(mode, variant):
+    """A timed call switches jit.cuda.backend.persistent and split_k for its own launches only (the
+    benchmark runs every variant in one process; the settings are the user's)."""
+    from reports.gpu_bench import JIT_TIME_LOOPS, Case
+    before = cuda_backend.persistent, cuda_backend.split_k
     try:
-        for setting in (False, True):
-            cuda_backend.persistent = setting
-            Case("gru", 3, 2, 5, 5).jit_cuda_call(mode, persistent)()
-            assert cuda_backend.persistent is setting
+        for setting in ((False, False), (True, False), (True, True)):
+            cuda_backend.persistent, cuda_backend.split_k = setting
+            Case("gru", 3, 2, 5, 5).jit_cuda_call(mode, *JIT_TIME_LOOPS[variant])()
+            assert (cuda_backend.persistent, cuda_backend.split_k) == setting
     finally:
-        cuda_backend.persistent = before
+        cuda_backend.persistent, cuda_backend.split_k = before
 
 
 def test_gpu_report_ratios_and_targets_from_a_synthetic_result(tmp_path):
