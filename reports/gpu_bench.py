@@ -10,10 +10,10 @@ Two jobs, one per entry point:
 Backends measured in one process, on the same weights and inputs (fp32, time-major):
 ``jit.cuda`` (numba device arrays viewing the same torch tensors: no copies in the timed call),
 ``jit.cuda.persistent`` (the same with jit.cuda.backend.persistent: each time loop one cooperative
-launch), ``jit.cuda.split`` (persistent, with the split-K forward of jit.cuda.backend.split_k: rnn, lstm
-and gru; jit.cuda.split), ``torch.cudnn`` (TF32 off: the parity row TARGET_RATIO refers to) and ``torch.cudnn.tf32``
-(torch's default, cuDNN allowed to use TF32). Modes: ``inference`` (forward, training=False /
-torch.no_grad) and ``training`` (forward + backward). Each timed call ends with a synchronize
+launch), ``jit.cuda.split`` (persistent, the split-K time loops of jit.cuda.backend.split_k: rnn,
+lstm and gru; jit.cuda.split), ``torch.cudnn`` (TF32 off: the parity row TARGET_RATIO refers to) and
+``torch.cudnn.tf32`` (torch's default, cuDNN allowed to use TF32). Modes: ``inference`` (forward,
+training=False / torch.no_grad) and ``training`` (forward + backward). Each timed call ends with a synchronize
 (jit.cuda's forward and backward synchronize themselves), so pytest-benchmark's wall-clock
 rounds measure completed device work.
 
@@ -142,7 +142,7 @@ def _torch_rnn(torch, cell, params, I, H):
 
 @contextlib.contextmanager
 def time_loops(backend, persistent, split_k=False):
-    """jit.cuda's backend with persistent time loops (and their split-K forward) on or off inside the
+    """jit.cuda's backend with persistent time loops (split-K or not) on or off inside the
     block, as it was after: the benchmark's calls switch them per backend and must not leave a
     caller's settings changed."""
     before = backend.persistent, backend.split_k
@@ -473,7 +473,7 @@ def _verdict(figures, judged_paths, limit, strict):
 
 def targets(table=None, overheads=None, simulated=False):
     """Issue 23's targets, one row per target × cell × config × mode: each path's figure (×cuDNN fp32,
-    or µs of host overhead: per-step, persistent, and persistent with the split-K forward), the limit,
+    or µs of host overhead: per-step, persistent, and persistent split-K), the limit,
     the path judged and the verdict.
 
     Speed (B ∈ {16, 32, 64}) and host overhead: the best path is judged; a user may take any.
@@ -647,7 +647,7 @@ def write_report(results_path, out_dir, properties_junit=None, probe_path=None):
             lines += ["### Summary with each time loop as one cooperative launch (jit.cuda.persistent)", "",
                       _markdown(persistent), ""]
         if split_summary is not None:
-            lines += ["### Summary with the persistent split-K forward (jit.cuda.split)", "",
+            lines += ["### Summary with the persistent split-K time loops (jit.cuda.split)", "",
                       _markdown(split_summary), ""]
     lines += ["## Where the time goes (reports/gpu_probe.py)", ""]
     if probe is None:

@@ -3,7 +3,7 @@
 #   0. device.txt: the GPU, driver and packages; one kernel compiled and run first (a numba-cuda that
 #      cannot compile there is one clear message, not a failure in every phase).
 #   1. gpu_bench.json, gpu_bench.log: jit.cuda (per-step; jit.cuda.persistent: each time loop one
-#      cooperative launch; jit.cuda.split: that with the split-K forward) vs torch cuDNN
+#      cooperative launch; jit.cuda.split: those split-K, jit/cuda/split.py) vs torch cuDNN
 #      nn.RNN/LSTM/GRU, fp32 with TF32 off plus torch's default TF32 row, T=25, I=H in 512/1024/2048,
 #      B in 16/32/64 then 4/8, lstm/gru/rnn_tanh, forward and forward+backward, on device arrays
 #      (reports/gpu_bench.py). Cases past the bench deadline skip themselves, so pytest-benchmark

@@ -11,7 +11,7 @@ past --deadline-s. ``python -m reports.gpu_bench summarize --probe`` turns it in
 (probe_tables here) and judges the host-overhead target with it.
 
 Per jit.cuda call at T = 25 (H ∈ {512, 2048} × B ∈ {16, 64}, then B ∈ {4, 8}; per-step and
-persistent time loops, and persistent ones with the split-K forward; inference and training), on
+persistent time loops, and persistent split-K ones; inference and training), on
 numba device arrays (no torch in this process):
 
   host_s      time.perf_counter around the call, after a synchronize: what the caller waits.

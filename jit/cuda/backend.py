@@ -52,11 +52,12 @@ simulated = SIMULATOR
 #: CELLBENCH_CUDA_PERSISTENT=1, or assign it.
 persistent = os.environ.get("CELLBENCH_CUDA_PERSISTENT", "") not in ("", "0")
 
-#: With ``persistent``: the forward time loops of rnn_*, lstm and gru run split-K
-#: (``*_forward_split_kernel``, jit.cuda.split): every step's recurrent product cut into (units, slice
-#: of k) items for more blocks, W_hh's slices kept in shared memory where the grid holds them all;
-#: their sums agree with the tile kernels' within rounding, not bit for bit. gru_classic and the
-#: backward time loops keep the tile kernels. Off by default until a GPU measures it against them.
+#: With ``persistent``: the time loops of rnn_*, lstm and gru, forward and backward, run split-K
+#: (``*_forward_split_kernel``, ``*_backward_split_kernel``, jit.cuda.split): every step's recurrent
+#: product cut into (units, slice of the reduction) items for more blocks, W_hh's slices kept in
+#: shared memory where the grid holds them all, backward's ∂L/∂a computed once a step; their sums
+#: agree with the tile kernels' within rounding, not bit for bit. gru_classic keeps the tile
+#: kernels. Off by default until a GPU measures it against them.
 #: Set by CELLBENCH_CUDA_SPLIT_K=1, or assign it.
 split_k = os.environ.get("CELLBENCH_CUDA_SPLIT_K", "") not in ("", "0")
 
@@ -238,26 +239,30 @@ def _cooperative_launch(kernel, B, H, *args):
     launch(kernel, (min(tiles, _resident_blocks(kernel, block, *args)),), block, *args)
 
 
-def split_slice_depth(H: int, resident: int) -> int:
-    """k per item of the split-K forward on a grid of at most ``resident`` blocks: SPLIT_DEPTH, each
-    block then keeping its slice of W_hh in shared memory, where the grid holds every item; else
-    slices just long enough that it does, or the whole of k where even one slice per unit block is
-    more items than the grid (the blocks then walk several items each)."""
-    unit_blocks = blocks(H, split.SPLIT_UNITS)
-    slices = max(1, min(blocks(H, split.SPLIT_DEPTH), resident // unit_blocks))
-    return split.SPLIT_DEPTH * blocks(blocks(H, split.SPLIT_DEPTH), slices)
+def split_slice_depth(units: int, depth: int, resident: int) -> int:
+    """The reduction's length per item of a split-K product over ``units`` output units and a
+    reduction of ``depth`` (forward: H and H; backward: H and G·H) on a grid of at most ``resident``
+    blocks: SPLIT_DEPTH, each block then keeping its slice of W_hh in shared memory, where the grid
+    holds every item; else slices just long enough that it does, or the whole reduction where even
+    one slice per unit block is more items than the grid (the blocks then walk several items)."""
+    unit_blocks = blocks(units, split.SPLIT_UNITS)
+    slices = max(1, min(blocks(depth, split.SPLIT_DEPTH), resident // unit_blocks))
+    return split.SPLIT_DEPTH * blocks(blocks(depth, split.SPLIT_DEPTH), slices)
 
 
-def _split_launch(f, kernel, *args):
-    """Launch a split-K forward kernel (jit.cuda.split) of the loop ``f``: ``args`` are its arguments
-    before the partial sums and the slice depth, which are sized here from the resident grid."""
+def _split_launch(loop, kernel, depth, columns, *args):
+    """Launch a split-K kernel (jit.cuda.split) of a forward or backward loop over loop.H units, its
+    product's reduction ``depth`` long and its partial sums ``columns`` wide (forward: H and G·H;
+    backward: G·H and H). ``args`` are the kernel's arguments before the partial sums and the slice
+    depth, which are sized here from the resident grid."""
     block = (split.SPLIT_UNITS, split.SPLIT_ROWS)
-    typed_like = f.scratch("split.typed_like", 1, 1, 1)  # the partials' type: sizing waits on the limit
+    typed_like = loop.scratch("split.typed_like", 1, 1, 1)  # the partials' type: sizing waits on the limit
     kernel = specialized(kernel, *args, typed_like, split.SPLIT_DEPTH)
     resident = _resident_blocks(kernel, block, *args, typed_like, split.SPLIT_DEPTH)
-    depth = split_slice_depth(f.H, resident)
-    partial = f.scratch("split.partial", blocks(f.H, depth), f.B, f.GH)
-    launch(kernel, (min(split.item_count(f.H, depth), resident),), block, *args, partial, depth)
+    slice_depth = split_slice_depth(loop.H, depth, resident)
+    partial = loop.scratch("split.partial", blocks(depth, slice_depth), loop.B, columns)
+    grid = (min(split.item_count(loop.H, depth, slice_depth), resident),)
+    launch(kernel, grid, block, *args, partial, slice_depth)
 
 
 def _as_2d(a3):
@@ -338,7 +343,7 @@ def _rnn_forward(f: _ForwardLoop, relu):
     if f.persistent:
         hs_ext, h_n, gates = f.persistent_outputs()
         if f.split:
-            _split_launch(f, rnn.rnn_forward_split_kernel, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh, relu, gates, h_n)
+            _split_launch(f, rnn.rnn_forward_split_kernel, f.H, f.GH, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh, relu, gates, h_n)
         else:
             _cooperative_launch(rnn.rnn_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh, relu,
                                 gates, h_n)
@@ -360,7 +365,7 @@ def _lstm_forward(f: _ForwardLoop):
             c_ext = f.scratch("c_ext", 2, f.B, f.H)
         c_n = f.result("c_n", f.B, f.H)
         if f.split:
-            _split_launch(f, lstm.lstm_forward_split_kernel, f.xw, f.h0, f.c0, hs_ext, c_ext, f.w_hh, f.b_hh, gates,
+            _split_launch(f, lstm.lstm_forward_split_kernel, f.H, f.GH, f.xw, f.h0, f.c0, hs_ext, c_ext, f.w_hh, f.b_hh, gates,
                           h_n, c_n)
         else:
             _cooperative_launch(lstm.lstm_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, f.c0, hs_ext, c_ext,
@@ -377,7 +382,7 @@ def _gru_forward(f: _ForwardLoop):
     if f.persistent:
         hs_ext, h_n, gates = f.persistent_outputs()
         if f.split:
-            _split_launch(f, gru.gru_forward_split_kernel, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh, gates, h_n)
+            _split_launch(f, gru.gru_forward_split_kernel, f.H, f.GH, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh, gates, h_n)
         else:
             _cooperative_launch(gru.gru_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh,
                                 gates, h_n)
@@ -511,8 +516,12 @@ def _rnn_backward(b: _BackwardLoop, relu):
     """rnn_step_backward_kernel once a step, from t = T − 1 down, or rnn_backward_persistent_kernel."""
     if b.persistent:  # ∂L/∂h of the step being undone and of the one before, in turn
         dh_pair = b.result("dh_pair", 2, b.B, b.H)
-        _cooperative_launch(rnn.rnn_backward_persistent_kernel, b.B, b.H, b.dh_n, dh_pair, b.gates, b.w_hh, relu,
-                            b.dhs, b.da_x)
+        if b.split:
+            _split_launch(b, rnn.rnn_backward_split_kernel, b.H, b.H, b.dh_n, dh_pair, b.gates, b.w_hh, relu, b.dhs,
+                          b.da_x)
+        else:
+            _cooperative_launch(rnn.rnn_backward_persistent_kernel, b.B, b.H, b.dh_n, dh_pair, b.gates, b.w_hh,
+                                relu, b.dhs, b.da_x)
         dh = dh_pair[b.T % 2]
     else:
         dh, dh_prev = b.start()
@@ -529,9 +538,12 @@ def _lstm_backward(b: _BackwardLoop):
     """lstm_step_backward_kernel once a step, or lstm_backward_persistent_kernel; ∂L/∂c_T = dc_n, or 0."""
     if b.persistent:  # ∂L/∂h and ∂L/∂c of the step being undone and of the one before, in turn
         dh_pair, dc_pair = b.result("dh_pair", 2, b.B, b.H), b.result("dc_pair", 2, b.B, b.H)
-        _cooperative_launch(lstm.lstm_backward_persistent_kernel, b.B, b.H, b.dh_n,
-                            b.dh_n if b.dc_n is None else b.dc_n, b.dc_n is not None, dh_pair, dc_pair, b.gates,
-                            b.cs, b.c0, b.w_hh, b.dhs, b.da_x)
+        args = (b.dh_n, b.dh_n if b.dc_n is None else b.dc_n, b.dc_n is not None, dh_pair, dc_pair, b.gates, b.cs,
+                b.c0, b.w_hh, b.dhs, b.da_x)
+        if b.split:
+            _split_launch(b, lstm.lstm_backward_split_kernel, 4 * b.H, b.H, *args)
+        else:
+            _cooperative_launch(lstm.lstm_backward_persistent_kernel, b.B, b.H, *args)
         dh, dc = dh_pair[b.T % 2], dc_pair[b.T % 2]
     else:
         dh, dh_prev = b.start()
@@ -559,8 +571,11 @@ def _gru_backward(b: _BackwardLoop):
     _matmul(_as_2d(b.h_prev_all), b.w_hh[2 * H:], _as_2d(hn_all), trans_b=True, bias=b.b_hh[2 * H:])
     if b.persistent:
         dh_pair = b.result("dh_pair", 2, b.B, H)
-        _cooperative_launch(gru.gru_backward_persistent_kernel, b.B, H, b.dh_n, dh_pair, b.gates, b.h_prev_all,
-                            hn_all, b.w_hh, b.dhs, b.da_x, da_h)
+        args = (b.dh_n, dh_pair, b.gates, b.h_prev_all, hn_all, b.w_hh, b.dhs, b.da_x, da_h)
+        if b.split:
+            _split_launch(b, gru.gru_backward_split_kernel, 3 * H, H, *args)
+        else:
+            _cooperative_launch(gru.gru_backward_persistent_kernel, b.B, H, *args)
         dh = dh_pair[b.T % 2]
     else:
         dh, dh_prev = b.start()

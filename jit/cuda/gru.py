@@ -13,7 +13,8 @@ from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad
 
 from .split import KERNEL_OPTIONS as SPLIT_KERNEL_OPTIONS
 from .split import (CHUNK_ROWS, SPLIT_DEPTH_PADDED, SPLIT_ROWS_PER_THREAD, SPLIT_UNITS, add_partials,
-                    copy_state_split, element_stride, first_element, recurrent_partials)
+                    complete_gradients, completed_gradient, copy_state_split, element_stride, first_element,
+                    gradient_before, recurrent_partials)
 from .tiles import (DEPTH, DEPTH_PADDED, ROWS, STEP_THREADS, UNITS, copy_state, gate_products, load_weight_rows,
                     place_output, previous_output, row_step, rows_times_weights, start_bptt, step_tiles, tile_origin)
 
@@ -142,7 +143,7 @@ def gru_forward_split_kernel(xw, h0, hs_ext, w_hh, b_hh, gates, h_n, partial, sl
     copy_state_split(h0, hs_ext[0])
     grid.sync()
     for t in range(T):
-        recurrent_partials(hs_ext[t], w_hh, t == 0, slice_depth, partial, w_slice, h_slice, sums)
+        recurrent_partials(hs_ext[t], w_hh, False, t == 0, slice_depth, partial, w_slice, h_slice, sums)
         grid.sync()
         for e in range(first_element(), hs_ext.shape[1] * H, element_stride()):
             b = e // H
@@ -267,6 +268,38 @@ def gru_backward_persistent_kernel(dh_n, dh_pair, gates, h_prev_all, hn_all, w_h
                               da_h[t], dh_pair[1 - s % 2], k0, b0, da_tile, w_tile)
         grid.sync()
 
+
+
+@cuda.jit(**SPLIT_KERNEL_OPTIONS)
+def gru_backward_split_kernel(dh_n, dh_pair, gates, h_prev_all, hn_all, w_hh, dhs, da_x, da_h, partial, slice_depth):
+    """gru_backward_persistent_kernel's steps in two phases each (jit.cuda.split): per (b, j), ∂L/∂h_t
+    completed, the three gates' da_x and da_h once, z⊙∂L/∂h_t + dhs[t − 1] into the other slot; a
+    grid.sync; da_h W_hh split-K into partial; a grid.sync. The same arrays otherwise; ∂L/∂h0 ends in
+    slot T % 2. twin: reference.backend.backward's time loop over reference.gru.gru_step_backward"""
+    DT = dh_pair.dtype
+    w_slice = cuda.shared.array((1, SPLIT_UNITS, SPLIT_DEPTH_PADDED), DT)
+    in_slice = cuda.shared.array((CHUNK_ROWS, SPLIT_DEPTH_PADDED), DT)
+    sums = cuda.local.array((1, SPLIT_ROWS_PER_THREAD), DT)
+    grid = cuda.cg.this_grid()
+    T = gates.shape[0]
+    H = dh_pair.shape[2]
+    for s in range(T):
+        t = T - 1 - s
+        dh = dh_pair[s % 2]
+        for e in range(first_element(), dh_pair.shape[1] * H, element_stride()):
+            b = e // H
+            j = e - b * H
+            completed_gradient(dh_n, dhs, partial, s == 0, t, b, j, dh)
+            for g in range(3):
+                v_x, v_h = gru_da(b, g * H + j, dh, gates[t], h_prev_all[t], hn_all[t])
+                da_x[t, b, g * H + j] = v_x
+                da_h[t, b, g * H + j] = v_h
+            # gru_mix_backward: the z⊙h term of ∂L/∂h_{t−1}
+            dh_pair[1 - s % 2][b, j] = dh[b, j] * gates[t][b, H + j] + gradient_before(dhs, t, b, j)
+        grid.sync()  # the product reads every unit's da_h
+        recurrent_partials(da_h[t], w_hh, True, s == 0, slice_depth, partial, w_slice, in_slice, sums)
+        grid.sync()
+    complete_gradients(partial, dh_pair[T % 2])
 
 # ----- gru_classic forward: r, z and r⊙h; then n and h' ------------------------------------------------
 

@@ -30,7 +30,7 @@ class Tiles(NamedTuple):
     depth: int  # reduction step of a step kernel (k of W_hh h, or gate rows of da W_hh)
     threads_1d: int  # threads per block of the grid-stride kernels (copies, column sums, checks)
     blocks_1d: int  # at most this many blocks for them
-    split_units: int  # the split-K forward (jit.cuda.split): hidden units per item, threadIdx.x
+    split_units: int  # the split-K time loops (jit.cuda.split): output units per item, threadIdx.x
     split_rows: int  # its threads along batch rows, threadIdx.y
     split_rows_per_thread: int  # batch rows each thread sums: a chunk is split_rows · this rows
     split_depth: int  # k per shared slice of W_hh: an item's slice, or a step of a longer one
@@ -39,7 +39,7 @@ class Tiles(NamedTuple):
 #: 16×16 matmul threads with 8×8 outputs each (128×128 tiles, K step 8, two buffers: 2·2·8·132·8 B
 #: ≈ 34 KB of shared memory in float64) and 32×8 step threads (4·32·33·8 B ≈ 34 KB): under the 48 KB of
 #: static shared memory every GPU has.
-#: The split-K forward: 16 × 8 threads, each 4 rows × every gate of its unit (16 sums in lstm), a
+#: The split-K time loops: 16 × 8 threads, each 4 rows × every gate of its unit (16 sums in lstm), a
 #: slice of 32 k: (4·16 + 32)·33·8 B ≈ 25 KB of shared memory in float64; four blocks per SM
 #: (jit.cuda.split.KERNEL_OPTIONS), so that an H100's grid holds lstm H = 512's 512 items.
 GPU_TILES = Tiles(matmul=16, matmul_work=8, matmul_depth=8, units=32, rows=8, depth=32, threads_1d=256,

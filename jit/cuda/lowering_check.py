@@ -23,7 +23,7 @@ def kernel_signatures(nb):
     """{kernel: argument types} for one float type, with contiguous arrays as forward/backward pass them;
     the layers' per-direction views (a column block of a layer's output or its gradient) are 'A'. The
     per-step cell kernels take whole arrays and the step t, the layer kernels whole arrays and the
-    scan step s (see jit.cuda.tiles and jit.cuda.layers), the split-K forward kernels
+    scan step s (see jit.cuda.tiles and jit.cuda.layers), the split-K kernels
     the partial sums and the slice depth last (jit.cuda.split)."""
     from jit.cuda import elementwise, gru, lstm, matmul, rnn, tiles
     A3, A2, A1, flag, step = nb[:, :, ::1], nb[:, ::1], nb[::1], nt.boolean, nt.int64
@@ -41,6 +41,7 @@ def kernel_signatures(nb):
         rnn.rnn_step_backward_kernel: (A2, A3, A2, flag, A3, step, A3, A2),
         rnn.rnn_layer_step_backward_kernel: (A2, A3, A2, flag, view3, *rows, A3, A3, A2),
         rnn.rnn_backward_persistent_kernel: (A2, A3, A3, A2, flag, A3, A3),
+        rnn.rnn_backward_split_kernel: (A2, A3, A3, A2, flag, A3, A3, A3, step),
         lstm.lstm_step_forward_kernel: (A3, step, A2, A2, A3, A3, A2, A1, A3),
         lstm.lstm_layer_step_forward_kernel: (A3, *rows, A2, A3, A2, A2, A3, A2, A2, A1, A3, view3),
         lstm.lstm_forward_persistent_kernel: (A3, A2, A2, A3, A3, A2, A1, A3, A2, A2),
@@ -48,6 +49,7 @@ def kernel_signatures(nb):
         lstm.lstm_step_backward_kernel: (A2, A2, A3, A2, A3, A2, A3, step, A3, A2, A2),
         lstm.lstm_layer_step_backward_kernel: (A2, A2, A3, A2, A3, A2, view3, *rows, A3, A3, A2, A2),
         lstm.lstm_backward_persistent_kernel: (A2, A2, flag, A3, A3, A3, A3, A2, A2, A3, A3),
+        lstm.lstm_backward_split_kernel: (A2, A2, flag, A3, A3, A3, A3, A2, A2, A3, A3, A3, step),
         gru.gru_step_forward_kernel: (A3, step, A2, A3, A2, A1, A3),
         gru.gru_layer_step_forward_kernel: (A3, *rows, A2, A3, A2, A2, A1, A3, view3),
         gru.gru_forward_persistent_kernel: (A3, A2, A3, A2, A1, A3, A2),
@@ -55,6 +57,7 @@ def kernel_signatures(nb):
         gru.gru_step_backward_kernel: (A2, A3, A3, A3, A2, A3, step, A3, A3, A2),
         gru.gru_layer_step_backward_kernel: (A2, A3, A3, A3, A2, view3, *rows, A3, A3, A2),
         gru.gru_backward_persistent_kernel: (A2, A3, A3, A3, A3, A2, A3, A3, A3),
+        gru.gru_backward_split_kernel: (A2, A3, A3, A3, A3, A2, A3, A3, A3, A3, step),
         gru.gru_classic_step_forward_rz_kernel: (A3, step, A2, A3, A2, A1, A3, A2),
         gru.gru_classic_layer_step_forward_rz_kernel: (A3, *rows, A2, A3, A2, A1, A3, A2),
         gru.gru_classic_step_forward_n_kernel: (A3, step, A2, A3, A2, A2, A1, A3),

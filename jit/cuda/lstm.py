@@ -12,7 +12,8 @@ from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad
 
 from .split import KERNEL_OPTIONS as SPLIT_KERNEL_OPTIONS
 from .split import (CHUNK_ROWS, SPLIT_DEPTH_PADDED, SPLIT_ROWS_PER_THREAD, SPLIT_UNITS, add_partials,
-                    copy_state_split, element_stride, first_element, recurrent_partials)
+                    complete_gradients, completed_gradient, copy_state_split, element_stride, first_element,
+                    gradient_before, recurrent_partials)
 from .tiles import (DEPTH, DEPTH_PADDED, ROWS, STEP_THREADS, UNITS, copy_state, gate_products, load_weight_rows,
                     place_output, previous_output, row_step, rows_times_weights, start_bptt, step_tiles, tile_origin)
 
@@ -167,7 +168,7 @@ def lstm_forward_split_kernel(xw, h0, c0, hs_ext, c_ext, w_hh, b_hh, gates, h_n,
     copy_state_split(c0, c_ext[0])
     grid.sync()
     for t in range(T):
-        recurrent_partials(hs_ext[t], w_hh, t == 0, slice_depth, partial, w_slice, h_slice, sums)
+        recurrent_partials(hs_ext[t], w_hh, False, t == 0, slice_depth, partial, w_slice, h_slice, sums)
         grid.sync()
         for e in range(first_element(), hs_ext.shape[1] * H, element_stride()):
             b = e // H
@@ -312,3 +313,41 @@ def lstm_backward_persistent_kernel(dh_n, dc_n, use_dc_n, dh_pair, dc_pair, gate
                 lstm_step_backward(dh_pair[now], dc_pair[now], gates[t], c0, cs[t], w_hh, dhs, None, t, False, da,
                                    da[t], dh_pair[before], dc_pair[before], k0, b0, da_tile, w_tile)
         grid.sync()
+
+
+@cuda.jit(**SPLIT_KERNEL_OPTIONS)
+def lstm_backward_split_kernel(dh_n, dc_n, use_dc_n, dh_pair, dc_pair, gates, cs, c0, w_hh, dhs, da, partial,
+                               slice_depth):
+    """lstm_backward_persistent_kernel's steps in two phases each (jit.cuda.split): per (b, j), ∂L/∂h_t
+    completed, the four gates' da once, ∂L/∂c_{t−1} = f⊙∂L/∂c_t and dhs[t − 1] into the other slots;
+    a grid.sync; da W_hh split-K into partial; a grid.sync. The same arrays otherwise; ∂L/∂h0 and
+    ∂L/∂c0 end in slot T % 2. twin: reference.backend.backward's time loop over
+    reference.lstm.lstm_step_backward"""
+    DT = dh_pair.dtype
+    w_slice = cuda.shared.array((1, SPLIT_UNITS, SPLIT_DEPTH_PADDED), DT)
+    in_slice = cuda.shared.array((CHUNK_ROWS, SPLIT_DEPTH_PADDED), DT)
+    sums = cuda.local.array((1, SPLIT_ROWS_PER_THREAD), DT)
+    grid = cuda.cg.this_grid()
+    T = gates.shape[0]
+    H = dh_pair.shape[2]
+    for s in range(T):
+        t = T - 1 - s
+        now = s % 2
+        dh = dh_pair[now]
+        dc = dc_pair[now]
+        c_prev = c0 if t == 0 else cs[t - 1]
+        for e in range(first_element(), dh_pair.shape[1] * H, element_stride()):
+            b = e // H
+            j = e - b * H
+            completed_gradient(dh_n, dhs, partial, s == 0, t, b, j, dh)
+            if s == 0:  # ∂L/∂c_T = dc_n, or 0 without one
+                dc[b, j] = dc_n[b, j] if use_dc_n else dc.dtype.type(0.0)
+            for g in range(4):
+                da[t, b, g * H + j] = lstm_da(b, g * H + j, dh, dc, gates[t], c_prev, cs[t])
+            # lstm_cell_update_backward: ∂L/∂c = ∂L/∂c'⊙f
+            dc_pair[1 - now][b, j] = lstm_dc_total(b, j, dh, dc, gates[t], cs[t]) * gates[t][b, H + j]
+            dh_pair[1 - now][b, j] = gradient_before(dhs, t, b, j)
+        grid.sync()  # the product reads every unit's da
+        recurrent_partials(da[t], w_hh, True, s == 0, slice_depth, partial, w_slice, in_slice, sums)
+        grid.sync()
+    complete_gradients(partial, dh_pair[T % 2])

@@ -135,7 +135,7 @@ def test_the_report_names_the_device_and_lists_every_target_row_with_its_figures
             "per-step", "missed"] in cells
     assert len(cells) == 7  # 3 speed rows, 3 at B ≤ 8, 1 host overhead
     assert "### Where a call's time goes" in report and "overhead µs" in report
-    assert "### Summary with the persistent split-K forward (jit.cuda.split)" in report
+    assert "### Summary with the persistent split-K time loops (jit.cuda.split)" in report
     assert "device: Test GPU" in text and "issue 23's targets" in text and "host overhead per call" in text
     # one missing part is said, not a failure
     only_probe = gpu_bench.write_report(tmp_path / "missing.json", tmp_path / "p", probe_path=probe)

@@ -80,19 +80,21 @@ def inputs(cell, dtype, seed=0):
     return p, x, h0, c0, dhs, dh_n, dc_n
 
 
-def agreement_tolerance(dtype):
+def agreement_tolerance(dtype, sizes=(T, B, I, H)):
     """Same equations as the reference, other summation orders. Each pre-activation sums
     K = I + H + 2 terms of size ≤ ~1 (weights U(±1/√H), inputs N(0, 1)): error ≤ K·eps; the gates
     are 1-Lipschitz and these weights keep the recurrence near contracting, so T steps add up to
-    T·K·eps; the weight gradients sum T·B such terms. 4× margin for the constants hidden in ≤ ~1."""
-    return 4 * T * (B + I + H + 2) * EPS[dtype]
+    T·K·eps; the weight gradients sum T·B such terms. 4× margin for the constants hidden in ≤ ~1.
+    ``sizes``: (T, B, I, H) of the call, this module's by default."""
+    steps, rows, inputs, hidden = sizes
+    return 4 * steps * (rows + inputs + hidden + 2) * EPS[dtype]
 
 
-def assert_close(name, got, want, dtype):
+def assert_close(name, got, want, dtype, sizes=(T, B, I, H)):
     got, want = np.asarray(got), np.asarray(want)
     assert got.dtype == dtype, f"{name}: dtype {got.dtype}, expected {dtype}"
     assert got.shape == want.shape, f"{name}: shape {got.shape}, expected {want.shape}"
-    tol = agreement_tolerance(dtype) * max(1.0, float(np.abs(want).max(initial=0)))
+    tol = agreement_tolerance(dtype, sizes) * max(1.0, float(np.abs(want).max(initial=0)))
     err = np.abs(got.astype(np.float64) - want)
     if err.size and err.max() > tol:
         i = np.unravel_index(err.argmax(), err.shape)
@@ -152,9 +154,10 @@ def test_persistent_time_loops_give_the_per_step_kernels_bits(cell, dtype, train
                 np.testing.assert_array_equal(g, w, err_msg=field)
 
 
-#: The split-K forward's sizes (jit.cuda.split): a batch of one chunk and one row more; H past a
+#: The split-K time loops' sizes (jit.cuda.split): a batch of one chunk and one row more; H past a
 #: unit block and a slice of k (several items, several slices where the slice depth is forced to
-#: SPLIT_DEPTH), or one unit block in one slice (one item, W_hh's slice kept from step 0 on).
+#: SPLIT_DEPTH), or one unit block in one slice (one item, W_hh's slice kept from step 0 on; in
+#: backward the reduction over G·H gate rows still takes several slices but for rnn).
 SPLIT_B = TILES.split_rows * TILES.split_rows_per_thread + 1
 SPLIT_H = {"slices": max(TILES.split_units, TILES.split_depth) + 3, "kept": TILES.split_units}
 
@@ -162,35 +165,44 @@ SPLIT_H = {"slices": max(TILES.split_units, TILES.split_depth) + 3, "kept": TILE
 @pytest.mark.parametrize("plan", ["rule", "slices", "kept"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
-def test_split_k_forward_matches_the_reference(cell, dtype, plan, monkeypatch):
-    """The split-K forward (backend.split_k with persistent) against the float64 reference, within
-    agreement_tolerance: its sums run per slice of k, then across slices, another order than the
-    reference's, and T, I and the tests' H (≥ SPLIT_H) bound its forward error there (B enters only
-    the weight gradients). "rule": the slice depth backend.split_slice_depth chooses (under the
-    simulator's grid of one block, the whole of k per item); "slices": SPLIT_DEPTH forced, so each
-    step sums several slices and a block walks several items, reloading W_hh's slice; "kept": one
-    item, its slice loaded at step 0 only. Inference gives training's bits (the same kernel, the
-    gates kept or not), and the split leaves the backward alone."""
+def test_split_k_time_loops_match_the_reference(cell, dtype, plan, monkeypatch):
+    """The split-K time loops (backend.split_k with persistent), forward and backward, against the
+    float64 reference within agreement_tolerance at these sizes: their sums run per slice, then
+    across slices, another order than the reference's. "rule": the slice depth
+    backend.split_slice_depth chooses (under the simulator's grid of one block, the whole reduction
+    per item); "slices": SPLIT_DEPTH forced, so each step sums several slices and a block walks
+    several items, reloading W_hh's slice; "kept": one forward item, its slice loaded at step 0
+    only. Inference gives training's bits (the same kernel, the gates kept or not); lstm's backward
+    runs with ∂L/∂c_T and without (its zero start)."""
     monkeypatch.setattr(cuda_backend, "persistent", True)
     monkeypatch.setattr(cuda_backend, "split_k", True)
     if plan != "rule":
-        monkeypatch.setattr(cuda_backend, "split_slice_depth", lambda H, resident: TILES.split_depth)
+        monkeypatch.setattr(cuda_backend, "split_slice_depth", lambda units, depth, resident: TILES.split_depth)
     rng = np.random.default_rng(5)
     H_split = SPLIT_H.get(plan, SPLIT_H["slices"])
+    sizes = (T, SPLIT_B, I, H_split)
     p = reference.init_params(cell, I, H_split, dtype=dtype, seed=5)
     x = rng.standard_normal((T, SPLIT_B, I)).astype(dtype)
-    h0 = (0.5 * rng.standard_normal((SPLIT_B, H_split))).astype(dtype)
-    c0 = (0.5 * rng.standard_normal((SPLIT_B, H_split))).astype(dtype) if cell == "lstm" else None
-    fwd = cuda_backend.forward(cell, p, x, h0, c0)
+    h0, dh_n, c0, dc_n = ((0.5 * rng.standard_normal((SPLIT_B, H_split))).astype(dtype) for _ in range(4))
+    c0, dc_n = (c0, dc_n) if cell == "lstm" else (None, None)
+    dhs = rng.standard_normal((T, SPLIT_B, H_split)).astype(dtype)
     as64 = (lambda a: None if a is None else a.astype(np.float64))
-    ref = reference.backend.forward(cell, reference.Params(*(w.astype(np.float64) for w in p)), as64(x), as64(h0),
-                                    as64(c0))
+    p64 = reference.Params(*(w.astype(np.float64) for w in p))
+    fwd = cuda_backend.forward(cell, p, x, h0, c0)
+    ref = reference.backend.forward(cell, p64, as64(x), as64(h0), as64(c0))
     for field in ("hs", "h_n", "c_n", "cs", "gates"):
         if getattr(ref, field) is not None:
-            assert_close(f"forward.{field}", getattr(fwd, field), getattr(ref, field), dtype)
+            assert_close(f"forward.{field}", getattr(fwd, field), getattr(ref, field), dtype, sizes)
     inference = cuda_backend.forward(cell, p, x, h0, c0, training=False)
     np.testing.assert_array_equal(inference.hs, fwd.hs)
     np.testing.assert_array_equal(inference.h_n, fwd.h_n)
+    for given_dc_n in ((dc_n, None) if cell == "lstm" else (None,)):
+        grads = cuda_backend.backward(cell, p, x, h0, c0, fwd, dhs, dh_n, given_dc_n)
+        ref_grads = reference.backend.backward(cell, p64, as64(x), as64(h0), as64(c0), ref, as64(dhs), as64(dh_n),
+                                               as64(given_dc_n))
+        for field in ref_grads._fields:
+            if getattr(ref_grads, field) is not None:
+                assert_close(f"backward.{field}", getattr(grads, field), getattr(ref_grads, field), dtype, sizes)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru_classic"])
