@@ -14,7 +14,7 @@ from jit.gatemath import sigmoid, sigmoid_grad, tanh, tanh_grad
 from .split import KERNEL_OPTIONS as SPLIT_KERNEL_OPTIONS
 from .split import (CHUNK_ROWS, SPLIT_DEPTH_PADDED, SPLIT_ROWS_PER_THREAD, SPLIT_UNITS, add_partials,
                     complete_gradients, completed_gradient, copy_state_split, element_stride, first_element,
-                    gradient_before, recurrent_partials)
+                    gradient_before, product_phase)
 from .tiles import (DEPTH, DEPTH_PADDED, ROWS, STEP_THREADS, UNITS, copy_state, gate_products, load_weight_rows,
                     place_output, previous_output, row_step, rows_times_weights, start_bptt, step_tiles, tile_origin)
 
@@ -136,22 +136,18 @@ def gru_forward_split_kernel(xw, h0, hs_ext, w_hh, b_hh, gates, h_n, partial, sl
     h_slice = cuda.shared.array((CHUNK_ROWS, SPLIT_DEPTH_PADDED), DT)
     sums = cuda.local.array((3, SPLIT_ROWS_PER_THREAD), DT)
     pre = cuda.local.array(3, DT)
-    grid = cuda.cg.this_grid()
     T = xw.shape[0]
     H = hs_ext.shape[2]
     n_g = gates.shape[0]
     copy_state_split(h0, hs_ext[0])
-    grid.sync()
     for t in range(T):
-        recurrent_partials(hs_ext[t], w_hh, False, t == 0, slice_depth, partial, w_slice, h_slice, sums)
-        grid.sync()
+        product_phase(hs_ext[t], w_hh, False, t == 0, slice_depth, partial, w_slice, h_slice, sums)
         for e in range(first_element(), hs_ext.shape[1] * H, element_stride()):
             b = e // H
             j = e - b * H
             gru_input_side(xw, t, b, j, b_hh, pre)
             add_partials(partial, b, j, H, pre)
             gru_update(pre, xw, t, b, j, hs_ext[t], hs_ext[t + 1], gates[t % n_g])
-        grid.sync()
     copy_state_split(hs_ext[T], h_n)
 
 
@@ -280,7 +276,6 @@ def gru_backward_split_kernel(dh_n, dh_pair, gates, h_prev_all, hn_all, w_hh, dh
     w_slice = cuda.shared.array((1, SPLIT_UNITS, SPLIT_DEPTH_PADDED), DT)
     in_slice = cuda.shared.array((CHUNK_ROWS, SPLIT_DEPTH_PADDED), DT)
     sums = cuda.local.array((1, SPLIT_ROWS_PER_THREAD), DT)
-    grid = cuda.cg.this_grid()
     T = gates.shape[0]
     H = dh_pair.shape[2]
     for s in range(T):
@@ -296,9 +291,7 @@ def gru_backward_split_kernel(dh_n, dh_pair, gates, h_prev_all, hn_all, w_hh, dh
                 da_h[t, b, g * H + j] = v_h
             # gru_mix_backward: the z⊙h term of ∂L/∂h_{t−1}
             dh_pair[1 - s % 2][b, j] = dh[b, j] * gates[t][b, H + j] + gradient_before(dhs, t, b, j)
-        grid.sync()  # the product reads every unit's da_h
-        recurrent_partials(da_h[t], w_hh, True, s == 0, slice_depth, partial, w_slice, in_slice, sums)
-        grid.sync()
+        product_phase(da_h[t], w_hh, True, s == 0, slice_depth, partial, w_slice, in_slice, sums)
     complete_gradients(partial, dh_pair[T % 2])
 
 # ----- gru_classic forward: r, z and r⊙h; then n and h' ------------------------------------------------

@@ -13,7 +13,7 @@ from jit.gatemath import relu, relu_grad, tanh, tanh_grad
 from .split import KERNEL_OPTIONS as SPLIT_KERNEL_OPTIONS
 from .split import (CHUNK_ROWS, SPLIT_DEPTH_PADDED, SPLIT_ROWS_PER_THREAD, SPLIT_UNITS, add_partials,
                     complete_gradients, completed_gradient, copy_state_split, element_stride, first_element,
-                    gradient_before, recurrent_partials)
+                    gradient_before, product_phase)
 from .tiles import (DEPTH, DEPTH_PADDED, ROWS, STEP_THREADS, UNITS, copy_state, gate_products, load_weight_rows,
                     place_output, previous_output, row_step, rows_times_weights, start_bptt, step_tiles, tile_origin)
 
@@ -128,22 +128,18 @@ def rnn_forward_split_kernel(xw, h0, hs_ext, w_hh, b_hh, use_relu, gates, h_n, p
     h_slice = cuda.shared.array((CHUNK_ROWS, SPLIT_DEPTH_PADDED), DT)
     sums = cuda.local.array((1, SPLIT_ROWS_PER_THREAD), DT)
     pre = cuda.local.array(1, DT)
-    grid = cuda.cg.this_grid()
     T = xw.shape[0]
     H = hs_ext.shape[2]
     n_g = gates.shape[0]
     copy_state_split(h0, hs_ext[0])
-    grid.sync()
     for t in range(T):
-        recurrent_partials(hs_ext[t], w_hh, False, t == 0, slice_depth, partial, w_slice, h_slice, sums)
-        grid.sync()
+        product_phase(hs_ext[t], w_hh, False, t == 0, slice_depth, partial, w_slice, h_slice, sums)
         for e in range(first_element(), hs_ext.shape[1] * H, element_stride()):
             b = e // H
             j = e - b * H
             rnn_input_side(xw, t, b, j, b_hh, pre)
             add_partials(partial, b, j, H, pre)
             rnn_update(pre, b, j, use_relu, hs_ext[t + 1], gates[t % n_g])
-        grid.sync()
     copy_state_split(hs_ext[T], h_n)
 
 
@@ -254,7 +250,6 @@ def rnn_backward_split_kernel(dh_n, dh_pair, gates, w_hh, use_relu, dhs, da, par
     w_slice = cuda.shared.array((1, SPLIT_UNITS, SPLIT_DEPTH_PADDED), DT)
     in_slice = cuda.shared.array((CHUNK_ROWS, SPLIT_DEPTH_PADDED), DT)
     sums = cuda.local.array((1, SPLIT_ROWS_PER_THREAD), DT)
-    grid = cuda.cg.this_grid()
     T = gates.shape[0]
     H = dh_pair.shape[2]
     for s in range(T):
@@ -266,7 +261,5 @@ def rnn_backward_split_kernel(dh_n, dh_pair, gates, w_hh, use_relu, dhs, da, par
             completed_gradient(dh_n, dhs, partial, s == 0, t, b, j, dh)
             da[t, b, j] = rnn_da(b, j, dh, gates[t], use_relu)
             dh_pair[1 - s % 2][b, j] = gradient_before(dhs, t, b, j)
-        grid.sync()  # the product reads every unit's da
-        recurrent_partials(da[t], w_hh, True, s == 0, slice_depth, partial, w_slice, in_slice, sums)
-        grid.sync()
+        product_phase(da[t], w_hh, True, s == 0, slice_depth, partial, w_slice, in_slice, sums)
     complete_gradients(partial, dh_pair[T % 2])

@@ -42,7 +42,7 @@ SPLIT_DEPTH_PADDED = SPLIT_DEPTH + 1
 #: The split kernels' options: on a GPU, four blocks of 128 threads per SM, 528 on an H100, enough
 #: for lstm H = 512's 32 unit blocks × 16 slices with W_hh kept. Unbounded, ptxas (CUDA 13, sm_90)
 #: gave them 148–170 registers a thread (numba's array arguments, a pointer, shapes and strides each,
-#: stay live across the time loop): three blocks per SM; bounded, 128, spilling 0–148 bytes.
+#: stay live across the time loop): three blocks per SM; bounded, 128, spilling 0–144 bytes.
 KERNEL_OPTIONS = {} if SIMULATOR else {"launch_bounds": (SPLIT_THREADS, 4)}
 
 
@@ -140,6 +140,17 @@ def recurrent_partials(inputs, w, transposed, first_step, slice_depth, partial, 
 
 
 @cuda.jit(device=True)
+def product_phase(inputs, w, transposed, first_step, slice_depth, partial, w_slice, in_slice, sums):
+    """A step's product phase between two grid.syncs: before it, every block has written its part of
+    ``inputs`` (h_{t−1}, or ∂L/∂a); after it, the next phase reads any block's partial sums.
+    twin: reference.affine's products, as recurrent_partials"""
+    grid = cuda.cg.this_grid()
+    grid.sync()
+    recurrent_partials(inputs, w, transposed, first_step, slice_depth, partial, w_slice, in_slice, sums)
+    grid.sync()
+
+
+@cuda.jit(device=True)
 def with_partials(partial, b, column, value):
     """value + partial[0, b, column] + partial[1, b, column] + …, added in slice order: the product
     phase's sum at (b, column), completed."""
@@ -169,7 +180,8 @@ def element_stride():
 
 @cuda.jit(device=True)
 def copy_state_split(src, dst):
-    """dst = src (B, H) by the whole grid, grid-stride. twin: reference.backend.forward's h_n copy"""
+    """dst = src (B, H) by the whole grid, each (b, j) by the thread the pointwise phase gives it, so
+    that copying out what that phase wrote needs no grid.sync. twin: reference.backend.forward's h_n copy"""
     H = dst.shape[1]
     for e in range(first_element(), dst.shape[0] * H, element_stride()):
         b = e // H
@@ -199,7 +211,7 @@ def gradient_before(dhs, t, b, j):
 
 @cuda.jit(device=True)
 def complete_gradients(partial, dh):
-    """dh += the product phase's sums, by the whole grid: ∂L/∂h0 after the last step."""
+    """dh += the product phase's sums, by the whole grid: ∂L/∂h0 after the last step's product phase."""
     H = dh.shape[1]
     for e in range(first_element(), dh.shape[0] * H, element_stride()):
         b = e // H
