@@ -4,7 +4,8 @@ The CUDA simulator runs kernels as Python, so it cannot catch what only numba.cu
 sees: a type it cannot infer, a shared-array shape that is not a compile-time constant, a
 float32 kernel promoted to float64 arithmetic by a stray Python literal. This check types and
 lowers each kernel with numba.cuda's own pipeline (no driver, NVVM or NVRTC needed: it stops
-before PTX), and fails if any float32 kernel contains a double-precision operation.
+before PTX), and fails if any float32 kernel contains a double-precision operation, or if a
+kernel that synchronizes its grid would not be launched cooperatively (or one that does not would).
 
     NUMBA_ENABLE_CUDASIM=0 python -m jit.cuda.lowering_check [float32] [float64]   (default: both;
                                                                      exit status 1 on a failure)
@@ -74,6 +75,10 @@ def kernel_signatures(nb):
 
 
 DOUBLE_OP = re.compile(r"\b(fadd|fmul|fsub|fdiv) (fast )?double\b")
+#: The kernels whose grid synchronizes (grid.sync, in the kernel or a device function it calls):
+#: numba must launch them cooperatively, which it decides from the compiled library
+#: (``use_cooperative``); every other kernel must not be, or its grid would be held to what fits.
+GRID_SYNCHRONIZING = ("_persistent_kernel", "_split_kernel")
 
 
 def main(argv=None) -> int:
@@ -101,9 +106,15 @@ def main(argv=None) -> int:
                 print(f"FAILED {np.dtype(dtype).name} {name}: {type(exc).__name__}: {exc}")
                 continue
             doubles = len(DOUBLE_OP.findall(result.library.get_llvm_str()))
+            grid_synchronizing = name.endswith(GRID_SYNCHRONIZING)
             if dtype is np.float32 and doubles:
                 failures += 1
                 print(f"FAILED {np.dtype(dtype).name} {name}: {doubles} double-precision operations")
+            elif result.library.use_cooperative != grid_synchronizing:
+                failures += 1
+                print(f"FAILED {np.dtype(dtype).name} {name}: numba would launch it "
+                      f"{'non-' if not result.library.use_cooperative else ''}cooperatively; its grid "
+                      f"{'synchronizes' if grid_synchronizing else 'does not synchronize'}")
             else:
                 print(f"ok {np.dtype(dtype).name} {name}")
     return 1 if failures else 0

@@ -464,7 +464,8 @@ def test_gpu_report_ratios_and_targets_from_a_synthetic_result(tmp_path):
 
 
 def test_every_kernel_lowers_for_the_real_cuda_target_with_float32_kept_float32():
-    """What the simulator cannot see (numba.cuda typing, constant shared shapes, float64 promotion).
+    """What the simulator cannot see (numba.cuda typing, constant shared shapes, float64 promotion,
+    whether numba launches a grid-synchronizing kernel cooperatively).
 
     float32 only: the float64 kernels are the same source with another DT, and promotion can only
     happen in float32; `python -m jit.cuda.lowering_check` checks both."""
