@@ -82,11 +82,13 @@ def test_jit_cudas_own_counter_is_found_whatever_its_shape_and_preferred_when_it
 
 def test_the_probe_measures_the_issues_shapes_most_important_first():
     rows = gpu_probe.rows()
-    assert len(rows) == 16 * 3 * 2  # (H, B) × path: 8 main, 4 small-batch persistent, 4 per-step; × cells × modes
+    # (H, B) × path: 4 main shapes × 3 paths, 4 small batches × (persistent, split-k, per-step); × cells × modes
+    assert len(rows) == 24 * 3 * 2
     assert {(r.T, r.H, r.B) for r in rows} == {(25, H, B) for H in (512, 2048) for B in (4, 8, 16, 64)}
-    assert rows[0][:3] == ("DB-H512-B16", 25, 16) and {r.path for r in rows[:12]} == {"per-step", "persistent"}
+    assert rows[0][:3] == ("DB-H512-B16", 25, 16)
+    assert {r.path for r in rows[:18]} == {"per-step", "persistent", "split-k"}
     small = [r for r in rows if r.B <= 8]
-    assert [r.path for r in small] == ["persistent"] * 24 + ["per-step"] * 24
+    assert [r.path for r in small] == ["persistent"] * 24 + ["split-k"] * 24 + ["per-step"] * 24
     # the benchmark has the small batches too, after the speed targets' configs, at every H
     configs = gpu_bench.configs("deepbench")
     assert [c[2] for c in configs[:9]] == [16, 32, 64] * 3 and {(c[3], c[2]) for c in configs[9:]} == \
@@ -114,7 +116,7 @@ def test_gpu_check_dry_run_writes_both_jsons_and_a_report_without_timings(tmp_pa
     assert [b["extra_info"]["backend"] for b in bench["benchmarks"]] == ["jit.cuda"]
     probe = json.loads((tmp_path / "gpu_probe.json").read_text())
     assert {"machine_info", "commit_info", "benchmarks", "datetime", "version"} <= set(probe)
-    assert probe["machine_info"]["cellbench"]["rows_done"] == 4
+    assert probe["machine_info"]["cellbench"]["rows_done"] == 6  # 3 paths × 2 modes
     entries = [b["extra_info"] for b in probe["benchmarks"]]
     assert all(e["schema"] == gpu_probe.PROBE_SCHEMA and e["error"] is None for e in entries), entries
     assert [e["grid"] for e in entries if e["kind"] == "grid_sync"] == ["resident", "few"]
@@ -126,8 +128,9 @@ def test_gpu_check_dry_run_writes_both_jsons_and_a_report_without_timings(tmp_pa
         assert math.isnan(e["busy_s"])  # the simulator's events keep no time
     # a step kernel per step on the per-step path, one launch for all steps on the persistent one
     assert calls[("per-step", "inference")]["kernel_launches_per_call"] >= T
-    assert calls[("persistent", "inference")]["kernel_launches_per_call"] < \
-        calls[("per-step", "inference")]["kernel_launches_per_call"]
+    for path in ("persistent", "split-k"):
+        assert calls[(path, "inference")]["kernel_launches_per_call"] < \
+            calls[("per-step", "inference")]["kernel_launches_per_call"]
     kernels = [e for e in entries if e["kind"] == "kernel"]
     step = {e["kernel"] for e in kernels if e["step_kernel"]}
     assert step and all(e["path"] == "per-step" for e in kernels if e["step_kernel"])
