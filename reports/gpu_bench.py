@@ -13,9 +13,9 @@ Backends measured in one process, on the same weights and inputs (fp32, time-maj
 launch), ``jit.cuda.split`` (persistent, the split-K time loops of jit.cuda.backend.split_k: rnn,
 lstm and gru; jit.cuda.split), ``torch.cudnn`` (TF32 off: the parity row TARGET_RATIO refers to) and
 ``torch.cudnn.tf32`` (torch's default, cuDNN allowed to use TF32). Modes: ``inference`` (forward,
-training=False / torch.no_grad) and ``training`` (forward + backward). Each timed call ends with a synchronize
-(jit.cuda's forward and backward synchronize themselves), so pytest-benchmark's wall-clock
-rounds measure completed device work.
+training=False / torch.no_grad) and ``training`` (forward + backward). Each timed call ends with a
+synchronize (jit.cuda's forward and backward synchronize themselves), so pytest-benchmark's
+wall-clock rounds measure completed device work.
 
 Configs (env CELLBENCH_GPU_CONFIGS): ``deepbench`` (default) is T = 25, I = H ∈ {512, 1024, 2048},
 B ∈ {16, 32, 64} (the speed targets), then B ∈ {4, 8} (the persistent path's target); ``tiny`` (T=3,
@@ -39,6 +39,7 @@ import pstats
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -48,9 +49,28 @@ from reports.matrix import flops
 
 CELLS = ("lstm", "gru", "rnn_tanh")
 MODES = ("inference", "training")
-BACKENDS = ("jit.cuda", "jit.cuda.persistent", "jit.cuda.split", "torch.cudnn", "torch.cudnn.tf32")
-#: jit.cuda's time-loop variants: backend name -> (jit.cuda.backend.persistent, jit.cuda.backend.split_k).
-JIT_TIME_LOOPS = {"jit.cuda": (False, False), "jit.cuda.persistent": (True, False), "jit.cuda.split": (True, True)}
+
+
+class JitPath(NamedTuple):
+    """One of jit.cuda's time-loop paths, as the benchmark, the comparison and the probe know it."""
+    backend: str  # the benchmark's backend name
+    prefix: str  # its columns' prefix in comparison()
+    persistent: bool  # jit.cuda.backend.persistent
+    split_k: bool  # jit.cuda.backend.split_k
+
+
+#: jit.cuda's paths by the name the targets and reports.gpu_probe give them; everything below that
+#: lists the jit.cuda variants is derived from this one table.
+JIT_PATHS = {"per-step": JitPath("jit.cuda", "", False, False),
+             "persistent": JitPath("jit.cuda.persistent", "persistent ", True, False),
+             "split-k": JitPath("jit.cuda.split", "split ", True, True)}
+BACKENDS = (*(path.backend for path in JIT_PATHS.values()), "torch.cudnn", "torch.cudnn.tf32")
+#: backend name -> (jit.cuda.backend.persistent, jit.cuda.backend.split_k) of each jit.cuda variant.
+JIT_TIME_LOOPS = {path.backend: (path.persistent, path.split_k) for path in JIT_PATHS.values()}
+#: (backend, column prefix) of each jit.cuda variant in the comparison.
+JIT_VARIANTS = tuple((path.backend, path.prefix) for path in JIT_PATHS.values())
+#: The paths judged at B ≤ 8.
+PERSISTENT_PATHS = tuple(name for name, path in JIT_PATHS.items() if path.persistent)
 #: The issue's targets: jit.cuda's time at most this multiple of cuDNN fp32 (TF32 off) at these batches,
 TARGET_RATIO = {"inference": 1.5, "training": 2.0}
 SPEED_TARGET_BATCHES = (16, 32, 64)
@@ -371,8 +391,6 @@ def load_results(path):
     return rows.rename(columns={"stats.median": "median_s"})
 
 
-#: (backend, column prefix) of each jit.cuda variant in the comparison.
-JIT_VARIANTS = (("jit.cuda", ""), ("jit.cuda.persistent", "persistent "), ("jit.cuda.split", "split "))
 CASE = ["cell", "config", "mode"]
 
 
@@ -381,7 +399,7 @@ def _limit(mode, B, variant):
     the speed targets at B ∈ {16, 32, 64}; at B ≤ 8 only the persistent path's, faster than cuDNN."""
     if B in SPEED_TARGET_BATCHES:
         return TARGET_RATIO[mode], False
-    if B in SMALL_BATCHES and JIT_TIME_LOOPS.get(variant, (False,))[0]:  # a persistent variant
+    if B in SMALL_BATCHES and variant in (JIT_PATHS[name].backend for name in PERSISTENT_PATHS):
         return 1.0, True
     return None
 
@@ -455,12 +473,6 @@ NOT_MEASURED, NOT_JUDGED = "not measured", "not judged (simulator)"
 UNSURE = "unsure (busy time holds host gaps)"
 
 
-#: The paths judged against the targets, as reports.gpu_probe names them, and the comparison
-#: column prefix (JIT_VARIANTS) of each.
-PATH_PREFIXES = {"per-step": "", "persistent": "persistent ", "split-k": "split "}
-PERSISTENT_PATHS = ("persistent", "split-k")
-
-
 def _verdict(figures, judged_paths, limit, strict):
     """(judged path, verdict): the best of the judged paths' figures against the limit."""
     measured = {p: figures[p] for p in judged_paths if figures[p] == figures[p]}
@@ -494,23 +506,23 @@ def targets(table=None, overheads=None, simulated=False):
 
     if table is not None:
         nan = pd.Series(float("nan"), index=table.index)
-        ratios = {path: table.get(f"{prefix}ratio vs cuDNN fp32", nan) for path, prefix in PATH_PREFIXES.items()}
+        ratios = {name: table.get(f"{path.prefix}ratio vs cuDNN fp32", nan) for name, path in JIT_PATHS.items()}
         for i, row in table.iterrows():
             case = {"cell": row["cell"], "config": row["config"], "mode": row["mode"]}
             figures = {path: ratio[i] for path, ratio in ratios.items()}
             if row["B"] in SPEED_TARGET_BATCHES:
                 limit = TARGET_RATIO[row["mode"]]
-                add(SPEED[row["mode"]], case, figures, "× cuDNN", limit, False, tuple(PATH_PREFIXES))
+                add(SPEED[row["mode"]], case, figures, "× cuDNN", limit, False, tuple(JIT_PATHS))
             elif row["B"] in SMALL_BATCHES:
                 add(SMALL_BATCH, case, figures, "× cuDNN", 1.0, True, PERSISTENT_PATHS)
     if overheads is not None and not overheads.empty:
         for (cell, config, mode), group in overheads.groupby(CASE, sort=False):
             by_path = group.set_index("path")
-            figures = {p: by_path["overhead_s"].get(p, float("nan")) * 1e6 for p in PATH_PREFIXES}
-            exact = {p: bool(by_path["exact"].get(p, False)) for p in PATH_PREFIXES} if "exact" in by_path else None
+            figures = {p: by_path["overhead_s"].get(p, float("nan")) * 1e6 for p in JIT_PATHS}
+            exact = {p: bool(by_path["exact"].get(p, False)) for p in JIT_PATHS} if "exact" in by_path else None
             add(HOST_OVERHEAD, {"cell": cell, "config": config, "mode": mode}, figures, "µs",
-                HOST_OVERHEAD_LIMIT_S * 1e6, True, tuple(PATH_PREFIXES), exact)
-    columns = ["target", *CASE, *PATH_PREFIXES, "unit", "limit", "judged", "verdict"]
+                HOST_OVERHEAD_LIMIT_S * 1e6, True, tuple(JIT_PATHS), exact)
+    columns = ["target", *CASE, *JIT_PATHS, "unit", "limit", "judged", "verdict"]
     return pd.DataFrame(records, columns=columns)
 
 
@@ -537,7 +549,7 @@ def _figure(value, unit):
 def targets_markdown(rows):
     """The row-by-row table with each figure written with its unit."""
     shown = rows.copy()
-    for column in PATH_PREFIXES:
+    for column in JIT_PATHS:
         shown[column] = [_figure(v, u) for v, u in zip(rows[column], rows["unit"])]
     shown["limit"] = [("< " if u == "µs" or t == SMALL_BATCH else "≤ ") + _figure(v, u)
                       for v, u, t in zip(rows["limit"], rows["unit"], rows["target"])]

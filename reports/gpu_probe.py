@@ -66,16 +66,14 @@ import numpy as np
 from numba import cuda
 
 from reports.cpu_targets import benchmark_stats
-from reports.gpu_bench import JIT_TIME_LOOPS, Case, device_name
+from reports.gpu_bench import JIT_PATHS, Case, device_name
 
 PROBE_SCHEMA = "cellbench-gpu-probe/1"
 TOOL = "reports.gpu_probe"
 CELLS = ("lstm", "gru", "rnn_tanh")
 MODES = ("inference", "training")
-#: path name -> the benchmark's backend name of each path, whose time loops
-#: (reports.gpu_bench.JIT_TIME_LOOPS) it runs.
-BACKEND_OF_PATH = {"per-step": "jit.cuda", "persistent": "jit.cuda.persistent", "split-k": "jit.cuda.split"}
-PATHS = tuple(BACKEND_OF_PATH)
+#: The paths measured, reports.gpu_bench.JIT_PATHS' names.
+PATHS = tuple(JIT_PATHS)
 #: (H, B) at T = 25, in the order measured: if the deadline cuts the run, the first rows matter most.
 MAIN_SHAPES = ((512, 16), (2048, 64), (512, 64), (2048, 16))
 SMALL_BATCH_SHAPES = ((512, 4), (2048, 8), (512, 8), (2048, 4))
@@ -504,8 +502,9 @@ def grid_sync_rows(timer, settings, device):
 def _stages_of(row):
     """The jit.cuda calls of a row (forward; or forward, backward), as the benchmark makes them, on
     numba device arrays (no torch)."""
-    return Case(row.cell, row.T, row.B, row.I, row.H, peer=False).jit_cuda_stages(
-        row.mode, *JIT_TIME_LOOPS[BACKEND_OF_PATH[row.path]])
+    path = JIT_PATHS[row.path]
+    return Case(row.cell, row.T, row.B, row.I, row.H, peer=False).jit_cuda_stages(row.mode, path.persistent,
+                                                                                   path.split_k)
 
 
 def _run(stages):
@@ -615,7 +614,7 @@ def call_entries(row, timer, settings, device):
     """The entries of one row: the call's, and in training its kernels'."""
     from reports.matrix import flops
     case = {"device": device, "cell": row.cell, "config": row.config, "mode": row.mode, "path": row.path,
-            "backend": BACKEND_OF_PATH[row.path], "dtype": "float32", "T": row.T, "B": row.B, "I": row.I,
+            "backend": JIT_PATHS[row.path].backend, "dtype": "float32", "T": row.T, "B": row.B, "I": row.I,
             "H": row.H, "flops": flops(row.cell, row.T, row.B, row.I, row.H, row.mode)}
     name = [row.path, row.cell, row.config, row.mode]
     try:
