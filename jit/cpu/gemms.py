@@ -17,7 +17,7 @@ from .tiling import split
 PANEL_ROW_BYTES = 128
 
 
-def panel_kernel_wins(K: int, dtype) -> bool:
+def panel_kernel_wins(K: int) -> bool:
     """Whether a large GEMM with inner dimension K runs on the panel kernel: where a group of
     PANEL_GROUP panels of K rows, at 64-byte vectors, fits one core's L2 (the panel kernel packs
     no block of K; past that, a BLAS that blocks K wins). Zen 4, two threads, backward's dx:
@@ -40,14 +40,15 @@ def matmul_rows(a, b, n_threads: int):
     (threads.small_call) runs on the caller, where ``a`` may be a transposed C array (daᵀ),
     read in place, not copied. Otherwise each thread takes some rows: with the panel kernel
     (jit.cpu.products.matmul_into, b packed by each thread) where ``a`` is C-contiguous and
-    panel_kernel_wins, its bits independent of the split; else with BLAS on one thread. (daᵀ goes to BLAS: read in place, its rows a page apart, the panel kernel was
-    7% slower at L1 and level at M on two threads; docs/perf-log.md.)
+    panel_kernel_wins, its bits independent of the split; else with BLAS on one thread. (daᵀ goes
+    to BLAS: read in place, its rows a page apart, the panel kernel was 7% slower at L1 and level
+    at M on two threads; docs/perf-log.md.)
     """
     if small_call(a.shape[0] * a.shape[1] * b.shape[1]):
         return matmul(a if transposed_kernel_array(a) else kernel_array(a), kernel_array(b))
     out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
     rows = split(a.shape[0], max(1, min(n_threads, a.shape[0])))
-    if a.flags.c_contiguous and a.flags.writeable and panel_kernel_wins(a.shape[1], out.dtype):
+    if a.flags.c_contiguous and a.flags.writeable and panel_kernel_wins(a.shape[1]):
         b = kernel_array(b)
         run_in_parallel([(matmul_row_range, (a, b, r0, r1, out)) for r0, r1 in rows])
     else:

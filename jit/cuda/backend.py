@@ -343,7 +343,8 @@ def _rnn_forward(f: _ForwardLoop, relu):
     if f.persistent:
         hs_ext, h_n, gates = f.persistent_outputs()
         if f.split:
-            _split_launch(f, rnn.rnn_forward_split_kernel, f.H, f.GH, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh, relu, gates, h_n)
+            _split_launch(f, rnn.rnn_forward_split_kernel, f.H, f.GH, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh, relu, gates,
+                          h_n)
         else:
             _cooperative_launch(rnn.rnn_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, hs_ext, f.w_hh, f.b_hh, relu,
                                 gates, h_n)
@@ -365,8 +366,8 @@ def _lstm_forward(f: _ForwardLoop):
             c_ext = f.scratch("c_ext", 2, f.B, f.H)
         c_n = f.result("c_n", f.B, f.H)
         if f.split:
-            _split_launch(f, lstm.lstm_forward_split_kernel, f.H, f.GH, f.xw, f.h0, f.c0, hs_ext, c_ext, f.w_hh, f.b_hh, gates,
-                          h_n, c_n)
+            _split_launch(f, lstm.lstm_forward_split_kernel, f.H, f.GH, f.xw, f.h0, f.c0, hs_ext, c_ext, f.w_hh,
+                          f.b_hh, gates, h_n, c_n)
         else:
             _cooperative_launch(lstm.lstm_forward_persistent_kernel, f.B, f.H, f.xw, f.h0, f.c0, hs_ext, c_ext,
                                 f.w_hh, f.b_hh, gates, h_n, c_n)

@@ -741,7 +741,7 @@ def test_large_gemms_take_the_panel_kernel_where_it_wins(monkeypatch):
     rng = np.random.default_rng(3)
     a, b = rng.standard_normal((800, 64)), rng.standard_normal((64, 45))  # 45: a padded last panel
     assert a.shape[0] * a.shape[1] * b.shape[1] >= threads.PARALLEL_MIN_MACS
-    assert gemms.panel_kernel_wins(a.shape[1], a.dtype)
+    assert gemms.panel_kernel_wins(a.shape[1])
     blas_calls = []
     real_matmul = np.matmul
     monkeypatch.setattr(np, "matmul", lambda *args, **kw: blas_calls.append(1) or real_matmul(*args, **kw))
@@ -754,7 +754,7 @@ def test_large_gemms_take_the_panel_kernel_where_it_wins(monkeypatch):
     with threads.blas_on_one_thread():
         gemms.matmul_rows(np.ascontiguousarray(a.T).T, b, 2)  # a transposed C array
         assert len(blas_calls) == 2
-        long_k = next(k for k in range(64, 1 << 20, 64) if not gemms.panel_kernel_wins(k, a.dtype))
+        long_k = next(k for k in range(64, 1 << 20, 64) if not gemms.panel_kernel_wins(k))
         rows = -(-threads.PARALLEL_MIN_MACS // (long_k * 8))  # a large call, not a small one
         gemms.matmul_rows(rng.standard_normal((rows, long_k)), rng.standard_normal((long_k, 8)), 2)
         assert len(blas_calls) == 4
