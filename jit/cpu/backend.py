@@ -99,14 +99,18 @@ def _backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, shapes, n_threads):
         if lstm:
             dc0[:] = 0 if dc_n is None else dc_n
     else:
-        tiling = tiling_for(cell, B, H, n_threads, G * H * H * dtype.itemsize)
+        # The time loop's own work is its recurrent products, T·B·G·H·H multiply-adds (the GEMMs
+        # after it choose their threads themselves): under PARALLEL_MIN_MACS the unit split's wait
+        # per step costs more than a second core gives (S1 lstm backward 137 against 147 µs, Zen 4).
+        loop_threads = min(n_threads, threads_for(T * B * G * H * H))
+        tiling = tiling_for(cell, B, H, loop_threads, G * H * H * dtype.itemsize)
         lengths, order = every_row_in_order(T, B)
         dc_n_k = (np.zeros((B, H), dtype) if dc_n is None else kernel_array(dc_n)) if lstm else None
         pieces, hidden = KERNELS[cell].backward(BackwardCall(
             kernel_array(params.w_hh), kernel_array(params.b_hh), h0k, kernel_array(c0) if lstm else None, hs, 0,
             kernel_array(fwd.cs) if lstm else None, kernel_array(fwd.gates), getattr(fwd, "hns", None),
             kernel_array(dhs), kernel_array(dh_n), dc_n_k, lengths, order, False, da, no_rows(2, dtype),
-            dh0, dc0, tiling, n_threads, ""))
+            dh0, dc0, tiling, loop_threads, ""))
         run_pieces(pieces)
     grads = parameter_gradients(da, hidden, x, kernel_array(params.w_ih), previous_hidden(hs, h0k), n_threads)
     return BackwardResult(grads.dx, dh0, dc0, grads.dw_ih, grads.dw_hh, grads.db_ih, grads.db_hh)
