@@ -9,8 +9,9 @@ in [T/2, T], torch fed a packed sequence; their target is not to be slower than 
 
 For each cell, config and mode, both implementations run on the same float32 weights and
 time-major inputs in the same process, interleaved in rounds (jit, torch, jit, torch, ...)
-so they share the machine's drift, with torch.set_num_threads equal to Numba's thread count
-(read without launching Numba's threading layer: see jit.cpu.threads.pool_threads). Each
+so they share the machine's drift, torch on the threads jit.cpu runs that call on (jit_threads:
+one under jit.cpu.threads.PARALLEL_MIN_MACS, else Numba's thread count, read without launching
+Numba's threading layer: see jit.cpu.threads.pool_threads). Each
 round times the steady state of one implementation: a pause that lets the other's idle
 threads sleep (CALL_SETTLE_S), one untimed call, then BURST_CALLS timed calls back to back
 (see there for why). A first call (compilation or loading the on-disk cache) is timed apart.
@@ -99,8 +100,9 @@ def numpy_gemm(repeats=5) -> dict:
 
 
 def torch_mm_gflops(n=machine.GEMM_SIZE, repeats=5) -> float:
-    """torch's fp32 n×n mm rate in GFLOP/s, best of ``repeats``, on torch's current thread count."""
+    """torch's fp32 n×n mm rate in GFLOP/s, best of ``repeats``, on Numba's thread count."""
     import torch
+    _match_threads()
     a = torch.randn(n, n, generator=torch.Generator().manual_seed(0))
     b = a.T.contiguous()
     a @ b  # warm oneDNN's / MKL's threads
@@ -216,13 +218,24 @@ def _runners(cell, config, mode):
     return run_jit, run_torch
 
 
-def _match_threads() -> int:
-    """Give torch Numba's thread count (read without launching Numba's threading layer); return it."""
+def _match_threads(threads=None) -> int:
+    """Give torch ``threads`` threads, by default Numba's thread count (read without launching
+    Numba's threading layer); return it."""
     import torch
     from jit.cpu.threads import pool_threads
-    threads = pool_threads()
+    threads = threads or pool_threads()
     torch.set_num_threads(threads)
     return threads
+
+
+def jit_threads(cell, config) -> int:
+    """The threads jit.cpu runs a call of this row on, which torch gets too: the caller alone
+    under PARALLEL_MIN_MACS forward multiply-adds (backward's time loop and each of its GEMMs
+    are no larger), else the pool's. A torch held to jit.cpu's nominal two threads there waits
+    on its second core at every step: lstm S1 inference 0.35 ms on two threads against 0.17 on
+    one, after the round's pause (Zen 4)."""
+    from jit.cpu.threads import threads_for
+    return threads_for(int(flops(cell, config, "inference")) // 2)
 
 
 def measure(cell, config, mode, repeats=7, gemm_flops=None, statistic="median") -> dict:
@@ -233,7 +246,7 @@ def measure(cell, config, mode, repeats=7, gemm_flops=None, statistic="median") 
     work, whose load only ever adds time. ``gemm_flops`` is a first achievable rate (FLOP/s) for
     the target, which retarget() replaces once the run's best is known; numpy's when not given.
     """
-    threads = _match_threads()
+    threads = _match_threads(jit_threads(cell, config))
     gemm_flops = gemm_flops or numpy_gemm()["gemm_fp32_gflops"] * 1e9
     run_jit, run_torch = _runners(cell, config, mode)
     first_call = _timed(run_jit)  # compilation, or loading it from the on-disk cache
@@ -436,7 +449,9 @@ def main(argv=None):
     if os.environ.get(machine.ISA_LIMIT_ENV):
         print("held to AVX2 on this host (--isa avx2): a stand-in for an AVX2 machine, named as one")
     rates = dict(numpy_gemm(), torch_mm_gflops=torch_mm_gflops())
-    print(f"threads: numba {threads} = torch; fp32 rates so far: numpy sgemm {rates['gemm_fp32_gflops']:.1f}, "
+    from jit.cpu.threads import PARALLEL_MIN_MACS
+    print(f"threads: numba {threads} = torch (both one for a call under {PARALLEL_MIN_MACS} multiply-adds); "
+          f"fp32 rates so far: numpy sgemm {rates['gemm_fp32_gflops']:.1f}, "
           f"torch mm {rates['torch_mm_gflops']:.1f} GFLOP/s; times: {args.statistic} of {args.repeats}")
     rows = measure_rows(args, rates)
     rates["torch_rnn_gflops"], rates["torch_rnn_best"] = torch_rnn_best(rows)

@@ -37,7 +37,7 @@ def test_measure_interleaves_rounds_each_after_a_settling_pause_and_an_untimed_c
     other's idle threads spin), one untimed call, then BURST_CALLS timed calls; the untimed
     first calls come before any of it."""
     events = []
-    monkeypatch.setattr(cpu_targets, "_match_threads", lambda: 2)  # no torch needed
+    monkeypatch.setattr(cpu_targets, "_match_threads", lambda threads=None: threads or 2)  # no torch needed
     monkeypatch.setattr(cpu_targets, "_runners",
                         lambda cell, config, mode: (lambda: events.append("jit"), lambda: events.append("torch")))
     monkeypatch.setattr(cpu_targets.time, "sleep", lambda seconds: events.append(("sleep", seconds)))
@@ -47,6 +47,24 @@ def test_measure_interleaves_rounds_each_after_a_settling_pause_and_an_untimed_c
     rounds = [pause, "jit"] + ["jit"] * burst + [pause, "torch"] + ["torch"] * burst
     assert events == ["jit", "torch"] + rounds * 3
     assert len(row["jit_all_s"]) == len(row["torch_all_s"]) == 3 * burst
+
+
+def test_torch_gets_the_threads_jit_cpu_runs_the_call_on(monkeypatch):
+    """One thread for a row whose calls jit.cpu keeps on the caller (S1, under PARALLEL_MIN_MACS),
+    the pool's for the others: torch held to two threads where jit.cpu uses one would wait on
+    its second core at every step, and the row's target would rest on that wait."""
+    from jit.cpu import threads
+    given = []
+    monkeypatch.setattr(cpu_targets, "_match_threads", lambda n=None: given.append(n) or n)
+    monkeypatch.setattr(cpu_targets, "_runners", lambda cell, config, mode: (lambda: None, lambda: None))
+    monkeypatch.setattr(cpu_targets.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(threads, "pool_threads", lambda: 2)
+    T, B, H = cpu_targets.CONFIGS["S1"]
+    assert threads.small_call(T * B * 4 * H * (H + H))  # S1 lstm's forward multiply-adds
+    for config, expected in (("S1", 1), ("S2", 2), ("M-layers", 2)):
+        for mode in cpu_targets.MODES:
+            row = cpu_targets.measure("lstm", config, mode, repeats=1, gemm_flops=1e11)
+            assert given[-1] == row["threads"] == expected
 
 
 def test_a_target_is_the_larger_of_the_ratio_and_the_flop_bound():
@@ -85,7 +103,7 @@ def test_the_achievable_rate_is_the_best_of_numpy_torch_mm_and_torch_on_the_rnn_
 def synthetic_run(monkeypatch, tmp_path, jit_s, torch_s, name="run.json", configs=("S1", "M")):
     """cpu_targets.main end to end on two lstm rows, with nothing timed: every jit.cpu call 'takes'
     jit_s and every torch call torch_s (cpu_targets._timed returns what the runner returns)."""
-    monkeypatch.setattr(cpu_targets, "_match_threads", lambda: 2)
+    monkeypatch.setattr(cpu_targets, "_match_threads", lambda threads=None: threads or 2)
     monkeypatch.setattr(cpu_targets, "_runners", lambda cell, config, mode: (lambda: jit_s, lambda: torch_s))
     monkeypatch.setattr(cpu_targets, "_timed", lambda fn: fn())
     monkeypatch.setattr(cpu_targets.time, "sleep", lambda seconds: None)
