@@ -224,6 +224,8 @@ def malformed_calls(draw, backend, cell: str, dtype):
 
     ``which`` is "forward" or "backward" ("forward" only on a forward-only backend); the defect
     is placed in the drawn argument. Arrays of the wrong ndim or dtype come from hypothesis.extra.numpy.
+    backward's arguments include forward's trace (fwd.hs, fwd.gates, and fwd.cs for lstm), which the
+    test computes; a defect drawn there is kwargs["fwd_edits"], {field: the array to put in its place}.
     """
     problem = draw(problems(backend, cell, dtype, regimes=("pytorch_init",), x_scales=(1.0,),
                             limits={"T": 4, "B": 3, "I": 4, "H": 5}), label="well-formed problem")
@@ -231,16 +233,27 @@ def malformed_calls(draw, backend, cell: str, dtype):
     defect = draw(st.sampled_from(DEFECTS), label="defect")
     args = {"params": problem.params, "x": problem.x, "h0": problem.h0, "c0": problem.c0}
     names = ["x", "h0"] + (["c0"] if cell == "lstm" else []) + ["w_ih", "w_hh", "b_ih", "b_hh"]
+    T, B, _ = problem.x.shape
+    H = problem.h0.shape[1]
+    # forward's trace as backward reads it: the shapes are known here, the values only once the test
+    # has run forward, so a defect there replaces the whole array (non-finite: zeros and one NaN or inf)
+    trace = {"fwd.hs": (T, B, H), "fwd.gates": (T, B, NUM_GATES[cell] * H)}
+    if cell == "lstm":
+        trace["fwd.cs"] = (T, B, H)
     if which == "backward":
-        args.update(dhs=problem.dhs, dh_n=problem.dh_n, dc_n=problem.dc_n)
-        names += ["dhs", "dh_n"] + (["dc_n"] if cell == "lstm" else [])
+        args.update(dhs=problem.dhs, dh_n=problem.dh_n, dc_n=problem.dc_n, fwd_edits={})
+        names += ["dhs", "dh_n"] + (["dc_n"] if cell == "lstm" else []) + list(trace)
     target = draw(st.sampled_from(names), label="argument")
 
     def get(name):
+        if name in trace:
+            return np.zeros(trace[name], dtype)
         return getattr(args["params"], name) if name.startswith(("w_", "b_")) else args[name]
 
     def put(name, value):
-        if name.startswith(("w_", "b_")):
+        if name in trace:
+            args["fwd_edits"][name[len("fwd."):]] = value
+        elif name.startswith(("w_", "b_")):
             args["params"] = args["params"]._replace(**{name: value})
         else:
             args[name] = value

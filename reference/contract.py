@@ -188,20 +188,25 @@ def check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, *, supp
                           array_types=(np.ndarray,), isfinite=numpy_all_finite, fwd_fields=None) -> Shapes:
     """Validate backward's arguments: those of forward, plus fwd and the upstream gradients.
 
-    ``fwd_fields``: the fields of fwd this backward reads, which must be there (default: hs, gates,
-    and cs for lstm, all a training forward keeps). A backward that recomputes the forward pass (a
-    framework's autodiff) reads none: ``fwd_fields=()``."""
+    ``fwd_fields``: the fields of fwd this backward reads (default: hs, gates, and cs for lstm, all a
+    training forward keeps), each checked as an argument: an array of x's dtype, of forward's shape,
+    finite. A backward that recomputes the forward pass (a framework's autodiff) reads none:
+    ``fwd_fields=()``."""
     shapes = check_forward_inputs(cell, params, x, h0, c0, supported=supported,
                                   array_types=array_types, isfinite=isfinite)
     T, B, I, H, G, dtype = shapes
     if fwd_fields is None:
         fwd_fields = ("hs", "gates") + (("cs",) if cell == "lstm" else ())
-    for attr in fwd_fields:
-        if getattr(fwd, attr, None) is None:
+    # What backward reads of forward's trace is an input like any other: a kernel indexes it by
+    # T, B, H and G, so a trace of another shape or dtype would be read out of bounds.
+    fwd_arrays = [(f"fwd.{attr}", getattr(fwd, attr, None)) for attr in fwd_fields]
+    for name, a in fwd_arrays:
+        if a is None:
             raise ValueError(
-                f"fwd: expected the result of forward(..., training=True) with {attr!r}; "
-                f"got {type(fwd).__name__} whose {attr} is missing or None"
+                f"fwd: expected the result of forward(..., training=True) with {name[4:]!r}; "
+                f"got {type(fwd).__name__} whose {name[4:]} is missing or None"
             )
+        _check_array(name, a, 3, array_types)
     _check_array("dhs", dhs, 3, array_types)
     _check_array("dh_n", dh_n, 2, array_types)
     if cell == "lstm":
@@ -209,16 +214,17 @@ def check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, *, supp
             _check_array("dc_n", dc_n, 2, array_types)
     elif dc_n is not None:
         raise TypeError(f"dc_n: expected None for {cell} (only lstm has a cell state); got {_describe(dc_n)}")
-    _check_same_dtype([("x", x), ("dhs", dhs), ("dh_n", dh_n), ("dc_n", dc_n)])
+    _check_same_dtype([("x", x), ("dhs", dhs), ("dh_n", dh_n), ("dc_n", dc_n), *fwd_arrays])
     _check_shape("dhs", dhs, (T, B, H), "T, B from x, H from h0")
     _check_shape("dh_n", dh_n, (B, H), "the shape of h0")
     if dc_n is not None:
         _check_shape("dc_n", dc_n, (B, H), "the shape of h0")
-    if "hs" in fwd_fields:
-        _check_shape("fwd.hs", fwd.hs, (T, B, H), "T, B from x, H from h0")
-    if "gates" in fwd_fields:
-        _check_shape("fwd.gates", fwd.gates, (T, B, G * H), f"T, B, G·H for {cell}")
-    for name, a in (("dhs", dhs), ("dh_n", dh_n), ("dc_n", dc_n)):
+    trace_shapes = {"fwd.hs": ((T, B, H), "T, B from x, H from h0"), "fwd.cs": ((T, B, H), "T, B from x, H from h0"),
+                    "fwd.gates": ((T, B, G * H), f"T, B, G·H for {cell}")}
+    for name, a in fwd_arrays:
+        if name in trace_shapes:
+            _check_shape(name, a, *trace_shapes[name])
+    for name, a in (("dhs", dhs), ("dh_n", dh_n), ("dc_n", dc_n), *fwd_arrays):
         if a is not None:
             _check_finite(name, a, isfinite)
     return shapes

@@ -389,6 +389,16 @@ def test_gru_backward_recomputes_what_a_rebuilt_forward_result_lacks():
         assert (a is None and b is None) or float(np.max(np.abs(a - b))) <= tol_grads, field
 
 
+def test_gru_backward_refuses_a_kept_hns_with_nan():
+    """W_hn h + b_hn that forward kept is read as forward's trace, so it is checked like the
+    contract's fields: a NaN in it is a ValueError naming it, not NaN gradients."""
+    params, x, h0, c0, dhs, dh_n, dc_n = make_problem("gru", *SHAPES[1], np.float64)
+    fwd = backend.forward("gru", params, x, h0)
+    fwd.hns[-1, -1, -1] = np.nan
+    with pytest.raises(ValueError, match="^fwd.hns: expected finite values"):
+        backend.backward("gru", params, x, h0, None, fwd, dhs, dh_n)
+
+
 def blas_threads_now():
     return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 

@@ -238,19 +238,21 @@ def test_device_input_with_nan_is_rejected_by_name():
         cuda_backend.forward("gru", p._replace(w_hh=cuda.to_device(w_hh)), cuda.to_device(x), cuda.to_device(h0))
 
 
-@pytest.mark.parametrize("name", ["x", "c0", "dhs", "dh_n", "dc_n"])
+@pytest.mark.parametrize("name", ["x", "c0", "dhs", "dh_n", "dc_n", "fwd.hs", "fwd.gates", "fwd.cs"])
 def test_one_launch_checks_every_device_input_and_names_the_bad_one(name):
-    """All of backward's inputs on the device are checked by one kernel, an array per block row:
-    a NaN in the last element of any one of them is reported against that one."""
+    """All of backward's inputs on the device are checked by one kernel, an array per block row,
+    forward's trace included: a NaN in the last element of any one of them is reported against that one."""
     p, x, h0, c0, dhs, dh_n, dc_n = inputs("lstm", np.float64)
     fwd = cuda_backend.forward("lstm", p, x, h0, c0)
-    args = dict(x=x, h0=h0, c0=c0, dhs=dhs, dh_n=dh_n, dc_n=dc_n)
+    args = dict(x=x, h0=h0, c0=c0, dhs=dhs, dh_n=dh_n, dc_n=dc_n,
+                **{f"fwd.{field}": getattr(fwd, field) for field in ("hs", "gates", "cs")})
     args[name] = args[name].copy()
     args[name].reshape(-1)[-1] = np.nan
     d = {k: cuda.to_device(v) for k, v in args.items()}
     pd = reference.Params(*(cuda.to_device(w) for w in p))
+    trace = fwd._replace(hs=d["fwd.hs"], gates=d["fwd.gates"], cs=d["fwd.cs"])
     with pytest.raises(ValueError, match=f"^{name}: expected finite"):
-        cuda_backend.backward("lstm", pd, d["x"], d["h0"], d["c0"], fwd, d["dhs"], d["dh_n"], d["dc_n"])
+        cuda_backend.backward("lstm", pd, d["x"], d["h0"], d["c0"], trace, d["dhs"], d["dh_n"], d["dc_n"])
 
 
 def test_device_input_of_wrong_dtype_is_a_type_error():
