@@ -18,7 +18,7 @@ from reference.contract import CELLS, BackwardResult, ForwardResult, check_backw
 
 from . import layers
 from .arrays import all_finite, kernel_array, previous_hidden
-from .launch import KERNELS, BackwardCall, ForwardCall, HiddenSide, parameter_gradients
+from .launch import KERNELS, BackwardCall, ForwardCall, HiddenSide, kept_hidden_terms, parameter_gradients
 from .steps import every_row_in_order
 from .threads import call_threads, threads_for
 from .tiling import no_rows, projection_scratch, run_pieces, tiling_for
@@ -80,6 +80,9 @@ def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
     """Backpropagation through time; returns the gradients of L given ∂L/∂hs, ∂L/∂h_n, ∂L/∂c_n."""
     shapes = check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, isfinite=all_finite)
     T, B, I, H, G, _ = shapes
+    hns = kept_hidden_terms(getattr(fwd, "hns", None), fwd.hs, H) if cell == "gru" else None
+    if hns is not None and not all_finite(hns):  # read as part of forward's trace, so checked as the contract's
+        raise ValueError("fwd.hns: expected finite values (forward's W_hn h + b_hn); got NaN or inf")
     # The GEMMs after the loop: dx (T·B × G·H × I), dW_ih and dW_hh (G·H × T·B × I or H), and
     # for gru the recomputed W_hn h (T·B × H × H), the largest under T·B·G·H·max(I, H).
     with call_threads(2 * T * B * G * H * (I + H), T * B * G * H * max(I, H)) as n_threads:

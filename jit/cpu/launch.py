@@ -12,7 +12,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .arrays import all_finite, copy_values, kernel_array, previous_hidden
+from .arrays import copy_values, kernel_array, previous_hidden
 from .gemms import bias_grad, matmul_rows, weight_grad
 from .gru import gru_backward, gru_classic_backward, gru_classic_forward, gru_forward
 from .lstm import lstm_backward, lstm_forward
@@ -117,12 +117,18 @@ def _lstm_backward(b: BackwardCall):
                        b.order, b.reverse, b.da, b.da_state, b.dh0, b.dc0, tiling=b.tiling), HiddenSide(b.da)
 
 
+def kept_hidden_terms(hns, hs, H):
+    """hns = W_hn h_{t-1} + b_hn (T, B, H) that forward kept, if it fits this call (hs's T, B and
+    dtype), else None."""
+    if isinstance(hns, np.ndarray) and hns.shape == hs.shape[:2] + (H,) and hns.dtype == hs.dtype:
+        return hns
+    return None
+
+
 def gru_hidden_terms(hns, hs, h0, w_hh, b_hh, H, n_threads):
     """hns = W_hn h_{t-1} + b_hn (T, B, H): forward's when it kept them, else one GEMM (a
     cell's call whose forward result was rebuilt by the caller)."""
-    if isinstance(hns, np.ndarray) and hns.shape == hs.shape[:2] + (H,) and hns.dtype == hs.dtype:
-        if not all_finite(hns):  # read as forward's trace, so checked as one (reference.contract)
-            raise ValueError("fwd.hns: expected finite values (forward's W_hn h + b_hn); got NaN or inf")
+    if kept_hidden_terms(hns, hs, H) is not None:
         return kernel_array(hns)
     T, B, _ = hs.shape
     h_prev = previous_hidden(np.asarray(hs), h0).reshape(T * B, H)
