@@ -63,5 +63,6 @@ def weight_grad(da, inputs, n_threads):
 
 
 def bias_grad(da):
-    """Σ da over steps and rows."""
-    return da.reshape(-1, da.shape[2]).sum(axis=0)
+    """Σ da over steps and rows (sizes spelled out: with H = 0, reshape(-1, 0) is ambiguous)."""
+    T, B, GH = da.shape
+    return da.reshape(T * B, GH).sum(axis=0)

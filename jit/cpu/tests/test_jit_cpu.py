@@ -399,6 +399,33 @@ def test_gru_backward_refuses_a_kept_hns_with_nan():
         backend.backward("gru", params, x, h0, None, fwd, dhs, dh_n)
 
 
+@pytest.mark.parametrize("cell", reference.CELLS)
+@pytest.mark.parametrize("I, H", [(0, 4), (4, 0), (0, 0)], ids=["no inputs", "no units", "neither"])
+def test_no_inputs_or_no_hidden_units_agree_with_the_reference(cell, I, H):
+    """I = 0 (a recurrence driven by its state alone) and H = 0 (no units) are calls the contract
+    accepts, as the reference and jit.cuda do: the same shapes and values. Where H = 0 every
+    result is empty or a sum of nothing, so exactly; at I = 0 within path_tolerance. (The bias
+    gradient once raised NumPy's reshape error at H = 0.)"""
+    T, B, G = 3, 2, NUM_GATES[cell]
+    rng = np.random.default_rng(3)
+    bound = 1 / np.sqrt(max(H, 1))
+    params = reference.Params(*(rng.uniform(-bound, bound, shape)
+                                for shape in ((G * H, I), (G * H, H), (G * H,), (G * H,))))
+    x, h0, dhs, dh_n = (rng.uniform(-1, 1, shape) for shape in ((T, B, I), (B, H), (T, B, H), (B, H)))
+    c0 = rng.uniform(-1, 1, (B, H)) if cell == "lstm" else None
+    tol = path_tolerance(np.float64, T, B, I, H, G)[1] if H else 0.0
+    for cells in (backend, reference.backend):
+        fwd = cells.forward(cell, params, x, h0, c0, training=True)
+        found = [*fwd[:3], *cells.backward(cell, params, x, h0, c0, fwd, dhs, dh_n)]
+        if cells is backend:
+            got = found
+    for a, b in zip(got, found):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert a.shape == b.shape
+            np.testing.assert_allclose(a, b, rtol=0, atol=tol)
+
+
 def blas_threads_now():
     return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
