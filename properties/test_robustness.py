@@ -91,5 +91,7 @@ def with_fields(fwd, replacements: dict):
             setattr(changed, field, value)
         return changed
     changed = fwd._replace(**replacements)
-    changed.__dict__.update(getattr(fwd, "__dict__", {}))
+    added = getattr(fwd, "__dict__", None)  # a plain namedtuple has none
+    if added:
+        changed.__dict__.update(added)
     return changed

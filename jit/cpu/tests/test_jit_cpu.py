@@ -414,12 +414,11 @@ def test_no_inputs_or_no_hidden_units_agree_with_the_reference(cell, I, H):
     x, h0, dhs, dh_n = (rng.uniform(-1, 1, shape) for shape in ((T, B, I), (B, H), (T, B, H), (B, H)))
     c0 = rng.uniform(-1, 1, (B, H)) if cell == "lstm" else None
     tol = path_tolerance(np.float64, T, B, I, H, G)[1] if H else 0.0
-    for cells in (backend, reference.backend):
+
+    def every_result(cells):
         fwd = cells.forward(cell, params, x, h0, c0, training=True)
-        found = [*fwd[:3], *cells.backward(cell, params, x, h0, c0, fwd, dhs, dh_n)]
-        if cells is backend:
-            got = found
-    for a, b in zip(got, found):
+        return [*fwd[:3], *cells.backward(cell, params, x, h0, c0, fwd, dhs, dh_n)]
+    for a, b in zip(every_result(backend), every_result(reference.backend)):
         assert (a is None) == (b is None)
         if a is not None:
             assert a.shape == b.shape
