@@ -184,6 +184,12 @@ def check_forward_inputs(cell, params, x, h0, c0, *, supported=CELLS, array_type
     return Shapes(T, B, I, H, G, dtype)
 
 
+def trace_fields(cell) -> tuple:
+    """The fields of forward's result that a backward reading its trace checks by default: all a
+    training forward keeps (hs, gates, and cs for lstm)."""
+    return ("hs", "gates") + (("cs",) if cell == "lstm" else ())
+
+
 def check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, *, supported=CELLS,
                           array_types=(np.ndarray,), isfinite=numpy_all_finite, fwd_fields=None) -> Shapes:
     """Validate backward's arguments: those of forward, plus fwd and the upstream gradients.
@@ -196,7 +202,7 @@ def check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, *, supp
                                   array_types=array_types, isfinite=isfinite)
     T, B, I, H, G, dtype = shapes
     if fwd_fields is None:
-        fwd_fields = ("hs", "gates") + (("cs",) if cell == "lstm" else ())
+        fwd_fields = trace_fields(cell)
     # What backward reads of forward's trace is an input like any other: a kernel indexes it by
     # T, B, H and G, so a trace of another shape or dtype would be read out of bounds.
     fwd_arrays = [(f"fwd.{attr}", getattr(fwd, attr, None)) for attr in fwd_fields]

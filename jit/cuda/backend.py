@@ -22,7 +22,7 @@ import numpy as np
 from numba import cuda
 
 from reference.contract import (CELLS, PARAM_NAMES, BackwardResult, ForwardResult, check_backward_inputs,
-                                check_forward_inputs)
+                                check_forward_inputs, trace_fields)
 
 from . import elementwise, gru, lstm, rnn, split, workspace
 from .device_arrays import (ARRAY_TYPES, DeviceArray, contiguous_on_device, device_view, is_device_array, params_view,
@@ -420,7 +420,7 @@ def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
         fwd = SimpleNamespace(**{a: device_view(getattr(fwd, a, None)) for a in ("hs", "gates", "cs")})
     check = partial(check_backward_inputs, cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, array_types=ARRAY_TYPES)
     T, B, I, H, G, dtype = check(isfinite=_host_finite)
-    trace = (fwd.hs, fwd.gates, fwd.cs if cell == "lstm" else None)  # what the contract checked of fwd
+    trace = (getattr(fwd, field) for field in trace_fields(cell))  # what the contract checked of fwd
     with _device_call(_checked_arrays(params, (x, h0, c0, dhs, dh_n, dc_n, *trace))) as finiteness:
         if B == 0 or H == 0:
             result = _backward_without_rows_or_units(cell, T, B, I, H, G, dtype)
