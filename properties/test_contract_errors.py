@@ -122,11 +122,15 @@ def test_bad_forward_input_gets_a_clear_error(backend, case):
 
 
 def good_backward_args(backend, cell):
-    dtype = checked_dtype(backend)
-    args = good_args(cell, dtype)
-    fwd = backend.forward(**args)
-    return args | dict(fwd=fwd, dhs=np.ones((T, B, H), dtype), dh_n=np.ones((B, H), dtype),
-                       dc_n=np.ones((B, H), dtype) if cell == "lstm" else None)
+    args = good_args(cell, checked_dtype(backend))
+    return args | trace_and_gradients(backend, args)
+
+
+def trace_and_gradients(backend, args):
+    """backward's arguments beyond forward's (``args``): forward's trace and upstream gradients of ones."""
+    dtype = args["x"].dtype
+    return dict(fwd=backend.forward(**args), dhs=np.ones((T, B, H), dtype), dh_n=np.ones((B, H), dtype),
+                dc_n=np.ones((B, H), dtype) if args["cell"] == "lstm" else None)
 
 
 BACKWARD_CASES = {

@@ -230,6 +230,41 @@ def test_duck_typed_params_and_untouched_inputs():
     np.testing.assert_array_equal(fwd.hs, reference.backend.forward("lstm", case.params, case.x, case.h0, case.c0).hs)
 
 
+def _contract_error(call):
+    """(type, message) of what ``call`` raises, or None."""
+    try:
+        call()
+    except (TypeError, ValueError) as error:
+        return type(error), str(error)
+    return None
+
+
+@pytest.mark.parametrize("kind", ["forward", "backward"])
+def test_a_remembered_signature_changes_no_verdict_of_the_contract(kind):
+    """reference.contract remembers the signatures whose structure passed. Every bad-input case of
+    the contract must get the same error right after a good call of its sizes and dtype as with the
+    memo empty: a key that left out anything the checks read (a dtype, a shape, a field of fwd)
+    would let the bad call through as a good one, and NaN in a remembered signature must still be
+    found. Run on the reference, where nothing but the contract raises."""
+    from properties.test_contract_errors import BACKWARD_CASES, FORWARD_CASES, good_args, trace_and_gradients
+    from reference import contract
+    cases = FORWARD_CASES if kind == "forward" else BACKWARD_CASES
+    backend = reference.backend
+    for name, (cell, make_bad, *_) in cases.items():
+        for dtype in (np.float32, np.float64):
+            good = good_args(cell, dtype)
+            if kind == "backward":
+                good |= trace_and_gradients(backend, good)
+            call = getattr(backend, kind)
+            run = (lambda a: (lambda: call(a["cell"], **{k: v for k, v in a.items() if k != "cell"})))
+            bad = make_bad(dict(good))
+            contract._passed_signatures.clear()
+            cold = _contract_error(run(bad))
+            assert cold is not None, f"{name}: the contract let the bad call through"
+            assert _contract_error(run(good)) is None, name  # remembers the good call's signature
+            assert _contract_error(run(bad)) == cold, f"{name} ({np.dtype(dtype)}): another verdict once remembered"
+
+
 def test_inference_keeps_nothing_per_step_but_hs():
     case = make_case("lstm")
     fwd = reference.backend.forward("lstm", case.params, case.x, case.h0, case.c0, training=False)

@@ -32,10 +32,15 @@ def _all_finite_values(flat):
     return not bad
 
 
+_COMPILED_DTYPES = frozenset(dtype.char for dtype in DTYPES)
+
+
 def all_finite(a) -> bool:
-    """The finiteness check of reference.contract's validation, for jit.cpu's calls."""
-    if isinstance(a, np.ndarray) and a.flags.c_contiguous and a.dtype in DTYPES:
-        return _all_finite_values(a.reshape(-1))
+    """The finiteness check of reference.contract's validation, for jit.cpu's calls. Per array
+    of a call (7 in a forward, 13 in a backward), so its Python is kept short: a dtype's char
+    against a set, not the dtype against DTYPES (0.3 of 0.6 µs)."""
+    if type(a) is np.ndarray and a.dtype.char in _COMPILED_DTYPES and a.flags.c_contiguous:
+        return _all_finite_values(a.ravel())
     return numpy_all_finite(a)
 
 

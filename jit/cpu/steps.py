@@ -189,5 +189,5 @@ def schedule(lengths, T: int, B: int, tiling):
     parts = len(tiling.tiles)
     dealt = [longest_first[k::parts] for k in range(parts)]
     bounds = np.cumsum([0] + [len(d) for d in dealt])
-    tiles = [(int(bounds[k]), int(bounds[k + 1]), j0, j1) for k, (_, _, j0, j1) in enumerate(tiling.tiles)]
+    tiles = tuple((int(bounds[k]), int(bounds[k + 1]), j0, j1) for k, (_, _, j0, j1) in enumerate(tiling.tiles))
     return lengths, np.concatenate(dealt), Tiling(tiles, False)

@@ -63,16 +63,24 @@ def split_by_units(B: int, H: int, n_threads: int, weight_bytes: int) -> bool:
 class Tiling(NamedTuple):
     """tiles[k] = (b0, b1, j0, j1), the rows × units thread k runs the whole loop on;
     by_units: whether the tiles split the units (and so wait for each other each step)."""
-    tiles: list
+    tiles: tuple
     by_units: bool
 
 
 def tiling_for(cell: str, B: int, H: int, n_threads: int, weight_bytes: int = 0) -> Tiling:
     """The tiles of a call (weight_bytes: W_hh's size). gru_classic's kernels take rows only:
     their n gate reads r⊙h of every unit, which would be a second wait per step."""
+    return _tiling(cell, B, H, n_threads, weight_bytes,
+                   (UNIT_SPLIT_MIN_UNITS, UNIT_SPLIT_MIN_WEIGHT_BYTES, UNIT_SPLIT_MAX_ROWS_PER_THREAD))
+
+
+@lru_cache(maxsize=256)
+def _tiling(cell, B, H, n_threads, weight_bytes, split_rules) -> Tiling:
+    # Cached: a training loop asks for the same tiles every call (1.3 µs of Python each time).
+    # The split rules are part of the key so that a test that changes them gets new tiles.
     if cell != "gru_classic" and split_by_units(B, H, n_threads, weight_bytes):
-        return Tiling([(0, B, j0, j1) for j0, j1 in unit_slices(H, n_threads)], True)
-    return Tiling([(b0, b1, 0, H) for b0, b1 in split(B, max(1, min(n_threads, B)))], False)
+        return Tiling(tuple((0, B, j0, j1) for j0, j1 in unit_slices(H, n_threads)), True)
+    return Tiling(tuple((b0, b1, 0, H) for b0, b1 in split(B, max(1, min(n_threads, B)))), False)
 
 
 def _own_part(own, k):
@@ -113,9 +121,14 @@ def run_on_row_chunks(kernel, *args, tiling: Tiling, own=()):
 def projection_scratch(tiling: Tiling, T: int, G: int, dtype, role="") -> np.ndarray:
     """Every tile's input projection (jit.cpu.products.project_tile_inputs' out): [k] for tile
     k, (G, T·rows, columns), sized for the largest tile; one scratch array (jit.cpu.workspace)."""
+    return scratch("xw" + role, _projection_shape(tiling, T, G, dtype), dtype)
+
+
+@lru_cache(maxsize=256)
+def _projection_shape(tiling: Tiling, T: int, G: int, dtype) -> tuple:
     rows = max(b1 - b0 for b0, b1, _, _ in tiling.tiles)
     units = max(j1 - j0 for _, _, j0, j1 in tiling.tiles)
-    return scratch("xw" + role, (len(tiling.tiles), G, T * rows, panel_columns(units, dtype)), dtype)
+    return len(tiling.tiles), G, T * rows, panel_columns(units, dtype)
 
 
 def gather_scratch(tiling: Tiling, T: int, I: int, dtype, gathers: bool, role="") -> np.ndarray:
