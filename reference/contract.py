@@ -170,12 +170,17 @@ def _remember(key, shapes) -> None:
 
 
 def check_forward_inputs(cell, params, x, h0, c0, *, supported=CELLS, array_types=(np.ndarray,),
-                         isfinite=numpy_all_finite) -> Shapes:
+                         isfinite=numpy_all_finite, all_finite_together=None) -> Shapes:
     """Validate forward's arguments and return their sizes; raise TypeError or ValueError.
 
     Everything is checked before any computation: the cell, the type, ndim and dtype of
     each array, the sizes T, B, I, H across arrays, that params fit this cell's G, that c0
     is given exactly for lstm, and that no value is NaN or inf.
+
+    ``isfinite(a)``: whether array ``a`` holds no NaN or inf. ``all_finite_together(arrays)``, if
+    given: the same for a list of arrays at once (of the call's one float dtype), one call where
+    the call's arrays are small and a call per array costs more than the check (jit.cpu); where it
+    says no, ``isfinite`` finds the array to name.
     """
     named = (("x", x), ("h0", h0), ("c0", c0), *((f"params.{p}", getattr(params, p, None)) for p in PARAM_NAMES))
     key = _signature("forward", cell, (supported, array_types), [a for _, a in named], array_types)
@@ -183,11 +188,13 @@ def check_forward_inputs(cell, params, x, h0, c0, *, supported=CELLS, array_type
     if shapes is None:
         shapes = _check_forward_structure(cell, params, x, h0, c0, supported, array_types)
         _remember(key, shapes)
-    _check_all_finite(named, isfinite)
+    _check_all_finite(named, isfinite, all_finite_together)
     return shapes
 
 
-def _check_all_finite(named_arrays, isfinite) -> None:
+def _check_all_finite(named_arrays, isfinite, all_finite_together=None) -> None:
+    if all_finite_together is not None and all_finite_together([a for _, a in named_arrays if a is not None]):
+        return
     for name, a in named_arrays:
         if a is not None:
             _check_finite(name, a, isfinite)
@@ -245,15 +252,16 @@ def trace_fields(cell) -> tuple:
 
 
 def check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, *, supported=CELLS,
-                          array_types=(np.ndarray,), isfinite=numpy_all_finite, fwd_fields=None) -> Shapes:
+                          array_types=(np.ndarray,), isfinite=numpy_all_finite, all_finite_together=None,
+                          fwd_fields=None) -> Shapes:
     """Validate backward's arguments: those of forward, plus fwd and the upstream gradients.
 
     ``fwd_fields``: the fields of fwd this backward reads (default: hs, gates, and cs for lstm, all a
     training forward keeps), each checked as an argument: an array of x's dtype, of forward's shape,
     finite. A backward that recomputes the forward pass (a framework's autodiff) reads none:
     ``fwd_fields=()``."""
-    shapes = check_forward_inputs(cell, params, x, h0, c0, supported=supported,
-                                  array_types=array_types, isfinite=isfinite)
+    shapes = check_forward_inputs(cell, params, x, h0, c0, supported=supported, array_types=array_types,
+                                  isfinite=isfinite, all_finite_together=all_finite_together)
     if fwd_fields is None:
         fwd_fields = trace_fields(cell)
     fwd_arrays = [(f"fwd.{attr}", getattr(fwd, attr, None)) for attr in fwd_fields]
@@ -263,7 +271,7 @@ def check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, *, supp
     if key is None or key not in _passed_signatures:
         _check_backward_structure(cell, x, fwd, fwd_arrays, dhs, dh_n, dc_n, shapes, array_types)
         _remember(key, shapes)
-    _check_all_finite(named, isfinite)
+    _check_all_finite(named, isfinite, all_finite_together)
     return shapes
 
 

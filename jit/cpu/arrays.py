@@ -1,6 +1,6 @@
 """The arrays jit.cpu's kernels are compiled for, and the few copies and checks around them."""
 import numpy as np
-from numba import njit
+from numba import literal_unroll, njit
 
 from reference.contract import DTYPES, numpy_all_finite
 
@@ -30,6 +30,26 @@ def _all_finite_values(flat):
         v = flat[i]
         bad |= not (v - v == 0)
     return not bad
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _all_finite_flats(flats):
+    """_all_finite_values over each 1-D array of the tuple ``flats``, in one call."""
+    bad = False
+    for flat in literal_unroll(flats):  # a tuple of mixed types (a read-only array) compiles its own loop
+        for i in range(flat.size):
+            v = flat[i]
+            bad |= not (v - v == 0)
+    return not bad
+
+
+def all_finite_together(arrays) -> bool:
+    """No NaN or inf in any of ``arrays`` (each of one float dtype, as reference.contract passes them):
+    one compiled call for a call's arrays, 2–3 µs against 0.7 µs per array (lstm S1, Zen 4)."""
+    flats = tuple([a.ravel() for a in arrays if type(a) is np.ndarray])
+    if len(flats) < len(arrays) or not flats:  # a subclass or another array type: one by one
+        return all(all_finite(a) for a in arrays)
+    return _all_finite_flats(flats)
 
 
 _COMPILED_DTYPES = frozenset(dtype.char for dtype in DTYPES)

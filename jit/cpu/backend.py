@@ -17,7 +17,7 @@ import numpy as np
 from reference.contract import CELLS, BackwardResult, ForwardResult, check_backward_inputs, check_forward_inputs
 
 from . import layers
-from .arrays import all_finite, kernel_array, previous_hidden
+from .arrays import all_finite, all_finite_together, kernel_array, previous_hidden
 from .launch import KERNELS, BackwardCall, ForwardCall, HiddenSide, kept_hidden_terms, parameter_gradients
 from .steps import every_row_in_order
 from .threads import call_threads, threads_for
@@ -38,7 +38,7 @@ class CPUForwardResult(ForwardResult):
 
 def forward(cell, params, x, h0, c0=None, *, training=True):
     """Run the cell over x (T, B, I) from h0 (and c0 for lstm); see reference.contract."""
-    shapes = check_forward_inputs(cell, params, x, h0, c0, isfinite=all_finite)
+    shapes = check_forward_inputs(cell, params, x, h0, c0, isfinite=all_finite, all_finite_together=all_finite_together)
     T, B, I, H, G, _ = shapes
     return _forward(cell, params, x, h0, c0, training, shapes, threads_for(T * B * G * H * (I + H)))
 
@@ -78,7 +78,8 @@ def _forward(cell, params, x, h0, c0, training, shapes, n_threads):
 
 def backward(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n=None):
     """Backpropagation through time; returns the gradients of L given ∂L/∂hs, ∂L/∂h_n, ∂L/∂c_n."""
-    shapes = check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, isfinite=all_finite)
+    shapes = check_backward_inputs(cell, params, x, h0, c0, fwd, dhs, dh_n, dc_n, isfinite=all_finite,
+                                   all_finite_together=all_finite_together)
     T, B, I, H, G, _ = shapes
     hns = kept_hidden_terms(getattr(fwd, "hns", None), fwd.hs, H) if cell == "gru" else None
     if hns is not None and not all_finite(hns):  # read as part of forward's trace, so checked as the contract's

@@ -97,14 +97,23 @@ def threads_for(macs: int) -> int:
     return 1 if small_call(macs) else pool_threads()
 
 
-@contextmanager
-def call_threads(macs: int, largest_gemm_macs: int):
-    """threads_for(macs), with BLAS held to one thread inside the block when the call's
-    largest GEMM (``largest_gemm_macs``) reaches BLAS; a call whose GEMMs all stay under
-    PARALLEL_MIN_MACS has nothing to hold (an S1 lstm backward: 3.3M in all, 0.8M at most)."""
-    n_threads = threads_for(macs)
-    if small_call(largest_gemm_macs):
-        yield n_threads
-        return
-    with blas_on_one_thread():
-        yield n_threads
+class call_threads:
+    """``with call_threads(macs, largest_gemm_macs) as n_threads``: threads_for(macs), with BLAS
+    held to one thread inside the block when the call's largest GEMM (``largest_gemm_macs``)
+    reaches BLAS; a call whose GEMMs all stay under PARALLEL_MIN_MACS has nothing to hold (an
+    S1 lstm backward: 3.3M in all, 0.8M at most). A class, not a generator: entered on every
+    backward call, where a contextlib generator's 1.2 µs showed at S1."""
+
+    def __init__(self, macs: int, largest_gemm_macs: int):
+        self.n_threads = threads_for(macs)
+        self.hold = None if small_call(largest_gemm_macs) else blas_on_one_thread()
+
+    def __enter__(self) -> int:
+        if self.hold is not None:
+            self.hold.__enter__()
+        return self.n_threads
+
+    def __exit__(self, *exc_info):
+        if self.hold is not None:
+            return self.hold.__exit__(*exc_info)
+        return None
