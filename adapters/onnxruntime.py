@@ -221,24 +221,25 @@ def layer_session(cell: str, I: int, H: int, L: int, D: int, with_lengths: bool)
 # ----- the contract ------------------------------------------------------------------------------------
 
 #: The inputs that abort the process (SIGABRT: "terminate called without an active exception") in
-#: onnxruntime 1.30.0, by ONNX op: (finding, predicate on T and B). Checked in a subprocess by
-#: adapters/tests/test_onnxruntime.py and docs/findings/onnxruntime_*_abort.py.
+#: onnxruntime 1.30.0, by ONNX op: (finding, predicate on T, B and I, the sizes of X). Checked in a
+#: subprocess by adapters/tests/test_onnxruntime.py and docs/findings/onnxruntime_*_abort.py.
 ABORTS = {
-    "LSTM": ("onnxruntime-lstm-empty-batch-abort", lambda T, B: B == 0),
-    "GRU": ("onnxruntime-gru-empty-abort", lambda T, B: T == 0 or B == 0),
+    "LSTM": ("onnxruntime-lstm-empty-batch-abort", lambda T, B, I: B == 0),
+    "GRU": ("onnxruntime-gru-empty-abort", lambda T, B, I: T == 0 or B == 0 or I == 0),
 }
 
 
-def guard_against_abort(cell: str, T: int, B: int) -> None:
+def guard_against_abort(cell: str, T: int, B: int, I: int) -> None:
     """Raise RuntimeError naming the finding where onnxruntime would abort the whole process."""
     op_type = NODES[cell].op_type
     if op_type not in ABORTS or os.environ.get(UNGUARDED) == "1":
         return
     finding, aborts = ABORTS[op_type]
-    if aborts(T, B):
+    if aborts(T, B, I):
         raise RuntimeError(
-            f"onnxruntime {onnxruntime.__version__}'s {op_type} aborts the process (SIGABRT) with T = {T}, "
-            f"B = {B}; not run (finding {finding}, {FINDINGS}#{finding}; set {UNGUARDED}=1 to run it)")
+            f"onnxruntime {onnxruntime.__version__}'s {op_type} aborts the process (SIGABRT) with X of shape "
+            f"(T, B, I) = ({T}, {B}, {I}); not run (finding {finding}, {FINDINGS}#{finding}; set {UNGUARDED}=1 "
+            f"to run it)")
 
 
 def check_float32(dtype) -> None:
@@ -261,7 +262,7 @@ def forward(cell, params, x, h0, c0=None, *, training=True):
     """One ONNX node over the sequence. gates and cs are None: onnxruntime does not expose them."""
     T, B, I, H, _, dtype = check_forward_inputs(cell, params, x, h0, c0)
     check_float32(dtype)
-    guard_against_abort(cell, T, B)
+    guard_against_abort(cell, T, B, I)
     feeds = {"X": np.ascontiguousarray(x), **_feeds(cell, [params], h0[None], None if c0 is None else c0[None], "")}
     results = cell_session(cell, I, H).run(None, feeds)
     Y, Y_h = results[0], results[1]  # (T, 1, B, H), (1, B, H)
@@ -276,7 +277,7 @@ def layer_forward(cell, params, x, h0, c0=None, *, bidirectional=False, lengths=
     if shapes.projected:
         raise ValueError(f"params[0].w_hr: expected no projection (ONNX's LSTM has no proj_size, so onnxruntime "
                          f"cannot run one); got w_hr of shape {tuple(np.shape(params[0].w_hr))}")
-    guard_against_abort(cell, shapes.T, shapes.B)
+    guard_against_abort(cell, shapes.T, shapes.B, shapes.I)
     L, D = shapes.L, shapes.D
     feeds = {"X": np.ascontiguousarray(x)}
     if lengths is not None:

@@ -35,8 +35,10 @@ ULP_ABOVE_1 = 2.0 ** -23  # float32's spacing just above 1
 
 
 def problem(cell, T=5, B=3, I=4, H=6, seed=0):
-    """float32 params (PyTorch's init), x, h0 and c0 (lstm) of a fixed small example."""
-    return cell_problem(cell, np.float32, T, B, I, H, seed)[:4]
+    """float32 params (PyTorch's init), x, h0 and c0 (lstm) of a fixed small example. I = 0 (no
+    input features: W_ih has no columns) is a valid call, which init_params, as torch.nn, refuses."""
+    params, x, h0, c0 = cell_problem(cell, np.float32, T, B, max(I, 1), H, seed)[:4]
+    return params._replace(w_ih=np.ascontiguousarray(params.w_ih[:, :I])), np.ascontiguousarray(x[:, :, :I]), h0, c0
 
 
 
@@ -213,14 +215,15 @@ def test_declared_capabilities():
 # ----- the guard against aborts ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cell, T, B, finding", [
-    ("lstm", 3, 0, "onnxruntime-lstm-empty-batch-abort"),
-    ("gru", 0, 2, "onnxruntime-gru-empty-abort"),
-    ("gru_classic", 3, 0, "onnxruntime-gru-empty-abort"),
+@pytest.mark.parametrize("cell, T, B, I, finding", [
+    ("lstm", 3, 0, 4, "onnxruntime-lstm-empty-batch-abort"),
+    ("gru", 0, 2, 4, "onnxruntime-gru-empty-abort"),
+    ("gru_classic", 3, 0, 4, "onnxruntime-gru-empty-abort"),
+    ("gru", 3, 2, 0, "onnxruntime-gru-empty-abort"),
 ])
-def test_the_guard_names_the_finding_instead_of_aborting(cell, T, B, finding, monkeypatch):
+def test_the_guard_names_the_finding_instead_of_aborting(cell, T, B, I, finding, monkeypatch):
     monkeypatch.delenv(backend.UNGUARDED, raising=False)
-    params, x, h0, c0 = problem(cell, T=T, B=B)
+    params, x, h0, c0 = problem(cell, T=T, B=B, I=I)
     with pytest.raises(RuntimeError, match=f"finding {finding}"):
         backend.forward(cell, params, x, h0, c0)
     with pytest.raises(RuntimeError, match=f"finding {finding}"):
@@ -232,6 +235,11 @@ def test_inputs_that_do_not_abort_pass_the_guard():
     params, x, h0, _ = problem("rnn_tanh", T=3, B=0)  # RNN with B = 0 returns, as it should
     fwd = backend.forward("rnn_tanh", params, x, h0)
     assert fwd.hs.shape == (3, 0, 6) and fwd.h_n.shape == (0, 6)
+    for cell in ("rnn_tanh", "lstm"):  # without inputs (I = 0) RNN and LSTM return, and are right
+        params, x, h0, c0 = problem(cell, T=3, B=2, I=0)
+        fwd = backend.forward(cell, params, x, h0, c0)
+        truth = reference.backend.forward(cell, *(float64(a) for a in (params, x, h0, c0)))
+        assert_agrees(f"{cell} hs, I = 0", fwd.hs, truth.hs, agreement_tolerance(3, 0, 6))
 
 
 # ----- the findings, against the installed version -----------------------------------------------------------
@@ -283,19 +291,21 @@ def test_finding_zero_steps_zero_state():
 ABORT_CHILD = """
 import numpy as np, reference
 from adapters import onnxruntime as backend
-cell, T, B = {cell!r}, {T}, {B}
+cell, T, B, I = {cell!r}, {T}, {B}, {I}
 params = reference.init_params(cell, 3, 4, dtype=np.float32)
-x, h0 = np.zeros((T, B, 3), np.float32), np.zeros((B, 4), np.float32)
+params = params._replace(w_ih=np.ascontiguousarray(params.w_ih[:, :I]))  # I = 0: no input features
+x, h0 = np.zeros((T, B, I), np.float32), np.zeros((B, 4), np.float32)
 backend.forward(cell, params, x, h0, h0.copy() if cell == "lstm" else None)
 """
 
 
-def dies_by_abort(cell, T, B) -> bool:
+def dies_by_abort(cell, T, B, I=3) -> bool:
     """Run the unguarded call in a child process: True when onnxruntime aborted it (SIGABRT)."""
     env = dict(os.environ, **{backend.UNGUARDED: "1"})
-    done = subprocess.run([sys.executable, "-c", ABORT_CHILD.format(cell=cell, T=T, B=B)], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-c", ABORT_CHILD.format(cell=cell, T=T, B=B, I=I)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode in (0, -signal.SIGABRT), f"{cell} T={T} B={B}: exit {done.returncode}, {done.stderr[-500:]}"
+    assert done.returncode in (0, -signal.SIGABRT), \
+        f"{cell} T={T} B={B} I={I}: exit {done.returncode}, {done.stderr[-500:]}"
     return done.returncode == -signal.SIGABRT
 
 
@@ -304,8 +314,9 @@ def test_finding_lstm_empty_batch_abort():
 
 
 def test_finding_gru_empty_abort():
-    aborts = [dies_by_abort(cell, T, B) for cell, T, B in (("gru", 0, 2), ("gru_classic", 2, 0))]
-    assert len(set(aborts)) == 1, f"GRU aborts with T = 0 and with B = 0 differ: {aborts}"
+    cases = (("gru", 0, 2, 3), ("gru_classic", 2, 0, 3), ("gru", 2, 2, 0))
+    aborts = [dies_by_abort(*case) for case in cases]
+    assert len(set(aborts)) == 1, f"GRU aborts with T = 0, with B = 0 and with I = 0 differ: {aborts}"
     expect("onnxruntime-gru-empty-abort", aborts[0])
 
 

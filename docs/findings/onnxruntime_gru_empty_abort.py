@@ -1,14 +1,16 @@
-"""onnxruntime's GRU with zero time steps (T = 0) or an empty batch (B = 0) aborts the whole process
-(SIGABRT, "terminate called without an active exception") instead of returning.
+"""onnxruntime's GRU with an empty input X, zero time steps (T = 0), an empty batch (B = 0) or no input
+features (I = 0), aborts the whole process (SIGABRT, "terminate called without an active exception")
+instead of returning.
 
 cellbench finding onnxruntime-gru-empty-abort (docs/findings/onnxruntime.md). Needs only onnx,
 onnxruntime and numpy:  python docs/findings/onnxruntime_gru_empty_abort.py
 Each case runs in a child process (this script again, with the case); the parent prints how each
 child ended, then PRESENT or ABSENT, and exits 0 either way.
 
-Both are valid inputs: with T = 0 the state is the initial one and Y is (0, 1, B, H); with B = 0
-every output has no rows. RNN returns for both; GRU kills the interpreter, with either
-linear_before_reset.
+All three are valid inputs: with T = 0 the state is the initial one and Y is (0, 1, B, H); with B = 0
+every output has no rows; with I = 0 (W of shape (1, 3H, 0)) the recurrence runs on h alone. RNN
+and LSTM return for I = 0, with the right values (adapters/tests/test_onnxruntime.py); GRU kills
+the interpreter, with either linear_before_reset.
 """
 import math
 import signal
@@ -17,11 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-CASES = ((0, 2), (2, 0), (0, 0))  # (T, B)
-I, H = 3, 4
+CASES = ((0, 2, 3), (2, 0, 3), (0, 0, 3), (2, 2, 0))  # (T, B, I)
+H = 4
 
 
-def gru_model(linear_before_reset) -> bytes:
+def gru_model(linear_before_reset, I) -> bytes:
     from onnx import TensorProto, helper
 
     node = helper.make_node("GRU", ["X", "W", "R", "B", "", "initial_h"], ["Y", "Y_h"], hidden_size=H,
@@ -36,7 +38,7 @@ def gru_model(linear_before_reset) -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=7).SerializeToString()
 
 
-def child(model_path, T, B):
+def child(model_path, T, B, I):
     """Run the model once on X (T, B, I); only numpy and onnxruntime are imported here."""
     import numpy as np
     import onnxruntime
@@ -54,10 +56,11 @@ def main():
     present = False
     with tempfile.TemporaryDirectory() as folder:
         for linear_before_reset in (1, 0):
-            model = Path(folder) / f"gru_{linear_before_reset}.onnx"
-            model.write_bytes(gru_model(linear_before_reset))
-            for T, B in CASES:
-                done = subprocess.run([sys.executable, __file__, str(model), str(T), str(B)],
+            for T, B, I in CASES:
+                model = Path(folder) / f"gru_{linear_before_reset}_{I}.onnx"
+                if not model.exists():
+                    model.write_bytes(gru_model(linear_before_reset, I))
+                done = subprocess.run([sys.executable, __file__, str(model), str(T), str(B), str(I)],
                                       capture_output=True, text=True)
                 aborted = done.returncode == -signal.SIGABRT
                 present = present or aborted
@@ -67,12 +70,12 @@ def main():
                     how = done.stdout.strip()
                 else:  # neither returned nor aborted: the reproducer itself failed, so it cannot tell
                     sys.exit(f"the child failed (exit status {done.returncode}): {done.stderr.strip()[-300:]}")
-                print(f"GRU linear_before_reset={linear_before_reset}, T = {T}, B = {B}: {how}")
+                print(f"GRU linear_before_reset={linear_before_reset}, T = {T}, B = {B}, I = {I}: {how}")
     print("PRESENT" if present else "ABSENT")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4:
-        child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))
+    if len(sys.argv) == 5:
+        child(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
     else:
         main()
