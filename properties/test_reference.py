@@ -399,14 +399,19 @@ def test_every_layer_gradient_matches_central_differences(cell):
     assert fwd.hs.shape == (3, 2, 2 * (2 if cell == "lstm" else 3))
 
 
-def layer_implementations():
-    """reference.layers, the composition of reference.backend's cells, and the torch oracle's layers."""
+def layer_implementations(own_kernels=False):
+    """reference.layers, the composition of reference.backend's cells, and the torch oracle's layers;
+    with ``own_kernels`` also jit.cpu's and jit.cuda's native layers (under the simulator without a
+    GPU), whose own code paths must reject the same bad input before any kernel runs."""
     found = [reference.layers.REFERENCE, reference.layers.composed(reference.backend)]
     try:
         import reference.torch_backend as torch_backend
         found.append(torch_backend)
     except ImportError:
         pass
+    if own_kernels:
+        from properties.backends import available
+        found += [b for name, b in available().items() if name in ("jit.cpu", "jit.cuda")]
     return found
 
 
@@ -442,7 +447,7 @@ def bad_layer_calls():
     ]
 
 
-@pytest.mark.parametrize("implementation", layer_implementations(), ids=lambda impl: impl.name)
+@pytest.mark.parametrize("implementation", layer_implementations(own_kernels=True), ids=lambda impl: impl.name)
 @pytest.mark.parametrize("what, call, error, word", bad_layer_calls(), ids=[c[0] for c in bad_layer_calls()])
 def test_bad_layer_input_raises_naming_the_argument(implementation, what, call, error, word):
     call = dict(call)
@@ -451,7 +456,7 @@ def test_bad_layer_input_raises_naming_the_argument(implementation, what, call, 
                                      call.pop("c0"), **call)
 
 
-@pytest.mark.parametrize("implementation", layer_implementations(), ids=lambda impl: impl.name)
+@pytest.mark.parametrize("implementation", layer_implementations(own_kernels=True), ids=lambda impl: impl.name)
 def test_bad_layer_backward_input_raises_naming_the_argument(implementation):
     case = make_layer_case("gru", layers=2, bidirectional=True, lengths=[2, 5, 4])
     fwd = case.forward(implementation)
@@ -459,8 +464,8 @@ def test_bad_layer_backward_input_raises_naming_the_argument(implementation):
         replace(case, dhs=case.dhs[:, :, :2]).backward(implementation, fwd)
     with pytest.raises(TypeError, match="dc_n"):
         replace(case, dc_n=np.zeros_like(case.dh_n)).backward(implementation, fwd)
-    if implementation is not reference.layers.REFERENCE:
-        return
+    if implementation.name not in (reference.layers.REFERENCE.name, "jit.cpu", "jit.cuda"):
+        return  # the composition and torch recompute forward: they read no trace
     with pytest.raises(ValueError, match="fwd"):  # backward reads what forward(training=True) kept
         case.backward(implementation, case.forward(implementation, training=False))
 
