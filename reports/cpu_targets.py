@@ -234,8 +234,8 @@ def jit_threads(cell, config) -> int:
     are no larger), else the pool's. A torch held to jit.cpu's nominal two threads there waits
     on its second core at every step: lstm S1 inference 0.35 ms on two threads against 0.17 on
     one, after the round's pause (Zen 4)."""
-    from jit.cpu.threads import threads_for
-    return threads_for(int(flops(cell, config, "inference")) // 2)
+    from reports.torch_peer import threads_like_jit_cpu
+    return threads_like_jit_cpu(int(flops(cell, config, "inference")) // 2)
 
 
 def measure(cell, config, mode, repeats=7, gemm_flops=None, statistic="median") -> dict:

@@ -8,14 +8,27 @@ and the timed call is only
     inference: module(x, state) under torch.no_grad()
     training:  module(x, state) with autograd, then the gradients of
                L = Σ dhs⊙hs with respect to x, h0 (, c0) and the four weights.
-torch uses its default thread count (every core), as Numba's backends do.
+torch runs on the threads jit.cpu runs a call of the same sizes on (threads_like_jit_cpu): one
+below jit.cpu's PARALLEL_MIN_MACS, where torch on two threads waits on its second core at every
+step (lstm S1 inference 0.35 ms against 0.17 on one thread, Zen 4), else Numba's thread count.
+reports.cpu_targets gives torch the same.
 
 Not a contract backend (no forward / backward): benchmarks call ``prepare``.
 """
 import numpy as np
 
+from reference.contract import NUM_GATES
+
 name = "torch.nn"
 cells = frozenset({"rnn_tanh", "rnn_relu", "lstm", "gru"})
+
+
+def threads_like_jit_cpu(forward_macs: int) -> int:
+    """The threads jit.cpu runs a call of ``forward_macs`` forward multiply-adds on (its backward's
+    time loop and each of its GEMMs are no larger): the caller alone below PARALLEL_MIN_MACS, else
+    the pool's, read without launching Numba's threading layer."""
+    from jit.cpu.threads import threads_for
+    return threads_for(forward_macs)
 
 
 def prepare(cell, mode, inputs):
@@ -26,6 +39,9 @@ def prepare(cell, mode, inputs):
     from reference.torch_backend import make_module
 
     params, x, h0, c0, dhs = inputs
+    T, B, I = x.shape
+    H = h0.shape[1]
+    torch.set_num_threads(threads_like_jit_cpu(T * B * NUM_GATES[cell] * H * (I + H)))
     module = make_module(cell, params, x.dtype)
     weights = [module.weight_ih_l0, module.weight_hh_l0, module.bias_ih_l0, module.bias_hh_l0]
     tx = torch.from_numpy(x).requires_grad_(mode == "training")

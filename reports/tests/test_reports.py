@@ -203,6 +203,27 @@ def test_torch_nn_peer_computes_what_the_reference_does(cell):
         np.testing.assert_allclose(got[key], want[key], rtol=0, atol=1e-12, err_msg=key)
 
 
+def test_the_torch_nn_peer_runs_on_the_threads_jit_cpu_would(monkeypatch):
+    """One thread for a call jit.cpu keeps on its caller (under PARALLEL_MIN_MACS forward
+    multiply-adds), the pool's count for a larger one, set before the timed calls."""
+    torch = pytest.importorskip("torch")
+    from jit.cpu import threads
+    from reports import torch_peer
+    from reports.benchmarks.bench_cells import as_dtype, case_inputs
+    monkeypatch.setattr(threads, "pool_threads", lambda: 2)
+    before = torch.get_num_threads()
+    try:
+        for config, expected in ((matrix.Config("small", 50, 1, 64, 64), 1),
+                                 (matrix.Config("large", 4, 64, 128, 256), 2)):
+            torch.set_num_threads(3)
+            T, B, I, H = config.T, config.B, config.I, config.H
+            assert threads.small_call(T * B * 4 * H * (I + H)) == (expected == 1)
+            torch_peer.prepare("lstm", "inference", as_dtype(case_inputs("lstm", config), "float32"))
+            assert torch.get_num_threads() == expected, config.name
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_a_benchmark_case_times_its_calls_after_a_pause_and_an_untimed_call(monkeypatch):
     """bench_cells.test_cell: the first call (timed apart), then a SETTLE_S pause so the previous
     case's idle threads stop, one untimed call, and only then pytest-benchmark's timed calls."""
