@@ -603,6 +603,41 @@ def test_the_finiteness_check_finds_every_nan_and_inf(dtype):
         assert not arrays.all_finite(b[:, ::2, :])
 
 
+class _ArraySubclass(np.ndarray):
+    """An ndarray subclass, as a caller may pass one: checked one array at a time."""
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_subclass", [False, True], ids=["ndarrays", "with a subclass"])
+def test_the_check_of_a_call_s_arrays_together_finds_a_bad_value_in_any_of_them(dtype, with_subclass):
+    """all_finite_together, the one call behind a jit.cpu call's finiteness checks: a NaN or inf in
+    any array, of any ndim, contiguous, strided, read-only, is found in the one compiled call; with
+    an ndarray subclass among them, by the one-by-one path; finite values, the largest float and
+    empty arrays pass."""
+    rng = np.random.default_rng(3)
+    frozen = rng.uniform(-1, 1, (4, 6)).astype(dtype)
+    frozen.flags.writeable = False
+    made = [rng.uniform(-1, 1, (3, 2, 5)).astype(dtype), rng.uniform(-1, 1, (8, 5)).astype(dtype)[:, ::2],
+            frozen, rng.uniform(-1, 1, 7).astype(dtype), np.empty((0, 3), dtype)]
+    if with_subclass:
+        made.append(rng.uniform(-1, 1, (2, 3)).astype(dtype).view(_ArraySubclass))
+    assert arrays.all_finite_together(made)
+    assert arrays.all_finite_together([made[0], np.full(3, np.finfo(dtype).max, dtype)])
+    for k, a in enumerate(made):
+        if a.size == 0:
+            continue
+        for bad in (np.nan, np.inf, -np.inf):
+            broken = np.array(a)  # a writable C-contiguous ndarray with a's values
+            broken.flat[-1] = bad
+            if not a.flags.c_contiguous:  # back to a strided view holding the bad value
+                broken = np.repeat(broken, 2, axis=1)[:, ::2]
+            if not a.flags.writeable:
+                broken.flags.writeable = False
+            if type(a) is not np.ndarray:
+                broken = broken.view(type(a))
+            assert not arrays.all_finite_together(made[:k] + [broken] + made[k + 1:]), (k, bad)
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"),
                     reason="no thread affinity on this platform: jit.cpu.pool leaves placement to the OS")
 def test_pool_workers_are_kept_off_the_callers_cpu(monkeypatch):
