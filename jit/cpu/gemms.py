@@ -56,6 +56,25 @@ def matmul_rows(a, b, n_threads: int):
     return out
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def gradients_on_the_caller(da, da_h, same, x, w_ih, h_prev):
+    """(dx, dW_ih, dW_hh, db_ih, db_hh) of a call whose GEMMs all stay on the caller
+    (threads.small_call), in one compiled call: the products and sums that matmul_rows, weight_grad
+    and bias_grad make, in the same order, so the same bits; their Python took 6.4 of 53.6 µs at
+    lstm S1 (Zen 4). da_h: what W_hh's gradient multiplies (da itself when ``same``); x, w_ih and
+    h_prev C-contiguous."""
+    T, B, GH = da.shape
+    rows = T * B
+    a = da.reshape(rows, GH)
+    a_h = da_h.reshape(rows, GH)
+    dx = matmul(a, w_ih).reshape(T, B, w_ih.shape[1])
+    dw_ih = matmul(a.T, x.reshape(rows, x.shape[2]))
+    dw_hh = matmul(a_h.T, h_prev.reshape(rows, h_prev.shape[2]))
+    db_ih = _column_sums(a)
+    db_hh = db_ih.copy() if same else _column_sums(a_h)
+    return dx, dw_ih, dw_hh, db_ih, db_hh
+
+
 def weight_grad(da, inputs, n_threads):
     """daᵀ inputs, a weight's gradient summed over steps and rows: da (T, B, G·H), inputs (T, B, K)."""
     T, B, GH = da.shape

@@ -13,10 +13,11 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .arrays import copy_values, kernel_array, previous_hidden
-from .gemms import bias_grad, matmul_rows, weight_grad
+from .gemms import bias_grad, gradients_on_the_caller, matmul_rows, weight_grad
 from .gru import gru_backward, gru_classic_backward, gru_classic_forward, gru_forward
 from .lstm import lstm_backward, lstm_forward
 from .rnn import rnn_backward, rnn_forward
+from .threads import small_call
 from .tiling import Tiling, row_chunk_pieces, tile_pieces
 from .workspace import scratch
 
@@ -190,6 +191,9 @@ def parameter_gradients(da, hidden: HiddenSide, x, w_ih, h_prev, n_threads) -> P
     twin: reference.affine.affine_backward, summed over t."""
     T, B, GH = da.shape
     H = h_prev.shape[2]
+    if hidden.inputs is None and small_call(T * B * GH * max(x.shape[2], H)):
+        return ParameterGradients(*gradients_on_the_caller(da, hidden.da_h, hidden.da_h is da, kernel_array(x),
+                                                           w_ih, kernel_array(h_prev)))
     dx = matmul_rows(da.reshape(T * B, GH), w_ih, n_threads).reshape(T, B, x.shape[2])
     dw_ih, db_ih = weight_grad(da, x, n_threads), bias_grad(da)
     # Where the same ∂L/∂a feeds both biases, db_hh is db_ih: lstm and rnn_* (da_h is da), and

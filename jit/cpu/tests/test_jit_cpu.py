@@ -603,6 +603,30 @@ def test_the_finiteness_check_finds_every_nan_and_inf(dtype):
         assert not arrays.all_finite(b[:, ::2, :])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("T, B, I, H, G", [(50, 1, 64, 64, 4), (7, 3, 33, 17, 3), (0, 2, 3, 4, 4), (4, 0, 3, 4, 1),
+                                           (3, 2, 0, 4, 4), (3, 2, 4, 0, 4)])
+def test_a_small_call_s_gradients_in_one_compiled_call_have_the_same_bits(dtype, T, B, I, H, G):
+    """launch.parameter_gradients takes a small call's GEMMs and sums in one compiled call
+    (gemms.gradients_on_the_caller); they must be the very products and sums of the one-by-one
+    path (matmul_rows, weight_grad, bias_grad), bit for bit, for da_h = da and for another da_h,
+    with x in any layout, and at the empty sizes."""
+    from jit.cpu.launch import HiddenSide, parameter_gradients
+    rng = np.random.default_rng(T + B + I + H)
+    da, da_h = (rng.standard_normal((T, B, G * H)).astype(dtype) for _ in range(2))
+    w_ih = rng.standard_normal((G * H, I)).astype(dtype)
+    x = np.asfortranarray(rng.standard_normal((T, B, I)).astype(dtype))
+    h_prev = rng.standard_normal((T, B, H)).astype(dtype)
+    assert threads.small_call(T * B * G * H * max(I, H))
+    for hidden in (HiddenSide(da), HiddenSide(da_h)):
+        got = parameter_gradients(da, hidden, x, w_ih, h_prev, 1)
+        one_by_one = (gemms.matmul_rows(da.reshape(T * B, G * H), w_ih, 1).reshape(T, B, I),
+                      gemms.weight_grad(da, x, 1), gemms.weight_grad(hidden.da_h, h_prev, 1),
+                      gemms.bias_grad(da), gemms.bias_grad(hidden.da_h))
+        for field, a, b in zip(got._fields, got, one_by_one):
+            assert a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b), field
+
+
 class _ArraySubclass(np.ndarray):
     """An ndarray subclass, as a caller may pass one: checked one array at a time."""
 
