@@ -49,9 +49,11 @@ dtypes = frozenset({np.dtype(np.float32), np.dtype(np.float64)})
 max_test_sizes = {"T": 8, "B": jax_common.SMALL, "I": jax_common.SMALL, "H": jax_common.SMALL}
 #: flax.linen passes every property: nothing to declare.
 known_defects: tuple[KnownDefect, ...] = ()
-#: Findings about Flax (docs/findings/flax.md) and the versions that have them. The one so far is in
-#: flax.nnx, which this adapter does not use (flax.nnx.GRUCell has no b_hn, so it could not claim gru).
-FOUND_IN = {"flax-nnx-grucell-no-b-hn": ("0.12.8",)}
+#: Findings about Flax (docs/findings/flax.md) and the versions that have them: one in flax.nnx, which
+#: this adapter does not use (flax.nnx.GRUCell has no b_hn, so it could not claim gru); one in
+#: flax.linen with jax 0.10.2 (Dense with no inputs or outputs cannot be applied), which no property
+#: draws (I, H ≥ 1), so no known_defects entry.
+FOUND_IN = {"flax-nnx-grucell-no-b-hn": ("0.12.8",), "flax-linen-dense-zero-size": ("0.12.8",)}
 backend = sys.modules[__name__]
 
 #: Each cell's flax.linen module, given H.

@@ -196,7 +196,7 @@ def test_declared_capabilities():
     assert backend.dtypes == frozenset({np.dtype(np.float32), np.dtype(np.float64)})
     assert all(backend.max_test_sizes[d] <= jax_common.SMALL for d in "BIH")
     assert check_known_defects(backend.known_defects) == (), "flax.linen passes every property"
-    assert set(backend.FOUND_IN) == {"flax-nnx-grucell-no-b-hn"}
+    assert set(backend.FOUND_IN) == {"flax-nnx-grucell-no-b-hn", "flax-linen-dense-zero-size"}
 
 
 # ----- the finding, against the installed version ------------------------------------------------------
@@ -211,6 +211,18 @@ def test_finding_nnx_grucell_has_no_b_hn():
     from flax import nnx
     cell = nnx.GRUCell(3, 4, rngs=nnx.Rngs(0))
     expect("flax-nnx-grucell-no-b-hn", getattr(cell.dense_h, "bias", None) is None)
+
+
+def test_finding_linen_dense_zero_size():
+    """Through the adapter: a cell with no input features (I = 0), which the contract accepts."""
+    params, x, h0, c0 = (problem("lstm", np.float32, T=3, B=2, I=1, H=4, seed=0))[:4]
+    params = params._replace(w_ih=np.ascontiguousarray(params.w_ih[:, :0]))
+    try:
+        backend.forward("lstm", params, np.ascontiguousarray(x[:, :, :0]), h0, c0)
+        present = False
+    except ZeroDivisionError:
+        present = True
+    expect("flax-linen-dense-zero-size", present)
 
 
 def test_the_findings_page_and_reproducer_agree_with_found_in():
