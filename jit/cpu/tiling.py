@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .host import L2_BYTES, L3_BYTES, PANEL_VECTORS, VECTOR_BYTES
+from .host import L2_BYTES, L3_BYTES, L3_FEEDS_THE_TILE, PANEL_VECTORS, VECTOR_BYTES
 from .pool import run_in_parallel
 from .products import panel_columns
 from .sync import new_arrivals
@@ -26,10 +26,15 @@ UNIT_ALIGNMENT = PANEL_VECTORS * VECTOR_BYTES // 4
 #: or faster at S2, M and L1 (Zen 4, 1 MiB: units 0.98–1.11× the rows' time; L2's lstm goes by
 #: units through UNIT_SPLIT_MIN_WEIGHT_BYTES). See docs/jit-cpu.md.
 UNIT_SPLIT_MIN_UNITS = 512 if L2_BYTES < (1 << 20) else None
-#: By units when W_hh takes half the shared L3 or more: by rows every thread streams all of
-#: it each step, and the threads' streams then spill to memory (Zen 4, 32 MiB L3, L2 config:
-#: lstm's 16 MiB units 0.93–0.96× the rows' time; gru's 12 MiB 1.01–1.06×, rnn's 4 MiB 1.1–1.4×).
-UNIT_SPLIT_MIN_WEIGHT_BYTES = L3_BYTES // 2
+#: By units when W_hh is this large: by rows every thread streams all of it each step from
+#: beyond its L2. Where the L3 feeds a core at the register tile's rate (host.L3_FEEDS_THE_TILE),
+#: from half the shared L3, where the threads' two streams spill to memory (Zen 4, 32 MiB L3,
+#: L2 config: lstm's 16 MiB units 0.93–0.96× the rows' time; gru's 12 MiB 1.01–1.06×, rnn's 4 MiB
+#: 1.1–1.4×); where it does not, from one core's L2, so each thread's half streams from L2 or
+#: at least half as much from L3 (Intel Xeon, 2 MiB L2: lstm L1's 4 MiB units 0.97× the rows'
+#: time, L2's 16 MiB 0.86×; gru 0.90× and 0.84×; rnn's 4 MiB at L2 0.89×; M's 1 MiB and less
+#: stay by rows, units 1.04–1.15× there). See docs/jit-cpu.md.
+UNIT_SPLIT_MIN_WEIGHT_BYTES = L3_BYTES // 2 if L3_FEEDS_THE_TILE else L2_BYTES
 #: By units whenever the row split would leave a thread at most this many rows: a one- or
 #: two-row tile reads all of W_hh per step for one or two FMAs per weight, and two threads
 #: halve that stream (Zen 4, B = 2: units 0.47–0.68× the rows' time; B = 8: 1.05–1.3×).

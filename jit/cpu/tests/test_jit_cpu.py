@@ -20,7 +20,7 @@ import pytest
 from threadpoolctl import threadpool_info
 
 import reference
-from jit.cpu import arrays, backend, gemms, products, threads, tiling
+from jit.cpu import arrays, backend, gemms, host, products, threads, tiling
 from reference.contract import NUM_GATES
 
 #: The repository root: the subprocess runs below start there.
@@ -304,6 +304,25 @@ def test_tilings_cover_every_row_and_unit_once():
             if by_units:
                 assert j0 % tiling.UNIT_ALIGNMENT == 0
         assert (covered == 1).all(), (cell, B, H, n, tiles)
+
+
+def test_the_host_reader_takes_the_width_and_the_l3_rule_from_what_the_host_says(tmp_path):
+    """The vector width from llvm's features (a forced width must be 32 or 64), the vendor from
+    /proc/cpuinfo, and the split rule for a large W_hh from the vendor: Intel's mesh L3 does not
+    feed the tile, so W_hh splits by units from one core's L2; an unknown host keeps AMD's rule."""
+    assert host.vector_bytes({}, frozenset({"avx2", "avx512f"})) == 64
+    assert host.vector_bytes({}, frozenset({"avx2", "fma"})) == 32
+    assert host.vector_bytes({host.VECTOR_BYTES_ENV: "32"}, frozenset({"avx512f"})) == 32
+    with pytest.raises(ValueError, match="CELLBENCH_VECTOR_BYTES.*32, 64.*'48'"):
+        host.vector_bytes({host.VECTOR_BYTES_ENV: "48"}, frozenset())
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n")
+    assert host.cpu_vendor(str(cpuinfo)) == "GenuineIntel"
+    assert host.cpu_vendor(str(tmp_path / "absent")) == ""
+    assert not host.l3_feeds_the_tile("GenuineIntel")
+    assert host.l3_feeds_the_tile("AuthenticAMD") and host.l3_feeds_the_tile("")
+    expected = host.L3_BYTES // 2 if host.L3_FEEDS_THE_TILE else host.L2_BYTES
+    assert tiling.UNIT_SPLIT_MIN_WEIGHT_BYTES == expected
 
 
 def test_the_step_barrier_holds_every_thread_until_all_arrive():
