@@ -112,7 +112,7 @@ def l3_feeds_the_tile(vendor: str) -> bool:
     """Whether a core streams from the shared L3 at the register tile's rate. One core, float32,
     the tile on 16 rows × 1024 k × 2048 columns (8 MiB of panels, past L2) against the same
     held in L2, GFLOP/s: AMD Zen 4, 102–114 against 112–115 (its L3 keeps up); an Intel Xeon
-    with AVX-512 (2 MiB L2, mesh L3), 110–112 against 150–161 (it does not). Intel's server
+    with AVX-512 (2 MiB L2, mesh L3), 110–115 against 150–161 (it does not). Intel's server
     cores share their L3 over a mesh; other vendors keep the rule measured on AMD."""
     return vendor != "GenuineIntel"
 
