@@ -49,14 +49,9 @@ def measure_gemm_rate(size=GEMM_SIZE, repeats=3) -> dict:
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from jit.cpu.host import cpuinfo_field  # run_info imports jit.cpu anyway (jit_cpu_host)
+    model = cpuinfo_field("model name")
+    return model if model is not None else platform.processor() or platform.machine()
 
 
 def _cpu_times():

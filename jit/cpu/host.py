@@ -96,16 +96,22 @@ def cache_bytes(level: int, default: int) -> int:
     return size if size and size > 0 else default
 
 
-def cpu_vendor(cpuinfo="/proc/cpuinfo") -> str:
-    """The CPU's vendor string (GenuineIntel, AuthenticAMD, ...), or "" where the OS does not say."""
+def cpuinfo_field(name: str, cpuinfo="/proc/cpuinfo"):
+    """The first value of ``name`` (vendor_id, model name, ...) in /proc/cpuinfo, or None where the
+    OS does not say."""
     try:
         with open(cpuinfo) as f:
             for line in f:
-                if line.startswith("vendor_id"):
+                if line.startswith(name):
                     return line.partition(":")[2].strip()
     except OSError:
         pass
-    return ""
+    return None
+
+
+def cpu_vendor(cpuinfo="/proc/cpuinfo") -> str:
+    """The CPU's vendor string (GenuineIntel, AuthenticAMD, ...), or "" where the OS does not say."""
+    return cpuinfo_field("vendor_id", cpuinfo) or ""
 
 
 def l3_feeds_the_tile(vendor: str) -> bool:

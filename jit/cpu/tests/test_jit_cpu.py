@@ -319,6 +319,7 @@ def test_the_host_reader_takes_the_width_and_the_l3_rule_from_what_the_host_says
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\n")
     assert host.cpu_vendor(str(cpuinfo)) == "GenuineIntel"
     assert host.cpu_vendor(str(tmp_path / "absent")) == ""
+    assert host.cpuinfo_field("model name", str(cpuinfo)) is None  # a field the file lacks
     assert not host.l3_feeds_the_tile("GenuineIntel")
     assert host.l3_feeds_the_tile("AuthenticAMD") and host.l3_feeds_the_tile("")
     expected = host.L3_BYTES // 2 if host.L3_FEEDS_THE_TILE else host.L2_BYTES
